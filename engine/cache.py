@@ -1,0 +1,122 @@
+"""The output cache: every node's outputs stored under a signature of what produced them.
+
+A signature is built from the node's class, its constant inputs, the signatures of the nodes it links to
+(with the output index) and its `IS_CHANGED` value, so it is the same for the same computation in any
+workflow and any node id. Re-running an unchanged graph finds every node here; changing one widget changes
+the signatures of that node and its dependents only. Knows nothing of what the outputs are.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from engine.input_spec import is_link
+
+DEFAULT_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    outputs: tuple[list[Any], ...]  # one list per output slot (ComfyUI list semantics)
+    ui: dict[str, Any] | None = None
+
+
+class OutputCache:
+    """A bounded LRU map from signature to `CacheEntry`; entries are whole, never half-written."""
+
+    def __init__(self, max_entries: int = DEFAULT_CACHE_SIZE) -> None:
+        if max_entries < 0:
+            raise ValueError("cache size must be >= 0")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, CacheEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, signature: str) -> CacheEntry | None:
+        with self._lock:
+            entry = self._entries.get(signature)
+            if entry is not None:
+                self._entries.move_to_end(signature)
+            return entry
+
+    def put(self, signature: str, entry: CacheEntry) -> None:
+        if self.max_entries == 0:
+            return
+        with self._lock:
+            self._entries[signature] = entry
+            self._entries.move_to_end(signature)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, signature: object) -> bool:
+        return signature in self._entries
+
+
+@dataclass
+class SignatureBuilder:
+    """Computes node signatures for one prompt, memoised; `is_changed` gives a node's IS_CHANGED token."""
+
+    prompt: dict[str, dict[str, Any]]
+    node_class: Callable[[str], type | None]
+    is_changed: Callable[[str, type], Any]
+    _memo: dict[str, str] = field(default_factory=dict)
+
+    def signature(self, node_id: str) -> str:
+        stack: list[str] = [node_id]
+        visiting: set[str] = set()
+        while stack:
+            current = stack[-1]
+            if current in self._memo:
+                stack.pop()
+                continue
+            missing = [str(v[0]) for v in self.prompt[current].get("inputs", {}).values()
+                       if is_link(v) and str(v[0]) not in self._memo and str(v[0]) in self.prompt]
+            if missing:
+                if current in visiting:
+                    raise ValueError(f"dependency cycle through node {current}")
+                visiting.add(current)
+                stack.extend(missing)
+                continue
+            self._memo[current] = self._own_signature(current)
+            visiting.discard(current)
+            stack.pop()
+        return self._memo[node_id]
+
+    def _own_signature(self, node_id: str) -> str:
+        node = self.prompt[node_id]
+        class_type = node["class_type"]
+        cls = self.node_class(class_type)
+        inputs = []
+        for name, value in sorted(node.get("inputs", {}).items()):
+            if is_link(value):
+                upstream = self._memo.get(str(value[0]), f"missing:{value[0]}")
+                inputs.append([name, "link", upstream, value[1]])
+            else:
+                inputs.append([name, "value", value])
+        parts: list[Any] = [class_type, inputs]
+        if cls is not None:
+            if getattr(cls, "NOT_IDEMPOTENT", False):
+                parts.append(["node_id", node_id])
+            if hasattr(cls, "IS_CHANGED"):
+                parts.append(["is_changed", _stable_token(self.is_changed(node_id, cls))])
+        encoded = json.dumps(parts, sort_keys=True, default=repr, separators=(",", ":"))
+        return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _stable_token(value: Any) -> Any:
+    """NaN never equals itself, so ComfyUI nodes return it to mean "always re-run": give it a fresh token."""
+    if isinstance(value, float) and math.isnan(value):
+        return f"always-changed:{uuid.uuid4()}"
+    return value

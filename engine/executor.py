@@ -1,0 +1,551 @@
+"""Running a validated API-format prompt: scheduling, list mapping, caching, lazy inputs, expansion, events.
+
+The scheduler is dynamic because the graph is: a lazy input pulls in its upstream only when
+`check_lazy_status` asks for it, and a node may expand into a subgraph at run time (how loops are built).
+Ready nodes run in topological order of the prompt (networkx); nodes found in the output cache never run.
+Knows nothing of diffusion or HTTP: it reads nodes through the registry and reports through an `EventBus`.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import inspect
+import itertools
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import networkx as nx
+
+from engine import events, input_spec
+from engine.cache import CacheEntry, OutputCache, SignatureBuilder
+from engine.control_flow import ExecutionBlocker
+from engine.events import EventBus
+from engine.input_spec import is_link
+from engine.interrupt import ExecutionInterrupted, InterruptFlag
+from engine.progress import NodeRunContext, bind_node_context
+from engine.registry import NodeRegistry
+
+HIDDEN_VALUES = ("PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT")
+
+
+@dataclass
+class ExecutionResult:
+    prompt_id: str
+    status: str  # "success", "error" or "interrupted"
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # ui output per output node
+    executed: list[str] = field(default_factory=list)  # nodes that ran this time
+    cached: list[str] = field(default_factory=list)  # nodes served from the cache
+    error: dict[str, Any] | None = None  # the execution_error / execution_interrupted data
+    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.status == "success"
+
+
+class NodeExecutionError(Exception):
+    """A node raised: carries the node so the error event can name it."""
+
+    def __init__(self, node_id: str, class_type: str, cause: BaseException, inputs: dict[str, Any]) -> None:
+        super().__init__(f"{class_type} (node {node_id}): {type(cause).__name__}: {cause}")
+        self.node_id = node_id
+        self.class_type = class_type
+        self.cause = cause
+        self.inputs = inputs
+
+
+class _Run:
+    """The state of one prompt's execution; discarded when it ends."""
+
+    def __init__(self, prompt: dict[str, dict[str, Any]], prompt_id: str, extra_data: dict[str, Any]) -> None:
+        self.original_prompt = prompt
+        self.prompt: dict[str, dict[str, Any]] = {k: v for k, v in prompt.items()}  # grows with expansions
+        self.prompt_id = prompt_id
+        self.extra_data = extra_data
+        self.values: dict[str, tuple[list[Any], ...]] = {}
+        self.ui: dict[str, dict[str, Any]] = {}
+        self.display_node: dict[str, str] = {}
+        self.rank: dict[str, int] = {}
+        self.waiting_on: dict[str, set[str]] = {}
+        self.dependents: dict[str, set[str]] = {}
+        self.ready: list[tuple[int, int, str]] = []
+        self.sequence = itertools.count()
+        self.pending_expansions: dict[str, list[tuple[Any, ...]]] = {}
+        self.requested_lazy: dict[str, set[str]] = {}
+        self.executed: list[str] = []
+        self.cached: list[str] = []
+        self.blocked_reported: set[str] = set()
+        self.current_node: str | None = None
+
+
+class Executor:
+    """Runs prompts against a registry, sharing one output cache across runs."""
+
+    def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None,
+                 event_bus: EventBus | None = None, interrupt: InterruptFlag | None = None) -> None:
+        self.registry = registry
+        self.cache = cache if cache is not None else OutputCache()
+        self.events = event_bus if event_bus is not None else EventBus()
+        self.interrupt = interrupt if interrupt is not None else InterruptFlag()
+
+    # ---- public ----------------------------------------------------------------------------------------
+    def execute(self, prompt: dict[str, dict[str, Any]], prompt_id: str, extra_data: dict[str, Any] | None = None,
+                execute_outputs: Iterable[str] | None = None) -> ExecutionResult:
+        """Run `prompt` (already validated) to its output nodes, or to `execute_outputs` only."""
+        return asyncio.run(self.execute_async(prompt, prompt_id, extra_data, execute_outputs))
+
+    async def execute_async(self, prompt: dict[str, dict[str, Any]], prompt_id: str,
+                            extra_data: dict[str, Any] | None = None,
+                            execute_outputs: Iterable[str] | None = None) -> ExecutionResult:
+        self.interrupt.clear()
+        run = _Run({str(k): v for k, v in prompt.items()}, prompt_id, extra_data or {})
+        result = ExecutionResult(prompt_id, "success")
+        emit = self._emitter(result)
+        targets = [str(t) for t in execute_outputs] if execute_outputs is not None else self._output_nodes(run)
+        emit(events.EXECUTION_START, {"prompt_id": prompt_id, "timestamp": _now_ms()})
+        signatures = self._signatures(run)
+        try:
+            self._rank_nodes(run)
+            for target in targets:
+                self._require(run, target, signatures)
+            self._note_cached_upstream(run, targets, signatures)
+            emit(events.EXECUTION_CACHED, {"nodes": list(run.cached), "prompt_id": prompt_id,
+                                          "timestamp": _now_ms()})
+            for node_id in list(run.cached):
+                if node_id in run.ui:
+                    self._emit_executed(run, emit, node_id)
+            while run.ready:
+                self.interrupt.raise_if_set()
+                _, _, node_id = heapq.heappop(run.ready)
+                await self._run_node(run, node_id, signatures, emit)
+            unresolved = [node_id for node_id, waits in run.waiting_on.items() if waits]
+            if unresolved:
+                raise RuntimeError(f"nodes {sorted(unresolved)} could never run: dependency cycle")
+        except ExecutionInterrupted:
+            result.status = "interrupted"
+            current = run.current_node
+            result.error = {"prompt_id": prompt_id, "node_id": current,
+                            "node_type": run.prompt[current]["class_type"] if current else None,
+                            "executed": list(run.executed), "timestamp": _now_ms()}
+            emit(events.EXECUTION_INTERRUPTED, result.error)
+        except NodeExecutionError as failure:
+            result.status = "error"
+            result.error = self._error_data(run, failure)
+            emit(events.EXECUTION_ERROR, result.error)
+        except Exception as failure:  # scheduler-level problems (cycles made by expansions, bad expansions)
+            result.status = "error"
+            result.error = {"prompt_id": prompt_id, "node_id": None, "node_type": None,
+                            "executed": list(run.executed), "exception_message": str(failure),
+                            "exception_type": type(failure).__name__,
+                            "traceback": traceback.format_exception(failure), "current_inputs": {},
+                            "current_outputs": []}
+            emit(events.EXECUTION_ERROR, result.error)
+        result.executed = list(run.executed)
+        result.cached = list(run.cached)
+        result.outputs = _ui_by_original_node(run)
+        if result.status == "success":
+            emit(events.EXECUTION_SUCCESS, {"prompt_id": prompt_id, "timestamp": _now_ms()})
+        emit(events.EXECUTING, {"node": None, "prompt_id": prompt_id})
+        return result
+
+    # ---- events ----------------------------------------------------------------------------------------
+    def _emitter(self, result: ExecutionResult):
+        def emit(name: str, data: dict[str, Any]) -> None:
+            if name != events.PROGRESS:
+                result.messages.append((name, data))
+            self.events.emit(name, data)
+        return emit
+
+    def _emit_executed(self, run: _Run, emit, node_id: str) -> None:
+        emit(events.EXECUTED, {"node": node_id, "display_node": run.display_node.get(node_id, node_id),
+                               "output": run.ui[node_id], "prompt_id": run.prompt_id})
+
+    def _error_data(self, run: _Run, failure: NodeExecutionError) -> dict[str, Any]:
+        return {
+            "prompt_id": run.prompt_id, "node_id": failure.node_id, "node_type": failure.class_type,
+            "executed": list(run.executed), "exception_message": str(failure.cause),
+            "exception_type": f"{type(failure.cause).__module__}.{type(failure.cause).__name__}".removeprefix(
+                "builtins."),
+            "traceback": traceback.format_exception(failure.cause),
+            "current_inputs": {name: [_describe(v) for v in values] for name, values in failure.inputs.items()},
+            "current_outputs": list(run.values),
+        }
+
+    # ---- planning --------------------------------------------------------------------------------------
+    def _output_nodes(self, run: _Run) -> list[str]:
+        return [node_id for node_id, node in run.prompt.items()
+                if (cls := self.registry.get(node["class_type"])) is not None and input_spec.is_output_node(cls)]
+
+    def _signatures(self, run: _Run) -> SignatureBuilder:
+        def is_changed(node_id: str, cls: type) -> Any:
+            node_inputs = run.prompt[node_id].get("inputs", {})
+            arguments = self._hidden_and_constants(run, node_id, cls, node_inputs)
+            method = cls.IS_CHANGED
+            parameters = inspect.signature(method).parameters
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                arguments = {k: v for k, v in arguments.items() if k in parameters}
+            try:
+                return method(**arguments)
+            except Exception as exc:  # treat like ComfyUI: the node simply re-runs
+                return f"is_changed_failed:{exc}:{time.time_ns()}"
+        return SignatureBuilder(run.prompt, self.registry.get, is_changed)
+
+    def _hidden_and_constants(self, run: _Run, node_id: str, cls: type, node_inputs: dict[str, Any]) -> dict[str, Any]:
+        arguments = {name: value for name, value in node_inputs.items() if not is_link(value)}
+        arguments.update(self._hidden_inputs(run, node_id, cls))
+        return arguments
+
+    def _hidden_inputs(self, run: _Run, node_id: str, cls: type) -> dict[str, Any]:
+        hidden = (cls.INPUT_TYPES().get("hidden") or {})
+        values = {"PROMPT": run.original_prompt, "EXTRA_PNGINFO": run.extra_data.get("extra_pnginfo"),
+                  "UNIQUE_ID": node_id, "DYNPROMPT": run.prompt}
+        result = {}
+        for name, kind in hidden.items():
+            kind = kind[0] if isinstance(kind, (list, tuple)) else kind
+            if kind in values:
+                result[name] = values[kind]
+        return result
+
+    def _rank_nodes(self, run: _Run) -> None:
+        graph = nx.DiGraph()
+        graph.add_nodes_from(run.prompt)
+        graph.add_edges_from((source, node_id) for node_id, node in run.prompt.items()
+                             for source in _link_sources(node) if source in run.prompt)
+        order = nx.lexicographical_topological_sort(graph, key=_natural_key)
+        run.rank = {node_id: position for position, node_id in enumerate(order)}
+
+    def _require(self, run: _Run, node_id: str, signatures: SignatureBuilder) -> None:
+        """Make sure `node_id`'s outputs will be available: from the cache, or by scheduling it (and its inputs)."""
+        stack = [node_id]
+        while stack:
+            current = stack.pop()
+            if current in run.values or current in run.waiting_on:
+                continue
+            if current not in run.prompt:
+                raise RuntimeError(f"a link points to node {current}, which does not exist")
+            cls = self._node_class(run, current)
+            entry = self.cache.get(signatures.signature(current))
+            if entry is not None:
+                self._use_cached(run, current, entry)
+                continue
+            specs = input_spec.input_specs(cls)
+            waits = set()
+            for name, value in run.prompt[current].get("inputs", {}).items():
+                spec = specs.get(name)
+                lazy = spec is not None and spec.is_lazy and name not in run.requested_lazy.get(current, set())
+                if is_link(value) and not lazy:
+                    source = str(value[0])
+                    if source not in run.values:
+                        waits.add(source)
+                        stack.append(source)
+            self._schedule(run, current, waits)
+
+    def _note_cached_upstream(self, run: _Run, targets: list[str], signatures: SignatureBuilder) -> None:
+        """List as cached the nodes behind a cache hit that are cached too, as ComfyUI clients expect;
+        they are not needed, so their outputs are not loaded."""
+        stack = [source for node_id in run.cached for source in _link_sources(run.prompt[node_id])]
+        seen = set(run.values) | set(run.waiting_on)
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen or node_id not in run.prompt:
+                continue
+            seen.add(node_id)
+            if signatures.signature(node_id) in self.cache:
+                run.cached.append(node_id)
+                stack.extend(_link_sources(run.prompt[node_id]))
+
+    def _use_cached(self, run: _Run, node_id: str, entry: CacheEntry) -> None:
+        run.values[node_id] = entry.outputs
+        if entry.ui:
+            run.ui[node_id] = entry.ui
+        run.cached.append(node_id)
+        self._resolve(run, node_id)
+
+    def _schedule(self, run: _Run, node_id: str, waits: set[str]) -> None:
+        run.waiting_on[node_id] = set(waits)
+        for source in waits:
+            run.dependents.setdefault(source, set()).add(node_id)
+        if not waits:
+            self._push_ready(run, node_id)
+
+    def _push_ready(self, run: _Run, node_id: str) -> None:
+        rank = run.rank.get(node_id, run.rank.get(run.display_node.get(node_id, ""), len(run.rank)))
+        heapq.heappush(run.ready, (rank, next(run.sequence), node_id))
+
+    def _resolve(self, run: _Run, node_id: str) -> None:
+        """`node_id` has its outputs: release whatever waited on it."""
+        run.waiting_on.pop(node_id, None)
+        for dependent in run.dependents.pop(node_id, set()):
+            waits = run.waiting_on.get(dependent)
+            if waits is not None and node_id in waits:
+                waits.discard(node_id)
+                if not waits:
+                    self._push_ready(run, dependent)
+
+    def _node_class(self, run: _Run, node_id: str) -> type:
+        class_type = run.prompt[node_id]["class_type"]
+        cls = self.registry.get(class_type)
+        if cls is None:
+            raise RuntimeError(f"node {node_id}: unknown node type {class_type!r}")
+        return cls
+
+    # ---- running one node ------------------------------------------------------------------------------
+    async def _run_node(self, run: _Run, node_id: str, signatures: SignatureBuilder, emit) -> None:
+        if node_id in run.pending_expansions:
+            self._finish_expansion(run, node_id, signatures)
+            return
+        cls = self._node_class(run, node_id)
+        class_type = run.prompt[node_id]["class_type"]
+        entry = self.cache.get(signatures.signature(node_id))
+        if entry is not None:  # an identical node earlier in this run produced it
+            self._use_cached(run, node_id, entry)
+            return
+        run.current_node = node_id
+        emit(events.EXECUTING, {"node": node_id, "display_node": run.display_node.get(node_id, node_id),
+                                "prompt_id": run.prompt_id})
+        inputs = self._gather_inputs(run, node_id, cls)
+        instance = cls()
+        try:
+            if await self._needs_more_lazy_inputs(run, node_id, cls, instance, inputs, signatures):
+                return
+            context = NodeRunContext(node_id, run.prompt_id, self.interrupt, self._progress_reporter(run, emit))
+            with bind_node_context(context):
+                results, ui, expansions = await self._map_over_lists(run, node_id, cls, instance, inputs, emit)
+        except ExecutionInterrupted:
+            raise
+        except Exception as exc:
+            raise NodeExecutionError(node_id, class_type, exc, inputs) from exc
+        run.executed.append(node_id)
+        if ui:
+            run.ui[node_id] = ui
+            self._emit_executed(run, emit, node_id)
+        if expansions:
+            self._start_expansion(run, node_id, results, expansions, signatures)
+            return
+        self._store(run, node_id, _merge_outputs(cls, results, run), signatures)
+
+    def _store(self, run: _Run, node_id: str, outputs: tuple[list[Any], ...], signatures: SignatureBuilder) -> None:
+        run.values[node_id] = outputs
+        self.cache.put(signatures.signature(node_id), CacheEntry(outputs, run.ui.get(node_id)))
+        self._resolve(run, node_id)
+
+    def _progress_reporter(self, run: _Run, emit):
+        def on_progress(node_id: str, value: int, total: int, preview: Any) -> None:
+            data = {"value": value, "max": total, "prompt_id": run.prompt_id, "node": node_id}
+            if preview is not None:
+                data["preview"] = preview
+            emit(events.PROGRESS, data)
+        return on_progress
+
+    def _gather_inputs(self, run: _Run, node_id: str, cls: type) -> dict[str, list[Any]]:
+        """Every input as a list (ComfyUI list semantics): linked outputs are lists, constants become [value]."""
+        function = getattr(cls, getattr(cls, "FUNCTION"))
+        parameters = inspect.signature(function).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        specs = input_spec.input_specs(cls)
+        gathered: dict[str, list[Any]] = {}
+        for name, value in run.prompt[node_id].get("inputs", {}).items():
+            if name not in specs and not takes_any:
+                continue
+            if is_link(value):
+                source = str(value[0])
+                # a lazy input not (yet) evaluated is passed as None, as ComfyUI does
+                gathered[name] = run.values[source][int(value[1])] if source in run.values else [None]
+            else:
+                gathered[name] = [value]
+        for name, value in self._hidden_inputs(run, node_id, cls).items():
+            gathered[name] = [value]
+        return gathered
+
+    async def _needs_more_lazy_inputs(self, run: _Run, node_id: str, cls: type, instance: Any,
+                                      inputs: dict[str, list[Any]], signatures: SignatureBuilder) -> bool:
+        """Ask `check_lazy_status` which lazy inputs it needs; schedule the missing ones and re-queue the node."""
+        lazy_links = {name: str(value[0]) for name, value in run.prompt[node_id].get("inputs", {}).items()
+                      if is_link(value) and (spec := input_spec.input_specs(cls).get(name)) is not None
+                      and spec.is_lazy}
+        unevaluated = {name for name, source in lazy_links.items() if source not in run.values}
+        if not unevaluated or not hasattr(instance, "check_lazy_status"):
+            return False
+        needed: set[str] = set()
+        for call_inputs in _slices(inputs, getattr(cls, "INPUT_IS_LIST", False)):
+            requested = await _maybe_await(instance.check_lazy_status(**call_inputs))
+            needed.update(requested or [])
+        missing = needed & unevaluated
+        if not missing:
+            return False
+        run.requested_lazy.setdefault(node_id, set()).update(missing)
+        sources = {lazy_links[name] for name in missing}
+        run.waiting_on[node_id] = set(sources)
+        for source in sources:
+            run.dependents.setdefault(source, set()).add(node_id)
+            self._require(run, source, signatures)
+        return True
+
+    async def _map_over_lists(self, run: _Run, node_id: str, cls: type, instance: Any,
+                              inputs: dict[str, list[Any]], emit):
+        function = getattr(instance, getattr(cls, "FUNCTION"))
+        results: list[tuple[Any, ...]] = []
+        uis: list[dict[str, Any]] = []
+        expansions: list[dict[str, Any]] = []
+        output_count = len(input_spec.return_types(cls))
+        for call_inputs in _slices(inputs, getattr(cls, "INPUT_IS_LIST", False)):
+            blocker = next((v for v in _flat_values(call_inputs) if isinstance(v, ExecutionBlocker)), None)
+            if blocker is not None:
+                if blocker.message is not None and node_id not in run.blocked_reported:
+                    run.blocked_reported.add(node_id)
+                    emit(events.EXECUTION_ERROR, {
+                        "prompt_id": run.prompt_id, "node_id": node_id,
+                        "node_type": run.prompt[node_id]["class_type"], "executed": list(run.executed),
+                        "exception_message": f"Execution Blocked: {blocker.message}",
+                        "exception_type": "ExecutionBlocked", "traceback": [], "current_inputs": {},
+                        "current_outputs": []})
+                results.append((ExecutionBlocker(None),) * output_count)
+                continue
+            returned = await _maybe_await(function(**call_inputs))
+            values, ui, expand = _split_return(returned, output_count)
+            results.append(values)
+            if ui:
+                uis.append(ui)
+            if expand is not None:
+                expansions.append(expand)
+        return results, _merge_ui(uis), expansions
+
+    # ---- expansion -------------------------------------------------------------------------------------
+    def _start_expansion(self, run: _Run, node_id: str, results: list[tuple[Any, ...]],
+                         expansions: list[dict[str, Any]], signatures: SignatureBuilder) -> None:
+        display = run.display_node.get(node_id, node_id)
+        new_ids: list[str] = []
+        for graph in expansions:
+            for new_id, new_node in graph.items():
+                new_id = str(new_id)
+                if new_id in run.prompt:
+                    raise RuntimeError(f"node {node_id} expanded into node id {new_id!r}, which already exists")
+                run.prompt[new_id] = {"class_type": new_node["class_type"], "inputs": dict(new_node.get("inputs", {}))}
+                run.display_node[new_id] = display
+                new_ids.append(new_id)
+        for new_id in new_ids:
+            if run.prompt[new_id]["class_type"] not in self.registry:
+                raise RuntimeError(f"node {node_id} expanded into unknown node type "
+                                   f"{run.prompt[new_id]['class_type']!r}")
+        sources = {str(value[0]) for values in results for value in values if is_link(value)}
+        sources |= {new_id for new_id in new_ids
+                    if input_spec.is_output_node(self.registry.get(run.prompt[new_id]["class_type"]))}
+        run.pending_expansions[node_id] = results
+        waits = {source for source in sources if source not in run.values}
+        run.waiting_on[node_id] = waits
+        for source in waits:
+            run.dependents.setdefault(source, set()).add(node_id)
+        for source in sorted(waits, key=_natural_key):
+            self._require(run, source, signatures)
+        if not waits:
+            self._push_ready(run, node_id)
+
+    def _finish_expansion(self, run: _Run, node_id: str, signatures: SignatureBuilder) -> None:
+        results = run.pending_expansions.pop(node_id)
+        self._store(run, node_id, _merge_outputs(self._node_class(run, node_id), results, run, links=True), signatures)
+
+
+def _link_sources(node: dict[str, Any]) -> list[str]:
+    return [str(value[0]) for value in node.get("inputs", {}).values() if is_link(value)]
+
+
+def _slices(inputs: dict[str, list[Any]], input_is_list: bool) -> Iterable[dict[str, Any]]:
+    """The calls a node gets: one with whole lists (INPUT_IS_LIST), else one per item of the longest list."""
+    if input_is_list:
+        yield dict(inputs)
+        return
+    if not inputs:
+        yield {}
+        return
+    longest = max(len(values) for values in inputs.values())
+    if any(len(values) == 0 for values in inputs.values()):
+        return
+    for index in range(longest):
+        yield {name: values[min(index, len(values) - 1)] for name, values in inputs.items()}
+
+
+def _flat_values(call_inputs: dict[str, Any]) -> Iterable[Any]:
+    for value in call_inputs.values():
+        if isinstance(value, list):
+            yield from value
+        else:
+            yield value
+
+
+def _split_return(returned: Any, output_count: int) -> tuple[tuple[Any, ...], dict[str, Any] | None, Any]:
+    """Normalise a node's return value into (outputs, ui, expansion graph)."""
+    if isinstance(returned, ExecutionBlocker):
+        return (returned,) * output_count, None, None
+    if returned is None:
+        return (None,) * output_count, None, None
+    if isinstance(returned, dict):
+        ui = returned.get("ui")
+        expand = returned.get("expand")
+        values = returned.get("result", (None,) * output_count)
+        if isinstance(values, ExecutionBlocker):
+            values = (values,) * output_count
+        values = tuple(values)
+    elif isinstance(returned, (tuple, list)):
+        values, ui, expand = tuple(returned), None, None
+    else:
+        raise TypeError(f"a node must return a tuple or a dict, got {type(returned).__name__}")
+    if len(values) != output_count:
+        raise TypeError(f"node returned {len(values)} outputs, but declares {output_count} in RETURN_TYPES")
+    return values, ui, expand
+
+
+def _merge_outputs(cls: type, results: list[tuple[Any, ...]], run: _Run,
+                   links: bool = False) -> tuple[list[Any], ...]:
+    """Per output slot, one list over all mapped calls; with `links`, results that are links into an
+    expansion graph are replaced by the outputs they point to."""
+    is_list = input_spec.output_is_list(cls)
+    merged: list[list[Any]] = [[] for _ in range(len(input_spec.return_types(cls)))]
+    for values in results:
+        for slot, value in enumerate(values):
+            if links and is_link(value):
+                merged[slot].extend(run.values[str(value[0])][int(value[1])])
+            elif is_list[slot] and not isinstance(value, ExecutionBlocker):
+                merged[slot].extend(value)
+            else:
+                merged[slot].append(value)
+    return tuple(merged)
+
+
+def _ui_by_original_node(run: _Run) -> dict[str, dict[str, Any]]:
+    """UI outputs keyed by the prompt's own node ids; nodes made by expansion report under their origin."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for node_id, ui in run.ui.items():
+        owner = node_id if node_id in run.original_prompt else run.display_node.get(node_id, node_id)
+        grouped.setdefault(owner, []).append(ui)
+    return {owner: _merge_ui(uis) for owner, uis in grouped.items()}
+
+
+def _merge_ui(uis: list[dict[str, Any]]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for ui in uis:
+        for key, value in ui.items():
+            if isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+            else:
+                merged[key] = value
+    return merged
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def _describe(value: Any) -> Any:
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return f"<{type(value).__name__}>"
+
+
+def _natural_key(node_id: str) -> str:
+    return node_id.zfill(12) if node_id.isdigit() else "~" + node_id
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,337 @@
+"""Validating an API-format prompt against the registry before anything runs.
+
+Collects every problem (not only the first) in the shape ComfyUI clients expect:
+`{"error": {type, message, details, extra_info}, "node_errors": {id: {class_type, errors, dependent_outputs}}}`.
+Outputs that fail are reported while the valid ones may still run. Also coerces widget values to their
+declared types, so the executor receives clean inputs. Knows nothing of diffusion or HTTP.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import networkx as nx
+
+from engine import input_spec
+from engine.input_spec import InputSpec, is_link
+from engine.registry import NodeRegistry
+
+
+@dataclass
+class ValidationResult:
+    prompt: dict[str, dict[str, Any]]  # the prompt with widget values coerced
+    outputs: list[str]  # output nodes that passed and will run
+    error: dict[str, Any] | None = None
+    node_errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_response(self) -> dict[str, Any]:
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+def _error(kind: str, message: str, details: str = "", **extra: Any) -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+class _PromptValidator:
+    def __init__(self, prompt: dict[str, Any], registry: NodeRegistry) -> None:
+        self.registry = registry
+        self.prompt: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, list[dict[str, Any]]] = {}
+        self.valid: dict[str, bool] = {}
+        for node_id, node in prompt.items():
+            self.prompt[str(node_id)] = {**node, "inputs": dict(node.get("inputs") or {})}
+
+    def add(self, node_id: str, error: dict[str, Any]) -> None:
+        self.errors.setdefault(node_id, []).append(error)
+
+    def node_class(self, node_id: str) -> type | None:
+        return self.registry.get(self.prompt[node_id].get("class_type"))
+
+    # ---- structure -------------------------------------------------------------------------------------
+    def check_structure(self) -> list[dict[str, Any]]:
+        """Problems that make the whole prompt unusable: malformed nodes and unknown classes."""
+        problems = []
+        for node_id, node in self.prompt.items():
+            class_type = node.get("class_type")
+            if not isinstance(class_type, str) or not class_type:
+                problems.append(_error("invalid_prompt", f"Node {node_id} has no class_type",
+                                       "every node needs a 'class_type' string", node_id=node_id))
+            elif class_type not in self.registry:
+                problems.append(_error(
+                    "missing_node_type",
+                    f"Node '{class_type}' not found. The custom node may not be installed.",
+                    f"Node ID '#{node_id}'", node_id=node_id, class_type=class_type,
+                    node_title=(node.get("_meta") or {}).get("title", class_type)))
+        return problems
+
+    def cycle_nodes(self) -> set[str]:
+        graph = nx.DiGraph()
+        graph.add_nodes_from(self.prompt)
+        for node_id, node in self.prompt.items():
+            for value in node["inputs"].values():
+                if is_link(value) and str(value[0]) in self.prompt:
+                    graph.add_edge(str(value[0]), node_id)
+        in_cycles: set[str] = set()
+        for component in nx.strongly_connected_components(graph):
+            if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
+                in_cycles |= component
+        return in_cycles
+
+    # ---- one node --------------------------------------------------------------------------------------
+    def validate_node(self, node_id: str) -> bool:
+        """Validate a node and, first, everything it links to; memoised. Iterative to allow deep chains."""
+        order = list(nx.dfs_postorder_nodes(self._upstream_graph(node_id), node_id))
+        for current in order:
+            if current not in self.valid:
+                self.valid[current] = self._validate_own(current)
+        return self.valid[node_id]
+
+    def _upstream_graph(self, node_id: str) -> nx.DiGraph:
+        graph = nx.DiGraph()
+        graph.add_node(node_id)
+        stack = [node_id]
+        while stack:
+            current = stack.pop()
+            for value in self.prompt[current]["inputs"].values():
+                if is_link(value) and str(value[0]) in self.prompt and str(value[0]) not in self.valid:
+                    upstream = str(value[0])
+                    if upstream not in graph:
+                        stack.append(upstream)
+                    graph.add_edge(current, upstream)
+        return graph
+
+    def _validate_own(self, node_id: str) -> bool:
+        cls = self.node_class(node_id)
+        if cls is None:
+            return False
+        node = self.prompt[node_id]
+        specs = input_spec.input_specs(cls)
+        custom_checked, wants_input_types = _validate_inputs_signature(cls)
+        ok = True
+        received_types: dict[str, str] = {}
+        for spec in specs.values():
+            if spec.section == "hidden":
+                continue
+            if spec.name not in node["inputs"]:
+                if spec.is_required:
+                    self.add(node_id, _error("required_input_missing", "Required input is missing",
+                                             spec.name, input_name=spec.name))
+                    ok = False
+                continue
+            value = node["inputs"][spec.name]
+            if is_link(value):
+                linked_ok, received = self._check_link(node_id, spec, value, skip_type=wants_input_types)
+                ok = ok and linked_ok
+                if received is not None:
+                    received_types[spec.name] = received
+            elif spec.name not in custom_checked:
+                ok = self._check_constant(node_id, spec, value) and ok
+        if ok and hasattr(cls, "VALIDATE_INPUTS"):
+            ok = self._run_custom_validation(node_id, cls, received_types, wants_input_types)
+        return ok
+
+    def _check_link(self, node_id: str, spec: InputSpec, link: list[Any],
+                    skip_type: bool) -> tuple[bool, str | None]:
+        source_id, index = str(link[0]), int(link[1])
+        if source_id not in self.prompt:
+            self.add(node_id, _error("bad_linked_input", "Bad linked input, linked node does not exist",
+                                     f"{spec.name}: node {source_id}", input_name=spec.name,
+                                     input_config=list(_raw_spec(spec)), received_value=link))
+            return False, None
+        source_cls = self.node_class(source_id)
+        if source_cls is None:
+            return False, None
+        outputs = input_spec.return_types(source_cls)
+        if not 0 <= index < len(outputs):
+            self.add(node_id, _error("bad_linked_input", "Bad linked input, output index out of range",
+                                     f"{spec.name}: node {source_id} has {len(outputs)} outputs, link asks for "
+                                     f"output {index}", input_name=spec.name, received_value=link))
+            return False, None
+        received = outputs[index]
+        if not skip_type and not input_spec.types_compatible(received, spec.type):
+            self.add(node_id, _error(
+                "return_type_mismatch", "Return type mismatch between linked nodes",
+                f"{spec.name}, received_type({received}) mismatch input_type({spec.type})",
+                input_name=spec.name, input_config=list(_raw_spec(spec)), received_type=received,
+                linked_node=link))
+            return False, received
+        upstream_ok = self.valid.get(source_id)
+        if upstream_ok is None:
+            upstream_ok = self.validate_node(source_id)
+        return upstream_ok, received
+
+    def _check_constant(self, node_id: str, spec: InputSpec, value: Any) -> bool:
+        try:
+            coerced = coerce_widget_value(spec, value)
+        except (TypeError, ValueError) as exc:
+            self.add(node_id, _error("invalid_input_type",
+                                     f"Failed to convert an input value to a {spec.type} value",
+                                     f"{spec.name}, {value!r}, {exc}", input_name=spec.name,
+                                     input_config=list(_raw_spec(spec)), received_value=value))
+            return False
+        self.prompt[node_id]["inputs"][spec.name] = coerced
+        problem = _range_or_choice_problem(spec, coerced)
+        if problem is not None:
+            self.add(node_id, problem)
+            return False
+        return True
+
+    def _run_custom_validation(self, node_id: str, cls: type, received_types: dict[str, str],
+                               wants_input_types: bool) -> bool:
+        validate = cls.VALIDATE_INPUTS
+        parameters = inspect.signature(validate).parameters
+        accepts_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        arguments = {name: value for name, value in self.prompt[node_id]["inputs"].items()
+                     if not is_link(value) and (accepts_all or name in parameters)}
+        if wants_input_types:
+            arguments["input_types"] = received_types
+        try:
+            outcome = validate(**arguments)
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        if outcome is True:
+            return True
+        self.add(node_id, _error("custom_validation_failed", "Custom validation failed for node",
+                                 f"{outcome}", input_name=_first_named_input(str(outcome), arguments)))
+        return False
+
+
+def _first_named_input(message: str, arguments: dict[str, Any]) -> str | None:
+    return next((name for name in arguments if name in message), None)
+
+
+def _validate_inputs_signature(cls: type) -> tuple[set[str], bool]:
+    """Inputs that VALIDATE_INPUTS checks itself (the engine skips its own checks for them), and
+    whether it asks for `input_types` (then linked types are its job too), as in ComfyUI."""
+    validate = getattr(cls, "VALIDATE_INPUTS", None)
+    if validate is None:
+        return set(), False
+    parameters = set(inspect.signature(validate).parameters) - {"self", "cls", "s"}
+    return parameters - {"input_types"}, "input_types" in parameters
+
+
+def _raw_spec(spec: InputSpec) -> tuple[Any, dict[str, Any]]:
+    return (list(spec.choices) if spec.choices is not None else spec.type), spec.options
+
+
+def coerce_widget_value(spec: InputSpec, value: Any) -> Any:
+    """Convert a widget constant to its declared type, accepting what JSON clients send (5.0 for 5)."""
+    if spec.type == "INT":
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not an integer")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError("not a whole number")
+            return int(value)
+        return int(value)
+    if spec.type == "FLOAT":
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not a number")
+        result = float(value)
+        if math.isnan(result):
+            raise ValueError("NaN is not allowed")
+        return result
+    if spec.type == "STRING":
+        if isinstance(value, (dict, list)):
+            raise TypeError("expected text")
+        return str(value)
+    if spec.type == "BOOLEAN":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise TypeError("expected true or false")
+    return value
+
+
+def _range_or_choice_problem(spec: InputSpec, value: Any) -> dict[str, Any] | None:
+    if spec.type in ("INT", "FLOAT"):
+        minimum, maximum = spec.options.get("min"), spec.options.get("max")
+        if minimum is not None and value < minimum:
+            return _error("value_smaller_than_min", f"Value {value} smaller than min of {minimum}",
+                          f"{spec.name}", input_name=spec.name, input_config=list(_raw_spec(spec)),
+                          received_value=value)
+        if maximum is not None and value > maximum:
+            return _error("value_bigger_than_max", f"Value {value} bigger than max of {maximum}",
+                          f"{spec.name}", input_name=spec.name, input_config=list(_raw_spec(spec)),
+                          received_value=value)
+    if spec.type == "COMBO" and spec.choices is not None and value not in spec.choices:
+        shown = list(spec.choices)[:20]
+        return _error("value_not_in_list", "Value not in list", f"{spec.name}: {value!r} not in {shown}",
+                      input_name=spec.name, input_config=list(_raw_spec(spec)), received_value=value)
+    return None
+
+
+def validate_prompt(prompt: Any, registry: NodeRegistry,
+                    partial_execution_targets: Iterable[str] | None = None) -> ValidationResult:
+    """Validate a whole API-format prompt; `partial_execution_targets` restricts it to chosen output nodes."""
+    if not isinstance(prompt, dict) or not all(isinstance(node, dict) for node in prompt.values()):
+        return ValidationResult({}, [], _error("invalid_prompt", "Invalid prompt",
+                                               "the prompt must map node ids to {class_type, inputs} objects"))
+    validator = _PromptValidator(prompt, registry)
+    structural = validator.check_structure()
+    for problem in structural:
+        node_id = problem["extra_info"]["node_id"]
+        validator.add(node_id, problem)
+
+    cycle = validator.cycle_nodes()
+    for node_id in sorted(cycle):
+        validator.add(node_id, _error("dependency_cycle", "Dependency cycle detected",
+                                      f"node {node_id} depends on itself through its inputs"))
+        validator.valid[node_id] = False
+
+    known_outputs = [node_id for node_id in validator.prompt
+                     if (cls := validator.node_class(node_id)) is not None and input_spec.is_output_node(cls)]
+    if partial_execution_targets is not None:
+        targets = [str(t) for t in partial_execution_targets]
+        unknown = [t for t in targets if t not in validator.prompt]
+        if unknown:
+            return _finish(validator, [], _error("invalid_prompt", "Unknown partial execution targets",
+                                                 f"not in the prompt: {unknown}"))
+        known_outputs = [t for t in targets if validator.node_class(t) is not None]
+
+    if not known_outputs:
+        first = structural[0] if structural else _error("prompt_no_outputs", "Prompt has no outputs")
+        return _finish(validator, [], first)
+
+    good = [node_id for node_id in known_outputs if node_id not in cycle and validator.validate_node(node_id)]
+    failed_outputs = [node_id for node_id in known_outputs if node_id not in good]
+    if structural:
+        return _finish(validator, good, structural[0], failed_outputs)
+    if not good:
+        failed = ", ".join(sorted(validator.errors, key=_natural_key))
+        return _finish(validator, [], _error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                                             f"failed nodes: {failed}"), failed_outputs)
+    return _finish(validator, good, None, failed_outputs)
+
+
+def _finish(validator: _PromptValidator, good: list[str], error: dict[str, Any] | None,
+            failed_outputs: list[str] = ()) -> ValidationResult:
+    dependents: dict[str, list[str]] = {}
+    link_graph = nx.DiGraph()
+    link_graph.add_nodes_from(validator.prompt)
+    for node_id, node in validator.prompt.items():
+        for value in node["inputs"].values():
+            if is_link(value) and str(value[0]) in validator.prompt:
+                link_graph.add_edge(node_id, str(value[0]))
+    for output_id in failed_outputs:
+        for upstream in nx.descendants(link_graph, output_id) | {output_id}:
+            dependents.setdefault(upstream, []).append(output_id)
+    node_errors: dict[str, dict[str, Any]] = {}
+    for node_id, errors in validator.errors.items():
+        node = validator.prompt.get(node_id, {})
+        node_errors[node_id] = {"errors": errors, "dependent_outputs": dependents.get(node_id, []),
+                                "class_type": node.get("class_type")}
+    return ValidationResult(validator.prompt, good, error, node_errors)
+
+
+def _natural_key(node_id: str) -> tuple[int, str]:
+    return (int(node_id), "") if node_id.isdigit() else (1 << 62, node_id)
