@@ -1,0 +1,68 @@
+"""Command-line flags shared by every sub-command, and the folders they point to."""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.cache import DEFAULT_CACHE_SIZE
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    models_dir: Path
+    input_dir: Path
+    output_dir: Path
+    temp_dir: Path
+    user_dir: Path
+    cache_size: int
+    cpu: bool
+    threads: int | None
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
+    """Add the shared flags. On a sub-command their defaults are suppressed, so a flag given before the
+    sub-command's name is not overwritten by the sub-command's default."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if for_subcommand else value
+
+    folders = parser.add_argument_group("folders (defaults under the project folder)")
+    folders.add_argument("--models-dir", type=Path, default=default(None),
+                         help="models folder (checkpoints/, diffusers/, loras/, vae/)")
+    folders.add_argument("--input-dir", type=Path, default=default(None), help="images and files that nodes load")
+    folders.add_argument("--output-dir", type=Path, default=default(None), help="where saved images go")
+    folders.add_argument("--temp-dir", type=Path, default=default(None), help="previews")
+    folders.add_argument("--user-dir", type=Path, default=default(None),
+                         help="per-user data: saved workflows, settings, queue")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument("--cache-size", type=int, default=default(DEFAULT_CACHE_SIZE),
+                        help=f"node outputs kept for re-runs (LRU entries, default {DEFAULT_CACHE_SIZE}; 0 disables)")
+    engine.add_argument("--cpu", action="store_true", default=default(False),
+                        help="run on the CPU even when a GPU is present")
+    engine.add_argument("--threads", type=int, default=default(None),
+                        help="CPU threads for torch (default: one less than the CPU count, at least 1)")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if args.cache_size < 0:
+        raise SystemExit("--cache-size must be 0 or more")
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit("--threads must be 1 or more")
+    return Settings(
+        models_dir=(args.models_dir or PROJECT_DIR / "models").resolve(),
+        input_dir=(args.input_dir or PROJECT_DIR / "input").resolve(),
+        output_dir=(args.output_dir or PROJECT_DIR / "output").resolve(),
+        temp_dir=(args.temp_dir or PROJECT_DIR / "temp").resolve(),
+        user_dir=(args.user_dir or PROJECT_DIR / "user").resolve(),
+        cache_size=args.cache_size,
+        cpu=args.cpu,
+        threads=args.threads,
+    )
+
+
+def default_thread_count() -> int:
+    """Leave a core for the rest of the machine: oversubscribed torch threads are far slower than fewer."""
+    return max(1, (os.cpu_count() or 2) - 1)

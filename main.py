@@ -1,0 +1,38 @@
+"""Entry point: `python main.py` starts the server; `python main.py run WORKFLOW.json` runs one headless."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from app.settings import add_common_arguments, settings_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description=__doc__)
+    add_common_arguments(parser)
+    commands = parser.add_subparsers(dest="command")
+    run = commands.add_parser("run", help="run a workflow file (API or editor format) without the server")
+    run.add_argument("workflow", type=Path, help="the workflow JSON file")
+    run.add_argument("--output-node", action="append", dest="output_nodes", metavar="ID",
+                     help="run only this output node (repeatable)")
+    add_common_arguments(run, for_subcommand=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    if args.command == "run":
+        from app.headless import run_workflow_file
+        from app.runtime import build_runtime
+
+        return run_workflow_file(build_runtime(settings), args.workflow, output_nodes=args.output_nodes)
+    print("The HTTP server is not built yet; use `python main.py run WORKFLOW.json`.", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
