@@ -6,12 +6,14 @@ import logging
 import sys
 from pathlib import Path
 
+from app.serve import add_server_arguments
 from app.settings import add_common_arguments, settings_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description=__doc__)
     add_common_arguments(parser)
+    add_server_arguments(parser)
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run a workflow file (API or editor format) without the server")
     run.add_argument("workflow", type=Path, help="the workflow JSON file")
@@ -30,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         from app.runtime import build_runtime
 
         return run_workflow_file(build_runtime(settings), args.workflow, output_nodes=args.output_nodes)
-    print("The HTTP server is not built yet; use `python main.py run WORKFLOW.json`.", file=sys.stderr)
-    return 2
+    from app.serve import serve
+
+    return serve(settings, args)
 
 
 if __name__ == "__main__":

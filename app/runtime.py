@@ -1,18 +1,30 @@
 """Wiring: the registry with the built-in nodes, the node environment and an executor, from settings.
 
 The built-in nodes register through `NodeRegistry.register_mappings`, the same call plugins go through.
+This is also where the server's questions about models and devices are answered, so the server itself
+stays free of torch and of the nodes package.
 """
 from __future__ import annotations
 
+import gc
 import logging
+import os
+import platform
+import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from app.settings import Settings, default_thread_count
 from engine.cache import OutputCache
 from engine.executor import Executor
 from engine.registry import NodeRegistry
 
+if TYPE_CHECKING:
+    from nodes.environment import NodeEnvironment
+
 log = logging.getLogger(__name__)
+
+EXTRA_MODEL_FOLDERS = ("embeddings",)
 
 
 @dataclass
@@ -20,6 +32,68 @@ class Runtime:
     settings: Settings
     registry: NodeRegistry
     executor: Executor
+    environment: "NodeEnvironment | None" = None
+
+    def model_folders(self) -> list[str]:
+        from nodes.environment import MODEL_KINDS
+
+        return [*MODEL_KINDS, *EXTRA_MODEL_FOLDERS]
+
+    def list_models(self, folder: str) -> list[str]:
+        if self.environment is None:
+            return []
+        if folder == "diffusers":
+            return self.environment.folders.list_diffusers_models()
+        if folder in EXTRA_MODEL_FOLDERS:
+            from nodes.environment import CHECKPOINT_EXTENSIONS, list_files
+
+            return list_files(self.settings.models_dir / folder, CHECKPOINT_EXTENSIONS)
+        return self.environment.folders.list_models(folder)
+
+    def free_memory(self, unload_models: bool, free_memory: bool) -> None:
+        """`/free`: drop cached node outputs (which hold models) and unload what the model manager keeps."""
+        if unload_models or free_memory:
+            self.executor.cache.clear()
+        if unload_models and self.environment is not None:
+            self.environment.models.unload_all()
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def system_stats(self) -> dict[str, Any]:
+        import torch
+
+        total, available = _memory_info()
+        devices = []
+        if self.environment is not None:
+            device = self.environment.device
+            entry: dict[str, Any] = {"name": str(device), "type": device.type, "index": device.index}
+            if device.type == "cuda":
+                free, total_vram = torch.cuda.mem_get_info(device)
+                entry.update(name=torch.cuda.get_device_name(device), vram_total=total_vram, vram_free=free,
+                             torch_vram_total=torch.cuda.memory_reserved(device),
+                             torch_vram_free=torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+            else:
+                entry.update(vram_total=total, vram_free=available, torch_vram_total=0, torch_vram_free=0)
+            devices.append(entry)
+        return {"system": {"os": platform.system().lower(), "python_version": sys.version,
+                           "embedded_python": False, "pytorch_version": torch.__version__,
+                           "ram_total": total, "ram_free": available, "argv": sys.argv,
+                           "cpu_threads": torch.get_num_threads()},
+                "devices": devices}
+
+
+def _memory_info() -> tuple[int, int]:
+    """Total and available RAM in bytes, from /proc/meminfo where there is one."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            values = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in meminfo}
+        return values["MemTotal"], values.get("MemAvailable", values.get("MemFree", 0))
+    except (OSError, KeyError, ValueError):
+        pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+        return pages * os.sysconf("SC_PAGE_SIZE"), 0
 
 
 def build_registry() -> NodeRegistry:
@@ -49,4 +123,4 @@ def build_runtime(settings: Settings) -> Runtime:
     set_default_environment(environment)
     log.info("device %s (%s), %d CPU threads", environment.device, environment.dtype, threads)
     registry = build_registry()
-    return Runtime(settings, registry, Executor(registry, OutputCache(settings.cache_size)))
+    return Runtime(settings, registry, Executor(registry, OutputCache(settings.cache_size)), environment)

@@ -354,7 +354,7 @@ class Executor:
                 # a lazy input not (yet) evaluated is passed as None, as ComfyUI does
                 gathered[name] = run.values[source][int(value[1])] if source in run.values else [None]
             else:
-                gathered[name] = [value]
+                gathered[name] = [input_spec.constant_value(value)]
         for name, value in self._hidden_inputs(run, node_id, cls).items():
             gathered[name] = [value]
         return gathered

@@ -105,6 +105,13 @@ def types_compatible(output_type: str, input_type: str) -> bool:
     return bool(outputs & inputs)
 
 
+def constant_value(value: Any) -> Any:
+    """Unwrap `{"__value__": v}`, the editor's way of sending a list constant that must not read as a link."""
+    if isinstance(value, dict) and set(value) == {"__value__"}:
+        return value["__value__"]
+    return value
+
+
 def is_link(value: Any) -> bool:
     """Whether an API-format input value is a link `["<node id>", output_index]` rather than a constant."""
     return (

@@ -167,6 +167,7 @@ class _PromptValidator:
         return upstream_ok, received
 
     def _check_constant(self, node_id: str, spec: InputSpec, value: Any) -> bool:
+        value = input_spec.constant_value(value)
         try:
             coerced = coerce_widget_value(spec, value)
         except (TypeError, ValueError) as exc:
@@ -175,7 +176,7 @@ class _PromptValidator:
                                      f"{spec.name}, {value!r}, {exc}", input_name=spec.name,
                                      input_config=list(_raw_spec(spec)), received_value=value))
             return False
-        self.prompt[node_id]["inputs"][spec.name] = coerced
+        self.prompt[node_id]["inputs"][spec.name] = {"__value__": coerced} if is_link(coerced) else coerced
         problem = _range_or_choice_problem(spec, coerced)
         if problem is not None:
             self.add(node_id, problem)

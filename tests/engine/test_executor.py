@@ -286,3 +286,11 @@ def test_validated_prompt_runs_end_to_end(registry, executor):
     assert validation.ok
     result = executor.execute(validation.prompt, "p1", execute_outputs=validation.outputs)
     assert result.outputs["2"] == {"values": [12]}
+
+
+def test_wrapped_list_constants_are_unwrapped(registry, executor):
+    prompt = {"1": {"class_type": "Output", "inputs": {"value": {"__value__": ["a", 0]}}}}
+    validation = validate_prompt(prompt, registry)
+    assert validation.ok
+    assert executor.execute(validation.prompt, "p").outputs["1"] == {"values": [["a", 0]]}
+    assert executor.execute(prompt, "q").outputs["1"] == {"values": [["a", 0]]}

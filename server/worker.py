@@ -1,0 +1,107 @@
+"""The one worker thread that runs queued prompts in order and records their outcome in history.
+
+It keeps one executor (so the output cache and loaded models stay warm between prompts), forwards the
+engine's events to the client that queued each prompt, and goes on with the next prompt whatever a node
+did. Knows nothing of HTTP: it gets a `ClientHub`-like sink and the store.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from typing import Any, Callable, Protocol
+
+from engine import events
+from engine.executor import ExecutionResult, Executor
+from server.store import PromptStore, QueueItem
+
+log = logging.getLogger(__name__)
+
+HISTORY_MESSAGES = {events.EXECUTION_START, events.EXECUTION_CACHED, events.EXECUTION_SUCCESS,
+                    events.EXECUTION_ERROR, events.EXECUTION_INTERRUPTED}
+
+
+class EventSink(Protocol):
+    def send_from_thread(self, event: str, data: dict[str, Any], sid: str | None = None) -> None: ...
+
+    def send_bytes_from_thread(self, payload: bytes, sid: str | None) -> None: ...
+
+
+class PromptWorker:
+    def __init__(self, store: PromptStore, executor_ready: Callable[[], Executor], sink: EventSink,
+                 encode_preview: Callable[[Any], bytes | None]) -> None:
+        self.store = store
+        self.executor_ready = executor_ready
+        self.sink = sink
+        self.encode_preview = encode_preview
+        self.current: QueueItem | None = None
+        self.current_node: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="prompt-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.store.wake()
+        self._thread.join(timeout)
+
+    def status(self) -> dict[str, Any]:
+        return {"exec_info": {"queue_remaining": self.store.remaining()}}
+
+    def _loop(self) -> None:
+        executor = self.executor_ready()
+        executor.events.subscribe(self._forward)
+        while not self._stop.is_set():
+            item = self.store.take_next(timeout=0.5)
+            if item is None:
+                continue
+            self.current = item
+            self.sink.send_from_thread("status", {"status": self.status()})
+            try:
+                result = executor.execute(item.prompt, item.prompt_id, item.extra_data, item.outputs)
+                self._record(item, result)
+            except Exception:  # the executor itself failed: record it, never let the worker die
+                log.exception("prompt %s failed outside any node", item.prompt_id)
+                self.store.finish(item, {}, {"status_str": "error", "completed": False, "messages": []})
+            finally:
+                self.current = None
+                self.current_node = None
+                self.sink.send_from_thread("status", {"status": self.status()})
+
+    def _record(self, item: QueueItem, result: ExecutionResult) -> None:
+        messages = [[name, data] for name, data in result.messages if name in HISTORY_MESSAGES]
+        status = {"status_str": "success" if result.success else "error", "completed": result.success,
+                  "messages": messages}
+        meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
+                for node_id in result.outputs}
+        self.store.finish(item, result.outputs, status, meta)
+
+    def _forward(self, name: str, data: dict[str, Any]) -> None:
+        item = self.current
+        client_id = item.client_id if item is not None else None
+        if name == events.EXECUTING:
+            self.current_node = data.get("node")
+        if name == events.PROGRESS and "preview" in data:
+            data = dict(data)
+            preview = data.pop("preview")
+            payload = self.encode_preview(preview)
+            if payload is not None:
+                self.sink.send_bytes_from_thread(payload, client_id)
+        self.sink.send_from_thread(name, data, client_id)
+
+
+def jpeg_preview(image: Any, max_size: int = 512) -> bytes | None:
+    """Encode a PIL image preview as a ComfyUI binary preview frame; anything else is ignored."""
+    from PIL import Image
+
+    from server.hub import preview_frame
+
+    if not isinstance(image, Image.Image):
+        return None
+    image = image.convert("RGB")
+    image.thumbnail((max_size, max_size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return preview_frame(buffer.getvalue(), "JPEG")
