@@ -94,15 +94,14 @@ def create_app(settings: Settings, config: ServerConfig, runtime_future: concurr
 
 async def _start(app: web.Application) -> None:
     state = app[STATE]
-    state.hub.bind_loop(asyncio.get_running_loop())
+    await state.hub.start()
     state.worker.start()
 
 
 async def _stop(app: web.Application) -> None:
     state = app[STATE]
     await asyncio.get_running_loop().run_in_executor(None, state.worker.stop)
-    for socket in list(state.hub.sockets.values()):
-        await socket.close()
+    await state.hub.stop()
     state.store.close()
 
 
@@ -219,7 +218,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="'number' must be a number")
     item = state.store.enqueue(prompt_id, validation.prompt, extra_data, validation.outputs, client_id,
                                front=bool(body.get("front")), number=number)
-    await state.hub.send("status", {"status": state.worker.status()})
+    state.hub.send("status", {"status": state.worker.status()})
     return web.json_response({"prompt_id": prompt_id, "number": item.as_list()[0],
                               "node_errors": validation.node_errors})
 
@@ -241,7 +240,7 @@ async def post_queue(request: web.Request) -> web.Response:
         state.store.clear_pending()
     if "delete" in body:
         state.store.delete_pending(_string_list(body, "delete"))
-    await state.hub.send("status", {"status": state.worker.status()})
+    state.hub.send("status", {"status": state.worker.status()})
     return web.json_response({})
 
 
@@ -475,13 +474,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     socket = web.WebSocketResponse(heartbeat=30, max_msg_size=1024 * 1024)
     await socket.prepare(request)
     sid = request.query.get("clientId") or uuid.uuid4().hex
+    await socket.send_json({"type": "status", "data": {"status": state.worker.status(), "sid": sid}})
+    running = state.worker.current
+    if running is not None and running.client_id == sid and state.worker.current_node is not None:
+        await socket.send_json({"type": "executing", "data": {"node": state.worker.current_node,
+                                                              "prompt_id": running.prompt_id}})
     state.hub.add(sid, socket)
     try:
-        await socket.send_json({"type": "status", "data": {"status": state.worker.status(), "sid": sid}})
-        running = state.worker.current
-        if running is not None and running.client_id == sid and state.worker.current_node is not None:
-            await socket.send_json({"type": "executing", "data": {"node": state.worker.current_node,
-                                                                  "prompt_id": running.prompt_id}})
         first_message = True
         async for message in socket:
             if message.type != WSMsgType.TEXT:

@@ -2,6 +2,8 @@
 
 Messages are ComfyUI's: JSON `{"type", "data"}` text frames, and binary preview frames
 (4-byte big-endian event type 1, 4-byte image format 1=JPEG 2=PNG, then the image bytes).
+Everything goes through one outgoing queue drained by one task, so clients see events in the order the
+engine emitted them, whichever thread emitted them.
 """
 from __future__ import annotations
 
@@ -26,9 +28,19 @@ class ClientHub:
     def __init__(self) -> None:
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._outgoing: asyncio.Queue | None = None
+        self._sender: asyncio.Task | None = None
 
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._outgoing = asyncio.Queue()
+        self._sender = asyncio.create_task(self._drain())
+
+    async def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        for socket in list(self.sockets.values()):
+            await socket.close()
 
     def add(self, sid: str, socket: web.WebSocketResponse) -> None:
         self.sockets[sid] = socket
@@ -37,32 +49,30 @@ class ClientHub:
         if self.sockets.get(sid) is socket:
             del self.sockets[sid]
 
-    async def send(self, event: str, data: dict[str, Any], sid: str | None = None) -> None:
-        """Send to one client, or to all when `sid` is None; a vanished client is skipped."""
-        message = {"type": event, "data": data}
-        for target, socket in self._targets(sid):
-            try:
-                await socket.send_json(message)
-            except (ConnectionError, RuntimeError) as exc:
-                log.debug("dropping message to %s: %s", target, exc)
-
-    async def send_bytes(self, payload: bytes, sid: str | None) -> None:
-        for target, socket in self._targets(sid):
-            try:
-                await socket.send_bytes(payload)
-            except (ConnectionError, RuntimeError) as exc:
-                log.debug("dropping preview to %s: %s", target, exc)
-
-    def _targets(self, sid: str | None) -> list[tuple[str, web.WebSocketResponse]]:
-        if sid is None:
-            return list(self.sockets.items())
-        socket = self.sockets.get(sid)
-        return [(sid, socket)] if socket is not None else []
+    def send(self, event: str, data: dict[str, Any], sid: str | None = None) -> None:
+        """Queue a JSON message for one client, or for all when `sid` is None. Call from the event loop."""
+        self._outgoing.put_nowait(({"type": event, "data": data}, sid))
 
     def send_from_thread(self, event: str, data: dict[str, Any], sid: str | None = None) -> None:
-        if self.loop is not None and not self.loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self.send(event, data, sid), self.loop)
+        self._put_threadsafe(({"type": event, "data": data}, sid))
 
     def send_bytes_from_thread(self, payload: bytes, sid: str | None) -> None:
+        self._put_threadsafe((payload, sid))
+
+    def _put_threadsafe(self, item: tuple[Any, str | None]) -> None:
         if self.loop is not None and not self.loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self.send_bytes(payload, sid), self.loop)
+            self.loop.call_soon_threadsafe(self._outgoing.put_nowait, item)
+
+    async def _drain(self) -> None:
+        while True:
+            message, sid = await self._outgoing.get()
+            targets = list(self.sockets.items()) if sid is None else \
+                [(sid, self.sockets[sid])] if sid in self.sockets else []
+            for target, socket in targets:
+                try:
+                    if isinstance(message, bytes):
+                        await socket.send_bytes(message)
+                    else:
+                        await socket.send_json(message)
+                except (ConnectionError, RuntimeError) as exc:
+                    log.debug("dropping a message to %s: %s", target, exc)

@@ -83,13 +83,15 @@ class PromptWorker:
         client_id = item.client_id if item is not None else None
         if name == events.EXECUTING:
             self.current_node = data.get("node")
+        preview = None
         if name == events.PROGRESS and "preview" in data:
             data = dict(data)
             preview = data.pop("preview")
+        self.sink.send_from_thread(name, data, client_id)
+        if preview is not None:
             payload = self.encode_preview(preview)
             if payload is not None:
                 self.sink.send_bytes_from_thread(payload, client_id)
-        self.sink.send_from_thread(name, data, client_id)
 
 
 def jpeg_preview(image: Any, max_size: int = 512) -> bytes | None:

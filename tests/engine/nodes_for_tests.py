@@ -169,6 +169,26 @@ class Slow:
         return (value,)
 
 
+class Previewing:
+    """Reports progress with a small PIL image as the preview, like a sampler's latent preview."""
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT",), "steps": ("INT", {"default": 2, "min": 1})}}
+
+    def run(self, value, steps):
+        from PIL import Image
+
+        bar = ProgressBar(steps)
+        for step in range(steps):
+            bar.update_absolute(step + 1, steps, preview=Image.new("RGB", (16, 16), (step * 40 % 256, 0, 0)))
+        return (value,)
+
+
 class AsyncDouble:
     RETURN_TYPES = ("INT",)
     FUNCTION = "run"
@@ -301,7 +321,7 @@ class FloatConst:
 
 
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in (
-    Const, Add, Text, Output, IntOutput, Fail, Switch, Range, Sum, Slow, AsyncDouble, Gate, CountDown,
+    Const, Add, Text, Output, IntOutput, Fail, Switch, Range, Sum, Slow, Previewing, AsyncDouble, Gate, CountDown,
     Positive, Volatile, Hidden, Unique, FloatConst)}
 
 
