@@ -11,12 +11,13 @@ import logging
 import os
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from app.settings import Settings, default_thread_count
+from app.settings import PROJECT_DIR, Settings, default_thread_count
 from engine.cache import OutputCache
 from engine.executor import Executor
+from engine.plugin_loader import PluginRecord, load_plugins
 from engine.registry import NodeRegistry
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXTRA_MODEL_FOLDERS = ("embeddings",)
+COMPAT_DIR = PROJECT_DIR / "compat"
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Runtime:
     registry: NodeRegistry
     executor: Executor
     environment: "NodeEnvironment | None" = None
+    plugins: list[PluginRecord] = field(default_factory=list)
 
     def model_folders(self) -> list[str]:
         from nodes.environment import MODEL_KINDS
@@ -55,7 +58,7 @@ class Runtime:
         if unload_models or free_memory:
             self.executor.cache.clear()
         if unload_models and self.environment is not None:
-            self.environment.models.unload_all()
+            self.environment.models.clear()
         gc.collect()
         import torch
 
@@ -123,4 +126,12 @@ def build_runtime(settings: Settings) -> Runtime:
     set_default_environment(environment)
     log.info("device %s (%s), %d CPU threads", environment.device, environment.dtype, threads)
     registry = build_registry()
-    return Runtime(settings, registry, Executor(registry, OutputCache(settings.cache_size)), environment)
+    plugins = [] if settings.disable_custom_nodes else load_custom_nodes(settings, registry)
+    return Runtime(settings, registry, Executor(registry, OutputCache(settings.cache_size)), environment, plugins)
+
+
+def load_custom_nodes(settings: Settings, registry: NodeRegistry) -> list[PluginRecord]:
+    """Import the plugins, with the ComfyUI compatibility modules importable (`folder_paths`, `comfy.utils`)."""
+    if str(COMPAT_DIR) not in sys.path:
+        sys.path.append(str(COMPAT_DIR))
+    return load_plugins(list(settings.custom_nodes_dirs), registry)

@@ -7,6 +7,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import sys
+import threading
 
 from app.settings import Settings
 
@@ -39,20 +40,29 @@ def is_loopback(host: str) -> bool:
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from app.runtime import build_runtime
     from server.app import ServerConfig, create_app
 
     if not is_loopback(args.listen) and not args.auth_token:
         log.warning("listening on %s without --auth-token: anyone who can reach this port can run prompts "
                     "and read your outputs", args.listen)
-    loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-loader")
-    runtime_future = loader.submit(build_runtime, settings)
+    runtime_future: concurrent.futures.Future = concurrent.futures.Future()
     config = ServerConfig(auth_token=args.auth_token, allowed_origins=frozenset(args.allow_origin),
                           max_upload_bytes=args.max_upload_mb * 1024 * 1024, previews=not args.no_previews,
                           max_history=args.max_history)
-    app = create_app(settings, config, runtime_future)
+    app = create_app(settings, config, runtime_future)  # before plugins import: they register routes on it
+    threading.Thread(target=_load_runtime, args=(settings, runtime_future), name="engine-loader",
+                     daemon=True).start()
     shown_host = "127.0.0.1" if args.listen in ("0.0.0.0", "::") else args.listen
     print(f"Serving on http://{shown_host}:{args.port}", file=sys.stderr, flush=True)
     web.run_app(app, host=args.listen, port=args.port, print=None, access_log=None)
-    loader.shutdown(wait=False)
     return 0
+
+
+def _load_runtime(settings: Settings, future: concurrent.futures.Future) -> None:
+    from app.runtime import build_runtime
+
+    try:
+        future.set_result(build_runtime(settings))
+    except BaseException as exc:
+        log.exception("the engine failed to start")
+        future.set_exception(exc)

@@ -21,6 +21,8 @@ class Settings:
     cache_size: int
     cpu: bool
     threads: int | None
+    custom_nodes_dirs: tuple[Path, ...] = ()
+    disable_custom_nodes: bool = False
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
@@ -44,6 +46,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
                         help="run on the CPU even when a GPU is present")
     engine.add_argument("--threads", type=int, default=default(None),
                         help="CPU threads for torch (default: one less than the CPU count, at least 1)")
+    plugins = parser.add_argument_group("plugins")
+    plugins.add_argument("--custom-nodes-dir", type=Path, action="append", default=default([]),
+                         dest="custom_nodes_dirs", metavar="DIR",
+                         help="another folder of node plugins, after custom_nodes/ (repeatable)")
+    plugins.add_argument("--disable-custom-nodes", action="store_true", default=default(False),
+                         help="load no plugins")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -60,6 +68,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cache_size=args.cache_size,
         cpu=args.cpu,
         threads=args.threads,
+        custom_nodes_dirs=(PROJECT_DIR / "custom_nodes", *(d.resolve() for d in args.custom_nodes_dirs)),
+        disable_custom_nodes=args.disable_custom_nodes,
     )
 
 

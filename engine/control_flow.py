@@ -36,30 +36,47 @@ class GraphNode:
         return [self.id, index]
 
     def set_input(self, name: str, value: Any) -> None:
-        self.inputs[name] = value
+        if value is None:
+            self.inputs.pop(name, None)
+        else:
+            self.inputs[name] = value
+
+    def get_id(self) -> str:
+        return self.id
 
 
 class GraphBuilder:
     """Builds the `{"expand": ...}` graph a node returns; ids are prefixed so repeated expansions never clash.
 
     Pass the expanding node's `UNIQUE_ID` hidden input as `prefix`, so each expansion (and each loop
-    iteration, which is itself an expanded node) gets ids of its own.
+    iteration, which is itself an expanded node) gets ids of its own; without one, a process-wide counter
+    makes the prefix unique.
     """
 
     _counter = itertools.count()
 
     def __init__(self, prefix: str | None = None) -> None:
-        self.prefix = f"{prefix}." if prefix is not None else f"expansion{next(self._counter)}."
+        self.prefix = f"{prefix}." if prefix is not None else self.alloc_prefix()
         self.nodes: dict[str, GraphNode] = {}
         self._ids = itertools.count()
 
-    def node(self, class_type: str, node_id: str | None = None, **inputs: Any) -> GraphNode:
-        full_id = self.prefix + (node_id if node_id is not None else str(next(self._ids)))
+    @classmethod
+    def alloc_prefix(cls) -> str:
+        return f"expansion{next(cls._counter)}."
+
+    def node(self, class_type: str, id: str | None = None, **inputs: Any) -> GraphNode:  # noqa: A002 (ComfyUI's name)
+        full_id = self.prefix + (str(id) if id is not None else str(next(self._ids)))
         if full_id in self.nodes:
             return self.nodes[full_id]
         created = GraphNode(full_id, class_type, inputs)
         self.nodes[full_id] = created
         return created
+
+    def lookup_node(self, id: str) -> GraphNode | None:  # noqa: A002
+        return self.nodes.get(self.prefix + str(id))
+
+    def remove_node(self, id: str) -> None:  # noqa: A002
+        self.nodes.pop(self.prefix + str(id), None)
 
     def finalize(self) -> dict[str, dict[str, Any]]:
         return {node.id: {"class_type": node.class_type, "inputs": dict(node.inputs)} for node in self.nodes.values()}

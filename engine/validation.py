@@ -89,7 +89,12 @@ class _PromptValidator:
         order = list(nx.dfs_postorder_nodes(self._upstream_graph(node_id), node_id))
         for current in order:
             if current not in self.valid:
-                self.valid[current] = self._validate_own(current)
+                try:
+                    self.valid[current] = self._validate_own(current)
+                except Exception as exc:  # a node's INPUT_TYPES (or similar) raised: its error, not ours
+                    self.add(current, _error("exception_during_validation", "Exception when validating node",
+                                             f"{type(exc).__name__}: {exc}"))
+                    self.valid[current] = False
         return self.valid[node_id]
 
     def _upstream_graph(self, node_id: str) -> nx.DiGraph:

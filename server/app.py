@@ -26,6 +26,7 @@ from engine.workflow_format import WorkflowFormatError, is_editor_format, to_api
 from server import files
 from server.files import UnsafePathError
 from server.hub import ClientHub
+from server.plugin_api import PluginRoutes, PromptServer
 from server.security import json_error, json_errors, make_auth_check, make_origin_check
 from server.store import PromptStore
 from server.worker import PromptWorker, jpeg_preview
@@ -54,6 +55,7 @@ class ServerState:
     store: PromptStore
     hub: ClientHub = field(default_factory=ClientHub)
     worker: PromptWorker | None = None
+    plugin_routes: PluginRoutes | None = None
 
     async def runtime(self) -> Runtime:
         try:
@@ -78,15 +80,19 @@ def create_app(settings: Settings, config: ServerConfig, runtime_future: concurr
     app = web.Application(middlewares=middlewares, client_max_size=config.max_upload_bytes)
     store = PromptStore(settings.user_dir / "queue.sqlite3", max_history=config.max_history)
     state = ServerState(settings, config, runtime_future, store)
+    routes = _routes()
+    state.plugin_routes = PluginRoutes(routes)
     state.worker = PromptWorker(store, lambda: runtime_future.result().executor, state.hub,
                                 jpeg_preview if config.previews else (lambda image: None))
     app[STATE] = state
-    routes = _routes()
+    PromptServer.instance = PromptServer(state)  # plugins imported from now on register routes on it
+    runtime_future.add_done_callback(lambda _: state.plugin_routes.install(PromptServer.instance.routes))
     app.router.add_routes(routes)
     app.router.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes
                            if isinstance(r, web.RouteDef) and r.path != "/"])
     if config.web_dir.is_dir():
         app.router.add_static("/web/", config.web_dir, follow_symlinks=False)
+    app.router.add_route("*", "/{tail:.*}", state.plugin_routes.handle)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
@@ -169,6 +175,9 @@ def _routes() -> list[web.RouteDef]:
         web.post("/interrupt", interrupt),
         web.post("/free", free),
         web.get("/features", features),
+        web.get("/custom_nodes", custom_nodes),
+        web.get("/extensions", extensions),
+        web.get("/extensions/{plugin}/{path:.+}", extension_file),
         web.get("/ws", websocket),
     ]
 
@@ -467,6 +476,39 @@ async def features(request: web.Request) -> web.Response:
 
 def _feature_flags(state: ServerState) -> dict[str, Any]:
     return {"supports_preview_metadata": False, "max_upload_size": state.config.max_upload_bytes}
+
+
+async def custom_nodes(request: web.Request) -> web.Response:
+    """Every plugin found: name, path, status, load time, error (with traceback), nodes, collisions."""
+    runtime = await request.app[STATE].runtime()
+    return web.json_response([record.as_dict() for record in runtime.plugins])
+
+
+async def extensions(request: web.Request) -> web.Response:
+    """The JavaScript files plugins expose through WEB_DIRECTORY, for the editor to import at start."""
+    runtime = await request.app[STATE].runtime()
+    urls = []
+    for record in runtime.plugins:
+        if record.status == "loaded" and record.web_directory is not None:
+            for script in sorted(record.web_directory.rglob("*.js")):
+                urls.append(f"/extensions/{record.name}/{script.relative_to(record.web_directory).as_posix()}")
+    return web.json_response(urls)
+
+
+async def extension_file(request: web.Request) -> web.StreamResponse:
+    runtime = await request.app[STATE].runtime()
+    record = next((r for r in runtime.plugins if r.name == request.match_info["plugin"]
+                   and r.status == "loaded" and r.web_directory is not None), None)
+    if record is None:
+        raise web.HTTPNotFound(text="no such extension")
+    try:
+        path = files.resolve_in_folder(record.web_directory, "", request.match_info["path"])
+    except UnsafePathError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    if not path.is_file():
+        raise web.HTTPNotFound(text="no such file")
+    content_type = "text/javascript" if path.suffix == ".js" else mimetypes.guess_type(path.name)[0]
+    return web.FileResponse(path, headers={"Content-Type": content_type or "application/octet-stream"})
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:

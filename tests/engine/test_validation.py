@@ -151,3 +151,20 @@ def test_partial_execution_targets_limit_validation(registry):
 def test_malformed_prompt(registry):
     assert validate_prompt([], registry).error["type"] == "invalid_prompt"
     assert validate_prompt({"1": {"inputs": {}}}, registry).error["type"] == "invalid_prompt"
+
+
+def test_a_node_whose_input_types_raise_is_a_node_error(registry):
+    class Broken:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            raise AttributeError("module 'nodes' has no attribute 'X'")
+
+    registry.register("Broken", Broken)
+    prompt = {"1": {"class_type": "Broken", "inputs": {}},
+              "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}}
+    result = validate_prompt(prompt, registry)
+    assert error_types(result, "1") == ["exception_during_validation"]
+    assert "has no attribute 'X'" in result.node_errors["1"]["errors"][0]["details"]

@@ -1,0 +1,1 @@
+"""The shallow part of ComfyUI's `comfy` package that node packs import (see compat/README.md)."""

@@ -1,0 +1,137 @@
+"""Latent nodes: empty latents, latent resizing, and the VAE nodes between IMAGE and LATENT.
+
+LATENT is ComfyUI's dict {"samples": float32 [batch, 4, height/8, width/8]}; IMAGE is float [batch, height,
+width, channels] in 0..1. Knows nothing of HTTP or the executor.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nodes import resize
+from nodes.models.components import Vae
+
+MAX_RESOLUTION = 16384
+LATENT_CHANNELS = 4
+LATENT_SCALE = 8
+
+
+def check_multiple_of_8(value: int, input_name: str) -> None:
+    if value % LATENT_SCALE:
+        raise ValueError(f"{input_name}: {value} is not a multiple of {LATENT_SCALE}")
+
+
+class EmptyLatentImage:
+    DESCRIPTION = "An empty (all-zero) batch of latent images to start text-to-image sampling from."
+    CATEGORY = "latent"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The empty latent image batch.",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "width": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8,
+                              "tooltip": "Image width in pixels (a multiple of 8)."}),
+            "height": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8,
+                               "tooltip": "Image height in pixels (a multiple of 8)."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "Images in the batch."}),
+        }}
+
+    def generate(self, width: int, height: int, batch_size: int = 1) -> tuple[dict[str, Any]]:
+        check_multiple_of_8(width, "width")
+        check_multiple_of_8(height, "height")
+        samples = torch.zeros([batch_size, LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE])
+        return ({"samples": samples},)
+
+
+class LatentUpscale:
+    DESCRIPTION = "Resizes latent images to a size in pixels (0 keeps the aspect ratio)."
+    CATEGORY = "latent"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "The latents to resize."}),
+            "upscale_method": (list(resize.TENSOR_METHODS), {"tooltip": "The interpolation method."}),
+            "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+                              "tooltip": "Target width in pixels (a multiple of 8; 0 follows the height)."}),
+            "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+                               "tooltip": "Target height in pixels (a multiple of 8; 0 follows the width)."}),
+            "crop": (list(resize.CROP_MODES), {"tooltip": "Crop to the target aspect ratio first."}),
+        }}
+
+    def upscale(self, samples: dict[str, Any], upscale_method: str, width: int, height: int,
+                crop: str) -> tuple[dict[str, Any]]:
+        check_multiple_of_8(width, "width")
+        check_multiple_of_8(height, "height")
+        latents = resize.upscale(samples["samples"], width // LATENT_SCALE, height // LATENT_SCALE,
+                                 upscale_method, crop)
+        return ({**samples, "samples": latents},)
+
+
+class LatentUpscaleBy:
+    DESCRIPTION = "Resizes latent images by a factor."
+    CATEGORY = "latent"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "upscale"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "The latents to resize."}),
+            "upscale_method": (list(resize.TENSOR_METHODS), {"tooltip": "The interpolation method."}),
+            "scale_by": ("FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01,
+                                   "tooltip": "The factor to scale both sides by."}),
+        }}
+
+    def upscale(self, samples: dict[str, Any], upscale_method: str, scale_by: float) -> tuple[dict[str, Any]]:
+        latents = samples["samples"]
+        width = max(1, round(latents.shape[-1] * scale_by))
+        height = max(1, round(latents.shape[-2] * scale_by))
+        return ({**samples, "samples": resize.upscale(latents, width, height, upscale_method, "disabled")},)
+
+
+class VAEDecode:
+    DESCRIPTION = "Decodes latent images into pixel images with the VAE."
+    CATEGORY = "latent"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The decoded images.",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "samples": ("LATENT", {"tooltip": "The latents to decode."}),
+            "vae": ("VAE", {"tooltip": "The VAE to decode with."}),
+        }}
+
+    def decode(self, vae: Vae, samples: dict[str, Any]) -> tuple[torch.Tensor]:
+        return (vae.decode(samples["samples"]),)
+
+
+class VAEEncode:
+    DESCRIPTION = ("Encodes pixel images into latent images with the VAE (the posterior's mode). Sides that are not "
+                   "multiples of 8 are centre-cropped down to one, as ComfyUI does.")
+    CATEGORY = "latent"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "pixels": ("IMAGE", {"tooltip": "The images to encode."}),
+            "vae": ("VAE", {"tooltip": "The VAE to encode with."}),
+        }}
+
+    def encode(self, vae: Vae, pixels: torch.Tensor) -> tuple[dict[str, Any]]:
+        scale = vae.downscale
+        height, width = pixels.shape[1] // scale * scale, pixels.shape[2] // scale * scale
+        if height == 0 or width == 0:
+            raise ValueError(f"pixels: images of {pixels.shape[2]}x{pixels.shape[1]} are smaller than {scale} pixels")
+        top, left = (pixels.shape[1] - height) // 2, (pixels.shape[2] - width) // 2
+        cropped = pixels[:, top:top + height, left:left + width, :]
+        return ({"samples": vae.encode(cropped)},)

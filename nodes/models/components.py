@@ -1,0 +1,106 @@
+"""The values that flow between nodes as MODEL, CLIP and VAE: small immutable wrappers around diffusers and
+transformers modules.
+
+A wrapper shares its module with the model cache, so it never changes the module's weights: derived values
+(a LoRA applied, another CLIP layer chosen) are new wrappers that record what to apply while running.
+Tensor conventions are ComfyUI's: IMAGE is float [batch, height, width, channels] in 0..1 on the CPU, latents
+are float32 [batch, 4, height/8, width/8] on the CPU. Knows nothing of nodes, files or the node environment.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+
+@dataclass(frozen=True, eq=False)
+class LoraPatch:
+    """One LoRA file to apply at a strength: its state dict in diffusers/peft keys (`unet.*`, `text_encoder.*`)."""
+
+    name: str
+    state_dict: Mapping[str, torch.Tensor]
+    network_alphas: Mapping[str, float] | None
+    strength: float
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionModel:
+    """MODEL: a UNet, the scheduler config it was trained with (prediction type included) and LoRAs to apply."""
+
+    unet: Any
+    scheduler_config: Mapping[str, Any]
+    name: str
+    loras: tuple[LoraPatch, ...] = ()
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    def with_lora(self, patch: LoraPatch) -> "DiffusionModel":
+        return dataclasses.replace(self, loras=self.loras + (patch,))
+
+
+@dataclass(frozen=True, eq=False)
+class ClipTextEncoder:
+    """CLIP: tokenizer, text encoder, the layer whose output is used (-1 the last, -2 the one before, as
+    ComfyUI's CLIPSetLastLayer counts) and LoRAs to apply."""
+
+    tokenizer: Any
+    text_encoder: Any
+    name: str
+    layer_index: int = -1
+    loras: tuple[LoraPatch, ...] = ()
+
+    @property
+    def layer_count(self) -> int:
+        return int(self.text_encoder.config.num_hidden_layers)
+
+    def with_layer(self, layer_index: int) -> "ClipTextEncoder":
+        if not -self.layer_count <= layer_index <= -1:
+            raise ValueError(f"stop_at_clip_layer: {layer_index} is outside -1..-{self.layer_count} for {self.name}")
+        return dataclasses.replace(self, layer_index=layer_index)
+
+    def with_lora(self, patch: LoraPatch) -> "ClipTextEncoder":
+        return dataclasses.replace(self, loras=self.loras + (patch,))
+
+
+@dataclass(frozen=True, eq=False)
+class Vae:
+    """VAE: a diffusers AutoencoderKL converting between IMAGE tensors and scaled latents."""
+
+    autoencoder: Any
+    name: str
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.autoencoder.config.scaling_factor)
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """IMAGE [B, H, W, C] in 0..1 -> latents (the posterior's mode, times the scaling factor)."""
+        autoencoder = self.autoencoder
+        images = pixels[..., :3].movedim(-1, 1).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
+        latents = autoencoder.encode(images).latent_dist.mode() * self.scaling_factor
+        return latents.float().cpu()
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> IMAGE [B, H, W, 3] in 0..1 (as diffusers' image processor denormalizes)."""
+        autoencoder = self.autoencoder
+        scaled = latents.to(autoencoder.device, autoencoder.dtype) / self.scaling_factor
+        images = autoencoder.decode(scaled, return_dict=False)[0]
+        return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)

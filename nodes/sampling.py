@@ -1,0 +1,99 @@
+"""Sampler nodes: KSampler and KSamplerAdvanced, with ComfyUI's inputs, over `nodes.models.sampler`.
+
+Knows nothing of HTTP or the executor; progress and interrupts go through `engine.progress`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from nodes.models.components import DiffusionModel
+from nodes.models.sampler import SAMPLERS, SCHEDULERS, SamplingRange, sample
+from nodes.models.text_encoding import Conditioning
+
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+def _common_inputs() -> dict[str, Any]:
+    return {
+        "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of denoising steps."}),
+        "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                          "tooltip": "Classifier-free guidance scale: how closely to follow the prompt."}),
+        "sampler_name": (list(SAMPLERS), {"tooltip": "The sampling algorithm (a diffusers scheduler)."}),
+        "scheduler": (list(SCHEDULERS), {"tooltip": "How the noise levels are spaced over the steps."}),
+        "positive": ("CONDITIONING", {"tooltip": "What the image should show."}),
+        "negative": ("CONDITIONING", {"tooltip": "What the image should not show."}),
+        "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
+    }
+
+
+def _with_samples(latent: dict[str, Any], samples: Any) -> dict[str, Any]:
+    result = dict(latent)
+    result["samples"] = samples
+    return result
+
+
+class KSampler:
+    DESCRIPTION = ("Denoises a latent image with the model, guided by the positive and negative conditioning. "
+                   "denoise below 1 keeps part of the input (img2img): steps run from the end of a longer schedule.")
+    CATEGORY = "sampling"
+    RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The denoised latent.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        common = _common_inputs()
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The model used for denoising."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                             "tooltip": "The seed of the initial noise."}),
+            **{name: common[name] for name in ("steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
+                                               "latent_image")},
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "How much of the latent to replace with noise and denoise."}),
+        }}
+
+    def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+               positive: Conditioning, negative: Conditioning, latent_image: dict[str, Any],
+               denoise: float = 1.0) -> tuple[dict[str, Any]]:
+        if denoise <= 0:
+            return (_with_samples(latent_image, latent_image["samples"].clone()),)
+        samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
+                         SamplingRange.from_denoise(steps, denoise))
+        return (_with_samples(latent_image, samples),)
+
+
+class KSamplerAdvanced:
+    DESCRIPTION = ("KSampler over part of a schedule: run steps start_at_step..end_at_step of `steps`, with or "
+                   "without adding noise first and with or without the leftover noise at the end (for multi-pass "
+                   "workflows).")
+    CATEGORY = "sampling"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        common = _common_inputs()
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The model used for denoising."}),
+            "add_noise": (["enable", "disable"], {"tooltip": "Add seeded noise before the first step."}),
+            "noise_seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                                   "tooltip": "The seed of the noise."}),
+            **{name: common[name] for name in ("steps", "cfg", "sampler_name", "scheduler", "positive", "negative",
+                                               "latent_image")},
+            "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "The first step to run."}),
+            "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000,
+                                    "tooltip": "The step to stop before (beyond `steps` means the end)."}),
+            "return_with_leftover_noise": (["disable", "enable"], {
+                "tooltip": "enable: stop with the noise that is left; disable: return the fully denoised estimate."}),
+        }}
+
+    def sample(self, model: DiffusionModel, add_noise: str, noise_seed: int, steps: int, cfg: float,
+               sampler_name: str, scheduler: str, positive: Conditioning, negative: Conditioning,
+               latent_image: dict[str, Any], start_at_step: int, end_at_step: int,
+               return_with_leftover_noise: str) -> tuple[dict[str, Any]]:
+        span = SamplingRange(steps, min(start_at_step, steps), min(end_at_step, steps), add_noise == "enable",
+                             return_with_leftover_noise == "enable")
+        samples = sample(model, noise_seed, cfg, sampler_name, scheduler, positive, negative,
+                         latent_image["samples"], span)
+        return (_with_samples(latent_image, samples),)

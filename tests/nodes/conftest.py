@@ -1,0 +1,46 @@
+"""Fixtures for node tests: the tiny SD1 models loaded through the nodes, and the matching diffusers pipeline."""
+from __future__ import annotations
+
+import pytest
+
+
+def own_storage(*modules) -> None:
+    """Give every weight its own allocation: tensors memory-mapped from safetensors sit at arbitrary offsets,
+    and CPU kernels round differently (1e-7) for differently aligned weights. The model manager does the same."""
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            tensor.data = tensor.data.clone()
+
+
+@pytest.fixture(scope="session")
+def sd_pipeline(tiny_models_dir):
+    """diffusers' StableDiffusionPipeline on the tiny SD1 diffusers folder (the reference for parity tests)."""
+    from diffusers import StableDiffusionPipeline
+
+    from nodes.models.tiny import DEMO_DIFFUSERS
+
+    pipeline = StableDiffusionPipeline.from_pretrained(
+        tiny_models_dir / "diffusers" / DEMO_DIFFUSERS, local_files_only=True, safety_checker=None)
+    own_storage(pipeline.unet, pipeline.vae, pipeline.text_encoder)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture
+def sd1(node_env):
+    """(MODEL, CLIP, VAE) of the tiny SD1 single-file checkpoint, through CheckpointLoaderSimple."""
+    from nodes.loaders import CheckpointLoaderSimple
+    from nodes.models.tiny import DEMO_CHECKPOINT
+
+    return CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
+
+
+@pytest.fixture(scope="session")
+def pipeline_scheduler_config(tiny_models_dir):
+    """The scheduler config saved in the tiny diffusers folder (what the pipeline was built with)."""
+    from diffusers import PNDMScheduler
+
+    from nodes.models.tiny import DEMO_DIFFUSERS
+
+    folder = tiny_models_dir / "diffusers" / DEMO_DIFFUSERS
+    return dict(PNDMScheduler.load_config(folder, subfolder="scheduler"))

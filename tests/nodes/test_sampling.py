@@ -1,0 +1,123 @@
+"""KSampler behaviour beyond parity: progress and interrupt, KSamplerAdvanced ranges, conditioning shapes, errors."""
+import pytest
+import torch
+
+from engine.interrupt import ExecutionInterrupted, InterruptFlag
+from engine.progress import NodeRunContext, bind_node_context
+from nodes.conditioning import CLIPTextEncode
+from nodes.latent import EmptyLatentImage
+from nodes.models.sampler import make_scheduler
+from nodes.sampling import KSampler, KSamplerAdvanced
+
+
+@pytest.fixture
+def inputs(sd1):
+    model, clip, _ = sd1
+    positive = CLIPTextEncode().encode(clip, "a lighthouse at dusk")[0]
+    negative = CLIPTextEncode().encode(clip, "")[0]
+    (latent,) = EmptyLatentImage().generate(32, 32, 1)
+    return model, positive, negative, latent
+
+
+def _ksampler(inputs, steps=4, sampler="euler", **extra):
+    model, positive, negative, latent = inputs
+    return KSampler().sample(model, 7, steps, 6.0, sampler, "normal", positive, negative, latent, **extra)[0]["samples"]
+
+
+def test_progress_is_reported_per_step(inputs):
+    reports = []
+    context = NodeRunContext("5", "prompt-1", InterruptFlag(), lambda node, value, total, _: reports.append(
+        (node, value, total)))
+    with bind_node_context(context):
+        _ksampler(inputs, steps=3)
+    assert reports == [("5", 1, 3), ("5", 2, 3), ("5", 3, 3)]
+
+
+def test_interrupt_stops_sampling_at_the_next_step(inputs):
+    flag = InterruptFlag()
+    reports = []
+
+    def on_progress(node, value, total, preview):
+        reports.append(value)
+        flag.request()
+
+    with bind_node_context(NodeRunContext("5", "p", flag, on_progress)):
+        with pytest.raises(ExecutionInterrupted):
+            _ksampler(inputs, steps=10)
+    assert reports == [1]
+
+
+def test_advanced_sampler_in_two_passes_equals_one_pass(inputs):
+    model, positive, negative, latent = inputs
+    advanced = KSamplerAdvanced()
+    first = advanced.sample(model, "enable", 7, 4, 6.0, "euler", "normal", positive, negative, latent, 0, 2,
+                            "enable")[0]
+    second = advanced.sample(model, "disable", 7, 4, 6.0, "euler", "normal", positive, negative, first, 2, 10000,
+                             "disable")[0]
+    assert torch.equal(second["samples"], _ksampler(inputs, steps=4))
+
+
+def test_stopping_early_without_leftover_noise_returns_the_clean_estimate(inputs):
+    model, positive, negative, latent = inputs
+    advanced = KSamplerAdvanced()
+
+    def run(end, leftover):
+        return advanced.sample(model, "enable", 7, 4, 6.0, "euler", "normal", positive, negative, latent, 0, end,
+                               leftover)[0]["samples"]
+
+    before, noisy, clean = run(1, "enable"), run(2, "enable"), run(2, "disable")
+    scheduler = make_scheduler(model.scheduler_config, "euler", "normal", 7)
+    scheduler.set_timesteps(4)
+    sigma, sigma_next = scheduler.sigmas[1], scheduler.sigmas[2]
+    # Euler: noisy = x + (sigma_next - sigma) * d and clean = x - sigma * d, with x the latent before the step
+    assert torch.allclose(noisy - before, (clean - before) * (sigma_next - sigma) / -sigma, atol=1e-4)
+    with pytest.raises(ValueError, match="return_with_leftover_noise: sampler 'dpmpp_2m' cannot stop early"):
+        advanced.sample(model, "enable", 7, 4, 6.0, "dpmpp_2m", "normal", positive, negative, latent, 0, 2, "disable")
+
+
+def test_denoise_zero_returns_the_input(inputs):
+    model, positive, negative, latent = inputs
+    latent = {"samples": torch.randn(1, 4, 4, 4)}
+    out = KSampler().sample(model, 7, 4, 6.0, "euler", "normal", positive, negative, latent, 0.0)[0]
+    assert torch.equal(out["samples"], latent["samples"])
+
+
+def test_long_positive_with_short_negative(inputs, sd1):
+    model, _, negative, latent = inputs
+    long_prompt = CLIPTextEncode().encode(sd1[1], " ".join(["a"] * 100))[0]
+    assert long_prompt[0][0].shape[1] == 154
+    out = KSampler().sample(model, 7, 2, 6.0, "euler", "normal", long_prompt, negative, latent)[0]
+    assert torch.isfinite(out["samples"]).all()
+
+
+def test_repeated_conditioning_entries_average_to_the_same_result(inputs):
+    model, positive, negative, latent = inputs
+    doubled = positive + [[positive[0][0], dict(positive[0][1])]]
+    out = KSampler().sample(model, 7, 3, 6.0, "euler", "normal", doubled, negative, latent)[0]["samples"]
+    assert torch.allclose(out, _ksampler(inputs, steps=3), atol=1e-5)
+
+
+def test_latent_extras_are_kept(inputs):
+    model, positive, negative, latent = inputs
+    out = KSampler().sample(model, 7, 1, 6.0, "euler", "normal", positive, negative,
+                            {**latent, "batch_index": [3]})[0]
+    assert out["batch_index"] == [3]
+
+
+def test_unsupported_sampler_scheduler_pairs_are_refused(inputs):
+    with pytest.raises(ValueError, match="scheduler: 'karras' is not available with sampler 'ddim'"):
+        make_scheduler({}, "ddim", "karras", 0)
+    with pytest.raises(ValueError, match="sampler_name: unknown sampler 'euler_x'"):
+        make_scheduler({}, "euler_x", "normal", 0)
+
+
+def test_v_prediction_model_samples(node_env):
+    from nodes.loaders import CheckpointLoaderSimple
+
+    model, clip, vae = CheckpointLoaderSimple().load_checkpoint("tiny-sd2-v.safetensors")
+    positive = CLIPTextEncode().encode(clip, "a lighthouse")[0]
+    (latent,) = EmptyLatentImage().generate(32, 32, 1)
+    out = KSampler().sample(model, 1, 2, 5.0, "euler", "normal", positive, positive, latent)[0]["samples"]
+    scheduler = make_scheduler(model.scheduler_config, "euler", "normal", 1)
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert torch.isfinite(out).all()
