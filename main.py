@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-node", action="append", dest="output_nodes", metavar="ID",
                      help="run only this output node (repeatable)")
     add_common_arguments(run, for_subcommand=True)
+    demo = commands.add_parser("make-demo-models",
+                               help="write the tiny random-weight demo models (their images are noise)")
+    add_common_arguments(demo, for_subcommand=True)
     return parser
 
 
@@ -32,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         from app.runtime import build_runtime
 
         return run_workflow_file(build_runtime(settings), args.workflow, output_nodes=args.output_nodes)
+    if args.command == "make-demo-models":
+        from app.runtime import write_demo_models
+
+        for path in write_demo_models(settings):
+            print(path)
+        print("These models have random weights: they exercise the whole pipeline, but their images are noise.")
+        return 0
     from app.serve import serve
 
     return serve(settings, args)

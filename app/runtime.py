@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.settings import PROJECT_DIR, Settings, default_thread_count
@@ -21,7 +22,7 @@ from engine.plugin_loader import PluginRecord, load_plugins
 from engine.registry import NodeRegistry
 
 if TYPE_CHECKING:
-    from nodes.environment import NodeEnvironment
+    from nodes.environment import Folders, NodeEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,31 @@ def configure_torch_threads(threads: int | None) -> int:
     return count
 
 
+def write_demo_models(settings: Settings) -> list[Path]:
+    from nodes.models.tiny import make_demo_models
+
+    demo = make_demo_models(settings.models_dir)
+    return [demo.checkpoint, demo.diffusers_folder, demo.lora]
+
+
+def ensure_demo_models(settings: Settings, folders: "Folders") -> None:
+    """With no checkpoint and no diffusers model at all, write the demo so the default workflow runs."""
+    if folders.list_models("checkpoints") or folders.list_diffusers_models():
+        return
+    paths = write_demo_models(settings)
+    log.warning("no models found in %s: created the tiny demo model %s. It has random weights, so its images "
+                "are noise; put real checkpoints into %s", settings.models_dir, paths[0].name,
+                settings.models_dir / "checkpoints")
+
+
 def build_runtime(settings: Settings) -> Runtime:
     from nodes.environment import Folders, NodeEnvironment, set_default_environment
 
     folders = Folders(settings.models_dir, settings.input_dir, settings.output_dir, settings.temp_dir,
                       settings.user_dir)
     folders.create()
+    if settings.demo_models:
+        ensure_demo_models(settings, folders)
     threads = configure_torch_threads(settings.threads)
     environment = NodeEnvironment.create(folders, force_cpu=settings.cpu)
     set_default_environment(environment)

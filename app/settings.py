@@ -23,6 +23,7 @@ class Settings:
     threads: int | None
     custom_nodes_dirs: tuple[Path, ...] = ()
     disable_custom_nodes: bool = False
+    demo_models: bool = True
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
@@ -46,6 +47,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
                         help="run on the CPU even when a GPU is present")
     engine.add_argument("--threads", type=int, default=default(None),
                         help="CPU threads for torch (default: one less than the CPU count, at least 1)")
+    engine.add_argument("--no-demo-models", action="store_true", default=default(False),
+                        help="do not create the tiny demo model when the models folder has none")
     plugins = parser.add_argument_group("plugins")
     plugins.add_argument("--custom-nodes-dir", type=Path, action="append", default=default([]),
                          dest="custom_nodes_dirs", metavar="DIR",
@@ -70,6 +73,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         threads=args.threads,
         custom_nodes_dirs=(PROJECT_DIR / "custom_nodes", *(d.resolve() for d in args.custom_nodes_dirs)),
         disable_custom_nodes=args.disable_custom_nodes,
+        demo_models=not args.no_demo_models,
     )
 
 

@@ -1,0 +1,50 @@
+"""The real runtime: built-in nodes registered, demo models on first start, model listing, stats, /free."""
+import pytest
+
+from app.runtime import build_runtime
+from app.settings import Settings
+from engine.cache import CacheEntry
+from nodes.environment import use_environment
+
+
+def settings_for(tmp_path, **overrides):
+    values = dict(models_dir=tmp_path / "models", input_dir=tmp_path / "input", output_dir=tmp_path / "output",
+                  temp_dir=tmp_path / "temp", user_dir=tmp_path / "user", cache_size=8, cpu=True, threads=1,
+                  disable_custom_nodes=True)
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    return build_runtime(settings_for(tmp_path_factory.mktemp("runtime")))
+
+
+def test_empty_models_folder_gets_the_demo_model(runtime):
+    assert runtime.list_models("checkpoints") == ["tiny-sd1.safetensors"]
+    assert runtime.list_models("diffusers") == ["tiny-sd1"]
+    assert runtime.list_models("loras") == ["tiny-sd1-lora.safetensors"]
+    assert runtime.list_models("embeddings") == []
+    assert "checkpoints" in runtime.model_folders() and "embeddings" in runtime.model_folders()
+
+
+def test_no_demo_models_when_disabled(tmp_path):
+    runtime = build_runtime(settings_for(tmp_path, demo_models=False))
+    assert runtime.list_models("checkpoints") == []
+
+
+def test_builtin_nodes_are_registered_like_plugins(runtime):
+    for name in ("CheckpointLoaderSimple", "CLIPTextEncode", "KSampler", "VAEDecode", "SaveImage"):
+        assert runtime.registry.entry(name).source == "nodes"
+    with use_environment(runtime.environment):  # another test may have installed its own default
+        info = runtime.registry.node_info("CheckpointLoaderSimple")
+    assert info["input"]["required"]["ckpt_name"][0] == ["tiny-sd1.safetensors"]
+
+
+def test_system_stats_and_free(runtime):
+    stats = runtime.system_stats()
+    assert stats["system"]["pytorch_version"] and stats["system"]["ram_total"] > 0
+    assert stats["devices"][0]["type"] == "cpu"
+    runtime.executor.cache.put("x", CacheEntry(([1],)))
+    runtime.free_memory(unload_models=True, free_memory=True)
+    assert len(runtime.executor.cache) == 0
