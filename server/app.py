@@ -454,11 +454,11 @@ async def system_stats(request: web.Request) -> web.Response:
 async def interrupt(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await read_json(request)
-    running = state.worker.current
     wanted = body.get("prompt_id")
-    if running is not None and (wanted is None or wanted == running.prompt_id):
-        runtime = await state.runtime()
-        runtime.executor.interrupt.request()
+    if wanted is not None and not isinstance(wanted, str):
+        raise web.HTTPBadRequest(text="'prompt_id' must be a string")
+    await state.runtime()
+    state.worker.interrupt(wanted)
     return web.json_response({})
 
 

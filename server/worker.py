@@ -50,6 +50,14 @@ class PromptWorker:
     def status(self) -> dict[str, Any]:
         return {"exec_info": {"queue_remaining": self.store.remaining()}}
 
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Stop the running prompt (only if it is `prompt_id`, when given); True if one was asked to stop."""
+        running = self.current
+        if running is None or (prompt_id is not None and prompt_id != running.prompt_id):
+            return False
+        self.executor_ready().interrupt.request()
+        return True
+
     def _loop(self) -> None:
         executor = self.executor_ready()
         executor.events.subscribe(self._forward)
