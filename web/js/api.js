@@ -1,0 +1,120 @@
+/**
+ * The HTTP client for the server's ComfyUI-compatible API: prompts, queue, history, files, catalogue.
+ *
+ * Every method returns plain data or throws `ApiError` carrying the server's JSON error body. With an auth
+ * token (from the page's `?token=`), requests also carry it as a Bearer header. Knows nothing of the DOM.
+ */
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super(body?.error?.message ?? body?.error ?? `the server answered ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+export class ApiClient {
+  constructor({ base = "", token = null, fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
+    this.base = base;
+    this.token = token;
+    this.fetch = fetchImpl;
+  }
+
+  async request(path, { method = "GET", json, body, headers = {} } = {}) {
+    const allHeaders = { ...headers };
+    if (this.token) allHeaders.Authorization = `Bearer ${this.token}`;
+    let payload = body;
+    if (json !== undefined) {
+      allHeaders["Content-Type"] = "application/json";
+      payload = JSON.stringify(json);
+    }
+    const response = await this.fetch(this.base + path,
+      { method, headers: allHeaders, body: payload, credentials: "same-origin" });
+    const text = await response.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = { error: { message: text } };
+    }
+    if (!response.ok) throw new ApiError(response.status, data);
+    return data;
+  }
+
+  objectInfo() {
+    return this.request("/object_info");
+  }
+
+  /** POST /prompt; a 400 with validation errors throws ApiError whose body has {error, node_errors}. */
+  queuePrompt({ prompt, workflow, clientId, front = false }) {
+    const json = { prompt, client_id: clientId, extra_data: { extra_pnginfo: { workflow } } };
+    if (front) json.front = true;
+    return this.request("/prompt", { method: "POST", json });
+  }
+
+  getQueue() {
+    return this.request("/queue");
+  }
+
+  deleteFromQueue(promptIds) {
+    return this.request("/queue", { method: "POST", json: { delete: promptIds } });
+  }
+
+  clearQueue() {
+    return this.request("/queue", { method: "POST", json: { clear: true } });
+  }
+
+  getHistory(maxItems = 64) {
+    return this.request(`/history?max_items=${maxItems}`);
+  }
+
+  deleteHistory(promptIds) {
+    return this.request("/history", { method: "POST", json: { delete: promptIds } });
+  }
+
+  clearHistory() {
+    return this.request("/history", { method: "POST", json: { clear: true } });
+  }
+
+  interrupt(promptId = null) {
+    return this.request("/interrupt", { method: "POST", json: promptId ? { prompt_id: promptId } : {} });
+  }
+
+  /** Upload an image into the input folder; resolves to {name, subfolder, type}. */
+  uploadImage(file, { subfolder = "", type = "input", overwrite = false, filename = file.name } = {}) {
+    const form = new FormData();
+    form.append("image", file, filename);
+    form.append("type", type);
+    if (subfolder) form.append("subfolder", subfolder);
+    if (overwrite) form.append("overwrite", "true");
+    return this.request("/upload/image", { method: "POST", body: form });
+  }
+
+  /** Upload a painted mask; the server stores the original's RGB with the mask's alpha. */
+  uploadMask(maskBlob, originalRef, { filename = `clipspace-mask-${Date.now()}.png`, subfolder = "clipspace" } = {}) {
+    const form = new FormData();
+    form.append("image", maskBlob, filename);
+    form.append("original_ref", JSON.stringify(originalRef));
+    form.append("type", "input");
+    form.append("subfolder", subfolder);
+    return this.request("/upload/mask", { method: "POST", body: form });
+  }
+
+  /** The URL of a file in the output, input or temp folder. */
+  viewUrl({ filename, subfolder = "", type = "output" }, extra = {}) {
+    const query = new URLSearchParams({ filename, subfolder, type, ...extra });
+    if (this.token) query.set("token", this.token);
+    return `${this.base}/view?${query}`;
+  }
+
+  /** Module URLs of the installed plugins' web extensions; none when the server has no such route. */
+  async extensions() {
+    try {
+      const urls = await this.request("/extensions");
+      return Array.isArray(urls) ? urls.filter((url) => typeof url === "string") : [];
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return [];
+      throw error;
+    }
+  }
+}
