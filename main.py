@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only this output node (repeatable)")
     add_common_arguments(run, for_subcommand=True)
     demo = commands.add_parser("make-demo-models",
-                               help="write the tiny random-weight demo models (their images are noise)")
+                               help="write the tiny random-weight demo models of every family, so every "
+                                    "shipped workflow runs (their images are noise)")
     add_common_arguments(demo, for_subcommand=True)
     return parser
 
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make-demo-models":
         from app.runtime import write_demo_models
 
-        for path in write_demo_models(settings):
+        for path in write_demo_models(settings, every_family=True):
             print(path)
         print("These models have random weights: they exercise the whole pipeline, but their images are noise.")
         return 0

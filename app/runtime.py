@@ -116,11 +116,23 @@ def configure_torch_threads(threads: int | None) -> int:
     return count
 
 
-def write_demo_models(settings: Settings) -> list[Path]:
-    from nodes.models.tiny import make_demo_models
+def write_demo_models(settings: Settings, every_family: bool = False) -> list[Path]:
+    """The tiny demo txt2img model; with `every_family`, also the inpainting, InstructPix2Pix, SDXL, SD3, FLUX
+    and unCLIP ones, so every shipped workflow runs. Returns what the models folder now holds."""
+    from nodes.models.tiny import make_demo_models, make_editing_models
 
     demo = make_demo_models(settings.models_dir)
-    return [demo.checkpoint, demo.diffusers_folder, demo.lora]
+    if not every_family:
+        return [demo.checkpoint, demo.diffusers_folder, demo.lora]
+    from nodes.models.sd3_tiny import make_sd3_demo_models
+    from nodes.models.sdxl_tiny import make_sdxl_demo_models
+    from nodes.models.tiny_flux import make_flux_demo_models
+    from nodes.models.tiny_kandinsky import make_kandinsky_demo_models
+
+    make_editing_models(settings.models_dir)
+    for make in (make_sdxl_demo_models, make_sd3_demo_models, make_flux_demo_models, make_kandinsky_demo_models):
+        make(settings.models_dir)
+    return sorted(path for path in settings.models_dir.glob("*/*") if not path.name.startswith("."))
 
 
 def ensure_demo_models(settings: Settings, folders: "Folders") -> None:

@@ -12,6 +12,7 @@ from nodes.image import ImageScale, LoadImage, PreviewImage, SaveImage
 from nodes.latent import EmptyLatentImage, LatentUpscale, LatentUpscaleBy, VAEDecode, VAEEncode
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader, LoraLoaderModelOnly, VAELoader
 from nodes.sampling import KSampler, KSamplerAdvanced
+from nodes.training import LoadImageDataset, PlotLoss, TrainLoRA
 
 MAX_RESOLUTION = 16384  # ComfyUI's `nodes.MAX_RESOLUTION`, which plugins import
 
@@ -34,6 +35,9 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "SaveImage": SaveImage,
     "PreviewImage": PreviewImage,
     "ImageScale": ImageScale,
+    "LoadImageDataset": LoadImageDataset,
+    "TrainLoRA": TrainLoRA,
+    "PlotLoss": PlotLoss,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -55,4 +59,27 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "SaveImage": "Save Image",
     "PreviewImage": "Preview Image",
     "ImageScale": "Upscale Image",
+    "LoadImageDataset": "Load Image Dataset",
+    "TrainLoRA": "Train LoRA",
+    "PlotLoss": "Plot Loss",
 }
+
+# Families with their own node modules register their nodes here (each module exports its own mappings).
+from nodes import flux as _flux  # noqa: E402
+
+from nodes import sd3 as _sd3  # noqa: E402
+from nodes import sdxl as _sdxl  # noqa: E402
+from nodes import unclip as _unclip  # noqa: E402
+
+for _family in (_flux, _sdxl, _sd3, _unclip):
+    NODE_CLASS_MAPPINGS.update(_family.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_family.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Image editing: masks, inpainting, InstructPix2Pix, folders of images.
+from nodes import image_batch as _image_batch  # noqa: E402
+from nodes import inpaint as _inpaint  # noqa: E402
+from nodes import mask as _mask  # noqa: E402
+
+for _editing in (_mask, _inpaint, _image_batch):
+    NODE_CLASS_MAPPINGS.update(_editing.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_editing.NODE_DISPLAY_NAME_MAPPINGS)

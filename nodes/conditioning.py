@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.models.components import ClipTextEncoder
-from nodes.models.text_encoding import Conditioning, encode_prompt
+from nodes.models.text_encoding import Conditioning
 
 
 class CLIPTextEncode:
@@ -26,7 +26,7 @@ class CLIPTextEncode:
         }}
 
     def encode(self, clip: ClipTextEncoder, text: str) -> tuple[Conditioning]:
-        return (encode_prompt(clip, text),)
+        return (clip.encode_prompt(text),)
 
 
 class CLIPSetLastLayer:

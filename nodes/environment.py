@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from nodes.models.manager import ModelManager
 
-MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae")
+MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae", "diffusion_models", "text_encoders")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from nodes.environment import current_environment, resolve_inside
 from nodes.models.components import ClipTextEncoder, DiffusionModel, LoraPatch, Vae
-from nodes.models.lora import TEXT_ENCODER, UNET, lora_applied, lora_targets
+from nodes.models.lora import lora_applied, lora_targets
 
 STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
 
@@ -19,8 +19,8 @@ def _model_file(kind: str, name: str, input_name: str):
 
 
 class CheckpointLoaderSimple:
-    DESCRIPTION = ("Loads a Stable Diffusion 1.x/2.x single-file checkpoint (.safetensors, original layout); "
-                   "the family and prediction type are detected from the tensors.")
+    DESCRIPTION = ("Loads a single-file checkpoint (.safetensors, original layout): Stable Diffusion 1.x/2.x, SDXL "
+                   "base or refiner, or SD3; the family and prediction type are detected from the tensors.")
     CATEGORY = "loaders"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     OUTPUT_TOOLTIPS = ("The denoising model (UNet).", "The text encoder for prompts.",
@@ -38,7 +38,8 @@ class CheckpointLoaderSimple:
 
 
 class DiffusersLoader:
-    DESCRIPTION = "Loads a Stable Diffusion model saved in diffusers format (a folder with model_index.json)."
+    DESCRIPTION = ("Loads a model saved in diffusers format (a folder with model_index.json): Stable Diffusion, "
+                   "SDXL, SD3 or FLUX, detected from the folder.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load_checkpoint"
@@ -69,12 +70,13 @@ class VAELoader:
         return (current_environment().models.vae(path, "vae_name"),)
 
 
-def _lora_patch(lora_name: str, strength: float) -> LoraPatch:
+def _lora_patch(lora_name: str, strength: float, lora_format: str = "sd") -> LoraPatch:
+    """The LoRA file read with the key conventions of the family it is applied to (`lora_format`)."""
     path = _model_file("loras", lora_name, "lora_name")
-    state, alphas = current_environment().models.lora(path, "lora_name")
+    state, alphas = current_environment().models.lora(path, "lora_name", lora_format)
     patch = LoraPatch(lora_name, state, alphas, strength)
     if not any(lora_targets(patch).values()):
-        raise ValueError(f"lora_name: {lora_name} matches no UNet or text encoder layers")
+        raise ValueError(f"lora_name: {lora_name} matches no UNet, transformer or text encoder layers")
     return patch
 
 
@@ -91,12 +93,13 @@ def lora_model(model: DiffusionModel, lora_name: str, strength: float, required:
     """A MODEL that applies the LoRA's UNet part at `strength` while it computes (unchanged at strength 0)."""
     if strength == 0:
         return model
-    patch = _lora_patch(lora_name, strength)
-    if not lora_targets(patch)[UNET]:
+    patch = _lora_patch(lora_name, strength, getattr(model.sampling, "lora_format", "sd"))
+    component = model.lora_component
+    if not lora_targets(patch)[component]:
         if required:
-            raise ValueError(f"lora_name: {lora_name} has no UNet layers")
+            raise ValueError(f"lora_name: {lora_name} has no {component} layers")
         return model
-    _check_fits(model.unet, UNET, patch)
+    _check_fits(model.unet, component, patch)
     return model.with_lora(patch)
 
 
@@ -104,10 +107,13 @@ def lora_clip(clip: ClipTextEncoder, lora_name: str, strength: float) -> ClipTex
     """A CLIP that applies the LoRA's text-encoder part at `strength` while it encodes."""
     if strength == 0:
         return clip
-    patch = _lora_patch(lora_name, strength)
-    if not lora_targets(patch)[TEXT_ENCODER]:
+    patch = _lora_patch(lora_name, strength, getattr(clip, "lora_format", "sd"))
+    targets = lora_targets(patch)
+    modules = [(component, module) for component, module in clip.lora_modules() if targets[component]]
+    if not modules:
         return clip
-    _check_fits(clip.text_encoder, TEXT_ENCODER, patch)
+    for component, module in modules:
+        _check_fits(module, component, patch)
     return clip.with_lora(patch)
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from nodes.models.components import DiffusionModel
-from nodes.models.sampler import SAMPLERS, SCHEDULERS, SamplingRange, sample
+from nodes.models.editing import EditInputs, hand_off
+from nodes.models.sampler import SamplingRange, available_samplers, available_schedulers, sample
 from nodes.models.text_encoding import Conditioning
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -18,8 +19,8 @@ def _common_inputs() -> dict[str, Any]:
         "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of denoising steps."}),
         "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                           "tooltip": "Classifier-free guidance scale: how closely to follow the prompt."}),
-        "sampler_name": (list(SAMPLERS), {"tooltip": "The sampling algorithm (a diffusers scheduler)."}),
-        "scheduler": (list(SCHEDULERS), {"tooltip": "How the noise levels are spaced over the steps."}),
+        "sampler_name": (available_samplers(), {"tooltip": "The sampling algorithm (a diffusers scheduler)."}),
+        "scheduler": (available_schedulers(), {"tooltip": "How the noise levels are spaced over the steps."}),
         "positive": ("CONDITIONING", {"tooltip": "What the image should show."}),
         "negative": ("CONDITIONING", {"tooltip": "What the image should not show."}),
         "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
@@ -59,8 +60,8 @@ class KSampler:
         if denoise <= 0:
             return (_with_samples(latent_image, latent_image["samples"].clone()),)
         samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
-                         SamplingRange.from_denoise(steps, denoise))
-        return (_with_samples(latent_image, samples),)
+                         SamplingRange.from_denoise(steps, denoise), EditInputs.prepare(model, latent_image))
+        return (hand_off(_with_samples(latent_image, samples), latent_image, False),)
 
 
 class KSamplerAdvanced:
@@ -95,5 +96,6 @@ class KSamplerAdvanced:
         span = SamplingRange(steps, min(start_at_step, steps), min(end_at_step, steps), add_noise == "enable",
                              return_with_leftover_noise == "enable")
         samples = sample(model, noise_seed, cfg, sampler_name, scheduler, positive, negative,
-                         latent_image["samples"], span)
-        return (_with_samples(latent_image, samples),)
+                         latent_image["samples"], span, EditInputs.prepare(model, latent_image))
+        leftover = span.return_with_leftover_noise and span.end < span.total
+        return (hand_off(_with_samples(latent_image, samples), latent_image, leftover),)

@@ -14,7 +14,7 @@ import mimetypes
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 from PIL import Image
@@ -29,7 +29,7 @@ from server.hub import ClientHub
 from server.plugin_api import PluginRoutes, PromptServer
 from server.security import json_error, json_errors, make_auth_check, make_origin_check
 from server.store import PromptStore
-from server.worker import PromptWorker, jpeg_preview
+from server.worker import EventSink, PreviewEncoder, PromptWorker, QueueWorker, jpeg_preview
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class ServerState:
     runtime_future: concurrent.futures.Future
     store: PromptStore
     hub: ClientHub = field(default_factory=ClientHub)
-    worker: PromptWorker | None = None
+    worker: QueueWorker | None = None
     plugin_routes: PluginRoutes | None = None
 
     async def runtime(self) -> Runtime:
@@ -71,9 +71,19 @@ class ServerState:
 
 STATE = web.AppKey("state", ServerState)
 
+WorkerFactory = Callable[[PromptStore, EventSink, PreviewEncoder, concurrent.futures.Future], QueueWorker]
 
-def create_app(settings: Settings, config: ServerConfig, runtime_future: concurrent.futures.Future) -> web.Application:
-    """Build the application; the runtime (nodes, torch) may still be loading in `runtime_future`."""
+
+def in_process_worker(store: PromptStore, sink: EventSink, encode_preview: PreviewEncoder,
+                      runtime_future: concurrent.futures.Future) -> PromptWorker:
+    """The default: one thread of this process runs the queue on the runtime's executor."""
+    return PromptWorker(store, lambda: runtime_future.result().executor, sink, encode_preview)
+
+
+def create_app(settings: Settings, config: ServerConfig, runtime_future: concurrent.futures.Future,
+               worker_factory: WorkerFactory = in_process_worker) -> web.Application:
+    """Build the application; the runtime (nodes, torch) may still be loading in `runtime_future`.
+    `worker_factory` makes what runs the queue (`distributed.cluster` passes the Ray workers')."""
     middlewares = [json_errors, make_origin_check(config.allowed_origins)]
     if config.auth_token:
         middlewares.append(make_auth_check(config.auth_token))
@@ -82,8 +92,8 @@ def create_app(settings: Settings, config: ServerConfig, runtime_future: concurr
     state = ServerState(settings, config, runtime_future, store)
     routes = _routes()
     state.plugin_routes = PluginRoutes(routes)
-    state.worker = PromptWorker(store, lambda: runtime_future.result().executor, state.hub,
-                                jpeg_preview if config.previews else (lambda image: None))
+    state.worker = worker_factory(store, state.hub, jpeg_preview if config.previews else (lambda image: None),
+                                  runtime_future)
     app[STATE] = state
     PromptServer.instance = PromptServer(state)  # plugins imported from now on register routes on it
     runtime_future.add_done_callback(lambda _: state.plugin_routes.install(PromptServer.instance.routes))
@@ -93,9 +103,16 @@ def create_app(settings: Settings, config: ServerConfig, runtime_future: concurr
     if config.web_dir.is_dir():
         app.router.add_static("/web/", config.web_dir, follow_symlinks=False)
     app.router.add_route("*", "/{tail:.*}", state.plugin_routes.handle)
+    app.on_response_prepare.append(_no_cache_for_editor_files)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     return app
+
+
+async def _no_cache_for_editor_files(request: web.Request, response: web.StreamResponse) -> None:
+    """The editor's modules change with every update; browsers must not keep running old copies."""
+    if request.path.startswith("/web/"):
+        response.headers["Cache-Control"] = "no-cache"
 
 
 async def _start(app: web.Application) -> None:
@@ -117,9 +134,13 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     limit = state.config.max_json_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(raw))
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:

@@ -129,21 +129,59 @@ class PromptStore:
         with self._lock:
             self._changed.notify_all()
 
+    def take(self, prompt_id: str) -> QueueItem | None:
+        """Mark this pending prompt running and return it; None if it is not pending (any more). For a
+        dispatcher with several workers, which picks prompts out of queue order to keep models warm."""
+        with self._lock:
+            row = self._db.execute("SELECT number, prompt_id, prompt, extra_data, outputs, client_id FROM queue "
+                                   "WHERE prompt_id = ? AND state = 'pending'", (prompt_id,)).fetchone()
+            if row is None:
+                return None
+            with self._transaction():
+                self._db.execute("UPDATE queue SET state = 'running', attempts = attempts + 1 WHERE prompt_id = ?",
+                                 (prompt_id,))
+            return _item(row)
+
+    def wait_for_pending(self, timeout: float) -> None:
+        """Return once a prompt is pending, `wake()` is called or `timeout` passes; takes nothing."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM queue WHERE state = 'pending' LIMIT 1").fetchone() is None:
+                self._changed.wait(timeout)
+
+    def retry_once(self, item: QueueItem, failure: tuple[str, dict[str, Any]]) -> bool:
+        """A running prompt whose run was lost (the process or worker died under it): back to the front of the
+        queue the first time (True); after a second loss it is recorded in history as failed, with `failure`
+        as its message, instead of being retried forever (False)."""
+        with self._lock:
+            row = self._db.execute("SELECT attempts FROM queue WHERE prompt_id = ? AND state = 'running'",
+                                   (item.prompt_id,)).fetchone()
+            if row is None:
+                return False
+            if row[0] <= 1:
+                with self._transaction():
+                    self._db.execute("UPDATE queue SET state = 'pending', number = ? WHERE prompt_id = ?",
+                                     (self._front_number(), item.prompt_id))
+                self._changed.notify_all()
+                return True
+            self.finish(item, {}, {"status_str": "error", "completed": False, "messages": [failure]})
+            return False
+
     def running(self) -> list[QueueItem]:
         return self._items("running")
 
-    def pending(self) -> list[QueueItem]:
-        return self._items("pending")
+    def pending(self, limit: int | None = None) -> list[QueueItem]:
+        return self._items("pending", limit)
 
     def remaining(self) -> int:
         """Prompts not finished yet, the running one included (ComfyUI's queue_remaining)."""
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
 
-    def _items(self, state: str) -> list[QueueItem]:
+    def _items(self, state: str, limit: int | None = None) -> list[QueueItem]:
         with self._lock:
             rows = self._db.execute("SELECT number, prompt_id, prompt, extra_data, outputs, client_id FROM queue "
-                                    "WHERE state = ? ORDER BY number", (state,)).fetchall()
+                                    "WHERE state = ? ORDER BY number LIMIT ?",
+                                    (state, -1 if limit is None else limit)).fetchall()
         return [_item(row) for row in rows]
 
     def delete_pending(self, prompt_ids: list[str]) -> int:
@@ -206,21 +244,16 @@ class PromptStore:
     def _recover(self) -> None:
         """Prompts left `running` by a crash: re-queue at the front once, else record them as interrupted."""
         with self._lock:
-            rows = self._db.execute("SELECT number, prompt_id, prompt, extra_data, outputs, client_id, attempts "
+            rows = self._db.execute("SELECT number, prompt_id, prompt, extra_data, outputs, client_id "
                                     "FROM queue WHERE state = 'running' ORDER BY number").fetchall()
             for row in rows:
-                item = _item(row[:6])
-                if row[6] <= 1:
-                    with self._transaction():
-                        self._db.execute("UPDATE queue SET state = 'pending', number = ? WHERE prompt_id = ?",
-                                         (self._front_number(), item.prompt_id))
-                else:
-                    message = ("execution_interrupted", {"prompt_id": item.prompt_id, "node_id": None,
-                                                         "node_type": None, "executed": [],
-                                                         "reason": "the server stopped while this prompt ran, "
-                                                                   "twice; it was not retried again",
-                                                         "timestamp": int(time.time() * 1000)})
-                    self.finish(item, {}, {"status_str": "error", "completed": False, "messages": [message]})
+                item = _item(row)
+                message = ("execution_interrupted", {"prompt_id": item.prompt_id, "node_id": None,
+                                                     "node_type": None, "executed": [],
+                                                     "reason": "the server stopped while this prompt ran, "
+                                                               "twice; it was not retried again",
+                                                     "timestamp": int(time.time() * 1000)})
+                if not self.retry_once(item, message):
                     self.recovered_interrupted.append(item.prompt_id)
 
     def _transaction(self):

@@ -27,6 +27,24 @@ class EventSink(Protocol):
     def send_bytes_from_thread(self, payload: bytes, sid: str | None) -> None: ...
 
 
+PreviewEncoder = Callable[[Any], bytes | None]  # a progress preview to a binary websocket frame, or None
+
+
+class QueueWorker(Protocol):
+    """What the server needs of whatever runs the queue: this in-process worker or the Ray workers."""
+
+    current: QueueItem | None
+    current_node: str | None
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def interrupt(self, prompt_id: str | None = None) -> bool: ...
+
+
 class PromptWorker:
     def __init__(self, store: PromptStore, executor_ready: Callable[[], Executor], sink: EventSink,
                  encode_preview: Callable[[Any], bytes | None]) -> None:
@@ -79,12 +97,7 @@ class PromptWorker:
                 self.sink.send_from_thread("status", {"status": self.status()})
 
     def _record(self, item: QueueItem, result: ExecutionResult) -> None:
-        messages = [[name, data] for name, data in result.messages if name in HISTORY_MESSAGES]
-        status = {"status_str": "success" if result.success else "error", "completed": result.success,
-                  "messages": messages}
-        meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
-                for node_id in result.outputs}
-        self.store.finish(item, result.outputs, status, meta)
+        self.store.finish(item, *history_record(result))
 
     def _forward(self, name: str, data: dict[str, Any]) -> None:
         item = self.current
@@ -102,12 +115,24 @@ class PromptWorker:
                 self.sink.send_bytes_from_thread(payload, client_id)
 
 
-def jpeg_preview(image: Any, max_size: int = 512) -> bytes | None:
-    """Encode a PIL image preview as a ComfyUI binary preview frame; anything else is ignored."""
+def history_record(result: ExecutionResult) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What history keeps of a run (outputs, ComfyUI's status object, per-node meta), whoever ran it."""
+    messages = [[name, data] for name, data in result.messages if name in HISTORY_MESSAGES]
+    status = {"status_str": "success" if result.success else "error", "completed": result.success,
+              "messages": messages}
+    meta = {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None, "real_node_id": node_id}
+            for node_id in result.outputs}
+    return result.outputs, status, meta
+
+
+def jpeg_preview(preview: Any, max_size: int = 512) -> bytes | None:
+    """Encode a preview as a ComfyUI binary preview frame. Nodes pass a PIL image, or an object whose
+    `to_image()` makes one (so the work is only done when previews are on); anything else is ignored."""
     from PIL import Image
 
     from server.hub import preview_frame
 
+    image = preview.to_image() if hasattr(preview, "to_image") else preview
     if not isinstance(image, Image.Image):
         return None
     image = image.convert("RGB")

@@ -27,12 +27,20 @@ class LoraPatch:
 
 @dataclass(frozen=True, eq=False)
 class DiffusionModel:
-    """MODEL: a UNet, the scheduler config it was trained with (prediction type included) and LoRAs to apply."""
+    """MODEL: the denoising network (`unet`: a UNet, or the transformer of transformer families), the scheduler
+    config it was trained with (prediction type included), LoRAs to apply, and `sampling`: how the sampler drives
+    this family's network (`nodes.models.sampler.UNetSampling` or a subclass; None means SD1.x/SD2.x)."""
 
     unet: Any
     scheduler_config: Mapping[str, Any]
     name: str
     loras: tuple[LoraPatch, ...] = ()
+    sampling: Any = None
+
+    @property
+    def lora_component(self) -> str:
+        """The LoRA key prefix of the network: "unet", or "transformer" for transformer families."""
+        return str(getattr(self.sampling, "lora_component", "unet"))
 
     @property
     def prediction_type(self) -> str:
@@ -73,6 +81,16 @@ class ClipTextEncoder:
     def with_lora(self, patch: LoraPatch) -> "ClipTextEncoder":
         return dataclasses.replace(self, loras=self.loras + (patch,))
 
+    def lora_modules(self) -> list[tuple[str, Any]]:
+        """(LoRA key prefix, module) of each text encoder a LoRA can patch."""
+        return [("text_encoder", self.text_encoder)]
+
+    def encode_prompt(self, text: str) -> list[list[Any]]:
+        """CONDITIONING for a prompt; every CLIP type (SDXL's, SD3's, ...) has this method for CLIPTextEncode."""
+        from nodes.models.text_encoding import encode_prompt
+
+        return encode_prompt(self, text)
+
 
 @dataclass(frozen=True, eq=False)
 class Vae:
@@ -86,6 +104,11 @@ class Vae:
         return float(self.autoencoder.config.scaling_factor)
 
     @property
+    def shift_factor(self) -> float:
+        """Subtracted before scaling (SD3's and FLUX's VAEs have one; SD's has none)."""
+        return float(getattr(self.autoencoder.config, "shift_factor", None) or 0.0)
+
+    @property
     def downscale(self) -> int:
         return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
 
@@ -94,13 +117,13 @@ class Vae:
         """IMAGE [B, H, W, C] in 0..1 -> latents (the posterior's mode, times the scaling factor)."""
         autoencoder = self.autoencoder
         images = pixels[..., :3].movedim(-1, 1).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
-        latents = autoencoder.encode(images).latent_dist.mode() * self.scaling_factor
+        latents = (autoencoder.encode(images).latent_dist.mode() - self.shift_factor) * self.scaling_factor
         return latents.float().cpu()
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> IMAGE [B, H, W, 3] in 0..1 (as diffusers' image processor denormalizes)."""
         autoencoder = self.autoencoder
-        scaled = latents.to(autoencoder.device, autoencoder.dtype) / self.scaling_factor
+        scaled = latents.to(autoencoder.device, autoencoder.dtype) / self.scaling_factor + self.shift_factor
         images = autoencoder.decode(scaled, return_dict=False)[0]
         return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)

@@ -1,4 +1,4 @@
-"""The model families this project understands (SD1.x, SD2.x), described by JSON files shipped in `configs/`.
+"""The model families this project understands (SD1.x, SD2.x, SDXL, SD3), described by JSON files in `configs/`.
 
 Each file gives the family's original LDM parameters, text-encoder and tokenizer settings and scheduler config:
 the facts a checkpoint's tensors cannot tell. Knows nothing of files other than those configs.
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-FAMILIES = ("sd1", "sd2")
+FAMILIES = ("sd1", "sd2", "sdxl", "sd3")
 V_PREDICTION_MARKER = "v_pred"  # the key ComfyUI stores in v-prediction checkpoints
 
 

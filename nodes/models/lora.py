@@ -8,12 +8,16 @@ stays as it was loaded. Knows nothing of nodes, files or the node environment.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Iterator, Sequence
 
 from nodes.models.components import LoraPatch
 
 UNET = "unet"
+TRANSFORMER = "transformer"  # the denoising network of transformer families (SD3, FLUX)
 TEXT_ENCODER = "text_encoder"
+TEXT_ENCODER_2 = "text_encoder_2"  # SDXL's and SD3's second CLIP
+COMPONENTS = (UNET, TRANSFORMER, TEXT_ENCODER, TEXT_ENCODER_2)
 
 
 def _component_keys(patch: LoraPatch, component: str) -> int:
@@ -21,8 +25,8 @@ def _component_keys(patch: LoraPatch, component: str) -> int:
 
 
 def lora_targets(patch: LoraPatch) -> dict[str, int]:
-    """How many LoRA tensors a patch has for the UNet and for the text encoder."""
-    return {UNET: _component_keys(patch, UNET), TEXT_ENCODER: _component_keys(patch, TEXT_ENCODER)}
+    """How many LoRA tensors a patch has for each component (UNet, transformer, text encoders)."""
+    return {component: _component_keys(patch, component) for component in COMPONENTS}
 
 
 def _adapter_layer_count(module: Any, adapter_name: str) -> int:
@@ -38,15 +42,29 @@ def _inject(module: Any, component: str, patch: LoraPatch, adapter_name: str) ->
 
     state = dict(patch.state_dict)
     alphas = dict(patch.network_alphas) if patch.network_alphas else None
-    if component == UNET:
-        StableDiffusionLoraLoaderMixin.load_lora_into_unet(state, alphas, module, adapter_name=adapter_name)
-    else:
-        StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder(
-            state, alphas, module, prefix=TEXT_ENCODER, adapter_name=adapter_name)
+    if component.startswith(TEXT_ENCODER):
+        with _quiet_load_report():
+            StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder(
+                state, alphas, module, prefix=component, adapter_name=adapter_name)
+    else:  # a diffusers model (UNet or transformer): what diffusers' load_lora_into_unet/_transformer call
+        module.load_lora_adapter(state, prefix=component, network_alphas=alphas, adapter_name=adapter_name)
+
+
+@contextlib.contextmanager
+def _quiet_load_report() -> Iterator[None]:
+    """transformers 5 logs a "LOAD REPORT" table listing the base weights as missing whenever an adapter is
+    loaded into a text encoder (the base weights are in fact kept); it is noise on every prompt encoding."""
+    peft_logger = logging.getLogger("transformers.integrations.peft")
+    level = peft_logger.level
+    peft_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        peft_logger.setLevel(level)
 
 
 def _activate(module: Any, component: str, names: list[str], weights: list[float]) -> None:
-    if component == UNET:
+    if not component.startswith(TEXT_ENCODER):
         module.set_adapters(names, weights)
     else:
         from diffusers.loaders.lora_base import set_adapters_for_text_encoder

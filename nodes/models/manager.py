@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from nodes.models import checkpoint as ckpt
+from nodes.models import detection
 from nodes.models.components import ClipTextEncoder, DiffusionModel, Vae
 from nodes.models.tokenizer import clip_tokenizer
 
@@ -50,6 +51,20 @@ class ModelManager:
         with self._lock:
             self._entries.clear()
 
+    def loaded(self) -> list[tuple[str, str]]:
+        """(kind, resolved path) of every model held now, for status reports. Without the lock, which a load
+        holds for as long as it reads the file: a status report must not wait for that (copying the keys
+        is atomic under the GIL)."""
+        return [(key[0], key[1]) for key in list(self._entries)]
+
+    def cached(self, kind: str, path: Path, input_name: str, load: Callable[[], Any]) -> Any:
+        """What `load()` returns for this file, loaded once per file version (for other families' loaders)."""
+        return self._cached(kind, path, input_name, load)
+
+    def place(self, module: Any) -> Any:
+        """`module` on this manager's device and dtype, each tensor in its own storage (see `_place`)."""
+        return self._place(module)
+
     def _place(self, module: Any) -> Any:
         """Move to the device/dtype and give every tensor its own freshly allocated storage: tensors read from
         safetensors sit at arbitrary offsets of the file's buffer, and CPU kernels round differently (at the
@@ -67,6 +82,9 @@ class ModelManager:
     def _load_checkpoint(self, path: Path, input_name: str) -> ModelTriple:
         state = ckpt.read_safetensors(path, input_name)
         try:
+            reader = detection.checkpoint_reader(state)  # SDXL, SD3, ...; None for SD1.x/SD2.x
+            if reader is not None:
+                return reader(state, path.name, self._place)
             layout = ckpt.inspect_checkpoint(state)
             unet = self._place(ckpt.build_unet(state, layout))
             vae = self._place(ckpt.build_vae(state, layout.vae_config))
@@ -90,6 +108,14 @@ class ModelManager:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        pipeline_class = _pipeline_class(folder)
+        reader = detection.folder_reader(pipeline_class)  # SDXL, SD3, FLUX, ...
+        if reader is not None:
+            try:
+                return reader(folder, folder.name, self._place)
+            except (OSError, ValueError, KeyError) as error:
+                raise ValueError(f"{input_name}: {folder.name} could not be loaded as a {pipeline_class}: "
+                                 f"{error}") from error
         try:
             unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
             vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
@@ -113,16 +139,32 @@ class ModelManager:
         if prefix + "encoder.conv_in.weight" not in state or prefix + "encoder.down.0.block.0.conv1.weight" not in state:
             raise ValueError(f"{input_name}: {path.name} is not a VAE in the original (LDM) layout")
         try:
-            autoencoder = ckpt.build_vae(state, ckpt.vae_config_for_file(state))
+            from nodes.models.flux_files import standalone_vae_overrides
+
+            config = {**ckpt.vae_config_for_file(state), **standalone_vae_overrides(state, prefix)}
+            autoencoder = ckpt.build_vae(state, config)
         except (KeyError, IndexError) as error:
             raise ValueError(f"{input_name}: {path.name}: VAE tensors incomplete ({error})") from error
         except ValueError as error:
             raise ValueError(f"{input_name}: {path.name}: {error}") from error
         return Vae(self._place(autoencoder), path.name)
 
-    def lora(self, path: Path, input_name: str = "lora_name") -> tuple[Mapping[str, torch.Tensor], Any]:
-        """A LoRA file's state dict in diffusers/peft keys and its network alphas (kohya files converted)."""
-        return self._cached("lora", path, input_name, lambda: _load_lora(Path(path), input_name))
+    def lora(self, path: Path, input_name: str = "lora_name",
+             lora_format: str = "sd") -> tuple[Mapping[str, torch.Tensor], Any]:
+        """A LoRA file's state dict in diffusers/peft keys and its network alphas (kohya files converted);
+        `lora_format` names the family whose key conventions the file follows ("sd", "flux")."""
+        kind = "lora" if lora_format == "sd" else f"lora-{lora_format}"
+        return self._cached(kind, path, input_name, lambda: _load_lora(Path(path), input_name, lora_format))
+
+
+def _pipeline_class(folder: Path) -> str:
+    """The pipeline class a diffusers folder was saved from (its model_index.json `_class_name`)."""
+    import json
+
+    try:
+        return str(json.loads((folder / "model_index.json").read_text()).get("_class_name", ""))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{folder.name}: unreadable model_index.json ({error})") from error
 
 
 def _read_scheduler_config(folder: Path) -> dict[str, Any]:
@@ -133,14 +175,25 @@ def _read_scheduler_config(folder: Path) -> dict[str, Any]:
     return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
-def _load_lora(path: Path, input_name: str) -> tuple[Mapping[str, torch.Tensor], Any]:
-    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+def _lora_state_dict(state: dict[str, torch.Tensor], lora_format: str) -> tuple[dict[str, torch.Tensor], Any]:
+    """diffusers' reading of a LoRA file for a family (kohya and other layouts converted to peft keys)."""
+    from diffusers.loaders import FluxLoraLoaderMixin, StableDiffusionLoraLoaderMixin
 
+    if lora_format == "flux":
+        return FluxLoraLoaderMixin.lora_state_dict(state, return_alphas=True)
+    if lora_format == "sd3":
+        from diffusers.loaders import SD3LoraLoaderMixin
+
+        return SD3LoraLoaderMixin.lora_state_dict(state), None
+    return StableDiffusionLoraLoaderMixin.lora_state_dict(state)
+
+
+def _load_lora(path: Path, input_name: str, lora_format: str = "sd") -> tuple[Mapping[str, torch.Tensor], Any]:
     state = ckpt.read_safetensors(path, input_name)
     if not state or not all("lora" in key or key.endswith(".alpha") for key in state):
         raise ValueError(f"{input_name}: {path.name} is not a LoRA file (no lora_* tensors)")
     try:
-        converted, alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(state)
+        converted, alphas = _lora_state_dict(state, lora_format)
     except (ValueError, KeyError) as error:
         raise ValueError(f"{input_name}: {path.name}: unsupported LoRA layout ({error})") from error
     return converted, alphas

@@ -2,7 +2,8 @@
 
 They keep the real SD1.x (and SD2.x) module layout (4 resolutions, 2 layers per block, the same attention
 and text-encoder structure) with very few channels, so the real loader paths are exercised: a single-file
-checkpoint in the original LDM key layout, the same weights as a diffusers folder, and a kohya-layout LoRA.
+checkpoint in the original LDM key layout, the same weights as a diffusers folder, and a kohya-layout LoRA;
+`make_editing_models` adds an inpainting (9-channel UNet) and an InstructPix2Pix (8-channel) model.
 Everything is seeded: the same seed writes byte-identical files. Images they make are noise.
 Knows nothing of nodes or of the node environment; `make_demo_models` only needs a models folder.
 """
@@ -22,6 +23,12 @@ from nodes.models.tokenizer import TINY_VOCAB_SIZE, clip_tokenizer
 DEMO_CHECKPOINT = "tiny-sd1.safetensors"
 DEMO_DIFFUSERS = "tiny-sd1"
 DEMO_LORA = "tiny-sd1-lora.safetensors"
+INPAINTING_CHECKPOINT = "tiny-sd1-inpainting.safetensors"
+INPAINTING_DIFFUSERS = "tiny-sd1-inpainting"
+PIX2PIX_CHECKPOINT = "tiny-sd1-instruct-pix2pix.safetensors"
+PIX2PIX_DIFFUSERS = "tiny-sd1-instruct-pix2pix"
+INPAINTING_UNET_CHANNELS = 9  # latents, mask, masked-image latents
+PIX2PIX_UNET_CHANNELS = 8  # latents, source-image latents
 UNET_LORA_TARGET = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")
 
 
@@ -35,7 +42,7 @@ class TinyComponents:
     scheduler_config: dict[str, Any]
 
 
-def _unet(family: str, text_width: int) -> Any:
+def _unet(family: str, text_width: int, in_channels: int = 4) -> Any:
     from diffusers import UNet2DConditionModel
 
     if family == "sd1":
@@ -43,7 +50,7 @@ def _unet(family: str, text_width: int) -> Any:
     else:  # SD2 uses 64-channel attention heads, so every level needs 64 channels
         channels, heads, linear = (64, 64, 64, 64), [1, 1, 1, 1], True
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=channels,
+        sample_size=8, in_channels=in_channels, out_channels=4, layers_per_block=2, block_out_channels=channels,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
         cross_attention_dim=text_width, attention_head_dim=heads, use_linear_projection=linear,
@@ -71,11 +78,13 @@ def _text_encoder(family: str) -> Any:
     return CLIPTextModel(config).eval()
 
 
-def build_tiny_components(family: str = "sd1", seed: int = 0, v_prediction: bool = False) -> TinyComponents:
-    """Seeded tiny UNet, VAE and text encoder of a family, with its tokenizer and scheduler config."""
+def build_tiny_components(family: str = "sd1", seed: int = 0, v_prediction: bool = False,
+                          unet_in_channels: int = 4) -> TinyComponents:
+    """Seeded tiny UNet, VAE and text encoder of a family, with its tokenizer and scheduler config
+    (`unet_in_channels` 9 makes an inpainting model, 8 an InstructPix2Pix one)."""
     torch.manual_seed(seed)
     text_encoder = _text_encoder(family)
-    unet = _unet(family, text_encoder.config.hidden_size).eval()
+    unet = _unet(family, text_encoder.config.hidden_size, unet_in_channels).eval()
     vae = _vae().eval()
     tokenizer = clip_tokenizer(TINY_VOCAB_SIZE, family_config(family)["tokenizer"]["pad_token"])
     return TinyComponents(family, unet, vae, text_encoder, tokenizer,
@@ -104,10 +113,15 @@ def write_checkpoint(components: TinyComponents, path: Path) -> Path:
 
 
 def write_diffusers_folder(components: TinyComponents, folder: Path) -> Path:
-    """The same models as a diffusers `StableDiffusionPipeline` folder (no safety checker)."""
-    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    """The same models as a diffusers pipeline folder (no safety checker): `StableDiffusionPipeline`, or the
+    inpainting / InstructPix2Pix pipeline for UNets with 9 / 8 input channels."""
+    import diffusers
+    from diffusers import PNDMScheduler
 
-    pipeline = StableDiffusionPipeline(
+    pipeline_class = {INPAINTING_UNET_CHANNELS: diffusers.StableDiffusionInpaintPipeline,
+                      PIX2PIX_UNET_CHANNELS: diffusers.StableDiffusionInstructPix2PixPipeline}.get(
+        components.unet.config.in_channels, diffusers.StableDiffusionPipeline)
+    pipeline = pipeline_class(
         vae=components.vae, text_encoder=components.text_encoder, tokenizer=components.tokenizer,
         unet=components.unet, scheduler=PNDMScheduler.from_config(components.scheduler_config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -170,3 +184,23 @@ def make_demo_models(models_dir: Path, seed: int = 0) -> DemoModels:
     if not demo.lora.exists():
         write_kohya_lora(components, demo.lora, seed + 1)
     return demo
+
+
+def make_editing_models(models_dir: Path, seed: int = 0) -> list[Path]:
+    """Write the tiny SD1 inpainting (9-channel UNet) and InstructPix2Pix (8-channel UNet) models, each as a
+    single-file checkpoint and a diffusers folder; existing ones are left alone. Their images are noise too."""
+    models_dir = Path(models_dir)
+    written = []
+    for channels, checkpoint_name, folder_name, offset in (
+            (INPAINTING_UNET_CHANNELS, INPAINTING_CHECKPOINT, INPAINTING_DIFFUSERS, 10),
+            (PIX2PIX_UNET_CHANNELS, PIX2PIX_CHECKPOINT, PIX2PIX_DIFFUSERS, 20)):
+        checkpoint = models_dir / "checkpoints" / checkpoint_name
+        folder = models_dir / "diffusers" / folder_name
+        if checkpoint.exists() and (folder / "model_index.json").exists():
+            continue
+        components = build_tiny_components("sd1", seed + offset, unet_in_channels=channels)
+        if not checkpoint.exists():
+            written.append(write_checkpoint(components, checkpoint))
+        if not (folder / "model_index.json").exists():
+            written.append(write_diffusers_folder(components, folder))
+    return written

@@ -48,3 +48,17 @@ def test_system_stats_and_free(runtime):
     runtime.executor.cache.put("x", CacheEntry(([1],)))
     runtime.free_memory(unload_models=True, free_memory=True)
     assert len(runtime.executor.cache) == 0
+
+
+def test_make_demo_models_command_writes_the_editing_models_too(tmp_path, capsys):
+    import main
+
+    folders = ["--models-dir", str(tmp_path / "m"), "--user-dir", str(tmp_path / "u"), "--input-dir",
+               str(tmp_path / "i"), "--output-dir", str(tmp_path / "o"), "--temp-dir", str(tmp_path / "t")]
+    assert main.main(["make-demo-models", *folders]) == 0
+    printed = capsys.readouterr().out
+    assert "images are noise" in printed
+    checkpoints = sorted(p.name for p in (tmp_path / "m" / "checkpoints").iterdir())
+    assert "tiny-sd1.safetensors" in checkpoints and len(checkpoints) >= 3
+    diffusers = {p.name for p in (tmp_path / "m" / "diffusers").iterdir()}
+    assert len(diffusers) >= 6  # SD1, inpainting, InstructPix2Pix, SDXL, SD3, FLUX, unCLIP folders

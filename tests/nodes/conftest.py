@@ -44,3 +44,39 @@ def pipeline_scheduler_config(tiny_models_dir):
 
     folder = tiny_models_dir / "diffusers" / DEMO_DIFFUSERS
     return dict(PNDMScheduler.load_config(folder, subfolder="scheduler"))
+
+
+@pytest.fixture(scope="session")
+def editing_models(tiny_models_dir):
+    """The tiny inpainting (9-channel) and InstructPix2Pix (8-channel) models, written into the shared models
+    folder (single-file checkpoints and diffusers folders)."""
+    from nodes.models import tiny
+
+    tiny.make_editing_models(tiny_models_dir)
+    return tiny_models_dir
+
+
+def _editing_pipeline(models_dir, pipeline_class_name, folder_name):
+    import diffusers
+
+    pipeline = getattr(diffusers, pipeline_class_name).from_pretrained(
+        models_dir / "diffusers" / folder_name, local_files_only=True, safety_checker=None)
+    own_storage(pipeline.unet, pipeline.vae, pipeline.text_encoder)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def inpaint_pipeline(editing_models):
+    """diffusers' StableDiffusionInpaintPipeline on the tiny 9-channel diffusers folder."""
+    from nodes.models.tiny import INPAINTING_DIFFUSERS
+
+    return _editing_pipeline(editing_models, "StableDiffusionInpaintPipeline", INPAINTING_DIFFUSERS)
+
+
+@pytest.fixture(scope="session")
+def pix2pix_pipeline(editing_models):
+    """diffusers' StableDiffusionInstructPix2PixPipeline on the tiny 8-channel diffusers folder."""
+    from nodes.models.tiny import PIX2PIX_DIFFUSERS
+
+    return _editing_pipeline(editing_models, "StableDiffusionInstructPix2PixPipeline", PIX2PIX_DIFFUSERS)

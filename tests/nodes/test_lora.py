@@ -47,15 +47,29 @@ def test_lora_matches_load_lora_weights(sd1, sd_pipeline, pipeline_scheduler_con
 def test_two_strengths_on_one_base_differ_and_the_base_is_untouched(sd1):
     model, clip, vae = sd1
     weights_before = {key: value.clone() for key, value in model.unet.state_dict().items()}
+    text_before = {key: value.clone() for key, value in clip.text_encoder.state_dict().items()}
     base = _image(model, clip, vae, steps=2)
     strong = _image(*LoraLoader().load_lora(model, clip, DEMO_LORA, 1.0, 1.0), vae, steps=2)
     weak = _image(*LoraLoader().load_lora(model, clip, DEMO_LORA, 0.3, 0.3), vae, steps=2)
     assert not torch.allclose(strong, weak) and not torch.allclose(base, weak)
     assert torch.equal(_image(model, clip, vae, steps=2), base)
     assert _no_peft_layers(model.unet) and _no_peft_layers(clip.text_encoder)
-    after = model.unet.state_dict()
-    assert set(after) == set(weights_before)
-    assert all(torch.equal(after[key], weights_before[key]) for key in after)
+    for module, before in ((model.unet, weights_before), (clip.text_encoder, text_before)):
+        after = module.state_dict()
+        assert set(after) == set(before)
+        assert all(torch.equal(after[key], before[key]) for key in after)
+
+
+def test_base_text_encoder_weights_are_kept_while_a_lora_is_applied(sd1):
+    from nodes.models.lora import TEXT_ENCODER, lora_applied
+
+    clip = LoraLoader().load_lora(sd1[0], sd1[1], DEMO_LORA, 1.0, 1.0)[1]
+    before = {key: value.clone() for key, value in clip.text_encoder.state_dict().items()}
+    with lora_applied(clip.text_encoder, TEXT_ENCODER, clip.loras):
+        during = {key.replace("base_layer.", ""): value for key, value in clip.text_encoder.state_dict().items()
+                  if "lora_" not in key}
+    assert set(during) == set(before)
+    assert all(torch.equal(during[key], before[key]) for key in before)
 
 
 def test_model_only_lora_leaves_the_text_encoder(sd1):

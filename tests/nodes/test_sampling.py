@@ -121,3 +121,18 @@ def test_v_prediction_model_samples(node_env):
     scheduler = make_scheduler(model.scheduler_config, "euler", "normal", 1)
     assert scheduler.config.prediction_type == "v_prediction"
     assert torch.isfinite(out).all()
+
+
+def test_samplers_needing_missing_packages_are_not_offered(monkeypatch):
+    import importlib.util
+
+    from nodes.models import sampler
+
+    real_find_spec = importlib.util.find_spec
+    assert {"euler", "dpmpp_2m_sde", "uni_pc", "lcm", "ddim", "pndm"} <= set(sampler.available_samplers())
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "scipy" else real_find_spec(name, *args))
+    assert "lms" not in sampler.available_samplers() and "dpmpp_sde" not in sampler.available_samplers()
+    assert "beta" not in sampler.available_schedulers() and "karras" in sampler.available_schedulers()
+    with pytest.raises(ValueError, match="sampler_name: unknown sampler 'lms'"):
+        make_scheduler({}, "lms", "normal", 0)

@@ -274,3 +274,19 @@ async def test_interrupt_stops_the_running_prompt(client):
     await client.post("/interrupt")
     entry = await wait_for_history(client, prompt_id)
     assert [m[0] for m in entry["status"]["messages"]][-1] == "execution_interrupted"
+
+
+async def test_editor_is_served_without_stale_caching(client):
+    page = await client.get("/")
+    assert page.status == 200 and "text/html" in page.content_type
+    module = await client.get("/web/js/main.js")
+    assert module.status == 200 and module.headers["Cache-Control"] == "no-cache"
+    assert (await client.get("/web/../server/app.py")).status in (403, 404)
+
+
+async def test_large_json_bodies_arriving_in_many_chunks_are_read_whole(client):
+    prompt = {"1": {"class_type": "Text", "inputs": {"text": "x" * 300_000, "mode": "keep"}},
+              "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}}
+    response = await client.post("/prompt", json={"prompt": prompt})
+    assert response.status == 200, await response.text()
+    await wait_for_history(client, (await response.json())["prompt_id"])

@@ -1,0 +1,7 @@
+"""Scale-out on Ray: the head's queue run by engine workers (Ray actors), one per GPU, or CPU workers.
+
+Imported only when the server starts with `--workers` or `--ray-address`, so Ray stays out of ordinary
+start-up. The head stays the single source of truth (SQLite queue and history, websocket, output folder);
+workers only run whole prompts and stream back what happened. Knows nothing of HTTP routes or diffusion:
+workers build their engine with `app.runtime.build_runtime`, exactly like the single-process server.
+"""

@@ -1,0 +1,190 @@
+"""Nodes for the DALL-E 2 style prior + decoder cascade (Kandinsky 2.2): load a prior and a decoder, turn a prompt
+(PriorEncode) or an image (CLIPVisionEncode) into IMAGE_EMBEDS, mix embeddings, and decode them with the
+decoder sampler. The decoder's MoVQ autoencoder is a VAE, so VAEDecode/VAEEncode and the image and latent
+nodes build the cascade (decode small, upscale, encode, denoise again at the higher resolution).
+Models live in `nodes.models.kandinsky`; sampling goes through the shared sampler. Knows nothing of HTTP.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nodes.environment import current_environment, resolve_inside
+from nodes.models.components import DiffusionModel, Vae
+from nodes.models.kandinsky import (
+    ClipVision,
+    UnclipPrior,
+    embeds_conditioning,
+    load_decoder,
+    load_prior,
+    mix_image_embeds,
+)
+from nodes.models.sampler import SamplingRange, available_samplers, available_schedulers, sample
+from nodes.sampling import MAX_SEED
+
+STEPS = {"default": 25, "min": 1, "max": 1000, "tooltip": "The number of denoising steps."}
+
+
+def _folder(name: str, input_name: str):
+    return resolve_inside(current_environment().folders.model_dir("diffusers"), name, input_name)
+
+
+class UnCLIPPriorLoader:
+    DESCRIPTION = ("Loads a diffusion prior (a diffusers Kandinsky 2.2 prior folder): the PriorTransformer with its "
+                   "CLIP text encoder, and the CLIP image encoder whose embedding space it predicts into.")
+    CATEGORY = "loaders/unclip"
+    RETURN_TYPES = ("PRIOR", "CLIP_VISION")
+    OUTPUT_TOOLTIPS = ("The prior, for PriorEncode.", "The CLIP image encoder, for CLIPVisionEncode.")
+    FUNCTION = "load_prior"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = current_environment().folders.list_diffusers_models()
+        return {"required": {"prior_name": (names, {"tooltip": "The prior folder in models/diffusers."})}}
+
+    def load_prior(self, prior_name: str) -> tuple[UnclipPrior, ClipVision]:
+        environment = current_environment()
+        folder = _folder(prior_name, "prior_name")
+        prior = environment.models.cached("unclip-prior", folder / "model_index.json", "prior_name",
+                                          lambda: load_prior(folder, environment.models.place, "prior_name"))
+        return prior, prior.clip_vision
+
+
+class UnCLIPDecoderLoader:
+    DESCRIPTION = ("Loads an unCLIP decoder (a diffusers Kandinsky 2.2 decoder folder): a UNet conditioned on image "
+                   "embeddings, and its MoVQ autoencoder as the VAE.")
+    CATEGORY = "loaders/unclip"
+    RETURN_TYPES = ("MODEL", "VAE")
+    OUTPUT_TOOLTIPS = ("The decoder, for UnCLIPDecoderSampler.", "The MoVQ autoencoder, for VAEDecode/VAEEncode.")
+    FUNCTION = "load_decoder"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = current_environment().folders.list_diffusers_models()
+        return {"required": {"decoder_name": (names, {"tooltip": "The decoder folder in models/diffusers."})}}
+
+    def load_decoder(self, decoder_name: str) -> tuple[DiffusionModel, Vae]:
+        environment = current_environment()
+        folder = _folder(decoder_name, "decoder_name")
+        return environment.models.cached("unclip-decoder", folder / "model_index.json", "decoder_name",
+                                         lambda: load_decoder(folder, environment.models.place, "decoder_name"))
+
+
+class PriorEncode:
+    DESCRIPTION = ("Runs the prior's own diffusion: the prompt's CLIP text embedding becomes a CLIP image embedding. "
+                   "Also returns the negative embedding (of the negative prompt, or of an empty image if none).")
+    CATEGORY = "conditioning/unclip"
+    RETURN_TYPES = ("IMAGE_EMBEDS", "IMAGE_EMBEDS")
+    RETURN_NAMES = ("image_embeds", "negative_image_embeds")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "prior": ("PRIOR", {"tooltip": "The diffusion prior."}),
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "What the image should show."}),
+            "negative_text": ("STRING", {"multiline": True, "default": "",
+                                         "tooltip": "What to steer away from; empty uses an empty image."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                             "tooltip": "The seed of the prior's noise."}),
+            "steps": ("INT", STEPS),
+            "prior_cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                                    "tooltip": "Classifier-free guidance of the prior (1 or less: none)."}),
+        }}
+
+    def encode(self, prior: UnclipPrior, text: str, negative_text: str, seed: int, steps: int,
+               prior_cfg: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return prior.encode(text, negative_text, seed, steps, prior_cfg)
+
+
+class CLIPVisionEncode:
+    DESCRIPTION = "Encodes images with the CLIP image encoder into IMAGE_EMBEDS (for the decoder or to mix)."
+    CATEGORY = "conditioning/unclip"
+    RETURN_TYPES = ("IMAGE_EMBEDS",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip_vision": ("CLIP_VISION", {"tooltip": "The CLIP image encoder (from UnCLIPPriorLoader)."}),
+            "image": ("IMAGE", {"tooltip": "The images to encode (resized and centre-cropped as CLIP expects)."}),
+        }}
+
+    def encode(self, clip_vision: ClipVision, image: torch.Tensor) -> tuple[torch.Tensor]:
+        return (clip_vision.encode(image),)
+
+
+class ImageEmbedsMix:
+    DESCRIPTION = "Interpolates two image embeddings (prompts and images alike): (1 - weight) * a + weight * b."
+    CATEGORY = "conditioning/unclip"
+    RETURN_TYPES = ("IMAGE_EMBEDS",)
+    FUNCTION = "mix"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "a": ("IMAGE_EMBEDS", {"tooltip": "The first embedding."}),
+            "b": ("IMAGE_EMBEDS", {"tooltip": "The second embedding."}),
+            "weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                 "tooltip": "0 gives a, 1 gives b."}),
+        }}
+
+    def mix(self, a: torch.Tensor, b: torch.Tensor, weight: float) -> tuple[torch.Tensor]:
+        return (mix_image_embeds(a, b, weight),)
+
+
+class UnCLIPDecoderSampler:
+    DESCRIPTION = ("Denoises latents with an unCLIP decoder conditioned on image embeddings (the shared sampler "
+                   "loop). denoise below 1 keeps part of the input latents: the cascade's second, larger pass.")
+    CATEGORY = "sampling/unclip"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The decoder (from UnCLIPDecoderLoader)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                             "tooltip": "The seed of the initial noise."}),
+            "steps": ("INT", STEPS),
+            "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1,
+                              "tooltip": "Guidance towards image_embeds, away from negative_image_embeds (1: none)."}),
+            "sampler_name": (available_samplers(), {"default": "ddpm",
+                                                    "tooltip": "The sampling algorithm (ddpm is Kandinsky's own)."}),
+            "scheduler": (available_schedulers(), {"tooltip": "How the noise levels are spaced over the steps."}),
+            "image_embeds": ("IMAGE_EMBEDS", {"tooltip": "What the image should look like."}),
+            "negative_image_embeds": ("IMAGE_EMBEDS", {"tooltip": "What it should not look like."}),
+            "latent_image": ("LATENT", {"tooltip": "The latents to denoise (empty, or encoded for a second pass)."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "How much of the latents to replace with noise and denoise."}),
+        }}
+
+    def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+               image_embeds: torch.Tensor, negative_image_embeds: torch.Tensor, latent_image: dict[str, Any],
+               denoise: float = 1.0) -> tuple[dict[str, Any]]:
+        if denoise <= 0:
+            return ({**latent_image, "samples": latent_image["samples"].clone()},)
+        samples = sample(model, seed, cfg, sampler_name, scheduler, embeds_conditioning(image_embeds),
+                         embeds_conditioning(negative_image_embeds), latent_image["samples"],
+                         SamplingRange.from_denoise(steps, denoise))
+        return ({**latent_image, "samples": samples},)
+
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "UnCLIPPriorLoader": UnCLIPPriorLoader,
+    "UnCLIPDecoderLoader": UnCLIPDecoderLoader,
+    "PriorEncode": PriorEncode,
+    "CLIPVisionEncode": CLIPVisionEncode,
+    "ImageEmbedsMix": ImageEmbedsMix,
+    "UnCLIPDecoderSampler": UnCLIPDecoderSampler,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "UnCLIPPriorLoader": "Load unCLIP Prior",
+    "UnCLIPDecoderLoader": "Load unCLIP Decoder",
+    "PriorEncode": "Prior Encode (text to image embedding)",
+    "CLIPVisionEncode": "CLIP Vision Encode",
+    "ImageEmbedsMix": "Mix Image Embeddings",
+    "UnCLIPDecoderSampler": "Decoder Sampler (image embeddings)",
+}

@@ -1,0 +1,331 @@
+"""FLUX through the nodes: parity with diffusers' FluxPipeline (with and without LoRAs, stacked), the single-file
+loaders giving the same model as the diffusers folder, family detection errors, and the shipped workflows."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import nodes
+from engine.cache import OutputCache
+from engine.executor import Executor
+from engine.registry import NodeRegistry
+from engine.validation import validate_prompt
+from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
+from nodes.flux import (
+    CLIPTextEncodeFlux,
+    DualCLIPLoader,
+    EmptyFluxLatentImage,
+    EmptySD3LatentImage,
+    FluxGuidance,
+    UNETLoader,
+)
+from nodes.latent import VAEDecode, VAEEncode
+from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader, LoraLoaderModelOnly, VAELoader
+from nodes.models import tiny_flux
+from nodes.sampling import KSampler, KSamplerAdvanced
+from tests.nodes.conftest import own_storage
+
+TOLERANCE = 1e-4
+PROMPT = "a photo of an astronaut riding a horse on mars"
+SEED = 1234
+SIZE = 32
+STEPS = 4
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+
+@pytest.fixture(scope="session")
+def flux_models(tiny_models_dir):
+    """The tiny FLUX models (diffusers folder, single files, two LoRAs) in the shared tiny models folder."""
+    return tiny_flux.make_flux_demo_models(tiny_models_dir)
+
+
+@pytest.fixture(scope="session")
+def flux_pipeline(flux_models, tiny_models_dir):
+    from diffusers import FluxPipeline
+
+    pipeline = FluxPipeline.from_pretrained(tiny_models_dir / "diffusers" / tiny_flux.DEMO_FLUX_DIFFUSERS,
+                                            local_files_only=True)
+    own_storage(pipeline.transformer, pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture
+def flux(node_env, flux_models):
+    return DiffusersLoader().load_checkpoint(tiny_flux.DEMO_FLUX_DIFFUSERS)
+
+
+def _image(model, clip, vae, cfg=1.0, guidance=3.5, negative_text="", steps=STEPS):
+    positive = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], guidance)[0]
+    negative = CLIPTextEncode().encode(clip, negative_text)[0]
+    (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    (samples,) = KSampler().sample(model, SEED, steps, cfg, "euler", "simple", positive, negative, latent)
+    return VAEDecode().decode(vae, samples)[0].numpy()
+
+
+def _reference(pipeline, **options):
+    return pipeline(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=options.pop("guidance", 3.5),
+                    generator=torch.Generator("cpu").manual_seed(SEED), output_type="np", **options).images
+
+
+def test_txt2img_matches_flux_pipeline(flux, flux_pipeline):
+    image = _image(*flux)
+    assert image.shape == (1, SIZE, SIZE, 3)
+    assert np.abs(image - _reference(flux_pipeline)).max() <= TOLERANCE
+    other_guidance = _image(*flux, guidance=1.5)
+    assert np.abs(other_guidance - _reference(flux_pipeline, guidance=1.5)).max() <= TOLERANCE
+    assert np.abs(other_guidance - image).max() > 1e-3
+
+
+def test_cfg_above_one_is_flux_true_cfg(flux, flux_pipeline):
+    image = _image(*flux, cfg=2.5, negative_text="blurry")
+    expected = _reference(flux_pipeline, negative_prompt="blurry", true_cfg_scale=2.5)
+    assert np.abs(image - expected).max() <= TOLERANCE
+
+
+def test_denoise_matches_flux_img2img_pipeline_strength(flux, flux_pipeline):
+    from diffusers import FluxImg2ImgPipeline
+
+    model, clip, vae = flux
+    ramp = torch.linspace(0, 1, SIZE)
+    pixels = torch.stack([ramp[None, :].expand(SIZE, SIZE), ramp[:, None].expand(SIZE, SIZE),
+                          torch.full((SIZE, SIZE), 0.4)], dim=-1)[None]
+    (latent,) = VAEEncode().encode(vae, pixels)
+    positive = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], 3.5)[0]
+    (samples,) = KSampler().sample(model, SEED, 3, 1.0, "euler", "simple", positive, positive, latent, 0.6)
+    image = VAEDecode().decode(vae, samples)[0].numpy()
+    img2img = FluxImg2ImgPipeline(**flux_pipeline.components)
+    img2img.set_progress_bar_config(disable=True)
+    expected = img2img(PROMPT, image=latent["samples"], strength=0.6, height=SIZE, width=SIZE, num_inference_steps=5,
+                       guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+    assert np.abs(image - expected).max() <= TOLERANCE
+
+
+def test_single_files_give_the_diffusers_folder_model(node_env, flux, flux_pipeline):
+    (model,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_TRANSFORMER)
+    (clip,) = DualCLIPLoader().load_clip(tiny_flux.DEMO_FLUX_T5, tiny_flux.DEMO_FLUX_CLIP_L, "flux")
+    (vae,) = VAELoader().load_vae(tiny_flux.DEMO_FLUX_VAE)
+    assert vae.scaling_factor == tiny_flux.FLUX_VAE_SCALE and vae.shift_factor == tiny_flux.FLUX_VAE_SHIFT
+    assert np.abs(_image(model, clip, vae) - _reference(flux_pipeline)).max() <= TOLERANCE
+
+
+def test_schnell_style_model_without_guidance_embedding_matches(node_env, tiny_models_dir):
+    from diffusers import FluxPipeline
+
+    folder = tiny_models_dir / "diffusers" / "tiny-flux-schnell"
+    if not folder.exists():
+        models = tiny_flux.build_tiny_flux(seed=5, guidance_embeds=False)
+        tiny_flux.write_flux_diffusers_folder(models, folder, tiny_flux.SCHNELL_SCHEDULER)
+    model, clip, vae = DiffusersLoader().load_checkpoint("tiny-flux-schnell")
+    assert not model.unet.config.guidance_embeds
+    pipeline = FluxPipeline.from_pretrained(folder, local_files_only=True)
+    own_storage(pipeline.transformer, pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2)
+    pipeline.set_progress_bar_config(disable=True)
+    image = _image(model, clip, vae, guidance=7.0)
+    assert np.abs(image - _reference(pipeline, guidance=0.0)).max() <= TOLERANCE
+
+
+def test_clip_text_encode_flux_and_empty_latents(flux):
+    _, clip, _ = flux
+    (both,) = CLIPTextEncodeFlux().encode(clip, PROMPT, PROMPT, 2.0)
+    (plain,) = CLIPTextEncode().encode(clip, PROMPT)
+    assert torch.equal(both[0][0], plain[0][0]) and both[0][1]["guidance"] == 2.0
+    (split,) = CLIPTextEncodeFlux().encode(clip, PROMPT, "a red barn", 2.0)
+    assert torch.equal(split[0][1]["pooled_output"], plain[0][1]["pooled_output"])
+    assert not torch.equal(split[0][0], plain[0][0])
+    (same_clip,) = CLIPSetLastLayer().set_last_layer(clip, -2)
+    assert torch.equal(CLIPTextEncode().encode(same_clip, PROMPT)[0][0][0], plain[0][0])
+    assert EmptyFluxLatentImage().generate(48, 32, 2)[0]["samples"].shape == (2, 16, 4, 6)
+    with pytest.raises(ValueError, match="width: 40 is not a multiple of 16"):
+        EmptyFluxLatentImage().generate(40, 32, 1)
+
+
+def test_kohya_lora_matches_load_lora_weights(flux, flux_pipeline, tiny_models_dir):
+    model, clip, vae = flux
+    image = _image(*LoraLoader().load_lora(model, clip, tiny_flux.DEMO_FLUX_LORA, 0.8, 0.6), vae)
+    flux_pipeline.load_lora_weights(str(tiny_models_dir / "loras" / tiny_flux.DEMO_FLUX_LORA), adapter_name="realism")
+    try:
+        flux_pipeline.set_adapters(["realism"], [{"transformer": 0.8, "text_encoder": 0.6}])
+        expected = _reference(flux_pipeline)
+    finally:
+        flux_pipeline.unload_lora_weights()
+    assert np.abs(image - expected).max() <= TOLERANCE
+    assert np.abs(image - _image(*flux)).max() > 1e-2
+
+
+def test_two_stacked_loras_match_two_adapters(flux, flux_pipeline, tiny_models_dir):
+    model, clip, vae = flux
+    model, clip = LoraLoader().load_lora(model, clip, tiny_flux.DEMO_FLUX_LORA, 0.7, 1.0)
+    (model,) = LoraLoaderModelOnly().load_lora_model_only(model, tiny_flux.DEMO_FLUX_PEFT_LORA, 0.5)
+    image = _image(model, clip, vae)
+    loras = tiny_models_dir / "loras"
+    flux_pipeline.load_lora_weights(str(loras / tiny_flux.DEMO_FLUX_LORA), adapter_name="realism")
+    flux_pipeline.load_lora_weights(str(loras / tiny_flux.DEMO_FLUX_PEFT_LORA), adapter_name="style")
+    try:
+        flux_pipeline.set_adapters(["realism", "style"], [{"transformer": 0.7, "text_encoder": 1.0}, 0.5])
+        expected = _reference(flux_pipeline)
+    finally:
+        flux_pipeline.unload_lora_weights()
+    assert np.abs(image - expected).max() <= TOLERANCE
+
+
+def test_lora_leaves_the_cached_base_untouched(flux):
+    model, clip, vae = flux
+    before = {key: value.clone() for key, value in model.unet.state_dict().items()}
+    base = _image(model, clip, vae, steps=2)
+    _image(*LoraLoader().load_lora(model, clip, tiny_flux.DEMO_FLUX_LORA, 1.0, 1.0), vae, steps=2)
+    assert np.array_equal(_image(model, clip, vae, steps=2), base)
+    after = model.unet.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[key], before[key]) for key in after)
+
+
+def test_advanced_sampler_split_matches_one_pass(flux):
+    model, clip, vae = flux
+    positive = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], 3.5)[0]
+    (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    whole = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "simple", positive, positive, latent)[0]
+    sampler = KSamplerAdvanced()
+    first = sampler.sample(model, "enable", SEED, STEPS, 1.0, "euler", "simple", positive, positive, latent, 0, 2,
+                           "enable")[0]
+    second = sampler.sample(model, "disable", SEED, STEPS, 1.0, "euler", "simple", positive, positive, first, 2,
+                            STEPS, "disable")[0]
+    assert torch.allclose(second["samples"], whole["samples"], atol=1e-5)
+    clean = sampler.sample(model, "enable", SEED, STEPS, 1.0, "euler", "simple", positive, positive, latent, 0, 2,
+                           "disable")[0]
+    assert torch.isfinite(clean["samples"]).all() and not torch.allclose(clean["samples"], first["samples"])
+
+
+def test_unsupported_sampler_is_a_clear_error(flux):
+    model, clip, _ = flux
+    positive = CLIPTextEncode().encode(clip, PROMPT)[0]
+    (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    with pytest.raises(ValueError, match="sampler_name: 'dpmpp_2m' is not available for FLUX"):
+        KSampler().sample(model, SEED, 2, 1.0, "dpmpp_2m", "simple", positive, positive, latent)
+
+
+def test_family_detection_errors_name_what_was_found(node_env, flux_models, sd1):
+    from nodes.models.tiny import DEMO_CHECKPOINT
+
+    unet_folder = node_env.folders.model_dir("diffusion_models")
+    sd_unet = {key: value.contiguous() for key, value in sd1[0].unet.state_dict().items()}
+    save_file(sd_unet, str(unet_folder / "sd-unet.safetensors"))
+    with pytest.raises(ValueError, match="unet_name: this file holds a UNet .* not a FLUX transformer"):
+        UNETLoader().load_unet("sd-unet.safetensors")
+    with pytest.raises(ValueError, match="type flux needs one CLIP-L and one T5 encoder file; found clip_name1: clip, "
+                                         "clip_name2: clip"):
+        DualCLIPLoader().load_clip(tiny_flux.DEMO_FLUX_CLIP_L, tiny_flux.DEMO_FLUX_CLIP_L, "flux")
+    with pytest.raises(ValueError, match="bare diffusers/transformer model"):
+        from nodes.models.checkpoint import detect_family
+
+        detect_family(flux_models.transformer.state_dict())
+    from nodes.models.checkpoint import UNET
+
+    tiny_bfl = {"double_blocks.0.img_attn.qkv.weight": torch.zeros(192, 64), "img_in.weight": torch.zeros(64, 64)}
+    save_file(tiny_bfl, str(unet_folder / "tiny-bfl.safetensors"))
+    with pytest.raises(ValueError, match="original BFL layout 64 wide; diffusers' converter handles only FLUX.1's 3072"):
+        UNETLoader().load_unet("tiny-bfl.safetensors")
+    all_in_one = node_env.folders.model_dir("checkpoints") / "flux-all-in-one.safetensors"
+    save_file({UNET + key: value for key, value in tiny_bfl.items()}, str(all_in_one))
+    with pytest.raises(ValueError, match="ckpt_name: .*a FLUX transformer \\(load it with UNETLoader\\)"):
+        CheckpointLoaderSimple().load_checkpoint("flux-all-in-one.safetensors")
+    for path in (unet_folder / "sd-unet.safetensors", unet_folder / "tiny-bfl.safetensors", all_in_one):
+        path.unlink()
+    assert DEMO_CHECKPOINT  # the SD1 checkpoint stays loadable beside the FLUX files
+
+
+def _run_workflow(node_env, name):
+    registry = NodeRegistry()
+    registry.register_mappings(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    prompt = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    for node in prompt.values():
+        if node["class_type"] == "EmptySD3LatentImage":
+            node["inputs"].update(width=SIZE, height=SIZE)
+        if node["class_type"] == "KSampler":
+            node["inputs"]["steps"] = STEPS
+    validation = validate_prompt(prompt, registry)
+    assert validation.ok and not validation.node_errors, validation.to_response()
+    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    assert result.success, result.error
+    (saved,) = [entry for output in result.outputs.values() for entry in output["images"]]
+    return np.asarray(Image.open(node_env.folders.output_dir / saved["subfolder"] / saved["filename"]))
+
+
+@pytest.mark.parametrize("name", ["flux_txt2img", "flux_realism_lora"])
+def test_shipped_flux_workflows_run(node_env, flux_models, name):
+    pixels = _run_workflow(node_env, name)
+    assert pixels.shape == (SIZE, SIZE, 3)
+
+
+def test_realism_workflow_applies_its_lora(node_env, flux_models):
+    plain = json.loads((WORKFLOWS / "flux_txt2img.json").read_text())
+    with_lora = json.loads((WORKFLOWS / "flux_realism_lora.json").read_text())
+    assert with_lora["11"]["class_type"] == "LoraLoader"
+    assert with_lora["8"]["inputs"]["model"] == ["11", 0] and with_lora["4"]["inputs"]["clip"] == ["11", 1]
+    assert plain["8"]["inputs"]["cfg"] == 1.0 and plain["5"]["class_type"] == "FluxGuidance"
+
+
+def _diffusers_to_bfl(state):
+    """A diffusers FluxTransformer2DModel state dict in BFL's original layout (the inverse of diffusers' converter)."""
+    renames = {"time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+               "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+               "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+               "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+               "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+               "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
+               "context_embedder": "txt_in", "x_embedder": "img_in", "proj_out": "final_layer.linear"}
+    double = {"norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin", "ff.net.0.proj": "img_mlp.0",
+              "ff.net.2": "img_mlp.2", "ff_context.net.0.proj": "txt_mlp.0", "ff_context.net.2": "txt_mlp.2",
+              "attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj"}
+    norms = {"attn.norm_q": "img_attn.norm.query_norm", "attn.norm_k": "img_attn.norm.key_norm",
+             "attn.norm_added_q": "txt_attn.norm.query_norm", "attn.norm_added_k": "txt_attn.norm.key_norm"}
+    bfl = {}
+    for key, value in state.items():
+        module, _, kind = key.rpartition(".")
+        if module in renames:
+            bfl[f"{renames[module]}.{kind}"] = value
+        elif module == "norm_out.linear":  # BFL stores shift before scale
+            scale, shift = value.chunk(2)
+            bfl[f"final_layer.adaLN_modulation.1.{kind}"] = torch.cat([shift, scale])
+    for index in range(len({key.split(".")[1] for key in state if key.startswith("transformer_blocks.")})):
+        prefix, target = f"transformer_blocks.{index}.", f"double_blocks.{index}."
+        for module, name in double.items():
+            for kind in ("weight", "bias"):
+                bfl[f"{target}{name}.{kind}"] = state[f"{prefix}{module}.{kind}"]
+        for module, name in norms.items():
+            bfl[f"{target}{name}.scale"] = state[f"{prefix}{module}.weight"]
+        for stream, parts in (("img", ("to_q", "to_k", "to_v")), ("txt", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+            for kind in ("weight", "bias"):
+                bfl[f"{target}{stream}_attn.qkv.{kind}"] = torch.cat([state[f"{prefix}attn.{p}.{kind}"] for p in parts])
+    for index in range(len({key.split(".")[1] for key in state if key.startswith("single_transformer_blocks.")})):
+        prefix, target = f"single_transformer_blocks.{index}.", f"single_blocks.{index}."
+        for kind in ("weight", "bias"):
+            bfl[f"{target}linear1.{kind}"] = torch.cat(
+                [state[f"{prefix}{part}.{kind}"] for part in ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")])
+            bfl[f"{target}linear2.{kind}"] = state[f"{prefix}proj_out.{kind}"]
+            bfl[f"{target}modulation.lin.{kind}"] = state[f"{prefix}norm.linear.{kind}"]
+        bfl[f"{target}norm.query_norm.scale"] = state[f"{prefix}attn.norm_q.weight"]
+        bfl[f"{target}norm.key_norm.scale"] = state[f"{prefix}attn.norm_k.weight"]
+    return bfl
+
+
+def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
+    """A FLUX.1-width transformer in BFL's original layout (one block of each kind, as shapes only: meta tensors)
+    goes through diffusers' converter and the shape-read config back to the same architecture."""
+    from diffusers import FluxTransformer2DModel
+
+    from nodes.models.flux_files import build_flux_transformer
+
+    config = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
+                  num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                  axes_dims_rope=(16, 56, 56))
+    with torch.device("meta"):
+        original = FluxTransformer2DModel(**config)
+    bfl = {"model.diffusion_model." + key: value for key, value in _diffusers_to_bfl(original.state_dict()).items()}
+    rebuilt = build_flux_transformer(bfl, "unet_name")
+    assert {key: value.shape for key, value in rebuilt.state_dict().items()} == \
+        {key: value.shape for key, value in original.state_dict().items()}
+    assert all(rebuilt.config[key] == value or tuple(rebuilt.config[key]) == value for key, value in config.items())
