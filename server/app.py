@@ -34,6 +34,7 @@ from server.worker import EventSink, PreviewEncoder, PromptWorker, QueueWorker, 
 log = logging.getLogger(__name__)
 
 WEB_DIR = PROJECT_DIR / "web"
+WORKFLOWS_DIR = PROJECT_DIR / "workflows"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ServerConfig:
     previews: bool = True
     max_history: int = 10000
     web_dir: Path = WEB_DIR
+    workflows_dir: Path = WORKFLOWS_DIR
 
 
 @dataclass
@@ -196,6 +198,8 @@ def _routes() -> list[web.RouteDef]:
         web.post("/interrupt", interrupt),
         web.post("/free", free),
         web.get("/features", features),
+        web.get("/workflow_templates", workflow_templates),
+        web.get("/workflow_templates/{name}", workflow_template),
         web.get("/custom_nodes", custom_nodes),
         web.get("/extensions", extensions),
         web.get("/extensions/{plugin}/{path:.+}", extension_file),
@@ -497,6 +501,24 @@ async def features(request: web.Request) -> web.Response:
 
 def _feature_flags(state: ServerState) -> dict[str, Any]:
     return {"supports_preview_metadata": False, "max_upload_size": state.config.max_upload_bytes}
+
+
+async def workflow_templates(request: web.Request) -> web.Response:
+    """The names of the shipped workflows (API format), for the editor's templates menu."""
+    folder = request.app[STATE].config.workflows_dir
+    names = sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
+    return web.json_response(names)
+
+
+async def workflow_template(request: web.Request) -> web.StreamResponse:
+    folder = request.app[STATE].config.workflows_dir
+    try:
+        path = files.resolve_in_folder(folder, "", request.match_info["name"] + ".json")
+    except UnsafePathError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    if not path.is_file():
+        raise web.HTTPNotFound(text="no such workflow template")
+    return web.FileResponse(path, headers={"Content-Type": "application/json"})
 
 
 async def custom_nodes(request: web.Request) -> web.Response:

@@ -290,3 +290,12 @@ async def test_large_json_bodies_arriving_in_many_chunks_are_read_whole(client):
     response = await client.post("/prompt", json={"prompt": prompt})
     assert response.status == 200, await response.text()
     await wait_for_history(client, (await response.json())["prompt_id"])
+
+
+async def test_workflow_templates_are_listed_and_served(client):
+    names = await (await client.get("/workflow_templates")).json()
+    assert {"txt2img", "inpaint_model", "sdxl_txt2img", "flux_txt2img", "unclip_cascade"} <= set(names)
+    txt2img = await (await client.get("/workflow_templates/txt2img")).json()
+    assert any(node["class_type"] == "KSampler" for node in txt2img.values())
+    assert (await client.get("/workflow_templates/nope")).status == 404
+    assert (await client.get("/workflow_templates/..%2Fpyproject")).status in (400, 404)

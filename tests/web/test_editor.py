@@ -5,6 +5,7 @@ Each test is one thing a person does with the editor (issue 5); screenshots land
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from playwright.sync_api import expect
 
@@ -197,3 +198,15 @@ def test_interrupt_stops_the_running_prompt_and_cancel_drops_a_pending_one(page,
     expect(panel.locator(".history-item.interrupted")).to_have_count(1)
     assert editor_server.get_json("/queue") == {"queue_running": [], "queue_pending": []}
 
+
+
+def test_templates_menu_loads_a_shipped_workflow(page):
+    editor = Editor(page)
+    editor.menu("#workflow-menu-button", "Template: img2img")
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "img2img.json").read_text())
+    prompt = editor.api_prompt()
+    assert sorted(node["class_type"] for node in prompt.values()) == sorted(
+        node["class_type"] for node in shipped.values())
+    sampler = next(node for node in prompt.values() if node["class_type"] == "KSampler")
+    shipped_sampler = next(node for node in shipped.values() if node["class_type"] == "KSampler")
+    assert sampler["inputs"]["denoise"] == shipped_sampler["inputs"]["denoise"]

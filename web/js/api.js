@@ -107,6 +107,22 @@ export class ApiClient {
     return `${this.base}/view?${query}`;
   }
 
+  /** Names of the workflows the server ships (API format); none when the server has no such route. */
+  async workflowTemplates() {
+    try {
+      const names = await this.request("/workflow_templates");
+      return Array.isArray(names) ? names.filter((name) => typeof name === "string") : [];
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return [];
+      throw error;
+    }
+  }
+
+  /** One shipped workflow, in API format. */
+  workflowTemplate(name) {
+    return this.request(`/workflow_templates/${encodeURIComponent(name)}`);
+  }
+
   /** Module URLs of the installed plugins' web extensions; none when the server has no such route. */
   async extensions() {
     try {

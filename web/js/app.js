@@ -45,6 +45,7 @@ export class App {
     this.undoStack = new UndoStack(100);
     this.extensions = new ExtensionRegistry(this);
     this.defs = new NodeDefs({});
+    this.templates = [];
     this.graph = new Graph(this.defs);
     this.commitTimer = 0;
     this.queueing = false;
@@ -70,6 +71,7 @@ export class App {
       return;
     }
     this.restoreWorkflow();
+    this.templates = await this.api.workflowTemplates().catch(() => []);
     this.execution.connect(this.socketUrl(this.clientId));
     await this.startExtensions();
     doc.body.dataset.ready = "true";
@@ -238,6 +240,10 @@ export class App {
 
   loadPrompt(prompt, name) {
     this.loadWorkflow(apiToEditor(prompt, this.defs), name);
+  }
+
+  async loadTemplate(name) {
+    this.loadPrompt(await this.api.workflowTemplate(name), name);
   }
 
   newWorkflow() {

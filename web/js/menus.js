@@ -64,5 +64,15 @@ export function workflowMenuItems(app) {
     { separator: true },
     { label: "Save (Ctrl+S)", action: () => app.saveWorkflow() },
     { label: "Export API format", action: () => app.exportApi() },
+    ...templateMenuItems(app),
+  ];
+}
+
+/** The shipped workflows (txt2img, inpainting, SDXL, FLUX, ...), each loaded as a new graph. */
+function templateMenuItems(app) {
+  if (!app.templates.length) return [];
+  return [
+    { separator: true },
+    ...app.templates.map((name) => ({ label: `Template: ${name}`, action: () => app.loadTemplate(name) })),
   ];
 }
