@@ -253,7 +253,9 @@ def test_latent_previews_from_the_websocket_show_on_the_running_node(page):
     page.click("#queue-button")
     image = editor.node("3").locator("img.preview-image")
     expect(image).to_be_visible(timeout=60000)
-    page.wait_for_function("img => img.complete && img.naturalWidth === 8", arg=image.element_handle())
+    # each frame replaces the <img>, so look it up afresh on every poll rather than holding one element
+    page.wait_for_function("""() => [...document.querySelectorAll('.node[data-node-id="3"] img.preview-image')]
+        .some((img) => img.complete && img.naturalWidth === 8)""", timeout=60000)
     page.click("#interrupt-button")
     expect(page.locator(".toast", has_text="Interrupted")).to_be_visible()
 
