@@ -13,7 +13,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from engine.interrupt import InterruptFlag
-    from server.app import ServerState
+    from server.state import ServerState
 
 
 class PromptServer:

@@ -1,0 +1,114 @@
+"""Routes that describe what is installed: nodes, models, devices, shipped workflows, plugins and their scripts."""
+from __future__ import annotations
+
+import mimetypes
+
+from aiohttp import web
+
+from server import files
+from server.files import UnsafePathError
+from server.requests import in_thread
+from server.state import STATE
+
+
+async def object_info(request: web.Request) -> web.Response:
+    runtime = await request.app[STATE].runtime()
+    return web.json_response(await in_thread(runtime.registry.object_info))
+
+
+async def object_info_one(request: web.Request) -> web.Response:
+    runtime = await request.app[STATE].runtime()
+    node_class = request.match_info["node_class"]
+    if node_class not in runtime.registry:
+        raise web.HTTPNotFound(text=f"no node class {node_class!r}")
+    return web.json_response({node_class: await in_thread(runtime.registry.node_info, node_class)})
+
+
+async def model_folders(request: web.Request) -> web.Response:
+    runtime = await request.app[STATE].runtime()
+    return web.json_response(runtime.model_folders())
+
+
+async def model_files(request: web.Request) -> web.Response:
+    runtime = await request.app[STATE].runtime()
+    folder = request.match_info["folder"]
+    if folder not in runtime.model_folders():
+        raise web.HTTPNotFound(text=f"no model folder {folder!r}")
+    return web.json_response(await in_thread(runtime.list_models, folder))
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    runtime = await request.app[STATE].runtime()
+    names = await in_thread(runtime.list_models, "embeddings")
+    return web.json_response([name.rsplit(".", 1)[0] for name in names])
+
+
+async def system_stats(request: web.Request) -> web.Response:
+    runtime = await request.app[STATE].runtime()
+    return web.json_response(await in_thread(runtime.system_stats))
+
+
+async def workflow_templates(request: web.Request) -> web.Response:
+    """The names of the shipped workflows (API format), for the editor's templates menu."""
+    folder = request.app[STATE].config.workflows_dir
+    names = sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
+    return web.json_response(names)
+
+
+async def workflow_template(request: web.Request) -> web.StreamResponse:
+    folder = request.app[STATE].config.workflows_dir
+    try:
+        path = files.resolve_in_folder(folder, "", request.match_info["name"] + ".json")
+    except UnsafePathError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    if not path.is_file():
+        raise web.HTTPNotFound(text="no such workflow template")
+    return web.FileResponse(path, headers={"Content-Type": "application/json"})
+
+
+async def custom_nodes(request: web.Request) -> web.Response:
+    """Every plugin found: name, path, status, load time, error (with traceback), nodes, collisions."""
+    runtime = await request.app[STATE].runtime()
+    return web.json_response([record.as_dict() for record in runtime.plugins])
+
+
+async def extensions(request: web.Request) -> web.Response:
+    """The JavaScript files plugins expose through WEB_DIRECTORY, for the editor to import at start."""
+    runtime = await request.app[STATE].runtime()
+    urls = []
+    for record in runtime.plugins:
+        if record.status == "loaded" and record.web_directory is not None:
+            for script in sorted(record.web_directory.rglob("*.js")):
+                urls.append(f"/extensions/{record.name}/{script.relative_to(record.web_directory).as_posix()}")
+    return web.json_response(urls)
+
+
+async def extension_file(request: web.Request) -> web.StreamResponse:
+    runtime = await request.app[STATE].runtime()
+    record = next((r for r in runtime.plugins if r.name == request.match_info["plugin"]
+                   and r.status == "loaded" and r.web_directory is not None), None)
+    if record is None:
+        raise web.HTTPNotFound(text="no such extension")
+    try:
+        path = files.resolve_in_folder(record.web_directory, "", request.match_info["path"])
+    except UnsafePathError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    if not path.is_file():
+        raise web.HTTPNotFound(text="no such file")
+    content_type = "text/javascript" if path.suffix == ".js" else mimetypes.guess_type(path.name)[0]
+    return web.FileResponse(path, headers={"Content-Type": content_type or "application/octet-stream"})
+
+
+ROUTES = [
+    web.get("/object_info", object_info),
+    web.get("/object_info/{node_class}", object_info_one),
+    web.get("/models", model_folders),
+    web.get("/models/{folder}", model_files),
+    web.get("/embeddings", embeddings),
+    web.get("/system_stats", system_stats),
+    web.get("/workflow_templates", workflow_templates),
+    web.get("/workflow_templates/{name}", workflow_template),
+    web.get("/custom_nodes", custom_nodes),
+    web.get("/extensions", extensions),
+    web.get("/extensions/{plugin}/{path:.+}", extension_file),
+]

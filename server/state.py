@@ -1,0 +1,59 @@
+"""The server's configuration and the state its handlers share (one `ServerState` per application)."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from app.runtime import Runtime
+from app.settings import PROJECT_DIR, Settings
+from server.hub import ClientHub
+from server.plugin_api import PluginRoutes
+from server.store import PromptStore
+from server.worker import QueueWorker
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = PROJECT_DIR / "web"
+WORKFLOWS_DIR = PROJECT_DIR / "workflows"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    auth_token: str | None = None
+    allowed_origins: frozenset[str] = frozenset()
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_json_bytes: int = 20 * 1024 * 1024
+    previews: bool = True
+    max_history: int = 10000
+    web_dir: Path = WEB_DIR
+    workflows_dir: Path = WORKFLOWS_DIR
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    config: ServerConfig
+    runtime_future: concurrent.futures.Future
+    store: PromptStore
+    hub: ClientHub = field(default_factory=ClientHub)
+    worker: QueueWorker | None = None
+    plugin_routes: PluginRoutes | None = None
+
+    async def runtime(self) -> Runtime:
+        try:
+            return await asyncio.wrap_future(self.runtime_future)
+        except Exception as exc:
+            log.exception("the engine failed to start")
+            raise web.HTTPServiceUnavailable(text=f"the engine failed to start: {exc}") from None
+
+    def folder(self, kind: str) -> Path:
+        return {"output": self.settings.output_dir, "input": self.settings.input_dir,
+                "temp": self.settings.temp_dir}[kind]
+
+
+STATE = web.AppKey("state", ServerState)
