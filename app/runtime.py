@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.settings import PROJECT_DIR, Settings, default_thread_count
+from app.settings import PROJECT_DIR, TEXT_ENCODER_OFFLOAD, Settings, default_thread_count
 from engine.cache import OutputCache
 from engine.executor import Executor
 from engine.plugin_loader import PluginRecord, load_plugins
@@ -86,7 +86,8 @@ class Runtime:
                            "embedded_python": False, "pytorch_version": torch.__version__,
                            "ram_total": total, "ram_free": available, "argv": sys.argv,
                            "cpu_threads": torch.get_num_threads()},
-                "devices": devices}
+                "devices": devices,
+                "models": self.environment.models.report() if self.environment is not None else {}}
 
 
 def _memory_info() -> tuple[int, int]:
@@ -154,12 +155,28 @@ def build_runtime(settings: Settings) -> Runtime:
     if settings.demo_models:
         ensure_demo_models(settings, folders)
     threads = configure_torch_threads(settings.threads)
-    environment = NodeEnvironment.create(folders, force_cpu=settings.cpu)
+    environment = NodeEnvironment.create(folders, force_cpu=settings.cpu,
+                                         text_encoder_offload=TEXT_ENCODER_OFFLOAD[settings.free_text_encoders],
+                                         dtype_name=settings.dtype, max_ram=settings.max_ram,
+                                         reserve_vram_gb=settings.reserve_vram)
     set_default_environment(environment)
     log.info("device %s (%s), %d CPU threads", environment.device, environment.dtype, threads)
     registry = build_registry()
     plugins = [] if settings.disable_custom_nodes else load_custom_nodes(settings, registry)
-    return Runtime(settings, registry, Executor(registry, OutputCache(settings.cache_size)), environment, plugins)
+    cache = OutputCache(settings.cache_size)
+    environment.models.add_eviction_listener(lambda value: drop_cached_outputs_holding(cache, value))
+    return Runtime(settings, registry, Executor(registry, cache), environment, plugins)
+
+
+def drop_cached_outputs_holding(cache: OutputCache, evicted: Any) -> None:
+    """Forget cached node outputs that hold modules of a model the manager evicted: the cache must not keep an
+    unloaded model alive (its memory would never come back) nor hand out one offloaded to the CPU, so the loader
+    node runs again on the next prompt and asks the manager (a reload, or a move back to the GPU)."""
+    from nodes.models.memory import modules_of
+
+    evicted_ids = {id(module) for module in modules_of(evicted)}
+    if evicted_ids:
+        cache.discard_where(lambda output: any(id(module) in evicted_ids for module in modules_of(output)))
 
 
 def load_custom_nodes(settings: Settings, registry: NodeRegistry) -> list[PluginRecord]:

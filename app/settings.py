@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.cache import DEFAULT_CACHE_SIZE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+TEXT_ENCODER_OFFLOAD = {"never": "never", "auto": "when-tight", "always": "always"}  # flag -> environment policy
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,10 @@ class Settings:
     custom_nodes_dirs: tuple[Path, ...] = ()
     disable_custom_nodes: bool = False
     demo_models: bool = True
+    free_text_encoders: str = "auto"
+    dtype: str | None = None
+    max_ram: str | None = None
+    reserve_vram: float | None = None
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
@@ -45,10 +50,22 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
                         help=f"node outputs kept for re-runs (LRU entries, default {DEFAULT_CACHE_SIZE}; 0 disables)")
     engine.add_argument("--cpu", action="store_true", default=default(False),
                         help="run on the CPU even when a GPU is present")
+    precision = engine.add_mutually_exclusive_group()
+    for name in ("fp16", "bf16", "fp32"):
+        precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, default=default(None),
+                               help=f"run models in {name} (default: fp32 on the CPU, bf16 or fp16 on a GPU)")
+    engine.add_argument("--max-ram", default=default(None), metavar="SIZE",
+                        help="RAM for loaded models, e.g. 8GB or a fraction such as 0.5 (default 0.75 of RAM); "
+                             "least recently used models are unloaded beyond it")
+    engine.add_argument("--reserve-vram", type=float, default=default(None), metavar="GB",
+                        help="GPU memory in GB kept free of models (default 1.0); beyond it models are offloaded")
     engine.add_argument("--threads", type=int, default=default(None),
                         help="CPU threads for torch (default: one less than the CPU count, at least 1)")
     engine.add_argument("--no-demo-models", action="store_true", default=default(False),
                         help="do not create the tiny demo model when the models folder has none")
+    engine.add_argument("--free-text-encoders", choices=tuple(TEXT_ENCODER_OFFLOAD), default=default("auto"),
+                        help="free big text encoders (T5) after encoding: never, auto (when memory is tight, "
+                             "default) or always; a freed one is read again on the next encode")
     plugins = parser.add_argument_group("plugins")
     plugins.add_argument("--custom-nodes-dir", type=Path, action="append", default=default([]),
                          dest="custom_nodes_dirs", metavar="DIR",
@@ -62,6 +79,17 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise SystemExit("--cache-size must be 0 or more")
     if args.threads is not None and args.threads < 1:
         raise SystemExit("--threads must be 1 or more")
+    max_ram = getattr(args, "max_ram", None)
+    if max_ram is not None:
+        from nodes.models.memory import parse_memory_size
+
+        try:
+            parse_memory_size(max_ram, 1)
+        except ValueError as error:
+            raise SystemExit(f"--max-ram: {error}") from error
+    reserve_vram = getattr(args, "reserve_vram", None)
+    if reserve_vram is not None and reserve_vram < 0:
+        raise SystemExit("--reserve-vram must be 0 or more")
     return Settings(
         models_dir=(args.models_dir or PROJECT_DIR / "models").resolve(),
         input_dir=(args.input_dir or PROJECT_DIR / "input").resolve(),
@@ -74,6 +102,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         custom_nodes_dirs=(PROJECT_DIR / "custom_nodes", *(d.resolve() for d in args.custom_nodes_dirs)),
         disable_custom_nodes=args.disable_custom_nodes,
         demo_models=not args.no_demo_models,
+        free_text_encoders=args.free_text_encoders,
+        dtype=getattr(args, "dtype", None),
+        max_ram=max_ram,
+        reserve_vram=reserve_vram,
     )
 
 

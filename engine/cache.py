@@ -57,6 +57,15 @@ class OutputCache:
         with self._lock:
             self._entries.clear()
 
+    def discard_where(self, holds: Callable[[Any], bool]) -> int:
+        """Drop every entry with an output value for which `holds(value)` is true; returns how many."""
+        with self._lock:
+            doomed = [signature for signature, entry in self._entries.items()
+                      if any(holds(value) for values in entry.outputs for value in values)]
+            for signature in doomed:
+                del self._entries[signature]
+            return len(doomed)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodes.environment import release_text_encoders
 from nodes.models.components import ClipTextEncoder
 from nodes.models.text_encoding import Conditioning
 
@@ -26,7 +27,9 @@ class CLIPTextEncode:
         }}
 
     def encode(self, clip: ClipTextEncoder, text: str) -> tuple[Conditioning]:
-        return (clip.encode_prompt(text),)
+        conditioning = clip.encode_prompt(text)
+        release_text_encoders(clip)
+        return (conditioning,)
 
 
 class CLIPSetLastLayer:

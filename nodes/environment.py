@@ -119,25 +119,56 @@ class NodeEnvironment:
     """Folders, the model manager and the compute device/dtype that built-in nodes run with.
 
     Without `models`, the environment gets its own model manager; environments that should share loaded
-    models (tests with separate output folders, for instance) pass the same one.
+    models (tests with separate output folders, for instance) pass the same one. `text_encoder_offload` says when
+    big text encoders (T5) are freed after encoding: "never", "when-tight" or "always" (see
+    `nodes.models.lazy_module`); a freed encoder is read again on the next encode.
     """
 
     folders: Folders
     device: "torch.device"
     dtype: "torch.dtype"
     models: "ModelManager" = None  # type: ignore[assignment]
+    text_encoder_offload: str = "when-tight"
 
     def __post_init__(self) -> None:
+        from nodes.models.lazy_module import OFFLOAD_POLICIES
+
+        if self.text_encoder_offload not in OFFLOAD_POLICIES:
+            raise ValueError(f"text_encoder_offload: {self.text_encoder_offload!r} is not one of "
+                             f"{', '.join(OFFLOAD_POLICIES)}")
         if self.models is None:
             from nodes.models.manager import ModelManager
 
             self.models = ModelManager(self.device, self.dtype)
 
     @classmethod
-    def create(cls, folders: Folders, force_cpu: bool = False) -> "NodeEnvironment":
-        """An environment on the best available device (`force_cpu` is the `--cpu` switch)."""
+    def create(cls, folders: Folders, force_cpu: bool = False,
+               text_encoder_offload: str = "when-tight", dtype_name: str | None = None,
+               max_ram: str | None = None, reserve_vram_gb: float | None = None) -> "NodeEnvironment":
+        """An environment on the best available device (`force_cpu` is the `--cpu` switch), in `dtype_name`
+        ("fp16", "bf16", "fp32": the `--fp16`/`--bf16`/`--fp32` overrides) or the device's default dtype, with a
+        model manager kept within `max_ram` (`--max-ram`) and, on CUDA, the VRAM less `reserve_vram_gb`."""
+        from nodes.models.manager import ModelManager
+        from nodes.models.memory import DEFAULT_RESERVE_VRAM_GB, MemoryBudget
+
         device = pick_device(force_cpu)
-        return cls(folders, device, pick_dtype(device))
+        dtype = dtype_from_name(dtype_name) if dtype_name else pick_dtype(device)
+        reserve = DEFAULT_RESERVE_VRAM_GB if reserve_vram_gb is None else reserve_vram_gb
+        models = ModelManager(device, dtype, MemoryBudget.for_device(device, max_ram, reserve))
+        return cls(folders, device, dtype, models, text_encoder_offload=text_encoder_offload)
+
+
+DTYPE_NAMES = ("fp16", "bf16", "fp32")
+
+
+def dtype_from_name(name: str) -> "torch.dtype":
+    """The torch dtype of a `--fp16`/`--bf16`/`--fp32` override."""
+    import torch
+
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+    if name not in dtypes:
+        raise ValueError(f"unknown dtype {name!r}; known: {', '.join(DTYPE_NAMES)}")
+    return dtypes[name]
 
 
 _default_environment: list[NodeEnvironment] = []
@@ -156,6 +187,30 @@ def current_environment() -> NodeEnvironment:
     if _default_environment:
         return _default_environment[0]
     raise RuntimeError("no node environment: call nodes.environment.set_default_environment() at start-up")
+
+
+def release_text_encoders(clip: object) -> list[str]:
+    """After a prompt was encoded with `clip`: free its big text encoders (T5) if the current environment's
+    `text_encoder_offload` policy says so; the names of those freed. CLIPs without such encoders need no
+    environment."""
+    offloadable = getattr(clip, "offloadable", None)
+    if offloadable is None:
+        return []
+    from nodes.models.lazy_module import release
+
+    return release(offloadable(), current_environment().text_encoder_offload)
+
+
+@contextlib.contextmanager
+def models_in_use(*values: object) -> Iterator[None]:
+    """While a node runs with `values` (MODEL, CLIP, VAE): the current model manager must not evict them, and
+    moves them back to the device if they were offloaded. Without an environment there is nothing to pin."""
+    environment = _current.get() or (_default_environment[0] if _default_environment else None)
+    if environment is None:
+        yield
+        return
+    with environment.models.using(*values):
+        yield
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from nodes.environment import current_environment, resolve_inside
+from nodes.environment import current_environment, release_text_encoders, resolve_inside
 from nodes.latent import MAX_RESOLUTION
 from nodes.models.checkpoint import read_safetensors
 from nodes.models.components import DiffusionModel
@@ -84,7 +84,8 @@ class DualCLIPLoader:
         def encoder(input_name: str) -> TextEncoderFile:
             path = paths[input_name]
             return environment.models.cached("text_encoder", path, input_name, lambda: text_encoder_from_state(
-                read_safetensors(path, input_name), input_name, environment.models.place))
+                read_safetensors(path, input_name), input_name, environment.models.place,
+                reread=lambda: read_safetensors(path, input_name)))
 
         files = {input_name: encoder(input_name) for input_name in paths}
         return (flux_text_encoders(files, f"{clip_name1}+{clip_name2}"),)
@@ -109,7 +110,9 @@ class CLIPTextEncodeFlux:
     def encode(self, clip: FluxTextEncoders, clip_l: str, t5xxl: str, guidance: float) -> tuple[Conditioning]:
         if not isinstance(clip, FluxTextEncoders):
             raise ValueError("clip: CLIPTextEncodeFlux needs a FLUX CLIP (CLIP-L and T5)")
-        return (FluxGuidance().append(clip.encode_prompt(clip_l, t5xxl), guidance)[0],)
+        conditioning = clip.encode_prompt(clip_l, t5xxl)
+        release_text_encoders(clip)
+        return (FluxGuidance().append(conditioning, guidance)[0],)
 
 
 class FluxGuidance:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nodes.environment import models_in_use
 from nodes.models.components import DiffusionModel
 from nodes.models.editing import EditInputs, hand_off
 from nodes.models.sampler import SamplingRange, available_samplers, available_schedulers, sample
@@ -59,8 +60,9 @@ class KSampler:
                denoise: float = 1.0) -> tuple[dict[str, Any]]:
         if denoise <= 0:
             return (_with_samples(latent_image, latent_image["samples"].clone()),)
-        samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
-                         SamplingRange.from_denoise(steps, denoise), EditInputs.prepare(model, latent_image))
+        with models_in_use(model):
+            samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
+                             SamplingRange.from_denoise(steps, denoise), EditInputs.prepare(model, latent_image))
         return (hand_off(_with_samples(latent_image, samples), latent_image, False),)
 
 
@@ -95,7 +97,8 @@ class KSamplerAdvanced:
                return_with_leftover_noise: str) -> tuple[dict[str, Any]]:
         span = SamplingRange(steps, min(start_at_step, steps), min(end_at_step, steps), add_noise == "enable",
                              return_with_leftover_noise == "enable")
-        samples = sample(model, noise_seed, cfg, sampler_name, scheduler, positive, negative,
-                         latent_image["samples"], span, EditInputs.prepare(model, latent_image))
+        with models_in_use(model):
+            samples = sample(model, noise_seed, cfg, sampler_name, scheduler, positive, negative,
+                             latent_image["samples"], span, EditInputs.prepare(model, latent_image))
         leftover = span.return_with_leftover_noise and span.end < span.total
         return (hand_off(_with_samples(latent_image, samples), latent_image, leftover),)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodes.environment import current_environment, resolve_inside
+from nodes.environment import current_environment, release_text_encoders, resolve_inside
 from nodes.models.checkpoint import read_safetensors
 from nodes.models.components import DiffusionModel
 from nodes.models.sd3 import Sd3Clip, clip_from_files, with_shift
@@ -41,7 +41,8 @@ class TripleCLIPLoader:
 
         def load() -> Sd3Clip:
             states = {input_name: read_safetensors(path, input_name) for input_name, path in paths.items()}
-            return clip_from_files(states, "+".join(names.values()), environment.models.place)
+            return clip_from_files(states, "+".join(names.values()), environment.models.place,
+                                   reread=lambda input_name: read_safetensors(paths[input_name], input_name))
 
         return (environment.models.cached("sd3-clip", paths["clip_name1"], "clip_name1", load),)
 
@@ -70,7 +71,9 @@ class CLIPTextEncodeSD3:
                empty_padding: str = "none") -> tuple[Conditioning]:
         if not isinstance(clip, Sd3Clip):
             raise ValueError(f"clip: CLIPTextEncodeSD3 needs an SD3 CLIP, got a {type(clip).__name__}")
-        return (clip.encode(clip_l, clip_g, t5xxl),)
+        conditioning = clip.encode(clip_l, clip_g, t5xxl)
+        release_text_encoders(clip)
+        return (conditioning,)
 
 
 class ModelSamplingSD3:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from nodes.models.components import LoraPatch
+from nodes.models.lazy_module import resolve
 from nodes.models.lora import TEXT_ENCODER, TRANSFORMER, lora_applied
 from nodes.models.sampler import GuidanceBatch, UNetSampling
 from nodes.models.t5 import MAX_LENGTH as T5_MAX_LENGTH
@@ -142,6 +143,10 @@ class FluxTextEncoders:
     def lora_modules(self) -> list[tuple[str, Any]]:
         return [(TEXT_ENCODER, self.clip_model)]
 
+    def offloadable(self) -> list[Any]:
+        """The big text encoders that may be freed after encoding (T5; CLIP-L is small)."""
+        return [self.t5_model]
+
     def with_lora(self, patch: LoraPatch) -> "FluxTextEncoders":
         return dataclasses.replace(self, loras=self.loras + (patch,))
 
@@ -163,5 +168,6 @@ class FluxTextEncoders:
             pooled = self.clip_model(clip_ids.to(self.clip_model.device), output_hidden_states=False).pooler_output
         t5_ids = self.t5_tokenizer(text if t5_text is None else t5_text, padding="max_length",
                                    max_length=T5_MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
-        hidden = self.t5_model(t5_ids.to(self.t5_model.device), output_hidden_states=False)[0]
+        t5_model = resolve(self.t5_model)
+        hidden = t5_model(t5_ids.to(t5_model.device), output_hidden_states=False)[0]
         return [[hidden.float().cpu(), {"pooled_output": pooled.float().cpu()}]]

@@ -15,7 +15,8 @@ import torch
 
 from nodes.models.components import DiffusionModel, Vae
 from nodes.models.flux import FLUX_SAMPLING, FluxTextEncoders
-from nodes.models.t5 import build_t5_encoder, is_t5_encoder, t5_tokenizer_for_vocab
+from nodes.models.lazy_module import LazyModule
+from nodes.models.t5 import build_t5_encoder, is_t5_encoder, t5_tokenizer_for_vocab, t5_vocab_size
 from nodes.models.tiny_flux import FLUX_SCHEDULER, FLUX_VAE_SCALE, FLUX_VAE_SHIFT, flux_rope_axes
 from nodes.models.tokenizer import clip_tokenizer
 
@@ -141,8 +142,14 @@ class TextEncoderFile:
     tokenizer: Any
 
 
-def text_encoder_from_state(state: Mapping[str, torch.Tensor], input_name: str, place: Place) -> TextEncoderFile:
+def text_encoder_from_state(state: Mapping[str, torch.Tensor], input_name: str, place: Place,
+                            reread: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> TextEncoderFile:
+    """The encoder a file holds; with `reread` (reading the file's tensors again) a T5 is built only when a prompt
+    is first encoded, and can be freed after encoding (`LazyModule`)."""
     kind = describe_text_encoder(state)
+    if kind == "t5" and reread is not None:
+        model = LazyModule(lambda: place(build_t5_encoder(reread(), input_name)), input_name)
+        return TextEncoderFile(kind, model, t5_tokenizer_for_vocab(t5_vocab_size(state), input_name))
     if kind == "clip":
         model = build_clip_text_model(state, input_name)
         return TextEncoderFile(kind, place(model), clip_tokenizer(model.config.vocab_size))
@@ -186,11 +193,12 @@ def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, 
     transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer", local_files_only=True)
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
     clip_model = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
-    t5_model = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder_2", local_files_only=True)
+    t5_model = LazyModule(lambda: place(T5EncoderModel.from_pretrained(  # read on the first encode
+        folder, subfolder="text_encoder_2", local_files_only=True)).eval(), f"{name}/text_encoder_2")
     clip = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
     t5 = T5TokenizerFast.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True)
     scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     scheduler_config = {key: value for key, value in scheduler_config.items() if not key.startswith("_")}
     return (flux_model(place(transformer).eval(), name, scheduler_config),
-            FluxTextEncoders(clip, place(clip_model).eval(), t5, place(t5_model).eval(), name),
+            FluxTextEncoders(clip, place(clip_model).eval(), t5, t5_model, name),
             Vae(place(vae).eval(), name))

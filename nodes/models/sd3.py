@@ -24,6 +24,7 @@ import torch
 from nodes.models import checkpoint as ckpt
 from nodes.models.components import DiffusionModel, LoraPatch, Vae
 from nodes.models.families import family_config
+from nodes.models.lazy_module import LazyModule, resolve
 from nodes.models.lora import TEXT_ENCODER, TEXT_ENCODER_2, TRANSFORMER
 from nodes.models.multi_clip import TextEncoderSlot, check_layer, encode_chunks
 from nodes.models.sampler import GuidanceBatch, UNetSampling
@@ -192,6 +193,10 @@ class Sd3Clip:
     def lora_modules(self) -> list[tuple[str, Any]]:
         return [(slot.lora_component, slot.model) for slot in self.slots]
 
+    def offloadable(self) -> list[Any]:
+        """The big text encoders that may be freed after encoding (T5; the CLIPs are small)."""
+        return [] if self.t5 is None else [self.t5]
+
     def without_t5(self) -> "Sd3Clip":
         return dataclasses.replace(self, t5_tokenizer=None, t5=None)
 
@@ -215,7 +220,8 @@ class Sd3Clip:
     def _encode_t5(self, text: str) -> torch.Tensor:
         ids = self.t5_tokenizer(text, padding="max_length", max_length=config()["t5_max_length"], truncation=True,
                                 add_special_tokens=True, return_tensors="pt").input_ids
-        return self.t5(ids.to(self.t5.device))[0].float().cpu()
+        t5 = resolve(self.t5)
+        return t5(ids.to(t5.device))[0].float().cpu()
 
 
 def clip_slots(clip_l: Any, tokenizer_l: Any, clip_g: Any, tokenizer_g: Any) -> tuple[TextEncoderSlot, ...]:
@@ -245,8 +251,9 @@ def load_folder(folder: Path, name: str, place: Place) -> Sd3Triple:
     tokenizers = [CLIPTokenizer.from_pretrained(folder, subfolder=sub, **options)
                   for sub in ("tokenizer", "tokenizer_2")]
     t5 = t5_tokenizer = None
-    if "text_encoder_3" in has:
-        t5 = place(T5EncoderModel.from_pretrained(folder, subfolder="text_encoder_3", **options).eval())
+    if "text_encoder_3" in has:  # read on the first encode (LazyModule)
+        t5 = LazyModule(lambda: place(T5EncoderModel.from_pretrained(folder, subfolder="text_encoder_3",
+                                                                     **options).eval()), f"{name}/text_encoder_3")
         t5_tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer_3", **options)
     scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     clip = make_clip(encoders[0], tokenizers[0], encoders[1], tokenizers[1], t5, t5_tokenizer, name)
@@ -364,10 +371,12 @@ def _clip_width(state: Mapping[str, torch.Tensor]) -> int:
     raise KeyError("embeddings.token_embedding.weight")
 
 
-def clip_from_files(states: Mapping[str, Mapping[str, torch.Tensor]], name: str, place: Place) -> Sd3Clip:
+def clip_from_files(states: Mapping[str, Mapping[str, torch.Tensor]], name: str, place: Place,
+                    reread: Callable[[str], Mapping[str, torch.Tensor]] | None = None) -> Sd3Clip:
     """SD3's CLIP from separate files (input name -> tensors, transformers key layout): two CLIPs and optionally
     one T5, in any order. T5 is recognised by its keys; of the CLIPs the narrower is CLIP-L (the first given when
-    they are equally wide)."""
+    they are equally wide). With `reread` (an input name -> that file's tensors read again) T5 is built only when
+    a prompt is first encoded, and can be freed after encoding."""
     from nodes.models import t5 as t5_files
     from nodes.models.tokenizer import clip_tokenizer
 
@@ -392,7 +401,11 @@ def clip_from_files(states: Mapping[str, Mapping[str, torch.Tensor]], name: str,
         encoders.append((model, clip_tokenizer(model.config.vocab_size, family[pad]["pad_token"])))
     t5 = t5_tokenizer = None
     if t5_inputs:
-        t5 = place(t5_files.build_t5_encoder(states[t5_inputs[0]], t5_inputs[0]))
-        t5_tokenizer = t5_files.t5_tokenizer_for_vocab(t5.config.vocab_size, t5_inputs[0])
+        t5_input = t5_inputs[0]
+        t5_tokenizer = t5_files.t5_tokenizer_for_vocab(t5_files.t5_vocab_size(states[t5_input]), t5_input)
+        if reread is None:
+            t5 = place(t5_files.build_t5_encoder(states[t5_input], t5_input))
+        else:
+            t5 = LazyModule(lambda: place(t5_files.build_t5_encoder(reread(t5_input), t5_input)), t5_input)
     (clip_l, tokenizer_l), (clip_g, tokenizer_g) = encoders
     return make_clip(clip_l, tokenizer_l, clip_g, tokenizer_g, t5, t5_tokenizer, name)

@@ -66,6 +66,11 @@ def _without_prefix(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Ten
     return {key.split(".", 1)[1]: value for key, value in state.items() if "." in key}
 
 
+def t5_vocab_size(state: Mapping[str, torch.Tensor]) -> int:
+    """The token count of a T5 encoder file, read from its embedding's shape (no model is built)."""
+    return int(_without_prefix(state)["shared.weight"].shape[0])
+
+
 def t5_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     """T5Config arguments read from an encoder's tensor shapes (v1.1 gated-GELU or original ReLU feed-forward)."""
     attention = "encoder.block.0.layer.0.SelfAttention."
