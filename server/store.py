@@ -142,11 +142,13 @@ class PromptStore:
                                  (prompt_id,))
             return _item(row)
 
-    def wait_for_pending(self, timeout: float) -> None:
-        """Return once a prompt is pending, `wake()` is called or `timeout` passes; takes nothing."""
+    def wait_for_pending(self, timeout: float) -> bool:
+        """Return once a prompt is pending, `wake()` is called or `timeout` passes; takes nothing.
+        False means the wait timed out."""
         with self._lock:
             if self._db.execute("SELECT 1 FROM queue WHERE state = 'pending' LIMIT 1").fetchone() is None:
-                self._changed.wait(timeout)
+                return self._changed.wait(timeout)
+            return True
 
     def retry_once(self, item: QueueItem, failure: tuple[str, dict[str, Any]]) -> bool:
         """A running prompt whose run was lost (the process or worker died under it): back to the front of the

@@ -26,9 +26,7 @@ def test_take_claims_a_pending_prompt_out_of_order_once(tmp_path):
 def test_wait_for_pending_returns_when_a_prompt_arrives_and_takes_nothing(tmp_path):
     store = PromptStore(tmp_path / "queue.sqlite3")
     threading.Timer(0.1, lambda: store.enqueue("late", single(1), {}, ["2"], None)).start()
-    began = time.monotonic()
-    store.wait_for_pending(5.0)
-    assert time.monotonic() - began < 2.0
+    assert store.wait_for_pending(60.0) is True  # woken by the enqueue, not by the timeout
     assert [item.prompt_id for item in store.pending()] == ["late"]
     store.close()
 
