@@ -1,7 +1,6 @@
 """The store calls a dispatcher with several workers needs: take out of order, wait without taking, and
 re-queue a prompt whose worker was lost once, failing it the second time."""
 import threading
-import time
 
 from server.store import PromptStore
 
