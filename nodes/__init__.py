@@ -10,6 +10,7 @@ from __future__ import annotations
 from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
 from nodes.image import ImageScale, LoadImage, PreviewImage, SaveImage
 from nodes.latent import EmptyLatentImage, LatentUpscale, LatentUpscaleBy, VAEDecode, VAEEncode
+from nodes.latent import VAEDecodeTiled, VAEEncodeTiled
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader, LoraLoaderModelOnly, VAELoader
 from nodes.sampling import KSampler, KSamplerAdvanced
 from nodes.training import LoadImageDataset, PlotLoss, TrainLoRA
@@ -29,6 +30,8 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "LatentUpscaleBy": LatentUpscaleBy,
     "VAEDecode": VAEDecode,
     "VAEEncode": VAEEncode,
+    "VAEDecodeTiled": VAEDecodeTiled,
+    "VAEEncodeTiled": VAEEncodeTiled,
     "KSampler": KSampler,
     "KSamplerAdvanced": KSamplerAdvanced,
     "LoadImage": LoadImage,
@@ -53,6 +56,8 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "LatentUpscaleBy": "Upscale Latent By",
     "VAEDecode": "VAE Decode",
     "VAEEncode": "VAE Encode",
+    "VAEDecodeTiled": "VAE Decode (Tiled)",
+    "VAEEncodeTiled": "VAE Encode (Tiled)",
     "KSampler": "KSampler",
     "KSamplerAdvanced": "KSampler (Advanced)",
     "LoadImage": "Load Image",

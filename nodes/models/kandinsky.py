@@ -170,13 +170,15 @@ class MovqVae(Vae):
         return 0.0
 
     @torch.inference_mode()
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+    def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
+        """Untiled always (MoVQ has no diffusers tiling); the tiling arguments are accepted and ignored."""
         movq = self.autoencoder
         images = pixels[..., :3].movedim(-1, 1).to(movq.device, movq.dtype) * 2.0 - 1.0
         return movq.encode(images).latents.float().cpu()
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
+        """Untiled always (MoVQ has no diffusers tiling); the tiling arguments are accepted and ignored."""
         movq = self.autoencoder
         images = movq.decode(latents.to(movq.device, movq.dtype), force_not_quantize=True).sample
         return (images * 0.5 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)

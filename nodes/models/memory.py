@@ -67,6 +67,25 @@ def physical_ram_bytes() -> int:
         return 8 * 1000**3
 
 
+def free_memory_bytes(device: torch.device) -> int:
+    """Bytes free for new tensors on `device`: CUDA's free memory (`torch.cuda.mem_get_info`), otherwise (CPU,
+    MPS, which shares RAM) the RAM the OS reports available (MemAvailable), or half of physical RAM if unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return physical_ram_bytes() // 2
+
+
 def modules_of(value: Any) -> list[torch.nn.Module]:
     """The torch modules a loaded value is made of (each once)."""
     seen: dict[int, torch.nn.Module] = {}
