@@ -7,14 +7,16 @@ fetched from a hub and pickled `.ckpt` files are refused. Knows nothing of nodes
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 
 from nodes.models.families import V_PREDICTION_MARKER, family_config, scheduler_config
+from nodes.models.memory import allocator_aligned
 
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
@@ -26,8 +28,13 @@ V_PREDICTION_PROBE = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 
 def read_safetensors(path: Path, input_name: str) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors file (memory-mapped by safetensors); a ValueError naming the input
-    for pickles, missing, truncated or corrupt files."""
+    """All tensors of a .safetensors file, each in memory of its own; a ValueError naming the input for pickles,
+    missing, truncated or corrupt files.
+
+    Tensors are read one at a time with `pread` rather than memory-mapped: a model built from a mapping keeps the
+    file's pages resident beside its own copies (2x the file at peak), and dies with SIGBUS if the file is
+    rewritten while loaded. A tensor the reader put at an address the CPU allocator would not use is moved once
+    (see `memory.is_allocator_aligned`), so peak memory stays near one file size plus one tensor."""
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ValueError(
@@ -35,11 +42,11 @@ def read_safetensors(path: Path, input_name: str) -> dict[str, torch.Tensor]:
             "only .safetensors files are loaded (convert it to safetensors first)")
     if not path.is_file():
         raise ValueError(f"{input_name}: file {path} not found")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(str(path))
+        with safe_open(str(path), framework="pt", backend="pread") as file:
+            return {key: allocator_aligned(file.get_tensor(key)) for key in file.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
 
@@ -180,6 +187,17 @@ def inspect_checkpoint(state: Mapping[str, torch.Tensor]) -> CheckpointLayout:
                             base["tokenizer"]["pad_token"], scheduler_config(family, prediction_type))
 
 
+@contextlib.contextmanager
+def empty_weights() -> Iterator[None]:
+    """Build modules with their parameters on the meta device: no memory and no random initialisation for
+    weights that loading replaces (`_load_strict` assigns the file's tensors). Buffers stay real: text encoders
+    make position ids that files do not hold."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        yield
+
+
 def _load_strict(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
     expected = set(module.state_dict())
     missing = sorted(expected - set(weights))
@@ -215,7 +233,8 @@ def build_text_encoder(state: Mapping[str, torch.Tensor], layout: CheckpointLayo
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    model = CLIPTextModel(CLIPTextConfig(**layout.text_encoder_config))
+    with empty_weights():
+        model = CLIPTextModel(CLIPTextConfig(**layout.text_encoder_config))
     if layout.family == "sd1":
         converted = convert_ldm_clip_checkpoint(state)
     else:

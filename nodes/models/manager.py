@@ -29,7 +29,7 @@ import torch
 from nodes.models import checkpoint as ckpt
 from nodes.models import detection
 from nodes.models.components import ClipTextEncoder, DiffusionModel, Vae
-from nodes.models.memory import MemoryBudget, device_of, modules_of, move_modules, size_in_bytes
+from nodes.models.memory import MemoryBudget, allocator_aligned, device_of, modules_of, move_modules, size_in_bytes
 from nodes.models.tokenizer import clip_tokenizer
 
 ModelTriple = tuple[DiffusionModel, ClipTextEncoder, Vae]
@@ -201,13 +201,16 @@ class ModelManager:
         return self._place(module)
 
     def _place(self, module: Any) -> Any:
-        """Move to the device/dtype and give every tensor its own freshly allocated storage: tensors read from
-        safetensors sit at arbitrary offsets of the file's buffer, and CPU kernels round differently (at the
-        1e-7 level) for differently aligned weights, which would make results depend on how a file was read."""
-        module = module.to(device=self.device, dtype=self.dtype)
+        """Move to the device/dtype, and give every tensor that shares its storage or sits at an odd address an
+        allocation of its own (see `memory.is_allocator_aligned`): results then do not depend on how a file was
+        read. Tensors already placed are left alone, so loading never holds a second copy of a whole model."""
+        tensors = [*module.parameters(), *module.buffers()]
+        wrong_dtype = any(t.is_floating_point() and t.dtype != self.dtype for t in tensors)
+        if wrong_dtype or any(t.device != self.device for t in tensors):
+            module = module.to(device=self.device, dtype=self.dtype) if wrong_dtype else module.to(self.device)
         with torch.no_grad():
             for tensor in [*module.parameters(), *module.buffers()]:
-                tensor.data = tensor.data.clone()
+                tensor.data = allocator_aligned(tensor.data)
         return module
 
     def checkpoint(self, path: Path, input_name: str = "ckpt_name") -> ModelTriple:

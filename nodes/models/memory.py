@@ -22,6 +22,23 @@ _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G"
 _MAX_DEPTH = 6
 
 
+CPU_ALLOCATOR_ALIGNMENT = 64  # bytes; torch's CPU allocator aligns every allocation to this
+
+
+def is_allocator_aligned(tensor: torch.Tensor) -> bool:
+    """Whether a tensor sits where a fresh allocation of its own would: alone in its storage, at an address the
+    CPU allocator would give. CPU kernels round differently (at the 1e-7 level) for differently aligned
+    operands, so weights read from a file must sit like this for results not to depend on how it was read."""
+    storage = tensor.untyped_storage()
+    return (tensor.storage_offset() == 0 and storage.nbytes() == tensor.nbytes
+            and (tensor.device.type != "cpu" or tensor.data_ptr() % CPU_ALLOCATOR_ALIGNMENT == 0))
+
+
+def allocator_aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, or a copy of it in an allocation of its own when it is not `is_allocator_aligned`."""
+    return tensor if is_allocator_aligned(tensor) else tensor.clone(memory_format=torch.contiguous_format)
+
+
 @dataclass(frozen=True)
 class MemoryBudget:
     """Bytes the manager may keep loaded per device type ("cpu", "cuda", "mps"); a missing type is unlimited."""

@@ -312,14 +312,15 @@ def _clip_from_state(state: Mapping[str, torch.Tensor], prefix: str, settings: M
     embedding = state[text + "embeddings.token_embedding.weight"]
     vocab_size, hidden_size = embedding.shape
     projection = state.get(prefix + "text_projection.weight")
-    model = CLIPTextModelWithProjection(CLIPTextConfig(
-        hidden_act=settings["hidden_act"], layer_norm_eps=settings["layer_norm_eps"], vocab_size=vocab_size,
-        hidden_size=hidden_size, intermediate_size=state[text + "encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=len(_indices(state, text + "encoder.layers.")),
-        num_attention_heads=max(1, hidden_size // settings["head_channels"]),
-        max_position_embeddings=state[text + "embeddings.position_embedding.weight"].shape[0],
-        projection_dim=hidden_size if projection is None else projection.shape[0],
-        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1))
+    with ckpt.empty_weights():
+        model = CLIPTextModelWithProjection(CLIPTextConfig(
+            hidden_act=settings["hidden_act"], layer_norm_eps=settings["layer_norm_eps"], vocab_size=vocab_size,
+            hidden_size=hidden_size, intermediate_size=state[text + "encoder.layers.0.mlp.fc1.weight"].shape[0],
+            num_hidden_layers=len(_indices(state, text + "encoder.layers.")),
+            num_attention_heads=max(1, hidden_size // settings["head_channels"]),
+            max_position_embeddings=state[text + "embeddings.position_embedding.weight"].shape[0],
+            projection_dim=hidden_size if projection is None else projection.shape[0],
+            bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1))
     weights = {key[len(prefix):]: tensor for key, tensor in state.items() if key.startswith(prefix)}
     if projection is None:  # SD3 files may leave CLIP-L's projection out: diffusers uses the identity
         weights["text_projection.weight"] = torch.eye(hidden_size)

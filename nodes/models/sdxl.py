@@ -230,7 +230,8 @@ def build_clip_l(state: Mapping[str, torch.Tensor], prefix: str, base: Mapping[s
                           state[prefix + "embeddings.position_embedding.weight"],
                           len(_indices(state, prefix + "encoder.layers.")),
                           state[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0], base)
-    model = CLIPTextModel(config)
+    with ckpt.empty_weights():
+        model = CLIPTextModel(config)
     weights = {key[len(prefix):]: tensor for key, tensor in state.items() if key.startswith(prefix)}
     return ckpt._load_strict(model, fit_keys(weights, model), "CLIP-L text encoder").eval()
 
@@ -245,7 +246,8 @@ def build_clip_g(state: Mapping[str, torch.Tensor], prefix: str, base: Mapping[s
                           len(_indices(state, prefix + "transformer.resblocks.")),
                           state[prefix + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0], base,
                           projection.shape[1])
-    model = CLIPTextModelWithProjection(config)
+    with ckpt.empty_weights():
+        model = CLIPTextModelWithProjection(config)
     converted = convert_open_clip_checkpoint(model, state, prefix=prefix)
     return ckpt._load_strict(model, fit_keys(converted, model), "OpenCLIP-G text encoder").eval()
 

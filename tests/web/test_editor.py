@@ -206,6 +206,7 @@ def test_templates_menu_loads_a_shipped_workflow(page):
     editor = Editor(page)
     editor.menu("#workflow-menu-button", "Template: img2img")
     shipped = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "img2img.json").read_text())
+    expect(page.locator(".node")).to_have_count(len(shipped))  # the template is fetched, then laid out
     prompt = editor.api_prompt()
     assert sorted(node["class_type"] for node in prompt.values()) == sorted(
         node["class_type"] for node in shipped.values())
