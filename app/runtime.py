@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,17 @@ class Runtime:
     executor: Executor
     environment: "NodeEnvironment | None" = None
     plugins: list[PluginRecord] = field(default_factory=list)
+
+    def warm_up(self) -> None:
+        """Import the model libraries now, in the thread that will run prompts, before any prompt needs them
+        (nothing to do for a runtime without the built-in nodes' environment)."""
+        if self.environment is None:
+            return
+        from nodes.models.preload import import_model_libraries
+
+        began = time.perf_counter()
+        import_model_libraries()
+        log.info("model libraries imported in %.1f s", time.perf_counter() - began)
 
     def model_folders(self) -> list[str]:
         from nodes.environment import MODEL_KINDS

@@ -36,7 +36,8 @@ WorkerFactory = Callable[[PromptStore, EventSink, PreviewEncoder, concurrent.fut
 def in_process_worker(store: PromptStore, sink: EventSink, encode_preview: PreviewEncoder,
                       runtime_future: concurrent.futures.Future) -> PromptWorker:
     """The default: one thread of this process runs the queue on the runtime's executor."""
-    return PromptWorker(store, lambda: runtime_future.result().executor, sink, encode_preview)
+    return PromptWorker(store, lambda: runtime_future.result().executor, sink, encode_preview,
+                        warm_up=lambda: runtime_future.result().warm_up())
 
 
 def create_app(settings: Settings, config: ServerConfig, runtime_future: concurrent.futures.Future,

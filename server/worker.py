@@ -47,9 +47,10 @@ class QueueWorker(Protocol):
 
 class PromptWorker:
     def __init__(self, store: PromptStore, executor_ready: Callable[[], Executor], sink: EventSink,
-                 encode_preview: Callable[[Any], bytes | None]) -> None:
+                 encode_preview: Callable[[Any], bytes | None], warm_up: Callable[[], None] | None = None) -> None:
         self.store = store
         self.executor_ready = executor_ready
+        self.warm_up = warm_up  # run once by the worker thread before its first prompt (see Runtime.warm_up)
         self.sink = sink
         self.encode_preview = encode_preview
         self.current: QueueItem | None = None
@@ -79,6 +80,11 @@ class PromptWorker:
     def _loop(self) -> None:
         executor = self.executor_ready()
         executor.events.subscribe(self._forward)
+        if self.warm_up is not None:
+            try:
+                self.warm_up()
+            except Exception:  # a prompt would meet the same problem and report it on its node
+                log.exception("warming up the engine failed")
         while not self._stop.is_set():
             item = self.store.take_next(timeout=0.5)
             if item is None:

@@ -1,4 +1,8 @@
 """The real runtime: built-in nodes registered, demo models on first start, model listing, stats, /free."""
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from app.runtime import build_runtime
@@ -62,3 +66,14 @@ def test_make_demo_models_command_writes_the_editing_models_too(tmp_path, capsys
     assert "tiny-sd1.safetensors" in checkpoints and len(checkpoints) >= 3
     diffusers = {p.name for p in (tmp_path / "m" / "diffusers").iterdir()}
     assert len(diffusers) >= 6  # SD1, inpainting, InstructPix2Pix, SDXL, SD3, FLUX, unCLIP folders
+
+
+def test_warm_up_imports_the_model_libraries_in_a_fresh_process():
+    code = ("import sys; from app.runtime import Runtime; from types import SimpleNamespace; "
+            "assert 'diffusers' not in sys.modules; "
+            "Runtime(None, None, None, environment=SimpleNamespace()).warm_up(); "
+            "assert 'diffusers.models.unets.unet_2d_condition' in sys.modules; "
+            "assert 'transformers.models.clip.modeling_clip' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -100,9 +100,9 @@ def odd_loras(node_env):
     save_file({"lora_unet_no_such_block_attn1_to_q.lora_down.weight": torch.zeros(4, 32),
                "lora_unet_no_such_block_attn1_to_q.lora_up.weight": torch.zeros(32, 4)},
               str(folder / "unmatched.safetensors"))
-    save_file({"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight":
+    save_file({"lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight":
                torch.zeros(4, 320),
-               "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight":
+               "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight":
                torch.zeros(320, 4)}, str(folder / "other_architecture.safetensors"))
     save_file({"model.diffusion_model.out.2.weight": torch.zeros(4)}, str(folder / "not_a_lora.safetensors"))
     return folder

@@ -127,7 +127,7 @@ def test_lora_file_is_kohya_with_metadata_and_nothing_else_is_left(trained, trai
     with safe_open(training_env.folders.model_dir("loras") / "shapes.safetensors", "pt") as handle:
         keys, metadata = set(handle.keys()), handle.metadata()
     assert keys and all(key.startswith("lora_unet_") for key in keys)
-    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in keys
+    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in keys
     assert metadata["ss_network_dim"] == "8" and metadata["ss_steps"] == str(TRAINED_STEPS)
     assert metadata["ss_base_model_hash"].startswith("sha256:") and len(metadata["ss_base_model_hash"]) == 71
     assert json.loads(metadata["captions_summary"])["images"] == 8
