@@ -173,6 +173,8 @@ def build_runtime(settings: Settings) -> Runtime:
                                          reserve_vram_gb=settings.reserve_vram)
     set_default_environment(environment)
     log.info("device %s (%s), %d CPU threads", environment.device, environment.dtype, threads)
+    if environment.device.type == "cpu" and str(environment.dtype) == "torch.bfloat16" and settings.dtype is None:
+        log.info("this CPU computes bf16 natively, so models run in bf16 (faster); --fp32 for full precision")
     registry = build_registry()
     plugins = [] if settings.disable_custom_nodes else load_custom_nodes(settings, registry)
     cache = OutputCache(settings.cache_size)

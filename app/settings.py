@@ -53,7 +53,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
     precision = engine.add_mutually_exclusive_group()
     for name in ("fp16", "bf16", "fp32"):
         precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, default=default(None),
-                               help=f"run models in {name} (default: fp32 on the CPU, bf16 or fp16 on a GPU)")
+                               help=f"run models in {name} (default: bf16 or fp16 on a GPU; on the CPU bf16 where it "
+                                    "computes bf16 natively (AVX512-BF16, AMX), else fp32)")
     engine.add_argument("--max-ram", default=default(None), metavar="SIZE",
                         help="RAM for loaded models, e.g. 8GB or a fraction such as 0.5 (default 0.75 of RAM); "
                              "least recently used models are unloaded beyond it")

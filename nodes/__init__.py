@@ -88,3 +88,9 @@ from nodes import mask as _mask  # noqa: E402
 for _editing in (_mask, _inpaint, _image_batch):
     NODE_CLASS_MAPPINGS.update(_editing.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_editing.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Optional speed-ups of a model's network (torch.compile, channels-last, attention slicing).
+from nodes import speedups as _speedups  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_speedups.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_speedups.NODE_DISPLAY_NAME_MAPPINGS)

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import torch
 
+from nodes.models.speedups import NO_SPEEDUPS, Speedups
+
 VAE_ACTIVATION_FACTOR = 3  # see Vae.activation_bytes
 
 
@@ -31,14 +33,16 @@ class LoraPatch:
 @dataclass(frozen=True, eq=False)
 class DiffusionModel:
     """MODEL: the denoising network (`unet`: a UNet, or the transformer of transformer families), the scheduler
-    config it was trained with (prediction type included), LoRAs to apply, and `sampling`: how the sampler drives
-    this family's network (`nodes.models.sampler.UNetSampling` or a subclass; None means SD1.x/SD2.x)."""
+    config it was trained with (prediction type included), LoRAs to apply, `sampling`: how the sampler drives
+    this family's network (`nodes.models.sampler.UNetSampling` or a subclass; None means SD1.x/SD2.x), and the
+    optional speed-ups to switch on while sampling (`nodes.models.speedups`)."""
 
     unet: Any
     scheduler_config: Mapping[str, Any]
     name: str
     loras: tuple[LoraPatch, ...] = ()
     sampling: Any = None
+    speedups: Speedups = NO_SPEEDUPS
 
     @property
     def lora_component(self) -> str:
@@ -59,6 +63,9 @@ class DiffusionModel:
 
     def with_lora(self, patch: LoraPatch) -> "DiffusionModel":
         return dataclasses.replace(self, loras=self.loras + (patch,))
+
+    def with_speedups(self, speedups: Speedups) -> "DiffusionModel":
+        return dataclasses.replace(self, speedups=speedups)
 
 
 @dataclass(frozen=True, eq=False)

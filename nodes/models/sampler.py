@@ -27,6 +27,7 @@ from nodes.previews import LatentPreview
 from nodes.models import editing
 from nodes.models.components import DiffusionModel
 from nodes.models.lora import UNET, lora_applied
+from nodes.models.speedups import speedups_applied
 from nodes.models.text_encoding import Conditioning
 
 
@@ -286,12 +287,12 @@ def sample(model: DiffusionModel, seed: int, cfg: float, sampler_name: str, sche
     guidance = guidance_batch(positive, negative, batch, cfg, device, dtype, edit)
     inputs = family.network_inputs(guidance, batch, device, dtype)
     copies = guidance.embeddings.shape[0] // batch
-    network = unet if guidance.concat is None else editing.ExtraChannels(unet, guidance.concat)
     step_kwargs = _step_kwargs(scheduler, generator)
     finish_clean = steps.end < steps.total and not steps.return_with_leftover_noise
 
     # 4. Denoising loop.
-    with lora_applied(unet, family.lora_component, model.loras):
+    with lora_applied(unet, family.lora_component, model.loras), speedups_applied(unet, model.speedups) as fast:
+        network = fast if guidance.concat is None else editing.ExtraChannels(fast, guidance.concat)
         for index, timestep in enumerate(timesteps):
             model_input = torch.cat([latents] * copies) if copies > 1 else latents
             noise_pred = family.predict(network, scheduler, model_input, timestep, guidance.embeddings, inputs)

@@ -6,6 +6,7 @@ import torch
 from nodes.environment import (
     Folders,
     NodeEnvironment,
+    cpu_computes_bf16_natively,
     current_environment,
     pick_device,
     pick_dtype,
@@ -64,6 +65,13 @@ def test_resolve_inside_refuses_escapes_and_missing_files(tmp_path):
         resolve_inside(tmp_path, "missing.png", "image")
 
 
-def test_cpu_switch_gives_cpu_and_fp32():
+def test_cpu_switch_gives_cpu_and_fp32_or_native_bf16(monkeypatch):
     device = pick_device(force_cpu=True)
-    assert device.type == "cpu" and pick_dtype(device) == torch.float32
+    assert device.type == "cpu"
+    expected = torch.bfloat16 if cpu_computes_bf16_natively() else torch.float32
+    assert pick_dtype(device) == expected
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert pick_dtype(device) == torch.float32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert pick_dtype(device) == torch.bfloat16
