@@ -27,9 +27,10 @@ V_PREDICTION_NORM_STD = 0.09  # SD2 768-v checkpoints have this spread in a late
 V_PREDICTION_PROBE = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
 
 
-def read_safetensors(path: Path, input_name: str) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors file, each in memory of its own; a ValueError naming the input for pickles,
-    missing, truncated or corrupt files.
+def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors file, each in memory of its own (floating-point ones in `dtype` when given:
+    converted one at a time as read, so an fp32 file loaded in bf16 never holds the whole file in fp32); a
+    ValueError naming the input for pickles, missing, truncated or corrupt files.
 
     Tensors are read one at a time with `pread` rather than memory-mapped: a model built from a mapping keeps the
     file's pages resident beside its own copies (2x the file at peak), and dies with SIGBUS if the file is
@@ -46,9 +47,15 @@ def read_safetensors(path: Path, input_name: str) -> dict[str, torch.Tensor]:
 
     try:
         with safe_open(str(path), framework="pt", backend="pread") as file:
-            return {key: allocator_aligned(file.get_tensor(key)) for key in file.keys()}
+            return {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype)) for key in file.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
+
+
+def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
+        return tensor
+    return tensor.to(dtype)
 
 
 @dataclass(frozen=True)

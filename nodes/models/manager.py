@@ -204,13 +204,10 @@ class ModelManager:
         """Move to the device/dtype, and give every tensor that shares its storage or sits at an odd address an
         allocation of its own (see `memory.is_allocator_aligned`): results then do not depend on how a file was
         read. Tensors already placed are left alone, so loading never holds a second copy of a whole model."""
-        tensors = [*module.parameters(), *module.buffers()]
-        wrong_dtype = any(t.is_floating_point() and t.dtype != self.dtype for t in tensors)
-        if wrong_dtype or any(t.device != self.device for t in tensors):
-            module = module.to(device=self.device, dtype=self.dtype) if wrong_dtype else module.to(self.device)
         with torch.no_grad():
             for tensor in [*module.parameters(), *module.buffers()]:
-                tensor.data = allocator_aligned(tensor.data)
+                dtype = self.dtype if tensor.is_floating_point() else tensor.dtype
+                tensor.data = allocator_aligned(tensor.data.to(device=self.device, dtype=dtype))
         return module
 
     def checkpoint(self, path: Path, input_name: str = "ckpt_name") -> ModelTriple:
@@ -218,7 +215,7 @@ class ModelManager:
         return self._cached("checkpoint", path, input_name, lambda: self._load_checkpoint(Path(path), input_name))
 
     def _load_checkpoint(self, path: Path, input_name: str) -> ModelTriple:
-        state = ckpt.read_safetensors(path, input_name)
+        state = ckpt.read_safetensors(path, input_name, self.dtype)
         try:
             reader = detection.checkpoint_reader(state)  # SDXL, SD3, ...; None for SD1.x/SD2.x
             if reader is not None:
@@ -272,7 +269,7 @@ class ModelManager:
         return self._cached("vae", path, input_name, lambda: self._load_vae(Path(path), input_name))
 
     def _load_vae(self, path: Path, input_name: str) -> Vae:
-        state = ckpt.read_safetensors(path, input_name)
+        state = ckpt.read_safetensors(path, input_name, self.dtype)
         prefix = ckpt.VAE if ckpt.VAE + "encoder.conv_in.weight" in state else ""
         if prefix + "encoder.conv_in.weight" not in state or prefix + "encoder.down.0.block.0.conv1.weight" not in state:
             raise ValueError(f"{input_name}: {path.name} is not a VAE in the original (LDM) layout")

@@ -114,3 +114,18 @@ def test_placing_a_model_keeps_placed_weights_and_separates_shared_ones() -> Non
     placed = ModelManager(torch.device("cpu"), torch.float32).place(module)
     assert placed[0].weight.data_ptr() == first_weight
     assert is_allocator_aligned(placed[1].weight) and torch.equal(placed[1].weight, packed[1])
+
+
+def test_tensors_are_converted_to_the_model_dtype_as_they_are_read(tiny_models_dir: Path) -> None:
+    path = tiny_models_dir / "checkpoints" / tiny.DEMO_CHECKPOINT
+    as_stored = ckpt.read_safetensors(path, "ckpt_name")
+    converted = ckpt.read_safetensors(path, "ckpt_name", torch.bfloat16)
+    assert converted.keys() == as_stored.keys()
+    for key, tensor in converted.items():
+        original = as_stored[key]
+        expected_dtype = torch.bfloat16 if original.is_floating_point() else original.dtype
+        assert tensor.dtype == expected_dtype and is_allocator_aligned(tensor)
+        assert torch.equal(tensor, original.to(expected_dtype))
+    model, clip, vae = ModelManager(torch.device("cpu"), torch.bfloat16).checkpoint(path)
+    for module in (model.unet, clip.text_encoder, vae.autoencoder):
+        assert {parameter.dtype for parameter in module.parameters()} == {torch.bfloat16}
