@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodes.environment import release_text_encoders
+from nodes.environment import models_in_use, release_text_encoders
 from nodes.models.components import ClipTextEncoder
 from nodes.models.text_encoding import Conditioning
 
@@ -27,7 +27,8 @@ class CLIPTextEncode:
         }}
 
     def encode(self, clip: ClipTextEncoder, text: str) -> tuple[Conditioning]:
-        conditioning = clip.encode_prompt(text)
+        with models_in_use(clip):
+            conditioning = clip.encode_prompt(text)
         release_text_encoders(clip)
         return (conditioning,)
 

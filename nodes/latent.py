@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from nodes import resize
+from nodes.environment import models_in_use
 from nodes.models.components import Vae
 
 MAX_RESOLUTION = 16384
@@ -110,7 +111,8 @@ class VAEDecode:
         }}
 
     def decode(self, vae: Vae, samples: dict[str, Any]) -> tuple[torch.Tensor]:
-        return (vae.decode(samples["samples"]),)
+        with models_in_use(vae):
+            return (vae.decode(samples["samples"]),)
 
 
 class VAEEncode:
@@ -128,7 +130,8 @@ class VAEEncode:
         }}
 
     def encode(self, vae: Vae, pixels: torch.Tensor) -> tuple[dict[str, Any]]:
-        return ({"samples": vae.encode(crop_to_vae_multiple(vae, pixels))},)
+        with models_in_use(vae):
+            return ({"samples": vae.encode(crop_to_vae_multiple(vae, pixels))},)
 
 
 def crop_to_vae_multiple(vae: Vae, pixels: torch.Tensor) -> torch.Tensor:
@@ -170,7 +173,8 @@ class VAEDecodeTiled:
         }}
 
     def decode(self, vae: Vae, samples: dict[str, Any], tile_size: int = 512) -> tuple[torch.Tensor]:
-        return (vae.decode(samples["samples"], tile_size=tile_size, force_tiling=True),)
+        with models_in_use(vae):
+            return (vae.decode(samples["samples"], tile_size=tile_size, force_tiling=True),)
 
 
 class VAEEncodeTiled:
@@ -194,4 +198,5 @@ class VAEEncodeTiled:
 
     def encode(self, vae: Vae, pixels: torch.Tensor, tile_size: int = 512) -> tuple[dict[str, Any]]:
         cropped = crop_to_vae_multiple(vae, pixels)
-        return ({"samples": vae.encode(cropped, tile_size=tile_size, force_tiling=True)},)
+        with models_in_use(vae):
+            return ({"samples": vae.encode(cropped, tile_size=tile_size, force_tiling=True)},)

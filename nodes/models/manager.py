@@ -136,7 +136,14 @@ class ModelManager:
                 log.exception("model eviction listener failed")
 
     def _used_bytes(self, device: torch.device) -> int:
+        self._refresh_sizes()
         return sum(entry.size_bytes for entry in self._entries.values() if entry.device == device)
+
+    def _refresh_sizes(self) -> None:
+        """Sizes as they are now: a value can grow after loading (a lazily built T5 inside a CLIP) or shrink (the
+        T5 freed after encoding), and the budget must see it."""
+        for entry in list(self._entries.values()):
+            entry.size_bytes = size_in_bytes(entry.value)
 
     def add_eviction_listener(self, listener: EvictionListener) -> None:
         """Call `listener(value)` whenever a loaded value is offloaded or unloaded (`modules_of` tells its modules)."""
@@ -183,6 +190,7 @@ class ModelManager:
     def report(self) -> dict[str, Any]:
         """Loaded models (most recently used first) with device and size, and bytes used and allowed per device,
         for /system_stats. Lock-free like `loaded()`."""
+        self._refresh_sizes()
         entries = sorted(list(self._entries.values()), key=lambda entry: -entry.last_used)
         devices = sorted({str(entry.device) for entry in entries} | {str(self.device)})
         return {

@@ -93,6 +93,37 @@ def test_a_sampling_node_pins_its_model(files, monkeypatch):
     assert manager.unloads[("test", str(files["a"].resolve()))] == 1
 
 
+@pytest.mark.parametrize("node", ["VAEDecode", "VAEEncode", "CLIPTextEncode"])
+def test_decode_and_encode_nodes_pin_their_model(files, node, monkeypatch):
+    from nodes import latent
+    from nodes.conditioning import CLIPTextEncode
+    from nodes.environment import Folders, NodeEnvironment, use_environment
+    from nodes.models.components import ClipTextEncoder
+
+    manager = cpu_manager(LINEAR_BYTES + 10)
+    a = load(manager, files["a"])
+    loaded_inside = []
+
+    def work_that_loads(*args, **kwargs):  # as a lazily read text encoder loads inside the node
+        load(manager, files["b"])
+        loaded_inside.append(len(manager.loaded()))
+        return torch.zeros(1, 4, 8, 8)
+
+    for name in ("decode", "encode"):
+        monkeypatch.setattr(Vae, name, work_that_loads)
+    monkeypatch.setattr(ClipTextEncoder, "encode_prompt", work_that_loads)
+    monkeypatch.setattr(latent, "crop_to_vae_multiple", lambda vae, pixels: pixels)
+    environment = NodeEnvironment(Folders.under(files["a"].parent), torch.device("cpu"), torch.float32, manager)
+    with use_environment(environment):
+        if node == "VAEDecode":
+            latent.VAEDecode().decode(Vae(a, "a"), {"samples": torch.zeros(1, 4, 8, 8)})
+        elif node == "VAEEncode":
+            latent.VAEEncode().encode(Vae(a, "a"), torch.zeros(1, 64, 64, 3))
+        else:
+            CLIPTextEncode().encode(ClipTextEncoder(None, a, "a"), "a prompt")
+    assert loaded_inside == [2]  # the node's own model was not evicted for the load inside it
+
+
 def test_free_unloads_everything_and_tells_listeners(files):
     manager = cpu_manager(None)
     evicted = []

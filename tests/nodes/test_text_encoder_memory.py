@@ -129,3 +129,21 @@ def test_the_cli_flag_reaches_the_node_environment(tmp_path, flag, policy):
                               "--no-demo-models", "--disable-custom-nodes", *flag])
     runtime = build_runtime(settings_from_args(args))
     assert runtime.environment.text_encoder_offload == policy
+
+
+@pytest.mark.parametrize("policy", ["never", "always"])
+def test_the_memory_manager_counts_t5_while_it_is_loaded(family_models, tmp_path, policy):
+    environment = _environment(family_models, tmp_path, policy)
+    with use_environment(environment):
+        DiffusersLoader().load_checkpoint(sd3_tiny.DEMO_DIFFUSERS)
+        before = sum(entry["size_bytes"] for entry in environment.models.report()["models"])
+        _, clip, _ = DiffusersLoader().load_checkpoint(sd3_tiny.DEMO_DIFFUSERS)
+        t5 = clip.t5
+        t5.get()
+        t5_bytes = t5.size_bytes()
+        assert t5_bytes > 0
+        during = sum(entry["size_bytes"] for entry in environment.models.report()["models"])
+        assert during == before + t5_bytes
+        _encode(clip, PROMPT)
+        after = sum(entry["size_bytes"] for entry in environment.models.report()["models"])
+        assert after == (before if policy == "always" else during)
