@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from nodes.models.checkpoint import empty_weights
 from nodes.models.components import DiffusionModel, Vae
 from nodes.models.flux import FLUX_SAMPLING, FluxTextEncoders
 from nodes.models.lazy_module import LazyModule
@@ -124,10 +125,11 @@ def build_clip_text_model(state: Mapping[str, torch.Tensor], input_name: str) ->
         num_hidden_layers=_count(weights, "encoder.layers."), num_attention_heads=max(1, width // 64),
         max_position_embeddings=weights["embeddings.position_embedding.weight"].shape[0], hidden_act="quick_gelu",
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
-    model = CLIPTextModel(config)
+    with empty_weights():
+        model = CLIPTextModel(config)
     weights = {key: value for key, value in weights.items() if key in model.state_dict()}
     try:
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as error:
         raise ValueError(f"{input_name}: CLIP text encoder tensors do not fit ({error})") from error
     return model.eval()

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from nodes.models.checkpoint import empty_weights
+
 if TYPE_CHECKING:
     from transformers import T5EncoderModel
 
@@ -94,12 +96,16 @@ def build_t5_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> "T5E
         config = T5Config(**t5_config(state))
     except KeyError as error:
         raise ValueError(f"{input_name}: T5 encoder tensors incomplete ({error})") from error
-    model = T5EncoderModel(config)
+    with empty_weights():  # no random fp32 weights beside the file's (19 GB for T5-XXL)
+        model = T5EncoderModel(config)
     weights = dict(state)
     weights.setdefault("encoder.embed_tokens.weight", weights["shared.weight"])
     expected = set(model.state_dict())
     missing = sorted(expected - set(weights))
     if missing:
         raise ValueError(f"{input_name}: T5 encoder weights incomplete: {len(missing)} missing, e.g. {missing[:3]}")
-    model.load_state_dict({key: weights[key] for key in expected}, strict=True)
+    try:
+        model.load_state_dict({key: weights[key] for key in expected}, strict=True, assign=True)
+    except RuntimeError as error:
+        raise ValueError(f"{input_name}: T5 encoder tensors do not fit ({error})") from error
     return model.eval()
