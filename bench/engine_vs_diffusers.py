@@ -218,10 +218,12 @@ which, path, config, dtype = sys.argv[1], Path(sys.argv[2]), sys.argv[3], getatt
 if which == "engine":
     loaded = ModelManager(torch.device("cpu"), dtype).checkpoint(path)
 else:
-    loaded = StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=True,
-                                                      safety_checker=None, torch_dtype=dtype)
+    pipeline = StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=True,
+                                                        safety_checker=None, torch_dtype=dtype)
+    loaded = (pipeline.unet, pipeline.vae, pipeline.text_encoder)
 peak = status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"before": before, "peak": peak}))
+from nodes.models.memory import size_in_bytes
+print(json.dumps({"before": before, "peak": peak, "model_bytes": size_in_bytes(loaded)}))
 """
 
 

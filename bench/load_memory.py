@@ -1,0 +1,99 @@
+"""Peak resident memory while the engine loads a real-size single-file checkpoint, per family, over the file's size.
+
+Families with real architectures and seeded random weights: SD1.5 (fp32 file, 4.3 GB) and SDXL base (fp16 file,
+6.9 GB: UNet, CLIP-L, OpenCLIP-G, VAE). Each file is loaded by the model manager in a fresh process, once per model
+dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux `clear_refs`), as in
+`bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are written once into
+`--models-dir` (about 11 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
+Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl]`.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.engine_vs_diffusers import PROJECT_DIR, _sd15_models, loading_peak
+
+
+def _sdxl_models(models_dir: Path) -> str:
+    """SDXL base's real UNet, VAE, CLIP-L and OpenCLIP-G architectures with seeded random weights, in fp16."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from nodes.models import sdxl_tiny
+    from nodes.models.families import family_config
+    from nodes.models.tokenizer import clip_tokenizer
+
+    name = "random-sdxl"  # main() finds the files as random-<family>
+    path = models_dir / "checkpoints" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    family = family_config("sdxl")
+
+    def text_config(width: int, layers: int, act: str, pad: int) -> CLIPTextConfig:
+        return CLIPTextConfig(vocab_size=49408, hidden_size=width, intermediate_size=4 * width,
+                              num_hidden_layers=layers, num_attention_heads=width // 64, max_position_embeddings=77,
+                              hidden_act=act, projection_dim=width, bos_token_id=49406, eos_token_id=49407,
+                              pad_token_id=pad)
+
+    # Each part goes to fp16 as soon as it is built, so fp32 copies of all of them never coexist.
+    text_encoder = CLIPTextModel(text_config(768, 12, "quick_gelu", 49407)).eval().half()
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(1280, 32, "gelu", 0)).eval().half()
+    unet = UNet2DConditionModel(
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+        cross_attention_dim=2048, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816).eval().half()
+    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        sample_size=1024, scaling_factor=family["vae"]["scaling_factor"]).eval().half()
+    scheduler = {key: value for key, value in family["scheduler"].items() if not key.startswith("_")}
+    components = sdxl_tiny.TinySdxl(False, unet, vae, text_encoder, text_encoder_2,
+                                    clip_tokenizer(49408, family["tokenizer"]["pad_token"]),
+                                    clip_tokenizer(49408, family["tokenizer_2"]["pad_token"]), scheduler)
+    sdxl_tiny.write_checkpoint(components, path)
+    return name
+
+
+FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdxl_models}
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models-dir", type=Path, required=True)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    args = parser.parse_args()
+    rows = []
+    for family in args.families.split(","):
+        began = time.perf_counter()
+        # Written by a child process, so that the memory it took is the system's again before measuring.
+        subprocess.run([sys.executable, "-c", f"from pathlib import Path; from bench.load_memory import FAMILIES; "
+                        f"print(FAMILIES[{family!r}](Path({str(args.models_dir)!r})))"],
+                       check=True, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
+        print(f"{family}: files ready in {time.perf_counter() - began:.0f} s", flush=True)
+        path = next((args.models_dir / "checkpoints").glob(f"random-{family}.safetensors"))
+        size = path.stat().st_size
+        for dtype in DTYPES:
+            peak = loading_peak("engine", path, path.parent, dtype)
+            added = peak["peak"] - peak["before"]
+            rows.append((family, size, dtype, peak["model_bytes"], added / size, added / peak["model_bytes"],
+                         peak["peak"] / size))
+    print(f"\n  {'family':<8}{'file':>10}{'model dtype':>13}{'model':>10}{'peak added / file':>19}"
+          f"{'peak added / model':>20}{'process / file':>16}")
+    for family, size, dtype, model_bytes, over_file, over_model, total in rows:
+        print(f"  {family:<8}{size / 1e9:>8.2f}GB{str(dtype).removeprefix('torch.'):>13}{model_bytes / 1e9:>8.2f}GB"
+              f"{over_file:>18.2f}x{over_model:>19.2f}x{total:>15.2f}x")
+
+
+if __name__ == "__main__":
+    main()
