@@ -53,9 +53,7 @@ def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = No
 
 
 def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    if dtype is None or not tensor.is_floating_point() or tensor.dtype == dtype:
-        return tensor
-    return tensor.to(dtype)
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor  # no copy if equal
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class ModelManager:
         limit = self.budget.limit(device)
         if limit is None:
             return
+        self._refresh_sizes()
         while self._used_bytes(device) + needed > limit:
             candidates = [(entry.last_used, key) for key, entry in self._entries.items()
                           if entry.device == device and entry.pins == 0 and key != keep]
@@ -136,7 +137,6 @@ class ModelManager:
                 log.exception("model eviction listener failed")
 
     def _used_bytes(self, device: torch.device) -> int:
-        self._refresh_sizes()
         return sum(entry.size_bytes for entry in self._entries.values() if entry.device == device)
 
     def _refresh_sizes(self) -> None:

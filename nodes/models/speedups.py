@@ -15,9 +15,10 @@ from typing import Any, Iterator
 
 import torch
 
+from nodes.models.memory import device_of
+
 COMPILE_BACKENDS = ("off", "inductor", "cudagraphs")
 ATTENTION_SLICING = ("off", "auto", "max")
-
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def unsupported(network: Any, speedups: Speedups) -> dict[str, str]:
     if speedups.attention_slicing != "off" and not hasattr(network, "set_attention_slice"):
         problems["attention_slicing"] = (f"attention slicing works on UNet models (SD1.x, SD2.x, SDXL); this "
                                          f"model's network is a {type(network).__name__}")
-    if speedups.compile_backend == "cudagraphs" and _device_of(network).type != "cuda":
+    if speedups.compile_backend == "cudagraphs" and getattr(device_of(network), "type", "cpu") != "cuda":
         problems["compile_backend"] = "the cudagraphs backend needs a CUDA device; use inductor"
     return problems
 
@@ -71,21 +72,11 @@ def speedups_applied(network: Any, speedups: Speedups) -> Iterator[Any]:
             network.set_attention_slice(speedups.attention_slicing)
         if speedups.channels_last:
             network.to(memory_format=torch.channels_last)
-        yield _compiled_network(network, speedups.compile_backend) if speedups.compile_backend != "off" else network
+        # A fresh torch.compile wrapper is cheap: torch keeps the compiled code with the network's `forward` and
+        # reuses it while its guards hold (same network, input shapes, dtypes), recompiling when they change.
+        yield network if speedups.compile_backend == "off" else torch.compile(network, backend=speedups.compile_backend)
     finally:
         if speedups.channels_last:
             network.to(memory_format=torch.contiguous_format)
         if processors is not None:
             network.set_attn_processor(processors)
-
-
-def _compiled_network(network: Any, backend: str) -> Any:
-    """`torch.compile(network)`: it shares the network's parameters. Compiling is cheap to ask for again: torch
-    keeps the compiled code with the network's `forward` and reuses it while its guards hold (the same network,
-    input shapes and dtypes); it recompiles by itself when they change (another size, a LoRA applied)."""
-    return torch.compile(network, backend=backend)
-
-
-def _device_of(network: Any) -> torch.device:
-    parameter = next(network.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
