@@ -6,8 +6,8 @@ import logging
 import sys
 from pathlib import Path
 
-from app.serve import add_server_arguments
 from app.settings import add_common_arguments, settings_from_args
+from serve import add_server_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
             print(path)
         print("These models have random weights: they exercise the whole pipeline, but their images are noise.")
         return 0
-    from app.serve import serve
+    from serve import serve
 
     return serve(settings, args)
 

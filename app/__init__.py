@@ -1,1 +1,6 @@
-"""The program: command-line settings, wiring engine + nodes (+ server), headless runs. No node logic here."""
+"""The program without HTTP: command-line settings, wiring engine + nodes into a runtime, headless runs, and
+the persistent prompt queue with the worker that runs it. No node logic here.
+
+Depends on `engine` and `nodes` only. It never imports `server` or `distributed`, not even lazily: those build
+on it, and `serve.py` (next to `main.py`) composes them.
+"""

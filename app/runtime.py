@@ -44,7 +44,7 @@ class Runtime:
         (nothing to do for a runtime without the built-in nodes' environment)."""
         if self.environment is None:
             return
-        from nodes.models.preload import import_model_libraries
+        from diffusion.preload import import_model_libraries
 
         began = time.perf_counter()
         import_model_libraries()
@@ -132,19 +132,14 @@ def configure_torch_threads(threads: int | None) -> int:
 def write_demo_models(settings: Settings, every_family: bool = False) -> list[Path]:
     """The tiny demo txt2img model; with `every_family`, also the inpainting, InstructPix2Pix, SDXL, SD3, FLUX
     and unCLIP ones, so every shipped workflow runs. Returns what the models folder now holds."""
-    from nodes.models.tiny import make_demo_models, make_editing_models
+    from diffusion import registry
+    from diffusion.families.sd.demo import make_demo_models
 
     demo = make_demo_models(settings.models_dir)
     if not every_family:
         return [demo.checkpoint, demo.diffusers_folder, demo.lora]
-    from nodes.models.sd3_tiny import make_sd3_demo_models
-    from nodes.models.sdxl_tiny import make_sdxl_demo_models
-    from nodes.models.tiny_flux import make_flux_demo_models
-    from nodes.models.tiny_kandinsky import make_kandinsky_demo_models
-
-    make_editing_models(settings.models_dir)
-    for make in (make_sdxl_demo_models, make_sd3_demo_models, make_flux_demo_models, make_kandinsky_demo_models):
-        make(settings.models_dir)
+    for family in registry.families():
+        family.make_demo_models(settings.models_dir)
     return sorted(path for path in settings.models_dir.glob("*/*") if not path.name.startswith("."))
 
 
@@ -179,14 +174,22 @@ def build_runtime(settings: Settings) -> Runtime:
     plugins = [] if settings.disable_custom_nodes else load_custom_nodes(settings, registry)
     cache = OutputCache(settings.cache_size)
     environment.models.add_eviction_listener(lambda value: drop_cached_outputs_holding(cache, value))
-    return Runtime(settings, registry, Executor(registry, cache), environment, plugins)
+    return Runtime(settings, registry, build_executor(registry, cache), environment, plugins)
+
+
+def build_executor(registry: NodeRegistry, cache: OutputCache) -> Executor:
+    """The executor of the built-in nodes: every node call pins the loaded models it receives
+    (`nodes.environment.pin_loaded_models`)."""
+    from nodes.environment import pin_loaded_models
+
+    return Executor(registry, cache, node_call_guard=pin_loaded_models)
 
 
 def drop_cached_outputs_holding(cache: OutputCache, evicted: Any) -> None:
     """Forget cached node outputs that hold modules of a model the manager evicted: the cache must not keep an
     unloaded model alive (its memory would never come back) nor hand out one offloaded to the CPU, so the loader
     node runs again on the next prompt and asks the manager (a reload, or a move back to the GPU)."""
-    from nodes.models.memory import modules_of
+    from diffusion.memory import modules_of
 
     evicted_ids = {id(module) for module in modules_of(evicted)}
     if evicted_ids:

@@ -82,7 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise SystemExit("--threads must be 1 or more")
     max_ram = getattr(args, "max_ram", None)
     if max_ram is not None:
-        from nodes.models.memory import parse_memory_size
+        from diffusion.memory import parse_memory_size
 
         try:
             parse_memory_size(max_ram, 1)

@@ -50,7 +50,7 @@ class Case:
 
 
 def _tiny_models(models_dir: Path) -> str:
-    from nodes.models import tiny
+    from diffusion.families.sd import demo as tiny
 
     tiny.make_demo_models(models_dir)
     return tiny.DEMO_DIFFUSERS
@@ -61,15 +61,15 @@ def _sd15_models(models_dir: Path) -> str:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from nodes.models import tiny
-    from nodes.models.families import family_config, scheduler_config
-    from nodes.models.tokenizer import clip_tokenizer
+    from diffusion.encoders.clip_tokenizer import clip_tokenizer
+    from diffusion.families.sd import demo as tiny
+    from diffusion.families.sd.loading import scheduler_config, version_config
 
     name = "random-sd15"
     if (models_dir / "checkpoints" / f"{name}.safetensors").exists():
         return name
     torch.manual_seed(0)
-    family = family_config("sd1")
+    family = version_config("sd1")
     text_encoder = CLIPTextModel(CLIPTextConfig(**family["text_encoder"], bos_token_id=49406, eos_token_id=49407))
     unet = UNet2DConditionModel(
         sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
@@ -200,7 +200,8 @@ from pathlib import Path
 import torch, diffusers, transformers
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
-from nodes.models.manager import ModelManager
+from diffusion.loading import load_checkpoint
+from diffusion.manager import ModelManager
 
 def status(field):
     try:
@@ -216,13 +217,13 @@ except OSError:
 before = status("VmRSS") or 0
 which, path, config, dtype = sys.argv[1], Path(sys.argv[2]), sys.argv[3], getattr(torch, sys.argv[4])
 if which == "engine":
-    loaded = ModelManager(torch.device("cpu"), dtype).checkpoint(path)
+    loaded = load_checkpoint(ModelManager(torch.device("cpu"), dtype), path)
 else:
     pipeline = StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=True,
                                                         safety_checker=None, torch_dtype=dtype)
     loaded = (pipeline.unet, pipeline.vae, pipeline.text_encoder)
 peak = status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-from nodes.models.memory import size_in_bytes
+from diffusion.memory import size_in_bytes
 print(json.dumps({"before": before, "peak": peak, "model_bytes": size_in_bytes(loaded)}))
 """
 

@@ -25,7 +25,7 @@ BASELINE = "baseline"  # the child imports the nodes, torch, diffusers and trans
 
 
 def _without_t5(prompt: dict[str, Any]) -> dict[str, Any]:
-    from nodes.models.sd3_tiny import DEMO_DIFFUSERS_NO_T5
+    from diffusion.families.sd3.demo import DEMO_DIFFUSERS_NO_T5
 
     prompt["4"]["inputs"]["model_path"] = DEMO_DIFFUSERS_NO_T5
     return prompt
@@ -43,7 +43,11 @@ FAMILIES: dict[str, tuple[str, int, Any, bool]] = {
 
 
 def make_models(models_dir: Path) -> None:
-    from nodes.models import sd3_tiny, sdxl_tiny, tiny, tiny_flux, tiny_kandinsky
+    from diffusion.families.flux import demo as tiny_flux
+    from diffusion.families.sd import demo as tiny
+    from diffusion.families.sd3 import demo as sd3_tiny
+    from diffusion.families.sdxl import demo as sdxl_tiny
+    from diffusion.families.unclip import demo as tiny_kandinsky
 
     tiny.make_demo_models(models_dir)
     sdxl_tiny.make_sdxl_demo_models(models_dir)
@@ -99,7 +103,7 @@ def run_child(family: str, policy: str, models_dir: Path) -> None:
     from engine.registry import NodeRegistry
     from engine.validation import validate_prompt
     from nodes.environment import Folders, NodeEnvironment, set_default_environment
-    from nodes.models.lazy_module import LazyModule
+    from diffusion.lazy_module import LazyModule
 
     if family == BASELINE:
         import importlib

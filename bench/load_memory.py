@@ -26,16 +26,16 @@ def _sdxl_models(models_dir: Path) -> str:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from nodes.models import sdxl_tiny
-    from nodes.models.families import family_config
-    from nodes.models.tokenizer import clip_tokenizer
+    from diffusion.encoders.clip_tokenizer import clip_tokenizer
+    from diffusion.families.sdxl import demo as sdxl_tiny
+    from diffusion.families.sdxl.loading import config as sdxl_config
 
     name = "random-sdxl"  # main() finds the files as random-<family>
     path = models_dir / "checkpoints" / f"{name}.safetensors"
     if path.exists():
         return name
     torch.manual_seed(0)
-    family = family_config("sdxl")
+    family = sdxl_config()
 
     def text_config(width: int, layers: int, act: str, pad: int) -> CLIPTextConfig:
         return CLIPTextConfig(vocab_size=49408, hidden_size=width, intermediate_size=4 * width,

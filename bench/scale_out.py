@@ -120,7 +120,7 @@ def print_table(results: list[Measurement], steps: int, threads: int) -> None:
 
 
 async def run(prompts: int, steps: int, threads: int, base: Path) -> None:
-    from nodes.models.tiny import make_demo_models
+    from diffusion.families.sd.demo import make_demo_models
 
     make_demo_models(base / "models")
     results = []

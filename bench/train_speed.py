@@ -39,12 +39,13 @@ class Case:
 
 
 def _tiny_models() -> tuple[Any, Any]:
-    from nodes.models.components import ClipTextEncoder, DiffusionModel
-    from nodes.models.tiny import build_tiny_components
+    from diffusion.families.sd.demo import build_tiny_components
+    from diffusion.families.sd.loading import sd_model
+    from diffusion.families.sd.text_encoding import SdClip
 
     parts = build_tiny_components("sd1", seed=0)
-    return (DiffusionModel(parts.unet, parts.scheduler_config, "tiny-sd1"),
-            ClipTextEncoder(parts.tokenizer, parts.text_encoder, "tiny-sd1"))
+    return (sd_model(parts.unet, parts.scheduler_config, "tiny-sd1"),
+            SdClip(parts.tokenizer, parts.text_encoder, "tiny-sd1"))
 
 
 def _sd15_models() -> tuple[Any, Any]:
@@ -52,9 +53,9 @@ def _sd15_models() -> tuple[Any, Any]:
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from nodes.models.components import ClipTextEncoder, DiffusionModel
-    from nodes.models.families import scheduler_config
-    from nodes.models.tokenizer import TINY_VOCAB_SIZE, clip_tokenizer
+    from diffusion.encoders.clip_tokenizer import TINY_VOCAB_SIZE, clip_tokenizer
+    from diffusion.families.sd.loading import scheduler_config, sd_model
+    from diffusion.families.sd.text_encoding import SdClip
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64).eval()
@@ -62,12 +63,12 @@ def _sd15_models() -> tuple[Any, Any]:
         vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
         max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)).eval()
     tokenizer = clip_tokenizer(TINY_VOCAB_SIZE)  # ids below 1000 are valid ids of the full vocabulary too
-    return (DiffusionModel(unet, scheduler_config("sd1", "epsilon"), "random-sd15"),
-            ClipTextEncoder(tokenizer, text_encoder, "random-sd15"))
+    return (sd_model(unet, scheduler_config("sd1", "epsilon"), "random-sd15"),
+            SdClip(tokenizer, text_encoder, "random-sd15"))
 
 
 def _dataset(size: int) -> Any:
-    from nodes.models.lora_dataset import ImageDataset
+    from training.dataset import ImageDataset
 
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn((IMAGES, 4, size // 8, size // 8), generator=generator)
@@ -77,7 +78,7 @@ def _dataset(size: int) -> Any:
 
 def ours(model: Any, clip: Any, dataset: Any, case: Case, folder: Path,
          on_step: Callable[..., None]) -> list[float]:
-    from nodes.models.lora_training import LoraTrainer, TrainingSettings
+    from training.trainer import LoraTrainer, TrainingSettings
 
     settings = TrainingSettings(rank=RANK, alpha=float(RANK), learning_rate=LEARNING_RATE, steps=case.steps,
                                 batch_size=case.batch_size)
@@ -99,7 +100,7 @@ class PlainLoop:
         from diffusers.optimization import get_scheduler
         from peft import LoraConfig
 
-        unet = self.unet = self.model.unet
+        unet = self.unet = self.model.network
         unet.requires_grad_(False)
         unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
                                     target_modules=["to_k", "to_q", "to_v", "to_out.0"]))

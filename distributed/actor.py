@@ -5,7 +5,9 @@ A plain class; `distributed.pool` makes it a threaded Ray actor, so heartbeats, 
 answered while a prompt runs. It writes files only into private folders (`distributed.outputs` ships them)
 and keeps no queue or history: the head owns those. Plugins load here exactly as on the head, through
 `build_runtime`; what they send with `PromptServer.instance.send_sync` during a prompt reaches the head's
-websocket in the same stream. Knows nothing of Ray itself, of HTTP routes or of the queue.
+websocket in the same stream. For that, `WorkerPromptServer` subclasses `server.PromptServer`, the public class
+plugins import; nothing else of the server is used here. Knows nothing of Ray itself, of HTTP routes or of the
+queue.
 """
 from __future__ import annotations
 
@@ -23,14 +25,14 @@ from typing import Any, Iterator
 
 from aiohttp import web
 
+from app.prompt_worker import PreviewEncoder
 from app.runtime import build_runtime
 from app.settings import Settings
 from distributed.messages import Event, Finished, Message, Preview
 from distributed.outputs import OutputCollector
 from engine import events
 from engine.interrupt import InterruptFlag
-from server.plugin_api import PromptServer
-from server.worker import PreviewEncoder
+from server import PromptServer
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Cluster mode's wiring: the Ray workers behind `create_app`'s queue worker and behind the runtime's
 answers about memory and devices (/free reaches every worker; /system_stats lists them).
 
-`app.serve` uses it when `--workers` or `--ray-address` is given; tests and benchmarks use it directly.
+`serve.py` uses it when `--workers` or `--ray-address` is given; tests and benchmarks use it directly.
 """
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import concurrent.futures
 from dataclasses import dataclass, fields
 from typing import Any
 
+from app.prompt_store import PromptStore
+from app.prompt_worker import EventSink, PreviewEncoder
 from app.runtime import Runtime
 from app.settings import Settings
 from distributed.outputs import OutputPlacer
 from distributed.pool import ClusterOptions, WorkerPool
 from distributed.prompt_worker import RayPromptWorker
-from server.store import PromptStore
-from server.worker import EventSink, PreviewEncoder
 
 
 @dataclass

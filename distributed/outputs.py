@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from server.files import resolve_in_folder
+from app.files import resolve_in_folder
 
 FOLDER_TYPES = ("output", "temp")
 _COUNTED = re.compile(r"^(?P<base>.+)_(?P<counter>\d+)_(?P<ext>\.[^.]+)?$")

@@ -15,14 +15,14 @@ import threading
 import time
 from typing import Any, Callable
 
+from app.prompt_store import PromptStore, QueueItem
+from app.prompt_worker import EventSink, PreviewEncoder, history_record
 from distributed.dispatch import Candidate, PlacementError, WorkerView, allowed_workers, assign, model_keys
 from distributed.messages import Finished, Message, Preview
 from distributed.outputs import OutputPlacer
 from distributed.pool import WorkerPool, WorkerSlot, error_summary
 from engine import events
 from engine.registry import NodeRegistry
-from server.store import PromptStore, QueueItem
-from server.worker import EventSink, PreviewEncoder, history_record
 
 log = logging.getLogger(__name__)
 

@@ -3,18 +3,22 @@
 The scheduler is dynamic because the graph is: a lazy input pulls in its upstream only when
 `check_lazy_status` asks for it, and a node may expand into a subgraph at run time (how loops are built).
 Ready nodes run in topological order of the prompt (networkx); nodes found in the output cache never run.
-Knows nothing of diffusion or HTTP: it reads nodes through the registry and reports through an `EventBus`.
+Knows nothing of diffusion or HTTP: it reads nodes through the registry and reports through an `EventBus`;
+what must hold around each node call (such as pinning the models a node receives) comes in as a
+`NodeCallGuard`, whose purpose the engine does not know.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import inspect
 import itertools
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from types import MappingProxyType
+from typing import Any, Callable, ContextManager, Iterable, Mapping
 
 import networkx as nx
 
@@ -28,6 +32,9 @@ from engine.progress import NodeRunContext, bind_node_context
 from engine.registry import NodeRegistry
 
 HIDDEN_VALUES = ("PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT")
+
+NodeCallGuard = Callable[[Mapping[str, Any]], ContextManager[Any]]
+"""Given the keyword inputs of one call of a node's FUNCTION (read-only), a context manager the call runs in."""
 
 
 @dataclass
@@ -81,14 +88,20 @@ class _Run:
 
 
 class Executor:
-    """Runs prompts against a registry, sharing one output cache across runs."""
+    """Runs prompts against a registry, sharing one output cache across runs.
+
+    `node_call_guard`, if given, is entered around every call of a node's FUNCTION (once per list slice, spanning
+    the await of an async FUNCTION) with exactly the inputs that call receives; what it raises is that node's error.
+    """
 
     def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None,
-                 event_bus: EventBus | None = None, interrupt: InterruptFlag | None = None) -> None:
+                 event_bus: EventBus | None = None, interrupt: InterruptFlag | None = None,
+                 node_call_guard: NodeCallGuard | None = None) -> None:
         self.registry = registry
         self.cache = cache if cache is not None else OutputCache()
         self.events = event_bus if event_bus is not None else EventBus()
         self.interrupt = interrupt if interrupt is not None else InterruptFlag()
+        self.node_call_guard = node_call_guard
 
     # ---- public ----------------------------------------------------------------------------------------
     def execute(self, prompt: dict[str, dict[str, Any]], prompt_id: str, extra_data: dict[str, Any] | None = None,
@@ -403,7 +416,8 @@ class Executor:
                         "current_outputs": []})
                 results.append((ExecutionBlocker(None),) * output_count)
                 continue
-            returned = await _maybe_await(function(**call_inputs))
+            with self._guarded(call_inputs):
+                returned = await _maybe_await(function(**call_inputs))
             values, ui, expand = _split_return(returned, output_count)
             results.append(values)
             if ui:
@@ -411,6 +425,11 @@ class Executor:
             if expand is not None:
                 expansions.append(expand)
         return results, _merge_ui(uis), expansions
+
+    def _guarded(self, call_inputs: dict[str, Any]) -> ContextManager[Any]:
+        if self.node_call_guard is None:
+            return contextlib.nullcontext()
+        return self.node_call_guard(MappingProxyType(call_inputs))
 
     # ---- expansion -------------------------------------------------------------------------------------
     def _start_expansion(self, run: _Run, node_id: str, results: list[tuple[Any, ...]],

@@ -3,20 +3,29 @@
 Collects every problem (not only the first) in the shape ComfyUI clients expect:
 `{"error": {type, message, details, extra_info}, "node_errors": {id: {class_type, errors, dependent_outputs}}}`.
 Outputs that fail are reported while the valid ones may still run. Also coerces widget values to their
-declared types, so the executor receives clean inputs. Knows nothing of diffusion or HTTP.
+declared types, so the executor receives clean inputs, and works out the facts nodes declare about their
+outputs (`OUTPUT_FACTS`) for the `VALIDATE_INPUTS` that ask for them. Knows nothing of diffusion or HTTP: what a
+fact means is between the node that states it and the node that reads it.
 """
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import networkx as nx
 
 from engine import input_spec
 from engine.input_spec import InputSpec, is_link
 from engine.registry import NodeRegistry
+
+logger = logging.getLogger(__name__)
+
+Facts = Mapping[str, Any]
+"""What is known about one output before anything runs (e.g. {"family": "flux"}); the engine never reads it."""
 
 
 @dataclass
@@ -44,6 +53,8 @@ class _PromptValidator:
         self.prompt: dict[str, dict[str, Any]] = {}
         self.errors: dict[str, list[dict[str, Any]]] = {}
         self.valid: dict[str, bool] = {}
+        self.specs: dict[str, dict[str, InputSpec]] = {}  # of each node validated so far
+        self.output_facts: dict[str, tuple[Facts | None, ...]] = {}
         for node_id, node in prompt.items():
             self.prompt[str(node_id)] = {**node, "inputs": dict(node.get("inputs") or {})}
 
@@ -116,8 +127,8 @@ class _PromptValidator:
         if cls is None:
             return False
         node = self.prompt[node_id]
-        specs = input_spec.input_specs(cls)
-        custom_checked, wants_input_types = _validate_inputs_signature(cls)
+        specs = self.specs[node_id] = input_spec.input_specs(cls)
+        custom = _custom_validation_signature(cls)
         ok = True
         received_types: dict[str, str] = {}
         for spec in specs.values():
@@ -131,14 +142,14 @@ class _PromptValidator:
                 continue
             value = node["inputs"][spec.name]
             if is_link(value):
-                linked_ok, received = self._check_link(node_id, spec, value, skip_type=wants_input_types)
+                linked_ok, received = self._check_link(node_id, spec, value, skip_type=custom.wants_input_types)
                 ok = ok and linked_ok
                 if received is not None:
                     received_types[spec.name] = received
-            elif spec.name not in custom_checked:
+            elif spec.name not in custom.checked_inputs:
                 ok = self._check_constant(node_id, spec, value) and ok
         if ok and hasattr(cls, "VALIDATE_INPUTS"):
-            ok = self._run_custom_validation(node_id, cls, received_types, wants_input_types)
+            ok = self._run_custom_validation(node_id, cls, received_types, custom)
         return ok
 
     def _check_link(self, node_id: str, spec: InputSpec, link: list[Any],
@@ -189,14 +200,18 @@ class _PromptValidator:
         return True
 
     def _run_custom_validation(self, node_id: str, cls: type, received_types: dict[str, str],
-                               wants_input_types: bool) -> bool:
+                               custom: _CustomValidation) -> bool:
         validate = cls.VALIDATE_INPUTS
         parameters = inspect.signature(validate).parameters
         accepts_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
         arguments = {name: value for name, value in self.prompt[node_id]["inputs"].items()
                      if not is_link(value) and (accepts_all or name in parameters)}
-        if wants_input_types:
+        named_inputs = list(arguments)
+        if custom.wants_input_types:
             arguments["input_types"] = received_types
+        if custom.wants_input_facts:
+            arguments["input_facts"] = self.input_facts(node_id)
+            named_inputs += list(arguments["input_facts"])
         try:
             outcome = validate(**arguments)
         except Exception as exc:
@@ -204,22 +219,108 @@ class _PromptValidator:
         if outcome is True:
             return True
         self.add(node_id, _error("custom_validation_failed", "Custom validation failed for node",
-                                 f"{outcome}", input_name=_first_named_input(str(outcome), arguments)))
+                                 f"{outcome}", input_name=_first_named_input(str(outcome), named_inputs)))
         return False
 
+    # ---- facts -----------------------------------------------------------------------------------------
+    def input_facts(self, node_id: str) -> dict[str, Facts]:
+        """{linked input: facts of the output it is linked to}, for the links whose facts are known."""
+        known = {}
+        for name, (source_id, index) in self._linked_inputs(node_id).items():
+            facts = self.facts_of(source_id)[index]
+            if facts is not None:
+                known[name] = facts
+        return known
 
-def _first_named_input(message: str, arguments: dict[str, Any]) -> str | None:
-    return next((name for name in arguments if name in message), None)
+    def facts_of(self, node_id: str) -> tuple[Facts | None, ...]:
+        """The facts of each output of a node, None where unknown; memoised, and computed upstream first
+        without recursion, as deep chains need. Only asked of nodes that passed validation: a node passes only
+        when every node it links to did."""
+        if node_id not in self.output_facts:
+            for current in nx.dfs_postorder_nodes(self._facts_upstream_graph(node_id), node_id):
+                self.output_facts[current] = self._own_output_facts(current)
+        return self.output_facts[node_id]
+
+    def _facts_upstream_graph(self, node_id: str) -> nx.DiGraph:
+        """`node_id` and the nodes upstream whose facts it needs and are not known yet."""
+        graph = nx.DiGraph()
+        graph.add_node(node_id)
+        stack = [node_id]
+        while stack:
+            current = stack.pop()
+            for source_id, _ in self._linked_inputs(current).values():
+                if source_id not in self.output_facts:
+                    if source_id not in graph:
+                        stack.append(source_id)
+                    graph.add_edge(current, source_id)
+        return graph
+
+    def _linked_inputs(self, node_id: str) -> dict[str, tuple[str, int]]:
+        """{declared input: (source node, output index)} for the node's linked inputs."""
+        node_inputs = self.prompt[node_id]["inputs"]
+        return {spec.name: (str(node_inputs[spec.name][0]), int(node_inputs[spec.name][1]))
+                for spec in self.specs[node_id].values()
+                if spec.section != "hidden" and is_link(node_inputs.get(spec.name))}
+
+    def _own_output_facts(self, node_id: str) -> tuple[Facts | None, ...]:
+        """A node's output facts from its inputs' (already known): its `OUTPUT_FACTS`, else pass-through by type.
+        Unknown when `OUTPUT_FACTS` raises or answers out of contract: facts help validation, never fail it."""
+        cls = self.node_class(node_id)
+        specs = self.specs[node_id]
+        output_types = input_spec.return_types(cls)
+        known_inputs = self.input_facts(node_id)
+        if not hasattr(cls, "OUTPUT_FACTS"):
+            return _passed_through_facts(specs, known_inputs, output_types)
+        constants = {name: input_spec.constant_value(value) for name, value in self.prompt[node_id]["inputs"].items()
+                     if not is_link(value) and name in specs and specs[name].section != "hidden"}
+        try:
+            declared = tuple(cls.OUTPUT_FACTS(known_inputs, **constants))
+            if len(declared) != len(output_types):
+                raise ValueError(f"returned {len(declared)} entries for {len(output_types)} outputs")
+            if not all(facts is None or isinstance(facts, Mapping) for facts in declared):
+                raise TypeError("each entry must be a mapping of facts or None")
+        except Exception:
+            logger.debug("OUTPUT_FACTS of node %s (%s) failed; its facts are unknown",
+                         node_id, self.prompt[node_id].get("class_type"), exc_info=True)
+            return (None,) * len(output_types)
+        return tuple(None if facts is None else MappingProxyType(dict(facts)) for facts in declared)
 
 
-def _validate_inputs_signature(cls: type) -> tuple[set[str], bool]:
-    """Inputs that VALIDATE_INPUTS checks itself (the engine skips its own checks for them), and
-    whether it asks for `input_types` (then linked types are its job too), as in ComfyUI."""
+def _passed_through_facts(specs: dict[str, InputSpec], known_inputs: dict[str, Facts],
+                          output_types: tuple[str, ...]) -> tuple[Facts | None, ...]:
+    """Without OUTPUT_FACTS, an output keeps the facts of the one linked input of its own type that has any
+    (a MODEL -> MODEL patch keeps the model's); with none or several, they are unknown."""
+    passed = []
+    for output_type in output_types:
+        candidates = [facts for name, facts in known_inputs.items() if specs[name].type == output_type]
+        passed.append(candidates[0] if len(candidates) == 1 else None)
+    return tuple(passed)
+
+
+def _first_named_input(message: str, input_names: Iterable[str]) -> str | None:
+    return next((name for name in input_names if name in message), None)
+
+
+class _CustomValidation(NamedTuple):
+    """What a node's VALIDATE_INPUTS declares, as in ComfyUI: the inputs it checks itself (the engine skips
+    its own checks for them), whether it asks for `input_types` (then linked types are its job too) and
+    whether it asks for `input_facts`."""
+
+    checked_inputs: frozenset[str]
+    wants_input_types: bool
+    wants_input_facts: bool
+
+
+_SPECIAL_PARAMETERS = frozenset({"input_types", "input_facts"})
+
+
+def _custom_validation_signature(cls: type) -> _CustomValidation:
     validate = getattr(cls, "VALIDATE_INPUTS", None)
     if validate is None:
-        return set(), False
+        return _CustomValidation(frozenset(), False, False)
     parameters = set(inspect.signature(validate).parameters) - {"self", "cls", "s"}
-    return parameters - {"input_types"}, "input_types" in parameters
+    return _CustomValidation(frozenset(parameters - _SPECIAL_PARAMETERS), "input_types" in parameters,
+                             "input_facts" in parameters)
 
 
 def _raw_spec(spec: InputSpec) -> tuple[Any, dict[str, Any]]:
@@ -269,6 +370,10 @@ def _range_or_choice_problem(spec: InputSpec, value: Any) -> dict[str, Any] | No
             return _error("value_bigger_than_max", f"Value {value} bigger than max of {maximum}",
                           f"{spec.name}", input_name=spec.name, input_config=list(_raw_spec(spec)),
                           received_value=value)
+    if spec.type == "INT" and (multiple := spec.options.get("multiple_of")) is not None and value % multiple:
+        return _error("value_not_multiple", f"Value {value} is not a multiple of {multiple}",
+                      f"{spec.name}", input_name=spec.name, input_config=list(_raw_spec(spec)),
+                      received_value=value)
     if spec.type == "COMBO" and spec.choices is not None and value not in spec.choices:
         shown = list(spec.choices)[:20]
         return _error("value_not_in_list", "Value not in list", f"{spec.name}: {value!r} not in {shown}",

@@ -11,7 +11,8 @@ from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
 from nodes.image import ImageScale, LoadImage, PreviewImage, SaveImage
 from nodes.latent import EmptyLatentImage, LatentUpscale, LatentUpscaleBy, VAEDecode, VAEEncode
 from nodes.latent import VAEDecodeTiled, VAEEncodeTiled
-from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader, LoraLoaderModelOnly, VAELoader
+from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, DualCLIPLoader, LoraLoader, LoraLoaderModelOnly
+from nodes.loaders import TripleCLIPLoader, UNETLoader, VAELoader
 from nodes.sampling import KSampler, KSamplerAdvanced
 from nodes.training import LoadImageDataset, PlotLoss, TrainLoRA
 
@@ -21,6 +22,9 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "CheckpointLoaderSimple": CheckpointLoaderSimple,
     "DiffusersLoader": DiffusersLoader,
     "VAELoader": VAELoader,
+    "UNETLoader": UNETLoader,
+    "DualCLIPLoader": DualCLIPLoader,
+    "TripleCLIPLoader": TripleCLIPLoader,
     "LoraLoader": LoraLoader,
     "LoraLoaderModelOnly": LoraLoaderModelOnly,
     "CLIPTextEncode": CLIPTextEncode,
@@ -47,6 +51,9 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "CheckpointLoaderSimple": "Load Checkpoint",
     "DiffusersLoader": "Load Diffusers Model",
     "VAELoader": "Load VAE",
+    "UNETLoader": "Load Diffusion Model",
+    "DualCLIPLoader": "DualCLIPLoader",
+    "TripleCLIPLoader": "Triple CLIP Loader",
     "LoraLoader": "Load LoRA",
     "LoraLoaderModelOnly": "Load LoRA (Model Only)",
     "CLIPTextEncode": "CLIP Text Encode (Prompt)",

@@ -1,14 +1,14 @@
 """Conditioning nodes: prompt text to CONDITIONING, and choosing the CLIP layer prompts are read from.
 
-Thin ComfyUI-style classes over `nodes.models.text_encoding`. Knows nothing of HTTP or the executor.
+Thin ComfyUI-style classes over each family's CLIP value (`diffusion.contracts.TextEncoder`). Knows nothing of HTTP
+or the executor.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from nodes.environment import models_in_use, release_text_encoders
-from nodes.models.components import ClipTextEncoder
-from nodes.models.text_encoding import Conditioning
+from diffusion.contracts import Conditioning, TextEncoder
+from nodes.environment import release_text_encoders
 
 
 class CLIPTextEncode:
@@ -26,9 +26,8 @@ class CLIPTextEncode:
             "clip": ("CLIP", {"tooltip": "The text encoder to encode it with."}),
         }}
 
-    def encode(self, clip: ClipTextEncoder, text: str) -> tuple[Conditioning]:
-        with models_in_use(clip):
-            conditioning = clip.encode_prompt(text)
+    def encode(self, clip: TextEncoder, text: str) -> tuple[Conditioning]:
+        conditioning = clip.encode_prompt(text)
         release_text_encoders(clip)
         return (conditioning,)
 
@@ -48,5 +47,5 @@ class CLIPSetLastLayer:
                                            "tooltip": "The layer to stop at, counted from the end."}),
         }}
 
-    def set_last_layer(self, clip: ClipTextEncoder, stop_at_clip_layer: int) -> tuple[ClipTextEncoder]:
+    def set_last_layer(self, clip: TextEncoder, stop_at_clip_layer: int) -> tuple[TextEncoder]:
         return (clip.with_layer(stop_at_clip_layer),)

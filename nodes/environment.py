@@ -10,29 +10,86 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple
 
 if TYPE_CHECKING:
     import torch
 
-    from nodes.models.manager import ModelManager
+    from diffusion.manager import ModelManager
 
 MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae", "diffusion_models", "text_encoders")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+DIFFUSERS_INDEX = "model_index.json"
+# A directory changed this recently may change again within its filesystem's timestamp granularity (up to
+# 2 s on FAT) without its mtime moving, so a scan that saw one is not reused.
+_UNSETTLED_NS = 2_000_000_000
+
+
+class _TreeEntry(NamedTuple):
+    relative_path: str  # '/'-separated, relative to the scanned folder
+    name: str
+    is_file: bool  # following symbolic links, as Path.is_file does
+
+
+class _ScannedTree(NamedTuple):
+    entries: tuple[_TreeEntry, ...]
+    directory_mtimes: dict[Path, int | None]  # every directory the scan entered; None where none could be read
+    settled: bool  # no directory had changed within _UNSETTLED_NS of the scan
+
+    def is_current(self) -> bool:
+        return self.settled and all(_directory_mtime(directory) == mtime
+                                    for directory, mtime in self.directory_mtimes.items())
+
+
+class FolderListings:
+    """Scans of folder trees, each reused until a directory it entered changes its mtime (ComfyUI's rule).
+
+    Loaders list their model folders in `INPUT_TYPES`, so on every validation and every /object_info; a reused
+    scan costs one stat per directory instead of a walk of the tree. Safe to share between threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._trees: dict[Path, _ScannedTree] = {}
+
+    def __reduce__(self):
+        return FolderListings, ()  # a copy (pickled Folders) starts empty: a lock does not travel
+
+    def files(self, root: Path, extensions: tuple[str, ...]) -> list[str]:
+        return _files_in(self._tree(root), extensions)
+
+    def diffusers_models(self, root: Path) -> list[str]:
+        return sorted(PurePosixPath(entry.relative_path).parent.as_posix() for entry in self._tree(root).entries
+                      if entry.name == DIFFUSERS_INDEX and entry.is_file)
+
+    def _tree(self, root: Path) -> _ScannedTree:
+        with self._lock:
+            known = self._trees.get(root)
+        if known is not None and known.is_current():
+            return known
+        scanned = _scan_tree(root)
+        with self._lock:
+            self._trees[root] = scanned
+        return scanned
 
 
 @dataclass(frozen=True)
 class Folders:
-    """The folders nodes read from and write to; `models_dir` holds one subfolder per model kind."""
+    """The folders nodes read from and write to; `models_dir` holds one subfolder per model kind.
+    Listings of the model and input folders are cached in `listings` while the folders do not change."""
 
     models_dir: Path
     input_dir: Path
     output_dir: Path
     temp_dir: Path
     user_dir: Path
+    listings: FolderListings = field(default_factory=FolderListings, init=False, repr=False, compare=False)
 
     @classmethod
     def under(cls, base_dir: str | os.PathLike[str]) -> "Folders":
@@ -54,27 +111,68 @@ class Folders:
 
     def list_models(self, kind: str, extensions: tuple[str, ...] = CHECKPOINT_EXTENSIONS) -> list[str]:
         """Files of a model kind, as '/'-separated paths relative to its folder, sorted."""
-        return list_files(self.model_dir(kind), extensions)
+        return self.listings.files(self.model_dir(kind), extensions)
 
     def list_diffusers_models(self) -> list[str]:
         """Folders under diffusers/ that hold a `model_index.json` (a saved diffusers pipeline)."""
-        root = self.model_dir("diffusers")
-        if not root.is_dir():
-            return []
-        return sorted(index.parent.relative_to(root).as_posix() for index in root.rglob("model_index.json"))
+        return self.listings.diffusers_models(self.model_dir("diffusers"))
 
     def list_input_images(self) -> list[str]:
-        return list_files(self.input_dir, IMAGE_EXTENSIONS)
+        return self.listings.files(self.input_dir, IMAGE_EXTENSIONS)
 
 
 def list_files(root: Path, extensions: tuple[str, ...]) -> list[str]:
-    if not root.is_dir():
-        return []
-    return sorted(
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file() and path.suffix.lower() in extensions and not path.name.startswith(".")
-    )
+    """Files under `root` with one of `extensions` (hidden ones left out), as sorted '/'-separated relative
+    paths; scanned afresh (`Folders` methods reuse scans)."""
+    return _files_in(_scan_tree(root), extensions)
+
+
+def _files_in(tree: _ScannedTree, extensions: tuple[str, ...]) -> list[str]:
+    return sorted(entry.relative_path for entry in tree.entries
+                  if entry.is_file and PurePath(entry.name).suffix.lower() in extensions
+                  and not entry.name.startswith("."))
+
+
+def _scan_tree(root: Path) -> _ScannedTree:
+    """Everything under `root`, entering directories as `Path.rglob` does (not through symbolic links), and the
+    mtime of each directory, read before its contents so that a change during the scan leaves a newer mtime."""
+    started = time.time_ns()
+    entries: list[_TreeEntry] = []
+    mtimes: dict[Path, int | None] = {}
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        mtimes[directory] = _directory_mtime(directory)
+        if mtimes[directory] is None:
+            continue
+        try:
+            with os.scandir(directory) as listing:
+                children = list(listing)
+        except OSError:  # unreadable, or removed since: skipped as rglob skips it, and read again next time
+            mtimes[directory] = None
+            continue
+        for child in children:
+            path = directory / child.name
+            entries.append(_TreeEntry(path.relative_to(root).as_posix(), child.name, _is_file(child)))
+            if child.is_dir(follow_symlinks=False):
+                pending.append(path)
+    settled = all(mtime is None or mtime < started - _UNSETTLED_NS for mtime in mtimes.values())
+    return _ScannedTree(tuple(entries), mtimes, settled)
+
+
+def _directory_mtime(path: Path) -> int | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_mtime_ns if stat.S_ISDIR(status.st_mode) else None
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def resolve_inside(root: Path, relative_name: str, input_name: str) -> Path:
@@ -131,7 +229,7 @@ class NodeEnvironment:
     Without `models`, the environment gets its own model manager; environments that should share loaded
     models (tests with separate output folders, for instance) pass the same one. `text_encoder_offload` says when
     big text encoders (T5) are freed after encoding: "never", "when-tight" or "always" (see
-    `nodes.models.lazy_module`); a freed encoder is read again on the next encode.
+    `diffusion.lazy_module`); a freed encoder is read again on the next encode.
     """
 
     folders: Folders
@@ -141,13 +239,13 @@ class NodeEnvironment:
     text_encoder_offload: str = "when-tight"
 
     def __post_init__(self) -> None:
-        from nodes.models.lazy_module import OFFLOAD_POLICIES
+        from diffusion.lazy_module import OFFLOAD_POLICIES
 
         if self.text_encoder_offload not in OFFLOAD_POLICIES:
             raise ValueError(f"text_encoder_offload: {self.text_encoder_offload!r} is not one of "
                              f"{', '.join(OFFLOAD_POLICIES)}")
         if self.models is None:
-            from nodes.models.manager import ModelManager
+            from diffusion.manager import ModelManager
 
             self.models = ModelManager(self.device, self.dtype)
 
@@ -158,8 +256,8 @@ class NodeEnvironment:
         """An environment on the best available device (`force_cpu` is the `--cpu` switch), in `dtype_name`
         ("fp16", "bf16", "fp32": the `--fp16`/`--bf16`/`--fp32` overrides) or the device's default dtype, with a
         model manager kept within `max_ram` (`--max-ram`) and, on CUDA, the VRAM less `reserve_vram_gb`."""
-        from nodes.models.manager import ModelManager
-        from nodes.models.memory import DEFAULT_RESERVE_VRAM_GB, MemoryBudget
+        from diffusion.manager import ModelManager
+        from diffusion.memory import DEFAULT_RESERVE_VRAM_GB, MemoryBudget
 
         device = pick_device(force_cpu)
         dtype = dtype_from_name(dtype_name) if dtype_name else pick_dtype(device)
@@ -206,20 +304,23 @@ def release_text_encoders(clip: object) -> list[str]:
     offloadable = getattr(clip, "offloadable", None)
     if offloadable is None:
         return []
-    from nodes.models.lazy_module import release
+    from diffusion.lazy_module import release
 
     return release(offloadable(), current_environment().text_encoder_offload)
 
 
 @contextlib.contextmanager
-def models_in_use(*values: object) -> Iterator[None]:
-    """While a node runs with `values` (MODEL, CLIP, VAE): the current model manager must not evict them, and
-    moves them back to the device if they were offloaded. Without an environment there is nothing to pin."""
+def pin_loaded_models(inputs: Mapping[str, Any]) -> Iterator[None]:
+    """The node-call guard of the engine (`Executor(node_call_guard=pin_loaded_models)`): while a node runs,
+    every loaded model among its inputs (MODEL, CLIP, VAE, CONTROL_NET, ..., whatever type name a plugin gives it)
+    is pinned in the current model manager, so nothing the node loads meanwhile evicts it, and moved back to its
+    device first if it was offloaded. One mechanism for every node: nodes never pin by hand. Without an
+    environment there is nothing to pin."""
     environment = _current.get() or (_default_environment[0] if _default_environment else None)
     if environment is None:
         yield
         return
-    with environment.models.using(*values):
+    with environment.models.using(*inputs.values()):
         yield
 
 

@@ -2,7 +2,7 @@
 InstructPixToPixConditioning and KSamplerDualCFG (InstructPix2Pix's text + image guidance).
 
 The editing inputs travel as ComfyUI carries them (`LATENT["noise_mask"]`, `concat_latent_image` in conditioning
-options); how the sampler uses them per model variant is described in `nodes.models.editing`. Images whose sides
+options); how the sampler uses them per model variant is described in `diffusion.sampling.editing`. Images whose sides
 are not multiples of 8 are resized down to the nearest multiples of 8 (Lanczos), as diffusers' image processor
 does, and masks with them. Knows nothing of HTTP or the executor.
 """
@@ -14,12 +14,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from diffusion.components import DiffusionModel, Vae
+from diffusion.contracts import Conditioning
+from diffusion.sampling.editing import EditInputs
+from diffusion.sampling.loop import SamplingRange, sample
 from nodes import resize
 from nodes.mask import as_mask_batch, check_aspect, mask_for_size, repeat_to_batch, rgb_pixels
-from nodes.models.components import DiffusionModel, Vae
-from nodes.models.editing import EditInputs
-from nodes.models.sampler import SamplingRange, sample
-from nodes.models.text_encoding import Conditioning
 from nodes.sampling import KSampler
 
 GROW_MASK_MAX = 64
@@ -211,6 +211,8 @@ class KSamplerDualCFG:
         ordered["cfg"] = ("FLOAT", {**inputs["cfg"][1], "default": 7.5,
                                     "tooltip": "Text guidance: how strongly to follow the instruction."})
         return {"required": ordered}
+
+    VALIDATE_INPUTS = KSampler.VALIDATE_INPUTS
 
     def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, image_cfg: float, sampler_name: str,
                scheduler: str, positive: Conditioning, negative: Conditioning, latent_image: dict[str, Any],

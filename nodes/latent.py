@@ -10,17 +10,11 @@ from typing import Any
 import torch
 
 from nodes import resize
-from nodes.environment import models_in_use
-from nodes.models.components import Vae
+from diffusion.contracts import VaeModel
 
 MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 4
 LATENT_SCALE = 8
-
-
-def check_multiple_of_8(value: int, input_name: str) -> None:
-    if value % LATENT_SCALE:
-        raise ValueError(f"{input_name}: {value} is not a multiple of {LATENT_SCALE}")
 
 
 class EmptyLatentImage:
@@ -33,16 +27,14 @@ class EmptyLatentImage:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "width": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8,
+            "width": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
                               "tooltip": "Image width in pixels (a multiple of 8)."}),
-            "height": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8,
+            "height": ("INT", {"default": 512, "min": 16, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
                                "tooltip": "Image height in pixels (a multiple of 8)."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096, "tooltip": "Images in the batch."}),
         }}
 
     def generate(self, width: int, height: int, batch_size: int = 1) -> tuple[dict[str, Any]]:
-        check_multiple_of_8(width, "width")
-        check_multiple_of_8(height, "height")
         samples = torch.zeros([batch_size, LATENT_CHANNELS, height // LATENT_SCALE, width // LATENT_SCALE])
         return ({"samples": samples},)
 
@@ -58,17 +50,15 @@ class LatentUpscale:
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The latents to resize."}),
             "upscale_method": (list(resize.TENSOR_METHODS), {"tooltip": "The interpolation method."}),
-            "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+            "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
                               "tooltip": "Target width in pixels (a multiple of 8; 0 follows the height)."}),
-            "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8,
+            "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
                                "tooltip": "Target height in pixels (a multiple of 8; 0 follows the width)."}),
             "crop": (list(resize.CROP_MODES), {"tooltip": "Crop to the target aspect ratio first."}),
         }}
 
     def upscale(self, samples: dict[str, Any], upscale_method: str, width: int, height: int,
                 crop: str) -> tuple[dict[str, Any]]:
-        check_multiple_of_8(width, "width")
-        check_multiple_of_8(height, "height")
         latents = resize.upscale(samples["samples"], width // LATENT_SCALE, height // LATENT_SCALE,
                                  upscale_method, crop)
         return ({**samples, "samples": latents},)
@@ -110,9 +100,8 @@ class VAEDecode:
             "vae": ("VAE", {"tooltip": "The VAE to decode with."}),
         }}
 
-    def decode(self, vae: Vae, samples: dict[str, Any]) -> tuple[torch.Tensor]:
-        with models_in_use(vae):
-            return (vae.decode(samples["samples"]),)
+    def decode(self, vae: VaeModel, samples: dict[str, Any]) -> tuple[torch.Tensor]:
+        return (vae.decode(samples["samples"]),)
 
 
 class VAEEncode:
@@ -129,12 +118,11 @@ class VAEEncode:
             "vae": ("VAE", {"tooltip": "The VAE to encode with."}),
         }}
 
-    def encode(self, vae: Vae, pixels: torch.Tensor) -> tuple[dict[str, Any]]:
-        with models_in_use(vae):
-            return ({"samples": vae.encode(crop_to_vae_multiple(vae, pixels))},)
+    def encode(self, vae: VaeModel, pixels: torch.Tensor) -> tuple[dict[str, Any]]:
+        return ({"samples": vae.encode(crop_to_vae_multiple(vae, pixels))},)
 
 
-def crop_to_vae_multiple(vae: Vae, pixels: torch.Tensor) -> torch.Tensor:
+def crop_to_vae_multiple(vae: VaeModel, pixels: torch.Tensor) -> torch.Tensor:
     """Centre-crop images so both sides are multiples of the VAE's downscale factor, as ComfyUI does."""
     scale = vae.downscale
     height, width = pixels.shape[1] // scale * scale, pixels.shape[2] // scale * scale
@@ -172,9 +160,8 @@ class VAEDecodeTiled:
             "tile_size": ("INT", dict(TILE_SIZE_OPTIONS)),
         }}
 
-    def decode(self, vae: Vae, samples: dict[str, Any], tile_size: int = 512) -> tuple[torch.Tensor]:
-        with models_in_use(vae):
-            return (vae.decode(samples["samples"], tile_size=tile_size, force_tiling=True),)
+    def decode(self, vae: VaeModel, samples: dict[str, Any], tile_size: int = 512) -> tuple[torch.Tensor]:
+        return (vae.decode(samples["samples"], tile_size=tile_size, force_tiling=True),)
 
 
 class VAEEncodeTiled:
@@ -196,7 +183,6 @@ class VAEEncodeTiled:
             "tile_size": ("INT", dict(TILE_SIZE_OPTIONS)),
         }}
 
-    def encode(self, vae: Vae, pixels: torch.Tensor, tile_size: int = 512) -> tuple[dict[str, Any]]:
+    def encode(self, vae: VaeModel, pixels: torch.Tensor, tile_size: int = 512) -> tuple[dict[str, Any]]:
         cropped = crop_to_vae_multiple(vae, pixels)
-        with models_in_use(vae):
-            return ({"samples": vae.encode(cropped, tile_size=tile_size, force_tiling=True)},)
+        return ({"samples": vae.encode(cropped, tile_size=tile_size, force_tiling=True)},)

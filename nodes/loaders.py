@@ -1,15 +1,20 @@
-"""Loader nodes: checkpoints, diffusers folders, VAEs and LoRAs from the current environment's models folder.
+"""Loader nodes: checkpoints, diffusers folders, diffusion models alone, text encoder files, VAEs and LoRAs from the
+current environment's models folder, for every model family.
 
-Each node is a thin ComfyUI-style class; loading and caching live in `nodes.models.manager`, LoRA application
-in `nodes.models.lora`. Knows nothing of HTTP or the executor.
+Each node is a thin ComfyUI-style class over `diffusion.loading` (which finds the file's family in the registry
+and lets the family's loader read it; the model manager caches the result); LoRA application is in
+`diffusion.lora`. Knows nothing of HTTP or the executor.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from diffusion import loading, registry
+from diffusion.components import DiffusionModel
+from diffusion.contracts import LoraPatch, TextEncoder, VaeModel
+from diffusion.lora import lora_applied, lora_targets
 from nodes.environment import current_environment, resolve_inside
-from nodes.models.components import ClipTextEncoder, DiffusionModel, LoraPatch, Vae
-from nodes.models.lora import lora_applied, lora_targets
+from nodes.model_facts import family_facts
 
 STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
 
@@ -32,9 +37,14 @@ class CheckpointLoaderSimple:
         names = current_environment().folders.list_models("checkpoints")
         return {"required": {"ckpt_name": (names, {"tooltip": "The checkpoint file in models/checkpoints."})}}
 
-    def load_checkpoint(self, ckpt_name: str) -> tuple[DiffusionModel, ClipTextEncoder, Vae]:
+    @classmethod
+    def OUTPUT_FACTS(cls, input_facts: dict[str, Any], ckpt_name: str) -> tuple[Any, ...]:
         path = _model_file("checkpoints", ckpt_name, "ckpt_name")
-        return current_environment().models.checkpoint(path, "ckpt_name")
+        return family_facts(loading.file_family(path, "ckpt_name"), len(cls.RETURN_TYPES))
+
+    def load_checkpoint(self, ckpt_name: str) -> tuple[DiffusionModel, TextEncoder, VaeModel]:
+        path = _model_file("checkpoints", ckpt_name, "ckpt_name")
+        return loading.load_checkpoint(current_environment().models, path, "ckpt_name")
 
 
 class DiffusersLoader:
@@ -49,9 +59,14 @@ class DiffusersLoader:
         names = current_environment().folders.list_diffusers_models()
         return {"required": {"model_path": (names, {"tooltip": "The model folder in models/diffusers."})}}
 
-    def load_checkpoint(self, model_path: str) -> tuple[DiffusionModel, ClipTextEncoder, Vae]:
+    @classmethod
+    def OUTPUT_FACTS(cls, input_facts: dict[str, Any], model_path: str) -> tuple[Any, ...]:
         folder = _model_file("diffusers", model_path, "model_path")
-        return current_environment().models.diffusers(folder, "model_path")
+        return family_facts(loading.folder_family(folder), len(cls.RETURN_TYPES))
+
+    def load_checkpoint(self, model_path: str) -> tuple[DiffusionModel, TextEncoder, VaeModel]:
+        folder = _model_file("diffusers", model_path, "model_path")
+        return loading.load_diffusers(current_environment().models, folder, "model_path")
 
 
 class VAELoader:
@@ -65,15 +80,98 @@ class VAELoader:
         names = current_environment().folders.list_models("vae")
         return {"required": {"vae_name": (names, {"tooltip": "The VAE file in models/vae."})}}
 
-    def load_vae(self, vae_name: str) -> tuple[Vae]:
+    def load_vae(self, vae_name: str) -> tuple[VaeModel]:
         path = _model_file("vae", vae_name, "vae_name")
-        return (current_environment().models.vae(path, "vae_name"),)
+        return (loading.load_vae(current_environment().models, path, "vae_name"),)
 
 
-def _lora_patch(lora_name: str, strength: float, lora_format: str = "sd") -> LoraPatch:
-    """The LoRA file read with the key conventions of the family it is applied to (`lora_format`)."""
+class UNETLoader:
+    DESCRIPTION = ("Loads a diffusion model file alone (a FLUX transformer, diffusers or original layout) from "
+                   "models/diffusion_models; pair it with DualCLIPLoader and VAELoader.")
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load_unet"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = current_environment().folders.list_models("diffusion_models")
+        return {"required": {
+            "unet_name": (names, {"tooltip": "The model file in models/diffusion_models."}),
+            "weight_dtype": (["default"], {"tooltip": "The precision to run in (default: the device's)."}),
+        }}
+
+    @classmethod
+    def OUTPUT_FACTS(cls, input_facts: dict[str, Any], unet_name: str, **widgets: Any) -> tuple[Any, ...]:
+        path = _model_file("diffusion_models", unet_name, "unet_name")
+        return family_facts(loading.file_family(path, "unet_name"), 1)
+
+    def load_unet(self, unet_name: str, weight_dtype: str = "default") -> tuple[DiffusionModel]:
+        path = _model_file("diffusion_models", unet_name, "unet_name")
+        return (loading.load_diffusion_model(current_environment().models, path, "unet_name"),)
+
+
+def _text_encoder_paths(names: dict[str, str]) -> dict[str, Any]:
+    folder = current_environment().folders.model_dir("text_encoders")
+    return {input_name: resolve_inside(folder, file_name, input_name) for input_name, file_name in names.items()}
+
+
+DUAL_CLIP_TYPES = ("flux",)
+
+
+class DualCLIPLoader:
+    DESCRIPTION = ("Loads two text encoder files from models/text_encoders as one CLIP: for type flux, CLIP-L and "
+                   "T5 (in either order).")
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = current_environment().folders.list_models("text_encoders")
+        return {"required": {
+            "clip_name1": (names, {"tooltip": "The first text encoder file."}),
+            "clip_name2": (names, {"tooltip": "The second text encoder file."}),
+            "type": (list(DUAL_CLIP_TYPES), {"tooltip": "The model family the encoders are for."}),
+        }}
+
+    @classmethod
+    def OUTPUT_FACTS(cls, input_facts: dict[str, Any], type: str, **widgets: Any) -> tuple[Any, ...]:
+        return family_facts(registry.clip_type_family(type).name, 1)
+
+    def load_clip(self, clip_name1: str, clip_name2: str, type: str) -> tuple[TextEncoder]:
+        paths = _text_encoder_paths({"clip_name1": clip_name1, "clip_name2": clip_name2})
+        return (loading.load_text_encoders(current_environment().models, type, paths),)
+
+
+class TripleCLIPLoader:
+    DESCRIPTION = ("Loads SD3's text encoders from three files in models/text_encoders: CLIP-L, CLIP-G and T5-XXL "
+                   "(recognised from their tensors, in any order).")
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = current_environment().folders.list_models("text_encoders")
+        return {"required": {
+            "clip_name1": (names, {"tooltip": "A text encoder file (CLIP-L)."}),
+            "clip_name2": (names, {"tooltip": "A text encoder file (CLIP-G)."}),
+            "clip_name3": (names, {"tooltip": "A text encoder file (T5-XXL)."}),
+        }}
+
+    @classmethod
+    def OUTPUT_FACTS(cls, input_facts: dict[str, Any], **widgets: Any) -> tuple[Any, ...]:
+        return family_facts(registry.clip_type_family("sd3").name, 1)
+
+    def load_clip(self, clip_name1: str, clip_name2: str, clip_name3: str) -> tuple[TextEncoder]:
+        paths = _text_encoder_paths({"clip_name1": clip_name1, "clip_name2": clip_name2, "clip_name3": clip_name3})
+        return (loading.load_text_encoders(current_environment().models, "sd3", paths),)
+
+
+def _lora_patch(lora_name: str, strength: float, family: str) -> LoraPatch:
+    """The LoRA file read with the key conventions of the family it is applied to."""
     path = _model_file("loras", lora_name, "lora_name")
-    state, alphas = current_environment().models.lora(path, "lora_name", lora_format)
+    state, alphas = loading.load_lora(current_environment().models, path, family, "lora_name")
     patch = LoraPatch(lora_name, state, alphas, strength)
     if not any(lora_targets(patch).values()):
         raise ValueError(f"lora_name: {lora_name} matches no UNet, transformer or text encoder layers")
@@ -93,21 +191,21 @@ def lora_model(model: DiffusionModel, lora_name: str, strength: float, required:
     """A MODEL that applies the LoRA's UNet part at `strength` while it computes (unchanged at strength 0)."""
     if strength == 0:
         return model
-    patch = _lora_patch(lora_name, strength, getattr(model.sampling, "lora_format", "sd"))
+    patch = _lora_patch(lora_name, strength, model.family)
     component = model.lora_component
     if not lora_targets(patch)[component]:
         if required:
             raise ValueError(f"lora_name: {lora_name} has no {component} layers")
         return model
-    _check_fits(model.unet, component, patch)
+    _check_fits(model.network, component, patch)
     return model.with_lora(patch)
 
 
-def lora_clip(clip: ClipTextEncoder, lora_name: str, strength: float) -> ClipTextEncoder:
+def lora_clip(clip: TextEncoder, lora_name: str, strength: float) -> TextEncoder:
     """A CLIP that applies the LoRA's text-encoder part at `strength` while it encodes."""
     if strength == 0:
         return clip
-    patch = _lora_patch(lora_name, strength, getattr(clip, "lora_format", "sd"))
+    patch = _lora_patch(lora_name, strength, clip.family)
     targets = lora_targets(patch)
     modules = [(component, module) for component, module in clip.lora_modules() if targets[component]]
     if not modules:
@@ -136,8 +234,8 @@ class LoraLoader:
             "strength_clip": ("FLOAT", {**STRENGTH, "tooltip": "How strongly to change the text encoder."}),
         }}
 
-    def load_lora(self, model: DiffusionModel, clip: ClipTextEncoder, lora_name: str, strength_model: float,
-                  strength_clip: float) -> tuple[DiffusionModel, ClipTextEncoder]:
+    def load_lora(self, model: DiffusionModel, clip: TextEncoder, lora_name: str, strength_model: float,
+                  strength_clip: float) -> tuple[DiffusionModel, TextEncoder]:
         return lora_model(model, lora_name, strength_model, False), lora_clip(clip, lora_name, strength_clip)
 
 

@@ -1,4 +1,5 @@
-"""Sampler nodes: KSampler and KSamplerAdvanced, with ComfyUI's inputs, over `nodes.models.sampler`.
+"""Sampler nodes: KSampler and KSamplerAdvanced, with ComfyUI's inputs, over the one sampling loop
+(`diffusion.sampling.loop`).
 
 Knows nothing of HTTP or the executor; progress and interrupts go through `engine.progress`.
 """
@@ -6,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodes.environment import models_in_use
-from nodes.models.components import DiffusionModel
-from nodes.models.editing import EditInputs, hand_off
-from nodes.models.sampler import SamplingRange, available_samplers, available_schedulers, sample
-from nodes.models.text_encoding import Conditioning
+from diffusion.components import DiffusionModel
+from diffusion.contracts import Conditioning
+from diffusion.sampling.editing import EditInputs, hand_off
+from diffusion.sampling.loop import SamplingRange, sample
+from diffusion.sampling.schedulers import available_samplers, available_schedulers
+from nodes.model_facts import sampler_choice
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
 
@@ -55,14 +57,17 @@ class KSampler:
                                   "tooltip": "How much of the latent to replace with noise and denoise."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return sampler_choice(input_facts, widgets)
+
     def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                positive: Conditioning, negative: Conditioning, latent_image: dict[str, Any],
                denoise: float = 1.0) -> tuple[dict[str, Any]]:
         if denoise <= 0:
             return (_with_samples(latent_image, latent_image["samples"].clone()),)
-        with models_in_use(model):
-            samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
-                             SamplingRange.from_denoise(steps, denoise), EditInputs.prepare(model, latent_image))
+        samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
+                         SamplingRange.from_denoise(steps, denoise), EditInputs.prepare(model, latent_image))
         return (hand_off(_with_samples(latent_image, samples), latent_image, False),)
 
 
@@ -91,14 +96,17 @@ class KSamplerAdvanced:
                 "tooltip": "enable: stop with the noise that is left; disable: return the fully denoised estimate."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return sampler_choice(input_facts, widgets)
+
     def sample(self, model: DiffusionModel, add_noise: str, noise_seed: int, steps: int, cfg: float,
                sampler_name: str, scheduler: str, positive: Conditioning, negative: Conditioning,
                latent_image: dict[str, Any], start_at_step: int, end_at_step: int,
                return_with_leftover_noise: str) -> tuple[dict[str, Any]]:
         span = SamplingRange(steps, min(start_at_step, steps), min(end_at_step, steps), add_noise == "enable",
                              return_with_leftover_noise == "enable")
-        with models_in_use(model):
-            samples = sample(model, noise_seed, cfg, sampler_name, scheduler, positive, negative,
-                             latent_image["samples"], span, EditInputs.prepare(model, latent_image))
+        samples = sample(model, noise_seed, cfg, sampler_name, scheduler, positive, negative,
+                         latent_image["samples"], span, EditInputs.prepare(model, latent_image))
         leftover = span.return_with_leftover_noise and span.end < span.total
         return (hand_off(_with_samples(latent_image, samples), latent_image, leftover),)

@@ -1,50 +1,22 @@
-"""SD3 / SD3.5 nodes: TripleCLIPLoader, CLIPTextEncodeSD3 and ModelSamplingSD3, with ComfyUI's inputs.
+"""SD3 / SD3.5 nodes: CLIPTextEncodeSD3 and ModelSamplingSD3, with ComfyUI's inputs.
 
-SD3 models load with CheckpointLoaderSimple/DiffusersLoader (the family is detected from the files), start from
-EmptySD3LatentImage (16 channels) and sample with KSampler (flow matching; the Turbo models with 4 steps and cfg 1).
-Thin classes over `nodes.models.sd3`; knows nothing of HTTP or the executor.
+SD3 models load with CheckpointLoaderSimple/DiffusersLoader (the family is detected from the files) and their
+text encoders with TripleCLIPLoader (`nodes.loaders`), start from EmptySD3LatentImage (16 channels) and sample
+with KSampler (flow matching; the Turbo models with 4 steps and cfg 1). Thin classes over
+`diffusion.families.sd3`; knows nothing of HTTP or the executor.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from nodes.environment import current_environment, release_text_encoders, resolve_inside
-from nodes.models.checkpoint import read_safetensors
-from nodes.models.components import DiffusionModel
-from nodes.models.sd3 import Sd3Clip, clip_from_files, with_shift
-from nodes.models.text_encoding import Conditioning
+from diffusion.components import DiffusionModel
+from diffusion.contracts import Conditioning
+from diffusion.families.sd3.sampling import with_shift
+from diffusion.families.sd3.text_encoding import Sd3Clip
+from nodes.environment import release_text_encoders
+from nodes.model_facts import requires_family
 
 EMPTY_PADDING = ("none", "empty_prompt")
-
-
-class TripleCLIPLoader:
-    DESCRIPTION = ("Loads SD3's text encoders from three files in models/text_encoders: CLIP-L, CLIP-G and T5-XXL "
-                   "(recognised from their tensors, in any order).")
-    CATEGORY = "advanced/loaders"
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load_clip"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        names = current_environment().folders.list_models("text_encoders")
-        return {"required": {
-            "clip_name1": (names, {"tooltip": "A text encoder file (CLIP-L)."}),
-            "clip_name2": (names, {"tooltip": "A text encoder file (CLIP-G)."}),
-            "clip_name3": (names, {"tooltip": "A text encoder file (T5-XXL)."}),
-        }}
-
-    def load_clip(self, clip_name1: str, clip_name2: str, clip_name3: str) -> tuple[Sd3Clip]:
-        environment = current_environment()
-        folder = environment.folders.model_dir("text_encoders")
-        names = {"clip_name1": clip_name1, "clip_name2": clip_name2, "clip_name3": clip_name3}
-        paths = {input_name: resolve_inside(folder, file_name, input_name) for input_name, file_name in names.items()}
-
-        def load() -> Sd3Clip:
-            states = {input_name: read_safetensors(path, input_name) for input_name, path in paths.items()}
-            return clip_from_files(states, "+".join(names.values()), environment.models.place,
-                                   reread=lambda input_name: read_safetensors(paths[input_name], input_name))
-
-        return (environment.models.cached("sd3-clip", paths["clip_name1"], "clip_name1", load),)
 
 
 class CLIPTextEncodeSD3:
@@ -66,6 +38,10 @@ class CLIPTextEncodeSD3:
                 "tooltip": "Kept for ComfyUI workflows; an empty text is always encoded as the empty prompt, as "
                            "StableDiffusion3Pipeline does."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "clip", "sd3", "CLIPTextEncodeSD3")
 
     def encode(self, clip: Sd3Clip, clip_l: str, clip_g: str, t5xxl: str,
                empty_padding: str = "none") -> tuple[Conditioning]:
@@ -91,17 +67,19 @@ class ModelSamplingSD3:
                                 "tooltip": "The timestep shift of the flow-matching schedule."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "model", "sd3", "ModelSamplingSD3")
+
     def patch(self, model: DiffusionModel, shift: float) -> tuple[DiffusionModel]:
         return (with_shift(model, shift),)
 
 
 NODE_CLASS_MAPPINGS = {
-    "TripleCLIPLoader": TripleCLIPLoader,
     "CLIPTextEncodeSD3": CLIPTextEncodeSD3,
     "ModelSamplingSD3": ModelSamplingSD3,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "TripleCLIPLoader": "Triple CLIP Loader",
     "CLIPTextEncodeSD3": "CLIP Text Encode (SD3)",
     "ModelSamplingSD3": "Model Sampling SD3",
 }

@@ -3,14 +3,15 @@
 
 SDXL checkpoints load with CheckpointLoaderSimple/DiffusersLoader (the family is detected from the files) and
 sample with KSampler/KSamplerAdvanced; the base -> refiner hand-off is two KSamplerAdvanced nodes splitting one
-schedule. Thin classes over `nodes.models.sdxl`; knows nothing of HTTP or the executor.
+schedule. Thin classes over `diffusion.families.sdxl`; knows nothing of HTTP or the executor.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from nodes.models.sdxl import SdxlClip, require_sdxl_clip
-from nodes.models.text_encoding import Conditioning
+from diffusion.contracts import Conditioning
+from diffusion.families.sdxl.text_encoding import SdxlClip, require_sdxl_clip
+from nodes.model_facts import requires_family
 
 MAX_RESOLUTION = 16384
 
@@ -45,6 +46,10 @@ class CLIPTextEncodeSDXL:
             "text_l": _text("The prompt for CLIP-L."),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "clip", "sdxl", "CLIPTextEncodeSDXL")
+
     def encode(self, clip: SdxlClip, width: int, height: int, crop_w: int, crop_h: int, target_width: int,
                target_height: int, text_g: str, text_l: str) -> tuple[Conditioning]:
         options = {"width": width, "height": height, "crop_w": crop_w, "crop_h": crop_h,
@@ -69,6 +74,10 @@ class CLIPTextEncodeSDXLRefiner:
             "text": _text("The prompt."),
             "clip": ("CLIP", {"tooltip": "The SDXL refiner's text encoder (or an SDXL base's: its OpenCLIP-G)."}),
         }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "clip", "sdxl", "CLIPTextEncodeSDXLRefiner")
 
     def encode(self, clip: SdxlClip, ascore: float, width: int, height: int, text: str) -> tuple[Conditioning]:
         options = {"aesthetic_score": ascore, "width": width, "height": height}

@@ -1,16 +1,16 @@
-"""Nodes that switch on optional speed-ups of a model's denoising network (`nodes.models.speedups`): one node
+"""Nodes that switch on optional speed-ups of a model's denoising network (`diffusion.speedups`): one node
 with every option, and ComfyUI's `TorchCompileModel` so that workflows using it load unchanged."""
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from nodes.models.components import DiffusionModel
-from nodes.models.speedups import ATTENTION_SLICING, COMPILE_BACKENDS, Speedups, unsupported
+from diffusion.components import DiffusionModel
+from diffusion.speedups import ATTENTION_SLICING, COMPILE_BACKENDS, Speedups, unsupported
 
 
 def _checked(model: DiffusionModel, speedups: Speedups, input_names: dict[str, str]) -> tuple[DiffusionModel]:
-    problems = unsupported(model.unet, speedups)
+    problems = unsupported(model.network, speedups)
     if problems:
         raise ValueError("; ".join(f"{input_names[field]}: {reason}" for field, reason in problems.items()))
     return (model.with_speedups(speedups),)

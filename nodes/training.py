@@ -1,7 +1,7 @@
 """Training nodes: a folder of images to a cached DATASET, LoRA fine-tuning into models/loras, loss curves.
 
-Thin ComfyUI-style classes: the dataset lives in `nodes.models.lora_dataset`, the training loop in
-`nodes.models.lora_training`, the file format in `nodes.models.lora_file`, the plot in `nodes.models.loss_plot`.
+Thin ComfyUI-style classes: the dataset lives in `training.dataset`, the training loop in `training.trainer`, the
+file format in `training.lora_file`, the plot in `training.loss_plot`.
 TrainLoRA reports every step (with a loss-curve preview) through the normal progress events, so an interrupt
 stops it at the next step; the LoRA and resume state saved so far stay. Knows nothing of HTTP or the executor.
 """
@@ -13,12 +13,13 @@ from typing import Any
 
 import torch
 
+from diffusion.components import DiffusionModel, Vae
+from diffusion.families.sd.text_encoding import SdClip
 from engine.progress import report_progress
 from nodes.environment import current_environment, resolve_inside
-from nodes.models.components import ClipTextEncoder, DiffusionModel, Vae
-from nodes.models.lora_dataset import ImageDataset, build_dataset
-from nodes.models.lora_training import LR_SCHEDULERS, LoraTrainer, TrainingSettings, available_optimizers
-from nodes.models.loss_plot import LossPreview, loss_plot
+from training.dataset import ImageDataset, build_dataset
+from training.loss_plot import LossPreview, loss_plot
+from training.trainer import LR_SCHEDULERS, LoraTrainer, TrainingSettings, available_optimizers
 
 LORA_SUFFIX = ".safetensors"
 
@@ -52,7 +53,7 @@ class LoadImageDataset:
         return {"required": {
             "folder": (folders, {"tooltip": "The folder of images (and .txt captions) in the input folder."}),
             "vae": ("VAE", {"tooltip": "The VAE that encodes the images into latents, once."}),
-            "resolution": ("INT", {"default": 512, "min": 8, "max": 4096, "step": 8,
+            "resolution": ("INT", {"default": 512, "min": 8, "max": 4096, "step": 8, "multiple_of": 8,
                                    "tooltip": "Side of the square training images; a multiple of 8."}),
             "center_crop": ("BOOLEAN", {"default": True,
                                         "tooltip": "Crop the middle of each image; off: a random (seeded) place."}),
@@ -144,7 +145,7 @@ class TrainLoRA:
                                    "tooltip": "Continue from this output's saved state if it has one."}),
         }}
 
-    def train(self, model: DiffusionModel, clip: ClipTextEncoder, dataset: ImageDataset, rank: int, alpha: float,
+    def train(self, model: DiffusionModel, clip: SdClip, dataset: ImageDataset, rank: int, alpha: float,
               learning_rate: float, steps: int, batch_size: int, gradient_accumulation: int, optimizer: str,
               lr_scheduler: str, warmup_steps: int, train_text_encoder: bool, min_snr_gamma: float,
               gradient_checkpointing: bool, seed: int, save_every: int, output_name: str,

@@ -2,7 +2,7 @@
 (PriorEncode) or an image (CLIPVisionEncode) into IMAGE_EMBEDS, mix embeddings, and decode them with the
 decoder sampler. The decoder's MoVQ autoencoder is a VAE, so VAEDecode/VAEEncode and the image and latent
 nodes build the cascade (decode small, upscale, encode, denoise again at the higher resolution).
-Models live in `nodes.models.kandinsky`; sampling goes through the shared sampler. Knows nothing of HTTP.
+Models live in `diffusion.families.unclip`; sampling goes through the shared sampler. Knows nothing of HTTP.
 """
 from __future__ import annotations
 
@@ -10,17 +10,12 @@ from typing import Any
 
 import torch
 
+from diffusion.components import DiffusionModel, Vae
+from diffusion.families.unclip.loading import load_decoder, load_prior
+from diffusion.families.unclip.text_encoding import ClipVision, UnclipPrior, embeds_conditioning, mix_image_embeds
+from diffusion.sampling.loop import SamplingRange, sample
+from diffusion.sampling.schedulers import available_samplers, available_schedulers
 from nodes.environment import current_environment, resolve_inside
-from nodes.models.components import DiffusionModel, Vae
-from nodes.models.kandinsky import (
-    ClipVision,
-    UnclipPrior,
-    embeds_conditioning,
-    load_decoder,
-    load_prior,
-    mix_image_embeds,
-)
-from nodes.models.sampler import SamplingRange, available_samplers, available_schedulers, sample
 from nodes.sampling import MAX_SEED
 
 STEPS = {"default": 25, "min": 1, "max": 1000, "tooltip": "The number of denoising steps."}

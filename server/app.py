@@ -14,16 +14,18 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
+from app.prompt_store import PromptStore
+from app.prompt_worker import EventSink, PreviewEncoder, PromptWorker, QueueWorker
 from app.settings import Settings
 from engine.validation import validate_prompt
 from engine.workflow_format import WorkflowFormatError, is_editor_format, to_api_format
 from server import catalog_routes, file_routes
-from server.plugin_api import PluginRoutes, PromptServer
+from server.hub import jpeg_preview
+from server.plugin_api import PromptServer
+from server.plugin_routes import PluginRoutes
 from server.requests import in_thread, int_query, read_json, string_list
 from server.security import json_error, json_errors, make_auth_check, make_origin_check
 from server.state import STATE, ServerConfig, ServerState
-from server.store import PromptStore
-from server.worker import EventSink, PreviewEncoder, PromptWorker, QueueWorker, jpeg_preview
 
 __all__ = ["ServerConfig", "ServerState", "create_app", "in_process_worker"]
 

@@ -5,8 +5,8 @@ import mimetypes
 
 from aiohttp import web
 
-from server import files
-from server.files import UnsafePathError
+from app import files
+from app.files import UnsafePathError
 from server.requests import in_thread
 from server.state import STATE
 

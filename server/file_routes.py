@@ -10,8 +10,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
-from server import files
-from server.files import UnsafePathError
+from app import files
+from app.files import UnsafePathError
 from server.requests import in_thread
 from server.state import STATE, ServerState
 

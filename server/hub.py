@@ -1,13 +1,16 @@
 """The websocket clients and the one way to send them messages, from the event loop or any thread.
 
 Messages are ComfyUI's: JSON `{"type", "data"}` text frames, and binary preview frames
-(4-byte big-endian event type 1, 4-byte image format 1=JPEG 2=PNG, then the image bytes).
+(4-byte big-endian event type 1, 4-byte image format 1=JPEG 2=PNG, then the image bytes). The frame format
+is the websocket's business, so `jpeg_preview` lives here and queue workers are handed it as their
+`PreviewEncoder`.
 Everything goes through one outgoing queue drained by one task, so clients see events in the order the
 engine emitted them, whichever thread emitted them.
 """
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import struct
 from typing import Any
@@ -22,6 +25,21 @@ IMAGE_FORMATS = {"JPEG": 1, "PNG": 2}
 
 def preview_frame(image_bytes: bytes, image_format: str = "JPEG") -> bytes:
     return struct.pack(">II", PREVIEW_IMAGE, IMAGE_FORMATS[image_format]) + image_bytes
+
+
+def jpeg_preview(preview: Any, max_size: int = 512) -> bytes | None:
+    """Encode a preview as a ComfyUI binary preview frame. Nodes pass a PIL image, or an object whose
+    `to_image()` makes one (so the work is only done when previews are on); anything else is ignored."""
+    from PIL import Image
+
+    image = preview.to_image() if hasattr(preview, "to_image") else preview
+    if not isinstance(image, Image.Image):
+        return None
+    image = image.convert("RGB")
+    image.thumbnail((max_size, max_size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    return preview_frame(buffer.getvalue(), "JPEG")
 
 
 class ClientHub:

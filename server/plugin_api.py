@@ -1,8 +1,8 @@
 """What ComfyUI plugins reach as `server.PromptServer.instance`: their routes and a way to message clients.
 
 Plugins add routes at import time (`@PromptServer.instance.routes.get("/my-pack/thing")`); those routes are
-served behind the same middlewares as ours (origin check, auth token), through `PluginRoutes`, because
-plugins load in the background after the server already answers. `PromptServer.instance` is a class
+served behind the same middlewares as ours (origin check, auth token), through `server.plugin_routes`,
+because plugins load in the background after the server already answers. `PromptServer.instance` is a class
 attribute only because that is the contract plugins are written against; our own code passes state around.
 """
 from __future__ import annotations
@@ -51,34 +51,3 @@ class PromptServer:
         if future.done() and future.exception() is None:
             return future.result().executor.interrupt
         return None
-
-
-class PluginRoutes:
-    """Dispatches requests that no built-in route matched to the routes plugins registered."""
-
-    def __init__(self, builtin_routes: list[web.RouteDef]) -> None:
-        self._router: web.UrlDispatcher | None = None
-        self._builtin = web.UrlDispatcher()
-        self._builtin.add_routes(builtin_routes)
-
-    def install(self, routes: web.RouteTableDef) -> None:
-        router = web.UrlDispatcher()
-        router.add_routes(routes)
-        self._router = router
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        match = await self._router.resolve(request) if self._router is not None else None
-        if match is None or getattr(match, "http_exception", None) is not None:
-            builtin_error = getattr(await self._builtin.resolve(request), "http_exception", None)
-            if builtin_error is not None and builtin_error.status == 405:  # a known path, another method
-                raise builtin_error
-            if match is not None:
-                raise match.http_exception
-            raise web.HTTPNotFound(text=f"no route {request.path}")
-        # aiohttp offers no public way to hand a request the match of a second router; plugin handlers
-        # read path parameters from request.match_info, so give a clone of the request the plugin's match.
-        match.add_app(request.app)
-        match.freeze()
-        routed = request.clone()
-        routed._match_info = match  # noqa: SLF001
-        return await match.handler(routed)

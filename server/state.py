@@ -9,12 +9,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from app.prompt_store import PromptStore
+from app.prompt_worker import QueueWorker
 from app.runtime import Runtime
 from app.settings import PROJECT_DIR, Settings
 from server.hub import ClientHub
-from server.plugin_api import PluginRoutes
-from server.store import PromptStore
-from server.worker import QueueWorker
+from server.plugin_routes import PluginRoutes
 
 log = logging.getLogger(__name__)
 

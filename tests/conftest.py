@@ -11,7 +11,7 @@ import pytest
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with the SD1 demo models (checkpoint, diffusers folder, kohya LoRA) and tiny SD2
     checkpoints (epsilon; v-prediction marked by a `v_pred` key)."""
-    from nodes.models import tiny
+    from diffusion.families.sd import demo as tiny
 
     models_dir = tmp_path_factory.mktemp("models")
     tiny.make_demo_models(models_dir)
@@ -26,7 +26,7 @@ def shared_model_manager():
     """One model cache for the whole run, so each tiny model file is loaded once."""
     import torch
 
-    from nodes.models.manager import ModelManager
+    from diffusion.manager import ModelManager
 
     return ModelManager(torch.device("cpu"), torch.float32)
 

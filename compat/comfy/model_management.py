@@ -28,7 +28,7 @@ def _interrupt_flag():
     context = current_node_context()
     if context is not None:
         return context.interrupt
-    from server.plugin_api import PromptServer
+    from server import PromptServer
 
     server = PromptServer.instance
     return server.interrupt_flag() if server is not None else None

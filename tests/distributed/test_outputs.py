@@ -1,8 +1,8 @@
 """Files written on a worker land in the head's folders under the names a node there would have chosen."""
 import pytest
 
+from app.files import UnsafePathError
 from distributed.outputs import OutputCollector, OutputPlacer, ShippedFile
-from server.files import UnsafePathError
 
 
 def test_the_collector_ships_each_new_file_once_in_order(tmp_path):

@@ -168,3 +168,28 @@ def test_a_node_whose_input_types_raise_is_a_node_error(registry):
     result = validate_prompt(prompt, registry)
     assert error_types(result, "1") == ["exception_during_validation"]
     assert "has no attribute 'X'" in result.node_errors["1"]["errors"][0]["details"]
+
+
+def test_multiple_of_is_checked_for_int_widgets_that_ask_for_it(registry):
+    class Sized:
+        RETURN_TYPES = ("INT",)
+        FUNCTION = "run"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"width": ("INT", {"default": 512, "min": 16, "max": 16384, "step": 8,
+                                                   "multiple_of": 8}),
+                                 "count": ("INT", {"default": 1, "step": 8})}}
+
+    registry.register("Sized", Sized)
+    prompt = {"1": {"class_type": "Sized", "inputs": {"width": 513, "count": 3}},
+              "2": {"class_type": "Output", "inputs": {"value": ["1", 0]}}}
+    [error] = validate_prompt(prompt, registry).node_errors["1"]["errors"]
+    assert error["type"] == "value_not_multiple"
+    assert error["message"] == "Value 513 is not a multiple of 8"
+    assert error["extra_info"] == {"input_name": "width", "received_value": 513,
+                                   "input_config": ["INT", Sized.INPUT_TYPES()["required"]["width"][1]]}
+    prompt["1"]["inputs"]["width"] = 520.0
+    assert validate_prompt(prompt, registry).ok
+    prompt["1"]["inputs"]["width"] = 8
+    assert error_types(validate_prompt(prompt, registry), "1") == ["value_smaller_than_min"]

@@ -12,12 +12,25 @@ def own_storage(*modules) -> None:
             tensor.data = tensor.data.clone()
 
 
+def validation_errors(prompt: dict) -> dict[str, list[dict]]:
+    """The engine's validation errors per node of an API prompt of built-in nodes, every node checked as a
+    target (what POST /prompt answers with a 400)."""
+    import nodes
+    from engine.registry import NodeRegistry
+    from engine.validation import validate_prompt
+
+    registry = NodeRegistry()
+    registry.register_mappings(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    result = validate_prompt(prompt, registry, partial_execution_targets=list(prompt))
+    return {node_id: entry["errors"] for node_id, entry in result.to_response()["node_errors"].items()}
+
+
 @pytest.fixture(scope="session")
 def sd_pipeline(tiny_models_dir):
     """diffusers' StableDiffusionPipeline on the tiny SD1 diffusers folder (the reference for parity tests)."""
     from diffusers import StableDiffusionPipeline
 
-    from nodes.models.tiny import DEMO_DIFFUSERS
+    from diffusion.families.sd.demo import DEMO_DIFFUSERS
 
     pipeline = StableDiffusionPipeline.from_pretrained(
         tiny_models_dir / "diffusers" / DEMO_DIFFUSERS, local_files_only=True, safety_checker=None)
@@ -30,7 +43,7 @@ def sd_pipeline(tiny_models_dir):
 def sd1(node_env):
     """(MODEL, CLIP, VAE) of the tiny SD1 single-file checkpoint, through CheckpointLoaderSimple."""
     from nodes.loaders import CheckpointLoaderSimple
-    from nodes.models.tiny import DEMO_CHECKPOINT
+    from diffusion.families.sd.demo import DEMO_CHECKPOINT
 
     return CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
 
@@ -40,7 +53,7 @@ def pipeline_scheduler_config(tiny_models_dir):
     """The scheduler config saved in the tiny diffusers folder (what the pipeline was built with)."""
     from diffusers import PNDMScheduler
 
-    from nodes.models.tiny import DEMO_DIFFUSERS
+    from diffusion.families.sd.demo import DEMO_DIFFUSERS
 
     folder = tiny_models_dir / "diffusers" / DEMO_DIFFUSERS
     return dict(PNDMScheduler.load_config(folder, subfolder="scheduler"))
@@ -50,7 +63,7 @@ def pipeline_scheduler_config(tiny_models_dir):
 def editing_models(tiny_models_dir):
     """The tiny inpainting (9-channel) and InstructPix2Pix (8-channel) models, written into the shared models
     folder (single-file checkpoints and diffusers folders)."""
-    from nodes.models import tiny
+    from diffusion.families.sd import demo as tiny
 
     tiny.make_editing_models(tiny_models_dir)
     return tiny_models_dir
@@ -69,7 +82,7 @@ def _editing_pipeline(models_dir, pipeline_class_name, folder_name):
 @pytest.fixture(scope="session")
 def inpaint_pipeline(editing_models):
     """diffusers' StableDiffusionInpaintPipeline on the tiny 9-channel diffusers folder."""
-    from nodes.models.tiny import INPAINTING_DIFFUSERS
+    from diffusion.families.sd.demo import INPAINTING_DIFFUSERS
 
     return _editing_pipeline(editing_models, "StableDiffusionInpaintPipeline", INPAINTING_DIFFUSERS)
 
@@ -77,6 +90,6 @@ def inpaint_pipeline(editing_models):
 @pytest.fixture(scope="session")
 def pix2pix_pipeline(editing_models):
     """diffusers' StableDiffusionInstructPix2PixPipeline on the tiny 8-channel diffusers folder."""
-    from nodes.models.tiny import PIX2PIX_DIFFUSERS
+    from diffusion.families.sd.demo import PIX2PIX_DIFFUSERS
 
     return _editing_pipeline(editing_models, "StableDiffusionInstructPix2PixPipeline", PIX2PIX_DIFFUSERS)

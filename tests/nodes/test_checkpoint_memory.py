@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nodes.models import checkpoint as ckpt
-from nodes.models import tiny
-from nodes.models.manager import ModelManager
-from nodes.models.memory import CPU_ALLOCATOR_ALIGNMENT, allocator_aligned, is_allocator_aligned
+from diffusion import files as ckpt
+from diffusion.families.sd import demo as tiny
+from diffusion.loading import load_checkpoint
+from diffusion.manager import ModelManager
+from diffusion.memory import CPU_ALLOCATOR_ALIGNMENT, allocator_aligned, is_allocator_aligned
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 MAX_PEAK_OVER_FILE = 1.15  # issue 10's target for peak resident memory while loading, over the file's size
@@ -25,19 +26,20 @@ MEASURE_LOAD = """
 import json, sys
 from pathlib import Path
 import torch
-from nodes.models import tiny
-from nodes.models.manager import ModelManager
+from diffusion.families.sd import demo as tiny
+from diffusion.loading import load_checkpoint
+from diffusion.manager import ModelManager
 
 def status(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
 warm_up = Path(sys.argv[2])
-ModelManager(torch.device("cpu"), torch.float32).checkpoint(warm_up)
+load_checkpoint(ModelManager(torch.device("cpu"), torch.float32), warm_up)
 with open("/proc/self/clear_refs", "w") as file:
     file.write("5")
 before = status("VmRSS")
-model, clip, vae = ModelManager(torch.device("cpu"), torch.float32).checkpoint(Path(sys.argv[1]))
+model, clip, vae = load_checkpoint(ModelManager(torch.device("cpu"), torch.float32), Path(sys.argv[1]))
 maps = open("/proc/self/maps").read()
 print(json.dumps({"before": before, "peak": status("VmHWM"), "file_mapped": sys.argv[1] in maps}))
 """
@@ -126,6 +128,6 @@ def test_tensors_are_converted_to_the_model_dtype_as_they_are_read(tiny_models_d
         expected_dtype = torch.bfloat16 if original.is_floating_point() else original.dtype
         assert tensor.dtype == expected_dtype and is_allocator_aligned(tensor)
         assert torch.equal(tensor, original.to(expected_dtype))
-    model, clip, vae = ModelManager(torch.device("cpu"), torch.bfloat16).checkpoint(path)
-    for module in (model.unet, clip.text_encoder, vae.autoencoder):
+    model, clip, vae = load_checkpoint(ModelManager(torch.device("cpu"), torch.bfloat16), path)
+    for module in (model.network, clip.text_encoder, vae.autoencoder):
         assert {parameter.dtype for parameter in module.parameters()} == {torch.bfloat16}

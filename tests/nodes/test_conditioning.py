@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
-from nodes.models.text_encoding import parse_prompt_weights, tokenize_weighted
+from diffusion.encoders.prompt import parse_prompt_weights, tokenize_weighted
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -7,7 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 from nodes.loaders import CheckpointLoaderSimple
-from nodes.models import detection, sd3, sdxl
+from diffusion import registry
+from diffusion.families.sd import loading as sd
+from diffusion.families.sd3 import loading as sd3
+from diffusion.families.sdxl import loading as sdxl
 
 
 @pytest.mark.parametrize("keys, description", [
@@ -30,8 +33,9 @@ def test_files_of_other_kinds_are_named(node_env, keys, description):
 
 
 def test_supported_families_have_readers():
-    assert detection.folder_reader("StableDiffusionXLPipeline") is sdxl.load_folder
-    assert detection.folder_reader("StableDiffusionXLImg2ImgPipeline") is sdxl.load_folder
-    assert detection.folder_reader("StableDiffusion3Pipeline") is sd3.load_folder
-    assert detection.folder_reader("StableDiffusionPipeline") is None  # the manager's own SD1/SD2 path
-    assert detection.checkpoint_reader({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}) is None
+    assert registry.pipeline_family("StableDiffusionXLPipeline").load_folder is sdxl.load_folder
+    assert registry.pipeline_family("StableDiffusionXLImg2ImgPipeline").load_folder is sdxl.load_folder
+    assert registry.pipeline_family("StableDiffusion3Pipeline").load_folder is sd3.load_folder
+    assert registry.pipeline_family("StableDiffusionPipeline").load_folder is sd.load_folder
+    assert registry.checkpoint_family({"model.diffusion_model.input_blocks.0.0.weight"}).load_checkpoint \
+        is sd.load_checkpoint

@@ -15,19 +15,21 @@ from engine.executor import Executor
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
-from nodes.flux import (
-    CLIPTextEncodeFlux,
-    DualCLIPLoader,
-    EmptyFluxLatentImage,
-    EmptySD3LatentImage,
-    FluxGuidance,
-    UNETLoader,
-)
+from diffusion.families.flux import demo as tiny_flux
+from diffusion.families.flux import loading as flux_loading
+from nodes.flux import CLIPTextEncodeFlux, EmptyFluxLatentImage, EmptySD3LatentImage, FluxGuidance
 from nodes.latent import VAEDecode, VAEEncode
-from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader, LoraLoaderModelOnly, VAELoader
-from nodes.models import tiny_flux
+from nodes.loaders import (
+    CheckpointLoaderSimple,
+    DiffusersLoader,
+    DualCLIPLoader,
+    LoraLoader,
+    LoraLoaderModelOnly,
+    UNETLoader,
+    VAELoader,
+)
 from nodes.sampling import KSampler, KSamplerAdvanced
-from tests.nodes.conftest import own_storage
+from tests.nodes.conftest import own_storage, validation_errors
 
 TOLERANCE = 1e-4
 PROMPT = "a photo of an astronaut riding a horse on mars"
@@ -109,7 +111,8 @@ def test_single_files_give_the_diffusers_folder_model(node_env, flux, flux_pipel
     (model,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_TRANSFORMER)
     (clip,) = DualCLIPLoader().load_clip(tiny_flux.DEMO_FLUX_T5, tiny_flux.DEMO_FLUX_CLIP_L, "flux")
     (vae,) = VAELoader().load_vae(tiny_flux.DEMO_FLUX_VAE)
-    assert vae.scaling_factor == tiny_flux.FLUX_VAE_SCALE and vae.shift_factor == tiny_flux.FLUX_VAE_SHIFT
+    statistics = flux_loading.config()["vae"]
+    assert vae.scaling_factor == statistics["scaling_factor"] and vae.shift_factor == statistics["shift_factor"]
     assert np.abs(_image(model, clip, vae) - _reference(flux_pipeline)).max() <= TOLERANCE
 
 
@@ -121,7 +124,7 @@ def test_schnell_style_model_without_guidance_embedding_matches(node_env, tiny_m
         models = tiny_flux.build_tiny_flux(seed=5, guidance_embeds=False)
         tiny_flux.write_flux_diffusers_folder(models, folder, tiny_flux.SCHNELL_SCHEDULER)
     model, clip, vae = DiffusersLoader().load_checkpoint("tiny-flux-schnell")
-    assert not model.unet.config.guidance_embeds
+    assert not model.network.config.guidance_embeds
     pipeline = FluxPipeline.from_pretrained(folder, local_files_only=True)
     own_storage(pipeline.transformer, pipeline.vae, pipeline.text_encoder, pipeline.text_encoder_2)
     pipeline.set_progress_bar_config(disable=True)
@@ -140,8 +143,10 @@ def test_clip_text_encode_flux_and_empty_latents(flux):
     (same_clip,) = CLIPSetLastLayer().set_last_layer(clip, -2)
     assert torch.equal(CLIPTextEncode().encode(same_clip, PROMPT)[0][0][0], plain[0][0])
     assert EmptyFluxLatentImage().generate(48, 32, 2)[0]["samples"].shape == (2, 16, 4, 6)
-    with pytest.raises(ValueError, match="width: 40 is not a multiple of 16"):
-        EmptyFluxLatentImage().generate(40, 32, 1)
+    errors = validation_errors({"1": {"class_type": "EmptyFluxLatentImage",
+                                      "inputs": {"width": 40, "height": 32, "batch_size": 1}}})
+    assert [(error["extra_info"]["input_name"], error["message"]) for error in errors["1"]] == [
+        ("width", "Value 40 is not a multiple of 16")]
 
 
 def test_kohya_lora_matches_load_lora_weights(flux, flux_pipeline, tiny_models_dir):
@@ -175,11 +180,11 @@ def test_two_stacked_loras_match_two_adapters(flux, flux_pipeline, tiny_models_d
 
 def test_lora_leaves_the_cached_base_untouched(flux):
     model, clip, vae = flux
-    before = {key: value.clone() for key, value in model.unet.state_dict().items()}
+    before = {key: value.clone() for key, value in model.network.state_dict().items()}
     base = _image(model, clip, vae, steps=2)
     _image(*LoraLoader().load_lora(model, clip, tiny_flux.DEMO_FLUX_LORA, 1.0, 1.0), vae, steps=2)
     assert np.array_equal(_image(model, clip, vae, steps=2), base)
-    after = model.unet.state_dict()
+    after = model.network.state_dict()
     assert set(after) == set(before) and all(torch.equal(after[key], before[key]) for key in after)
 
 
@@ -208,10 +213,10 @@ def test_unsupported_sampler_is_a_clear_error(flux):
 
 
 def test_family_detection_errors_name_what_was_found(node_env, flux_models, sd1):
-    from nodes.models.tiny import DEMO_CHECKPOINT
+    from diffusion.families.sd.demo import DEMO_CHECKPOINT
 
     unet_folder = node_env.folders.model_dir("diffusion_models")
-    sd_unet = {key: value.contiguous() for key, value in sd1[0].unet.state_dict().items()}
+    sd_unet = {key: value.contiguous() for key, value in sd1[0].network.state_dict().items()}
     save_file(sd_unet, str(unet_folder / "sd-unet.safetensors"))
     with pytest.raises(ValueError, match="unet_name: this file holds a UNet .* not a FLUX transformer"):
         UNETLoader().load_unet("sd-unet.safetensors")
@@ -219,10 +224,10 @@ def test_family_detection_errors_name_what_was_found(node_env, flux_models, sd1)
                                          "clip_name2: clip"):
         DualCLIPLoader().load_clip(tiny_flux.DEMO_FLUX_CLIP_L, tiny_flux.DEMO_FLUX_CLIP_L, "flux")
     with pytest.raises(ValueError, match="bare diffusers/transformer model"):
-        from nodes.models.checkpoint import detect_family
+        from diffusion.families.sd.detection import detect_version
 
-        detect_family(flux_models.transformer.state_dict())
-    from nodes.models.checkpoint import UNET
+        detect_version(flux_models.transformer.state_dict())
+    from diffusion.families.sd.detection import UNET
 
     tiny_bfl = {"double_blocks.0.img_attn.qkv.weight": torch.zeros(192, 64), "img_in.weight": torch.zeros(64, 64)}
     save_file(tiny_bfl, str(unet_folder / "tiny-bfl.safetensors"))
@@ -317,7 +322,7 @@ def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
     goes through diffusers' converter and the shape-read config back to the same architecture."""
     from diffusers import FluxTransformer2DModel
 
-    from nodes.models.flux_files import build_flux_transformer
+    from diffusion.families.flux.loading import build_flux_transformer
 
     config = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
                   num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,

@@ -8,6 +8,7 @@ from PIL import Image
 
 from nodes.image import ImageScale, LoadImage, PreviewImage, SaveImage
 from nodes.latent import EmptyLatentImage, LatentUpscale, LatentUpscaleBy, VAEDecode, VAEEncode
+from tests.nodes.conftest import validation_errors
 
 
 def test_empty_latent_shape():
@@ -17,10 +18,15 @@ def test_empty_latent_shape():
 
 @pytest.mark.parametrize("width, height, name", [(60, 64, "width"), (64, 36, "height")])
 def test_sizes_must_be_multiples_of_8(width, height, name):
-    with pytest.raises(ValueError, match=f"{name}: {width if name == 'width' else height} is not a multiple of 8"):
-        EmptyLatentImage().generate(width, height, 1)
-    with pytest.raises(ValueError, match=name):
-        LatentUpscale().upscale({"samples": torch.zeros(1, 4, 8, 8)}, "bilinear", width, height, "disabled")
+    value = width if name == "width" else height
+    errors = validation_errors({
+        "1": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+        "2": {"class_type": "LatentUpscale", "inputs": {"samples": ["1", 0], "upscale_method": "bilinear",
+                                                        "width": width, "height": height, "crop": "disabled"}}})
+    for node_id in ("1", "2"):
+        (error,) = errors[node_id]
+        assert error["extra_info"]["input_name"] == name
+        assert error["message"] == f"Value {value} is not a multiple of 8"
 
 
 def test_load_image_with_alpha_gives_mask(node_env):

@@ -11,8 +11,8 @@ from nodes.inpaint import InpaintModelConditioning, SetLatentNoiseMask, VAEEncod
 from nodes.latent import VAEDecode, VAEEncode
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader
 from nodes.mask import LoadImageMask
-from nodes.models.editing import INPAINT, model_variant
-from nodes.models.tiny import INPAINTING_CHECKPOINT, INPAINTING_DIFFUSERS
+from diffusion.sampling.editing import INPAINT, model_variant
+from diffusion.families.sd.demo import INPAINTING_CHECKPOINT, INPAINTING_DIFFUSERS
 from nodes.sampling import KSampler
 from tests.nodes.test_parity import PROMPT, SEED, TOLERANCE, _encode, _reference_scheduler
 
@@ -50,8 +50,8 @@ def inpainting_model(editing_models, node_env):
 def test_nine_channel_checkpoint_and_folder_are_detected(inpainting_model):
     from_folder = DiffusersLoader().load_checkpoint(INPAINTING_DIFFUSERS)
     for model, _, _ in (inpainting_model, from_folder):
-        assert model.unet.config.in_channels == 9 and model_variant(model) == INPAINT
-    single_file, folder = inpainting_model[0].unet.state_dict(), from_folder[0].unet.state_dict()
+        assert model.network.config.in_channels == 9 and model_variant(model) == INPAINT
+    single_file, folder = inpainting_model[0].network.state_dict(), from_folder[0].network.state_dict()
     assert all(torch.equal(single_file[key], folder[key]) for key in folder)
 
 

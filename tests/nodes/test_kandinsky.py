@@ -18,7 +18,7 @@ from nodes.image import LoadImage
 from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
 from nodes.loaders import DiffusersLoader
 from nodes.sampling import KSampler
-from nodes.models import tiny_kandinsky
+from diffusion.families.unclip import demo as tiny_kandinsky
 from nodes.unclip import (
     CLIPVisionEncode,
     ImageEmbedsMix,

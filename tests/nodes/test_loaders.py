@@ -5,7 +5,12 @@ import torch
 from safetensors.torch import save_file
 
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, VAELoader
-from nodes.models import checkpoint, ldm_export, tiny
+from diffusion import files, ldm
+from diffusion.families import ldm_export
+from diffusion.families.sd import demo as tiny
+from diffusion.families.sd import detection
+from diffusion.families.sd import loading as checkpoint
+from diffusion.loading import load_vae
 
 
 def _same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
@@ -16,7 +21,7 @@ def _same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:
 def test_checkpoint_and_diffusers_folder_load_the_same_models(node_env, sd1):
     model, clip, vae = sd1
     folder_model, folder_clip, folder_vae = DiffusersLoader().load_checkpoint("tiny-sd1")
-    assert _same_weights(model.unet, folder_model.unet)
+    assert _same_weights(model.network, folder_model.network)
     assert _same_weights(vae.autoencoder, folder_vae.autoencoder)
     assert _same_weights(clip.text_encoder, folder_clip.text_encoder)
     assert clip.tokenizer.get_vocab() == folder_clip.tokenizer.get_vocab()
@@ -31,7 +36,7 @@ def test_generator_weights_survive_the_ldm_round_trip():
     assert "model.diffusion_model.output_blocks.2.1.conv.weight" in state  # SD1 upsampler slot
     layout = checkpoint.inspect_checkpoint(state)
     assert _same_weights(components.unet, checkpoint.build_unet(state, layout))
-    assert _same_weights(components.vae, checkpoint.build_vae(state, layout.vae_config))
+    assert _same_weights(components.vae, ldm.build_vae(state, layout.vae_config))
     assert _same_weights(components.text_encoder, checkpoint.build_text_encoder(state, layout))
 
 
@@ -49,17 +54,17 @@ def test_generator_is_deterministic(tmp_path, tiny_models_dir):
 def test_sd2_family_and_prediction_type_are_detected(node_env, name, family, prediction):
     model, clip, vae = CheckpointLoaderSimple().load_checkpoint(name)
     assert model.prediction_type == prediction
-    assert model.unet.config.use_linear_projection and model.unet.config.upcast_attention
+    assert model.network.config.use_linear_projection and model.network.config.upcast_attention
     assert clip.tokenizer.pad_token_id == 0  # SD2 pads with "!"
     assert clip.layer_count == 2  # OpenCLIP's last layer is left out, as SD2 reads the penultimate one
 
 
 def test_sd2_v_prediction_is_detected_from_weights_without_the_marker():
     state = tiny.ldm_state_dict(tiny.build_tiny_components("sd2", seed=3))
-    assert checkpoint.detect_prediction_type(state, "sd2") == "epsilon"
-    state[checkpoint.V_PREDICTION_PROBE] = torch.randn(state[checkpoint.V_PREDICTION_PROBE].shape) * 0.2
-    assert checkpoint.detect_prediction_type(state, "sd2") == "v_prediction"
-    assert checkpoint.detect_prediction_type(state, "sd1") == "epsilon"
+    assert detection.detect_prediction_type(state, "sd2") == "epsilon"
+    state[detection.V_PREDICTION_PROBE] = torch.randn(state[detection.V_PREDICTION_PROBE].shape) * 0.2
+    assert detection.detect_prediction_type(state, "sd2") == "v_prediction"
+    assert detection.detect_prediction_type(state, "sd1") == "epsilon"
 
 
 def test_a_file_is_loaded_once(node_env, sd1):
@@ -81,7 +86,7 @@ def test_standalone_vae_file(node_env, sd1):
 
 def test_pickled_checkpoints_are_refused(node_env, tmp_path):
     with pytest.raises(ValueError, match="ckpt_name: model.ckpt is a pickled PyTorch file"):
-        checkpoint.read_safetensors(tmp_path / "model.ckpt", "ckpt_name")
+        files.read_safetensors(tmp_path / "model.ckpt", "ckpt_name")
 
 
 def test_missing_checkpoint_names_the_input(node_env):
@@ -127,4 +132,4 @@ def test_not_a_diffusers_folder(node_env):
 
 def test_not_a_vae(node_env):
     with pytest.raises(ValueError, match="vae_name: .* is not a VAE"):
-        node_env.models.vae(node_env.folders.model_dir("loras") / "tiny-sd1-lora.safetensors", "vae_name")
+        load_vae(node_env.models, node_env.folders.model_dir("loras") / "tiny-sd1-lora.safetensors", "vae_name")

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage, VAEDecode
 from nodes.loaders import LoraLoader, LoraLoaderModelOnly
-from nodes.models.tiny import DEMO_LORA
+from diffusion.families.sd.demo import DEMO_LORA
 from nodes.sampling import KSampler
 from tests.nodes.test_parity import PROMPT, SEED, TOLERANCE, _reference_scheduler
 
@@ -46,22 +46,22 @@ def test_lora_matches_load_lora_weights(sd1, sd_pipeline, pipeline_scheduler_con
 
 def test_two_strengths_on_one_base_differ_and_the_base_is_untouched(sd1):
     model, clip, vae = sd1
-    weights_before = {key: value.clone() for key, value in model.unet.state_dict().items()}
+    weights_before = {key: value.clone() for key, value in model.network.state_dict().items()}
     text_before = {key: value.clone() for key, value in clip.text_encoder.state_dict().items()}
     base = _image(model, clip, vae, steps=2)
     strong = _image(*LoraLoader().load_lora(model, clip, DEMO_LORA, 1.0, 1.0), vae, steps=2)
     weak = _image(*LoraLoader().load_lora(model, clip, DEMO_LORA, 0.3, 0.3), vae, steps=2)
     assert not torch.allclose(strong, weak) and not torch.allclose(base, weak)
     assert torch.equal(_image(model, clip, vae, steps=2), base)
-    assert _no_peft_layers(model.unet) and _no_peft_layers(clip.text_encoder)
-    for module, before in ((model.unet, weights_before), (clip.text_encoder, text_before)):
+    assert _no_peft_layers(model.network) and _no_peft_layers(clip.text_encoder)
+    for module, before in ((model.network, weights_before), (clip.text_encoder, text_before)):
         after = module.state_dict()
         assert set(after) == set(before)
         assert all(torch.equal(after[key], before[key]) for key in after)
 
 
 def test_base_text_encoder_weights_are_kept_while_a_lora_is_applied(sd1):
-    from nodes.models.lora import TEXT_ENCODER, lora_applied
+    from diffusion.lora import TEXT_ENCODER, lora_applied
 
     clip = LoraLoader().load_lora(sd1[0], sd1[1], DEMO_LORA, 1.0, 1.0)[1]
     before = {key: value.clone() for key, value in clip.text_encoder.state_dict().items()}
@@ -75,7 +75,7 @@ def test_base_text_encoder_weights_are_kept_while_a_lora_is_applied(sd1):
 def test_model_only_lora_leaves_the_text_encoder(sd1):
     model, clip, vae = sd1
     (patched,) = LoraLoaderModelOnly().load_lora_model_only(model, DEMO_LORA, 0.8)
-    assert len(patched.loras) == 1 and patched.unet is model.unet and not clip.loras
+    assert len(patched.loras) == 1 and patched.network is model.network and not clip.loras
     lora_both = LoraLoader().load_lora(model, clip, DEMO_LORA, 0.8, 0.0)
     assert lora_both[1] is clip
     assert torch.equal(_image(patched, clip, vae, steps=2), _image(lora_both[0], clip, vae, steps=2))
@@ -90,7 +90,7 @@ def test_lora_file_is_read_once(node_env, sd1):
     LoraLoader().load_lora(sd1[0], sd1[1], DEMO_LORA, 0.5, 0.5)
     LoraLoader().load_lora(sd1[0], sd1[1], DEMO_LORA, 0.7, 0.7)
     path = str((node_env.folders.model_dir("loras") / DEMO_LORA).resolve())
-    assert node_env.models.loads[("lora", path)] == 1
+    assert node_env.models.loads[("lora-sd", path)] == 1
 
 
 @pytest.fixture
@@ -116,4 +116,4 @@ def odd_loras(node_env):
 def test_unusable_loras_give_clear_errors(sd1, odd_loras, name, message):
     with pytest.raises(ValueError, match=message):
         LoraLoaderModelOnly().load_lora_model_only(sd1[0], name, 1.0)
-    assert _no_peft_layers(sd1[0].unet)
+    assert _no_peft_layers(sd1[0].network)

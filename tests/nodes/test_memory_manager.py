@@ -3,14 +3,17 @@ consistent with evictions, a prompt needing two models over the budget, and the 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from engine.cache import CacheEntry, OutputCache
-from nodes.models.components import Vae
-from nodes.models.manager import ModelManager
-from nodes.models.memory import MemoryBudget, parse_memory_size, size_in_bytes
+from diffusion.components import Vae
+from diffusion.loading import load_checkpoint
+from diffusion.manager import ModelManager
+from diffusion.memory import MemoryBudget, parse_memory_size, size_in_bytes
 
 LINEAR_BYTES = (100 * 100 + 100) * 4  # torch.nn.Linear(100, 100) in fp32
 
@@ -70,9 +73,36 @@ def test_a_pinned_model_is_never_unloaded_and_an_oversized_load_still_succeeds(f
     assert isinstance(b, torch.nn.Module) and b.weight.shape == (100, 100)  # handed-out objects survive
 
 
+def run_through_engine(manager: ModelManager, node_class: type, **inputs) -> None:
+    """Run one node as the engine runs it (the runtime's executor, with its node-call guard), its inputs handed
+    over by a source node as links hand them over."""
+    from app.runtime import build_executor
+    from engine.registry import NodeRegistry
+    from nodes.environment import Folders, NodeEnvironment, use_environment
+
+    class Given:
+        RETURN_TYPES = tuple("*" for _ in inputs)
+        FUNCTION = "give"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+
+        def give(self):
+            return tuple(inputs.values())
+
+    registry = NodeRegistry()
+    registry.register_mappings({"Given": Given, "Tested": node_class})
+    prompt = {"given": {"class_type": "Given", "inputs": {}},
+              "tested": {"class_type": "Tested", "inputs": {name: ["given", index] for index, name in enumerate(inputs)}}}
+    environment = NodeEnvironment(Folders.under(Path(tempfile.mkdtemp())), torch.device("cpu"), torch.float32, manager)
+    with use_environment(environment):
+        result = build_executor(registry, OutputCache()).execute(prompt, "p", {}, ["tested"])
+    assert result.success, result.error
+
+
 def test_a_sampling_node_pins_its_model(files, monkeypatch):
     from nodes import sampling
-    from nodes.environment import Folders, NodeEnvironment, use_environment
 
     manager = cpu_manager(LINEAR_BYTES + 10)
     a = load(manager, files["a"])
@@ -85,20 +115,17 @@ def test_a_sampling_node_pins_its_model(files, monkeypatch):
     monkeypatch.setattr(sampling, "sample", sample_while_loading)
     monkeypatch.setattr(sampling, "hand_off", lambda samples, latent, leftover: samples)
     monkeypatch.setattr(sampling.EditInputs, "prepare", staticmethod(lambda model, latent: None))
-    environment = NodeEnvironment(Folders.under(files["a"].parent), torch.device("cpu"), torch.float32, manager)
-    with use_environment(environment):
-        sampling.KSampler().sample(Vae(a, "a"), 1, 1, 1.0, "euler", "normal", [], [],
-                                   {"samples": torch.zeros(1, 4, 8, 8)})
+    run_through_engine(manager, sampling.KSampler, model=Vae(a, "a"), seed=1, steps=1, cfg=1.0, sampler_name="euler",
+                       scheduler="normal", positive=[], negative=[], latent_image={"samples": torch.zeros(1, 4, 8, 8)})
     load(manager, files["c"])
     assert manager.unloads[("test", str(files["a"].resolve()))] == 1
 
 
 @pytest.mark.parametrize("node", ["VAEDecode", "VAEEncode", "CLIPTextEncode"])
 def test_decode_and_encode_nodes_pin_their_model(files, node, monkeypatch):
+    from diffusion.families.sd.text_encoding import SdClip
     from nodes import latent
     from nodes.conditioning import CLIPTextEncode
-    from nodes.environment import Folders, NodeEnvironment, use_environment
-    from nodes.models.components import ClipTextEncoder
 
     manager = cpu_manager(LINEAR_BYTES + 10)
     a = load(manager, files["a"])
@@ -111,16 +138,14 @@ def test_decode_and_encode_nodes_pin_their_model(files, node, monkeypatch):
 
     for name in ("decode", "encode"):
         monkeypatch.setattr(Vae, name, work_that_loads)
-    monkeypatch.setattr(ClipTextEncoder, "encode_prompt", work_that_loads)
+    monkeypatch.setattr(SdClip, "encode_prompt", work_that_loads)
     monkeypatch.setattr(latent, "crop_to_vae_multiple", lambda vae, pixels: pixels)
-    environment = NodeEnvironment(Folders.under(files["a"].parent), torch.device("cpu"), torch.float32, manager)
-    with use_environment(environment):
-        if node == "VAEDecode":
-            latent.VAEDecode().decode(Vae(a, "a"), {"samples": torch.zeros(1, 4, 8, 8)})
-        elif node == "VAEEncode":
-            latent.VAEEncode().encode(Vae(a, "a"), torch.zeros(1, 64, 64, 3))
-        else:
-            CLIPTextEncode().encode(ClipTextEncoder(None, a, "a"), "a prompt")
+    if node == "VAEDecode":
+        run_through_engine(manager, latent.VAEDecode, vae=Vae(a, "a"), samples={"samples": torch.zeros(1, 4, 8, 8)})
+    elif node == "VAEEncode":
+        run_through_engine(manager, latent.VAEEncode, vae=Vae(a, "a"), pixels=torch.zeros(1, 64, 64, 3))
+    else:
+        run_through_engine(manager, CLIPTextEncode, clip=SdClip(None, a, "a"), text="a prompt")
     assert loaded_inside == [2]  # the node's own model was not evicted for the load inside it
 
 
@@ -224,7 +249,7 @@ def test_a_prompt_needing_two_models_over_the_budget_completes_and_reruns(tmp_pa
     from engine.registry import NodeRegistry
     from nodes.environment import Folders, NodeEnvironment, use_environment
 
-    sizes = [size_in_bytes(shared_model_manager.checkpoint(tiny_models_dir / "checkpoints" / name))
+    sizes = [size_in_bytes(load_checkpoint(shared_model_manager, tiny_models_dir / "checkpoints" / name))
              for name in ("tiny-sd1.safetensors", "tiny-sd2.safetensors")]
     budget = max(sizes) + min(sizes) // 2  # room for one checkpoint, not both
     manager = cpu_manager(budget)

@@ -45,7 +45,7 @@ REFERENCE_SCHEDULERS = {
 
 
 def _skip_unless_available(sampler_name, scheduler):
-    from nodes.models.sampler import available_samplers, available_schedulers
+    from diffusion.sampling.schedulers import available_samplers, available_schedulers
 
     if sampler_name not in available_samplers() or scheduler not in available_schedulers():
         pytest.skip(f"{sampler_name}/{scheduler} needs scipy/torchsde, which are not installed")

@@ -9,8 +9,8 @@ from nodes.image import LoadImage
 from nodes.inpaint import InstructPixToPixConditioning, KSamplerDualCFG
 from nodes.latent import VAEDecode
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader
-from nodes.models.editing import INSTRUCT_PIX2PIX, model_variant
-from nodes.models.tiny import PIX2PIX_CHECKPOINT, PIX2PIX_DIFFUSERS
+from diffusion.sampling.editing import INSTRUCT_PIX2PIX, model_variant
+from diffusion.families.sd.demo import PIX2PIX_CHECKPOINT, PIX2PIX_DIFFUSERS
 from nodes.sampling import KSampler
 from tests.nodes.test_inpaint import _gradient
 from tests.nodes.test_parity import SEED, TOLERANCE, _encode, _reference_scheduler
@@ -26,8 +26,8 @@ def pix2pix_model(editing_models, node_env):
 def test_eight_channel_checkpoint_and_folder_are_detected(pix2pix_model):
     from_folder = DiffusersLoader().load_checkpoint(PIX2PIX_DIFFUSERS)
     for model, _, _ in (pix2pix_model, from_folder):
-        assert model.unet.config.in_channels == 8 and model_variant(model) == INSTRUCT_PIX2PIX
-    single_file, folder = pix2pix_model[0].unet.state_dict(), from_folder[0].unet.state_dict()
+        assert model.network.config.in_channels == 8 and model_variant(model) == INSTRUCT_PIX2PIX
+    single_file, folder = pix2pix_model[0].network.state_dict(), from_folder[0].network.state_dict()
     assert all(torch.equal(single_file[key], folder[key]) for key in folder)
 
 

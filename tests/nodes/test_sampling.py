@@ -6,7 +6,7 @@ from engine.interrupt import ExecutionInterrupted, InterruptFlag
 from engine.progress import NodeRunContext, bind_node_context
 from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage
-from nodes.models.sampler import make_scheduler
+from diffusion.sampling.schedulers import make_scheduler
 from nodes.sampling import KSampler, KSamplerAdvanced
 
 
@@ -126,7 +126,7 @@ def test_v_prediction_model_samples(node_env):
 def test_samplers_needing_missing_packages_are_not_offered(monkeypatch):
     import importlib.util
 
-    from nodes.models import sampler
+    from diffusion.sampling import schedulers as sampler
 
     real_find_spec = importlib.util.find_spec
     assert {"euler", "dpmpp_2m_sde", "uni_pc", "lcm", "ddim", "pndm"} <= set(sampler.available_samplers())

@@ -13,10 +13,12 @@ from nodes.conditioning import CLIPTextEncode
 from nodes.flux import EmptySD3LatentImage
 from nodes.latent import VAEDecode
 from nodes.loaders import DiffusersLoader, LoraLoader
-from nodes.models import sd3_tiny
-from nodes.models.sd3 import Sd3Clip, Sd3Sampling
+from diffusion.families.sd3 import demo as sd3_tiny
+from diffusion.families.sd3.sampling import Sd3Sampling
+from diffusion.families.sd3.text_encoding import Sd3Clip
 from nodes.sampling import KSampler, KSamplerAdvanced
-from nodes.sd3 import CLIPTextEncodeSD3, ModelSamplingSD3, TripleCLIPLoader
+from nodes.loaders import TripleCLIPLoader
+from nodes.sd3 import CLIPTextEncodeSD3, ModelSamplingSD3
 from tests.nodes.conftest import own_storage
 
 TOLERANCE = 1e-4

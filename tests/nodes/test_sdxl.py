@@ -14,8 +14,9 @@ import diffusers
 from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader
-from nodes.models import sdxl_tiny
-from nodes.models.sdxl import SdxlClip, SdxlSampling
+from diffusion.families.sdxl import demo as sdxl_tiny
+from diffusion.families.sdxl.sampling import SdxlSampling
+from diffusion.families.sdxl.text_encoding import SdxlClip
 from nodes.sampling import KSampler, KSamplerAdvanced
 from nodes.sdxl import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 from tests.nodes.conftest import own_storage
@@ -83,7 +84,7 @@ def test_single_files_are_detected_as_base_and_refiner(base, refiner, base_pipel
     for (model, clip, vae), pipeline, is_refiner in ((base, base_pipeline, False), (refiner, refiner_pipeline, True)):
         assert isinstance(model.sampling, SdxlSampling) and model.sampling.refiner is is_refiner
         assert isinstance(clip, SdxlClip) and clip.refiner is is_refiner
-        for ours, theirs in ((model.unet, pipeline.unet), (vae.autoencoder, pipeline.vae),
+        for ours, theirs in ((model.network, pipeline.unet), (vae.autoencoder, pipeline.vae),
                              (clip.clip_g.model, pipeline.text_encoder_2)):
             expected = theirs.state_dict()
             assert all(torch.equal(tensor, expected[key]) for key, tensor in ours.state_dict().items())

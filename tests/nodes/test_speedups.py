@@ -7,7 +7,7 @@ import torch
 
 from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage
-from nodes.models.speedups import Speedups, speedups_applied
+from diffusion.speedups import Speedups, speedups_applied
 from nodes.sampling import KSampler
 from nodes.speedups import ModelSpeedups, TorchCompileModel
 
@@ -47,19 +47,19 @@ def _unchanged(module, snapshot) -> bool:
 def test_speedups_match_the_plain_model_and_leave_the_network_as_it_was(inputs, options):
     model = inputs[0]
     plain = _sample(model, inputs)
-    processors = {name: type(processor) for name, processor in model.unet.attn_processors.items()}
-    snapshot = _snapshot(model.unet)
+    processors = {name: type(processor) for name, processor in model.network.attn_processors.items()}
+    snapshot = _snapshot(model.network)
     (fast_model,) = ModelSpeedups().apply(model, **options)
     fast = _sample(fast_model, inputs)
     difference = (fast - plain).abs().max().item()
     assert difference <= TOLERANCE, f"{options}: {difference}"
-    assert {name: type(processor) for name, processor in model.unet.attn_processors.items()} == processors
-    assert _unchanged(model.unet, snapshot)
+    assert {name: type(processor) for name, processor in model.network.attn_processors.items()} == processors
+    assert _unchanged(model.network, snapshot)
     assert torch.equal(_sample(model, inputs), plain)  # the shared model still samples exactly as before
 
 
 def test_the_speedups_are_really_in_place_while_sampling(inputs):
-    unet = inputs[0].unet
+    unet = inputs[0].network
     with speedups_applied(unet, Speedups(channels_last=True, attention_slicing="max")) as network:
         assert network is unet
         assert any(type(p).__name__ == "SlicedAttnProcessor" for p in unet.attn_processors.values())
@@ -70,7 +70,7 @@ def test_the_speedups_are_really_in_place_while_sampling(inputs):
 
 
 def test_the_network_is_restored_when_sampling_fails(inputs):
-    unet = inputs[0].unet
+    unet = inputs[0].network
     snapshot = _snapshot(unet)
     with pytest.raises(RuntimeError, match="boom"):
         with speedups_applied(unet, Speedups(channels_last=True, attention_slicing="auto")):
@@ -89,8 +89,8 @@ def test_unsupported_speedups_are_clear_errors_naming_the_input(inputs, node_env
 
 
 def test_attention_slicing_is_refused_for_transformer_models(node_env, tiny_models_dir):
-    from nodes.flux import UNETLoader
-    from nodes.models import tiny_flux
+    from nodes.loaders import UNETLoader
+    from diffusion.families.flux import demo as tiny_flux
 
     tiny_flux.make_flux_demo_models(tiny_models_dir)
     (flux_model,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_TRANSFORMER)

@@ -1,6 +1,6 @@
 import pytest
 
-from nodes.models import tokenizer as tok
+from diffusion.encoders import clip_tokenizer as tok
 
 
 def test_full_vocabulary_gives_clip_ids():

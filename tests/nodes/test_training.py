@@ -23,8 +23,8 @@ from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 from nodes.environment import Folders, NodeEnvironment, use_environment
 from nodes.loaders import CheckpointLoaderSimple, LoraLoader
-from nodes.models.lora_training import LoraTrainer, TrainingSettings, _Sampler, available_optimizers
-from nodes.models.tiny import DEMO_CHECKPOINT
+from training.trainer import LoraTrainer, TrainingSettings, _Sampler, available_optimizers
+from diffusion.families.sd.demo import DEMO_CHECKPOINT
 from nodes.training import LoadImageDataset, PlotLoss, TrainLoRA, resume_state_path
 from tests.nodes.test_lora import _image
 from tests.nodes.test_parity import PROMPT, SEED, TOLERANCE, _reference_scheduler
@@ -84,7 +84,7 @@ def trained(training_env):
     """(model, clip, vae, dataset, lora name, loss history, base snapshots) of one seeded 30-step run."""
     with use_environment(training_env):
         model, clip, vae = CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
-        unet_before, text_before = _snapshot(model.unet), _snapshot(clip.text_encoder)
+        unet_before, text_before = _snapshot(model.network), _snapshot(clip.text_encoder)
         (dataset,) = LoadImageDataset().load_dataset("shapes", vae, 64, True, True, 1, "")
         output = TrainLoRA().train(model, clip, dataset, **DEFAULTS)
     lora_name, history = output["result"]
@@ -139,7 +139,7 @@ def test_lora_file_is_kohya_with_metadata_and_nothing_else_is_left(trained, trai
 def test_training_leaves_the_shared_base_model_unchanged(trained):
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    for module, before in ((trained["model"].unet, trained["unet_before"]),
+    for module, before in ((trained["model"].network, trained["unet_before"]),
                            (trained["clip"].text_encoder, trained["text_before"])):
         after = module.state_dict(keep_vars=True)
         assert set(after) == set(before)
@@ -193,7 +193,7 @@ def test_first_loss_is_the_prediction_target_of_the_scheduler_config(trained, ch
                          truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():
         embeddings = clip.text_encoder(ids)[0]
-        prediction_ = model.unet(scheduler.add_noise(latents, noise, timesteps), timesteps, embeddings).sample
+        prediction_ = model.network(scheduler.add_noise(latents, noise, timesteps), timesteps, embeddings).sample
     target = noise if prediction == "epsilon" else scheduler.get_velocity(latents, noise, timesteps)
     expected = torch.nn.functional.mse_loss(prediction_, target).item()
     assert result.losses[0] == pytest.approx(expected, rel=1e-5)

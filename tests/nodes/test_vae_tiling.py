@@ -6,8 +6,8 @@ import torch
 
 from nodes.latent import (TILED_DECODE_TOLERANCE, TILED_ENCODE_TOLERANCE, VAEDecode, VAEDecodeTiled, VAEEncode,
                           VAEEncodeTiled)
-from nodes.models import memory
-from nodes.models.components import Vae
+from diffusion import memory
+from diffusion.components import Vae
 
 SIZE = 128  # pixels: a few 64-pixel tiles
 TILE = 64

@@ -91,7 +91,7 @@ def test_pending_and_running_prompts_survive_kill_9(tmp_path):
 
 
 def test_a_prompt_that_dies_twice_is_recorded_not_retried_forever(tmp_path):
-    from server.store import PromptStore
+    from app.prompt_store import PromptStore
 
     store = PromptStore(tmp_path / "queue.sqlite3")
     store.enqueue("crashy", single(1), {}, ["2"], None)

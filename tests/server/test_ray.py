@@ -95,7 +95,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
-    from nodes.models.tiny import make_demo_models
+    from diffusion.families.sd.demo import make_demo_models
 
     base = tmp_path_factory.mktemp("cluster")
     demo = make_demo_models(base / "models")
@@ -232,7 +232,7 @@ def test_without_cluster_flags_the_server_does_not_import_ray(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from main import build_parser
-        from app.serve import _cluster
+        from serve import _cluster
         from app.settings import settings_from_args
         from server.app import ServerConfig, create_app, in_process_worker
         import concurrent.futures

@@ -1,0 +1,146 @@
+"""The values that flow between nodes as MODEL and VAE for every family: small immutable wrappers around diffusers
+modules. (Each family's CLIP value lives in its own package: `diffusion.families.<family>.text_encoding`.)
+
+A wrapper shares its module with the model cache, so it never changes the module's weights: derived values
+(a LoRA applied, another CLIP layer chosen) are new wrappers that record what to apply while running.
+Tensor conventions are ComfyUI's: IMAGE is float [batch, height, width, channels] in 0..1 on the CPU, latents
+are float32 [batch, 4, height/8, width/8] on the CPU. Knows nothing of nodes, files or the node environment.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from diffusion.contracts import FamilySampling, LoraPatch
+from diffusion.speedups import NO_SPEEDUPS, Speedups
+
+VAE_ACTIVATION_FACTOR = 3  # see Vae.activation_bytes
+
+
+@dataclass(frozen=True, eq=False)
+class DiffusionModel:
+    """MODEL: the denoising `network` (a UNet, or the transformer of transformer families), the scheduler config
+    it was trained with (prediction type included), the `family` it belongs to (`diffusion.registry`), how the
+    sampling loop drives it (`sampling`, the family's `FamilySampling`), LoRAs to apply, and the optional speed-ups
+    to switch on while sampling (`diffusion.speedups`)."""
+
+    network: Any
+    scheduler_config: Mapping[str, Any]
+    name: str
+    family: str
+    sampling: FamilySampling
+    loras: tuple[LoraPatch, ...] = ()
+    speedups: Speedups = NO_SPEEDUPS
+
+    @property
+    def lora_component(self) -> str:
+        """The LoRA key prefix of the network: "unet", or "transformer" for transformer families."""
+        return self.sampling.lora_component
+
+    @property
+    def prediction_type(self) -> str:
+        return str(self.scheduler_config.get("prediction_type", "epsilon"))
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.network.dtype
+
+    def with_lora(self, patch: LoraPatch) -> "DiffusionModel":
+        return dataclasses.replace(self, loras=self.loras + (patch,))
+
+    def with_speedups(self, speedups: Speedups) -> "DiffusionModel":
+        return dataclasses.replace(self, speedups=speedups)
+
+
+@dataclass(frozen=True, eq=False)
+class Vae:
+    """VAE: a diffusers AutoencoderKL converting between IMAGE tensors and scaled latents."""
+
+    autoencoder: Any
+    name: str
+    # Tile side in pixels when tiling switches on automatically (None: the model config's `sample_size`).
+    AUTO_TILE_SIZE = None
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.autoencoder.config.scaling_factor)
+
+    @property
+    def shift_factor(self) -> float:
+        """Subtracted before scaling (SD3's and FLUX's VAEs have one; SD's has none)."""
+        return float(getattr(self.autoencoder.config, "shift_factor", None) or 0.0)
+
+    @property
+    def downscale(self) -> int:
+        return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
+
+    def activation_bytes(self, batch: int, height: int, width: int) -> int:
+        """A simple estimate of the peak activation memory to encode or decode images of height x width pixels:
+        VAE_ACTIVATION_FACTOR full-resolution feature maps of the widest block (max of `block_out_channels`)
+        at the VAE's dtype. Conservative on purpose (the real peak is spread over narrower full-resolution maps)."""
+        channels = max(self.autoencoder.config.block_out_channels)
+        itemsize = torch.empty((), dtype=self.autoencoder.dtype).element_size()
+        return VAE_ACTIVATION_FACTOR * batch * height * width * channels * itemsize
+
+    def needs_tiling(self, batch: int, height: int, width: int) -> bool:
+        """Whether images of this size would not fit: the activation estimate exceeds the device's free memory
+        (`diffusion.memory.free_memory_bytes`: free VRAM on CUDA, available RAM on the CPU)."""
+        from diffusion import memory
+
+        if not hasattr(self.autoencoder, "enable_tiling"):
+            return False
+        return self.activation_bytes(batch, height, width) > memory.free_memory_bytes(self.autoencoder.device)
+
+    @contextlib.contextmanager
+    def _tiling(self, tile_size: int | None):
+        """diffusers' own AutoencoderKL tiling for one call: tiles of `tile_size` pixels (None: the model config's
+        `sample_size`, as `enable_tiling` uses), overlapping by diffusers' tile_overlap_factor; restored after."""
+        autoencoder = self.autoencoder
+        saved = {name: getattr(autoencoder, name) for name in ("use_tiling", "tile_sample_min_size",
+                                                                "tile_latent_min_size")}
+        sample = tile_size or autoencoder.config.sample_size
+        sample = int(sample[0] if isinstance(sample, (list, tuple)) else sample)
+        try:
+            autoencoder.use_tiling = True
+            autoencoder.tile_sample_min_size = sample
+            autoencoder.tile_latent_min_size = max(1, sample // self.downscale)
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(autoencoder, name, value)
+
+    def _tiling_for(self, tile_size: int | None, force: bool, batch: int, height: int, width: int):
+        if force:
+            return self._tiling(tile_size)
+        if self.needs_tiling(batch, height, width):
+            return self._tiling(tile_size or self.AUTO_TILE_SIZE)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
+        """IMAGE [B, H, W, C] in 0..1 -> latents (the posterior's mode, times the scaling factor). Tiled (diffusers'
+        tiled encoder) when forced or when the image would not fit in free memory; untiled otherwise."""
+        autoencoder = self.autoencoder
+        images = pixels[..., :3].movedim(-1, 1).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
+        with self._tiling_for(tile_size, force_tiling, pixels.shape[0], pixels.shape[1], pixels.shape[2]):
+            latents = (autoencoder.encode(images).latent_dist.mode() - self.shift_factor) * self.scaling_factor
+        return latents.float().cpu()
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
+        """Latents -> IMAGE [B, H, W, 3] in 0..1 (as diffusers' image processor denormalizes). Tiled (diffusers'
+        tiled decoder) when forced or when the image would not fit in free memory; untiled otherwise."""
+        autoencoder = self.autoencoder
+        scaled = latents.to(autoencoder.device, autoencoder.dtype) / self.scaling_factor + self.shift_factor
+        height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
+        with self._tiling_for(tile_size, force_tiling, latents.shape[0], height, width):
+            images = autoencoder.decode(scaled, return_dict=False)[0]
+        return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)

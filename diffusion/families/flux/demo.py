@@ -1,0 +1,167 @@
+"""Tiny random-weight FLUX.1 models for tests and demos: the real module layout with very few channels.
+
+Writes the same seeded weights as a diffusers `FluxPipeline` folder and as the single files FLUX users have
+(a transformer file for UNETLoader, CLIP-L and T5 encoder files for DualCLIPLoader, an LDM-layout VAE file),
+plus LoRAs in the kohya and diffusers/peft layouts. The CLIP tokenizer is the project's small BPE, the T5
+tokenizer its small Unigram vocabulary (`diffusion.encoders.t5`), so nothing comes from a hub. Images are noise.
+Knows nothing of nodes or the node environment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffusion.encoders.clip_tokenizer import TINY_VOCAB_SIZE, clip_tokenizer
+from diffusion.encoders.t5 import TINY_T5_VOCAB_SIZE, tiny_t5_tokenizer
+from diffusion.families import ldm_export
+from diffusion.families.flux.loading import config, flux_rope_axes
+from diffusion.files import public_config
+
+FLUX_SCHEDULER = public_config(config()["scheduler"])  # FLUX.1-dev's flow-matching scheduler config
+SCHNELL_SCHEDULER = {**FLUX_SCHEDULER, "shift": 1.0, "use_dynamic_shifting": False}  # FLUX.1-schnell's
+DEMO_FLUX_DIFFUSERS = "tiny-flux"
+DEMO_FLUX_TRANSFORMER = "tiny-flux-transformer.safetensors"
+DEMO_FLUX_CLIP_L = "tiny-flux-clip-l.safetensors"
+DEMO_FLUX_T5 = "tiny-flux-t5.safetensors"
+DEMO_FLUX_VAE = "tiny-flux-vae.safetensors"
+DEMO_FLUX_LORA = "tiny-flux-realism-lora.safetensors"  # kohya layout
+DEMO_FLUX_PEFT_LORA = "tiny-flux-style-lora.safetensors"  # diffusers/peft layout
+
+
+@dataclass(frozen=True)
+class TinyFlux:
+    transformer: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    text_encoder_2: Any
+    tokenizer_2: Any
+
+
+def build_tiny_flux(seed: int = 0, guidance_embeds: bool = True) -> TinyFlux:
+    """Seeded tiny FLUX transformer (guidance-distilled like FLUX.1-dev unless told otherwise), 16-channel VAE,
+    CLIP-L and T5 encoders with their tokenizers."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=TINY_VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+        max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu", bos_token_id=TINY_VOCAB_SIZE - 2,
+        eos_token_id=TINY_VOCAB_SIZE - 1, pad_token_id=TINY_VOCAB_SIZE - 1)).eval()
+    text_encoder_2 = T5EncoderModel(T5Config(
+        vocab_size=TINY_T5_VOCAB_SIZE, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
+        use_cache=False)).eval()
+    head_dim = 32
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=head_dim,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=64, guidance_embeds=guidance_embeds,
+        axes_dims_rope=flux_rope_axes(head_dim)).eval()
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        sample_size=32, use_quant_conv=False, use_post_quant_conv=False,
+        scaling_factor=config()["vae"]["scaling_factor"], shift_factor=config()["vae"]["shift_factor"]).eval()
+    return TinyFlux(transformer, vae, text_encoder, clip_tokenizer(TINY_VOCAB_SIZE), text_encoder_2,
+                    tiny_t5_tokenizer())
+
+
+def write_flux_diffusers_folder(models: TinyFlux, folder: Path,
+                                scheduler_config: dict[str, Any] | None = None) -> Path:
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    pipeline = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**(scheduler_config or FLUX_SCHEDULER)), vae=models.vae, text_encoder=models.text_encoder,
+        tokenizer=models.tokenizer, text_encoder_2=models.text_encoder_2, tokenizer_2=models.tokenizer_2,
+        transformer=models.transformer)
+    pipeline.save_pretrained(str(folder), safe_serialization=True)
+    return folder
+
+
+def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: tensor.detach().contiguous() for key, tensor in state.items()}, str(path))
+    return path
+
+
+def write_flux_single_files(models: TinyFlux, models_dir: Path) -> None:
+    """The transformer (diffusers keys), CLIP-L (`text_model.*` keys as published), T5 encoder and an LDM-layout
+    VAE, each in the folder ComfyUI users put it in."""
+    models_dir = Path(models_dir)
+    _save(models.transformer.state_dict(), models_dir / "diffusion_models" / DEMO_FLUX_TRANSFORMER)
+    clip_state = {f"text_model.{key}": value for key, value in models.text_encoder.state_dict().items()
+                  if not key.endswith("position_ids")}
+    _save(clip_state, models_dir / "text_encoders" / DEMO_FLUX_CLIP_L)
+    t5_state = {key: value for key, value in models.text_encoder_2.state_dict().items()
+                if key != "encoder.embed_tokens.weight"}
+    _save(t5_state, models_dir / "text_encoders" / DEMO_FLUX_T5)
+    _save(ldm_export.vae_to_ldm(models.vae.state_dict(), models.vae.config, prefix=""),
+          models_dir / "vae" / DEMO_FLUX_VAE)
+
+
+def _lora_pair(generator: torch.Generator, module: torch.nn.Linear, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    down = torch.randn(rank, module.in_features, generator=generator) * 0.3
+    up = torch.randn(module.out_features, rank, generator=generator) * 0.3
+    return down, up
+
+
+def kohya_flux_lora(models: TinyFlux, seed: int = 1, rank: int = 4, alpha: float = 2.0) -> dict[str, torch.Tensor]:
+    """A kohya (sd-scripts) FLUX LoRA: `lora_unet_double_blocks_*` on the fused attention projections (BFL layout
+    names), `lora_unet_single_blocks_*_linear2`, and `lora_te1_*` on CLIP-L's attention."""
+    generator = torch.Generator().manual_seed(seed)
+    blocks = models.transformer.transformer_blocks
+    width = models.transformer.config.num_attention_heads * models.transformer.config.attention_head_dim
+    targets: dict[str, tuple[int, int]] = {}
+    for index in range(len(blocks)):
+        for stream in ("img", "txt"):
+            targets[f"lora_unet_double_blocks_{index}_{stream}_attn_qkv"] = (width, 3 * width)
+            targets[f"lora_unet_double_blocks_{index}_{stream}_attn_proj"] = (width, width)
+    for index in range(len(models.transformer.single_transformer_blocks)):
+        mlp = models.transformer.single_transformer_blocks[index].proj_mlp.out_features
+        targets[f"lora_unet_single_blocks_{index}_linear2"] = (width + mlp, width)
+    for name, module in models.text_encoder.named_modules():
+        if isinstance(module, torch.nn.Linear) and ".self_attn." in name:
+            targets["lora_te1_text_model_" + name.replace(".", "_")] = (module.in_features, module.out_features)
+    state: dict[str, torch.Tensor] = {}
+    for key, (fan_in, fan_out) in targets.items():
+        state[f"{key}.lora_down.weight"] = torch.randn(rank, fan_in, generator=generator) * 0.3
+        state[f"{key}.lora_up.weight"] = torch.randn(fan_out, rank, generator=generator) * 0.3
+        state[f"{key}.alpha"] = torch.tensor(alpha)
+    return state
+
+
+def peft_flux_lora(models: TinyFlux, seed: int = 2, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A diffusers/peft FLUX LoRA (`transformer.*.lora_A/lora_B`) on the attention of every block."""
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, module in models.transformer.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith((".attn.to_q", ".attn.to_k", ".attn.to_v")):
+            down, up = _lora_pair(generator, module, rank)
+            state[f"transformer.{name}.lora_A.weight"] = down
+            state[f"transformer.{name}.lora_B.weight"] = up
+    return state
+
+
+def make_flux_demo_models(models_dir: Path, seed: int = 0) -> TinyFlux:
+    """The tiny FLUX diffusers folder, its single files and two LoRAs (what the shipped FLUX workflows load),
+    written into a models folder; files already there are left alone. Returns the models."""
+    models_dir = Path(models_dir)
+    models = build_tiny_flux(seed)
+    folder = models_dir / "diffusers" / DEMO_FLUX_DIFFUSERS
+    if not (folder / "model_index.json").exists():
+        write_flux_diffusers_folder(models, folder)
+    single_files = [models_dir / "diffusion_models" / DEMO_FLUX_TRANSFORMER, models_dir / "vae" / DEMO_FLUX_VAE,
+                    *(models_dir / "text_encoders" / name for name in (DEMO_FLUX_CLIP_L, DEMO_FLUX_T5))]
+    if not all(path.exists() for path in single_files):
+        write_flux_single_files(models, models_dir)
+    for name, state in ((DEMO_FLUX_LORA, lambda: kohya_flux_lora(models, seed + 1)),
+                        (DEMO_FLUX_PEFT_LORA, lambda: peft_flux_lora(models, seed + 2))):
+        if not (models_dir / "loras" / name).exists():
+            _save(state(), models_dir / "loras" / name)
+    return models

@@ -1,0 +1,199 @@
+"""FLUX.1 model files read into diffusers/transformers modules, offline: a diffusers `FluxPipeline` folder, a
+transformer file alone (diffusers keys, or BFL's original layout through diffusers' converter), and the
+CLIP-L/T5 encoder files that DualCLIPLoader combines. What a file holds is read from its tensor names and
+shapes, never asked of the user; the facts files cannot tell (scheduler, latent statistics) are in `config.json`
+beside this module. Knows nothing of nodes or the node environment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+
+from diffusion.components import DiffusionModel, Vae
+from diffusion.contracts import Place
+from diffusion.encoders.clip_tokenizer import clip_tokenizer
+from diffusion.encoders.t5 import build_t5_encoder, is_t5_encoder, t5_tokenizer_for_vocab, t5_vocab_size
+from diffusion.families.flux.detection import BFL_PREFIX, DIFFUSERS_PROBE, is_bfl_layout
+from diffusion.families.flux.sampling import FLUX_SAMPLING
+from diffusion.families.flux.text_encoding import FluxClip
+from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
+from diffusion.files import scheduler_config as folder_scheduler_config
+from diffusion.lazy_module import LazyModule
+
+if TYPE_CHECKING:
+    from diffusion.manager import ModelManager
+
+FAMILY = "flux"
+CLIP_TYPES = ("flux",)  # DualCLIPLoader's type for a CLIP-L and a T5 file
+BFL_WIDTH = 3072  # the only width diffusers' converter of BFL-layout files handles (FLUX.1 dev/schnell)
+
+
+def config() -> dict[str, Any]:
+    return config_beside(__file__)
+
+
+def flux_rope_axes(head_dim: int) -> tuple[int, int, int]:
+    """FLUX.1 splits each attention head's rotary dims as 16/56/56 of 128; the same proportions for any width."""
+    return head_dim // 8, head_dim * 7 // 16, head_dim * 7 // 16
+
+
+def flux_transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """FluxTransformer2DModel arguments read from diffusers-layout tensor shapes."""
+    inner, in_channels = state[DIFFUSERS_PROBE].shape
+    head_dim = state["transformer_blocks.0.attn.norm_q.weight"].shape[0]
+    return dict(patch_size=1, in_channels=in_channels, out_channels=state["proj_out.weight"].shape[0],
+                num_layers=len(block_indices(state, "transformer_blocks.")),
+                num_single_layers=len(block_indices(state, "single_transformer_blocks.")),
+                attention_head_dim=head_dim, num_attention_heads=inner // head_dim,
+                joint_attention_dim=state["context_embedder.weight"].shape[1],
+                pooled_projection_dim=state["time_text_embed.text_embedder.linear_1.weight"].shape[1],
+                guidance_embeds="time_text_embed.guidance_embedder.linear_1.weight" in state,
+                axes_dims_rope=flux_rope_axes(head_dim))
+
+
+def _diffusers_layout(state: Mapping[str, torch.Tensor], input_name: str) -> Mapping[str, torch.Tensor]:
+    if DIFFUSERS_PROBE in state:
+        return state
+    if is_bfl_layout(state):
+        from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+        width = state.get("img_in.weight", state.get(BFL_PREFIX + "img_in.weight")).shape[0]
+        if width != BFL_WIDTH:
+            raise ValueError(f"{input_name}: a FLUX transformer in the original BFL layout {width} wide; diffusers' "
+                             f"converter handles only FLUX.1's {BFL_WIDTH} (save it in the diffusers layout instead)")
+        return convert_flux_transformer_checkpoint_to_diffusers(dict(state))
+    raise ValueError(f"{input_name}: not a FLUX transformer")
+
+
+def build_flux_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
+    from diffusers import FluxTransformer2DModel
+
+    weights = _diffusers_layout(state, input_name)
+    try:
+        config = flux_transformer_config(weights)
+        with torch.device("meta"):
+            transformer = FluxTransformer2DModel(**config)
+        transformer.load_state_dict(dict(weights), strict=True, assign=True)
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{input_name}: FLUX transformer tensors incomplete or mis-shaped ({error})") from error
+    return transformer.eval()
+
+
+def flux_model(transformer: Any, name: str, scheduler_config: Mapping[str, Any] | None = None) -> DiffusionModel:
+    settings = public_config(scheduler_config or config()["scheduler"])
+    return DiffusionModel(transformer, settings, name, FAMILY, FLUX_SAMPLING)
+
+
+def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
+    """MODEL of a FLUX transformer file (UNETLoader), with FLUX.1-dev's scheduler config."""
+    return flux_model(place(build_flux_transformer(state, "unet_name")), name)
+
+
+def describe_text_encoder(state: Mapping[str, torch.Tensor]) -> str:
+    if is_t5_encoder(state):
+        return "t5"
+    if _clip_weights(state) is not None:
+        return "clip"
+    return "unknown"
+
+
+def _clip_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """A CLIP text model's tensors with the `text_model.` prefix of published files removed (transformers 5 keys)."""
+    for prefix in ("text_model.", ""):
+        if prefix + "embeddings.token_embedding.weight" in state:
+            return {key.removeprefix(prefix): value for key, value in state.items()
+                    if key.startswith(prefix) and not key.endswith("position_ids")}
+    return None
+
+
+def build_clip_text_model(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
+    """A transformers CLIPTextModel (CLIP-L style: quick-GELU, 64-channel heads) rebuilt from its shapes."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    weights = _clip_weights(state)
+    if weights is None:
+        raise ValueError(f"{input_name}: not a CLIP text encoder file")
+    vocab_size, width = weights["embeddings.token_embedding.weight"].shape
+    config = CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=width, intermediate_size=weights["encoder.layers.0.mlp.fc1.weight"].shape[0],
+        num_hidden_layers=len(block_indices(weights, "encoder.layers.")), num_attention_heads=max(1, width // 64),
+        max_position_embeddings=weights["embeddings.position_embedding.weight"].shape[0], hidden_act="quick_gelu",
+        bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    with empty_weights():
+        model = CLIPTextModel(config)
+    weights = {key: value for key, value in weights.items() if key in model.state_dict()}
+    try:
+        model.load_state_dict(weights, strict=True, assign=True)
+    except RuntimeError as error:
+        raise ValueError(f"{input_name}: CLIP text encoder tensors do not fit ({error})") from error
+    return model.eval()
+
+
+@dataclass(frozen=True)
+class TextEncoderFile:
+    """One text encoder read from a file: its kind ("clip" or "t5"), model and tokenizer."""
+
+    kind: str
+    model: Any
+    tokenizer: Any
+
+
+def text_encoder_from_state(state: Mapping[str, torch.Tensor], input_name: str, place: Place,
+                            reread: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> TextEncoderFile:
+    """The encoder a file holds; with `reread` (reading the file's tensors again) a T5 is built only when a prompt
+    is first encoded, and can be freed after encoding (`LazyModule`)."""
+    kind = describe_text_encoder(state)
+    if kind == "t5" and reread is not None:
+        model = LazyModule(lambda: place(build_t5_encoder(reread(), input_name)), input_name)
+        return TextEncoderFile(kind, model, t5_tokenizer_for_vocab(t5_vocab_size(state), input_name))
+    if kind == "clip":
+        model = build_clip_text_model(state, input_name)
+        return TextEncoderFile(kind, place(model), clip_tokenizer(model.config.vocab_size))
+    if kind == "t5":
+        model = build_t5_encoder(state, input_name)
+        return TextEncoderFile(kind, place(model), t5_tokenizer_for_vocab(model.config.vocab_size, input_name))
+    raise ValueError(f"{input_name}: not a text encoder this engine knows (CLIP or T5 in the transformers layout)")
+
+
+def flux_text_encoders(files: Mapping[str, TextEncoderFile], name: str) -> FluxClip:
+    """FLUX's CLIP from two encoder files (input name -> encoder), one CLIP-L and one T5, in either order."""
+    by_kind = {encoder.kind: encoder for encoder in files.values()}
+    if sorted(encoder.kind for encoder in files.values()) != ["clip", "t5"]:
+        found = ", ".join(f"{input_name}: {encoder.kind}" for input_name, encoder in files.items())
+        raise ValueError(f"type flux needs one CLIP-L and one T5 encoder file; found {found}")
+    clip, t5 = by_kind["clip"], by_kind["t5"]
+    return FluxClip(clip.tokenizer, clip.model, t5.tokenizer, t5.model, name)
+
+
+def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, FluxClip, Vae]:
+    """MODEL, CLIP and VAE from a diffusers FluxPipeline folder (the model manager names the input in errors)."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+
+    folder = Path(folder)
+    transformer = FluxTransformer2DModel.from_pretrained(folder, subfolder="transformer", local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
+    clip_model = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
+    t5_model = LazyModule(lambda: place(T5EncoderModel.from_pretrained(  # read on the first encode
+        folder, subfolder="text_encoder_2", local_files_only=True)).eval(), f"{name}/text_encoder_2")
+    clip = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    t5 = T5TokenizerFast.from_pretrained(folder, subfolder="tokenizer_2", local_files_only=True)
+    return (flux_model(place(transformer).eval(), name, folder_scheduler_config(folder)),
+            FluxClip(clip, place(clip_model).eval(), t5, t5_model, name),
+            Vae(place(vae).eval(), name))
+
+
+def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> FluxClip:
+    """FLUX's CLIP from two text encoder files (input name -> path: one CLIP-L and one T5, in either order), each
+    cached by the model manager on its own; a T5 is read on the first encode."""
+    def encoder(input_name: str) -> TextEncoderFile:
+        path = paths[input_name]
+        return models.cached("text_encoder", path, input_name, lambda: text_encoder_from_state(
+            read_safetensors(path, input_name), input_name, models.place,
+            reread=lambda: read_safetensors(path, input_name)))
+
+    files = {input_name: encoder(input_name) for input_name in paths}
+    return flux_text_encoders(files, "+".join(Path(path).name for path in paths.values()))

@@ -1,0 +1,92 @@
+"""How the shared sampling loop drives a FLUX transformer: flow matching with FluxPipeline's schedule (sigmas
+1 .. 1/steps, shifted by `mu` computed from the image's token count), latents packed into 2x2 patches only for the
+transformer call (the scheduler's Euler step is elementwise, so it runs on the unpacked latents), the distilled
+guidance from the conditioning (`FluxGuidance`), and true classifier-free guidance when cfg is not 1
+(FluxPipeline's `true_cfg_scale`). LATENT holds the VAE's latents shifted and scaled as FluxPipeline samples them.
+Knows nothing of nodes or files.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from diffusion.contracts import GuidanceBatch
+from diffusion.sampling.flow import FlowSampling
+
+DEFAULT_GUIDANCE = 3.5  # ComfyUI's FLUX guidance when no FluxGuidance node sets one
+
+
+def calculate_shift(image_tokens: int, config: Mapping[str, Any]) -> float:
+    """FluxPipeline's `mu`: the schedule shift grows linearly with the number of image tokens."""
+    base_tokens, max_tokens = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    slope = (max_shift - base_shift) / (max_tokens - base_tokens)
+    return image_tokens * slope + base_shift - slope * base_tokens
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> [B, H/2 * W/2, C*4]: 2x2 patches as tokens (FluxPipeline._pack_latents)."""
+    batch, channels, height, width = latents.shape
+    patches = latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(batch, (height // 2) * (width // 2), channels * 4)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The inverse of `pack` for latents of `height` x `width`."""
+    batch, _, features = tokens.shape
+    patches = tokens.view(batch, height // 2, width // 2, features // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return patches.reshape(batch, features // 4, height, width)
+
+
+def image_ids(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Each patch's (0, row, column) position for the rotary embedding (FluxPipeline._prepare_latent_image_ids)."""
+    ids = torch.zeros(height // 2, width // 2, 3)
+    ids[..., 1] = ids[..., 1] + torch.arange(height // 2)[:, None]
+    ids[..., 2] = ids[..., 2] + torch.arange(width // 2)[None, :]
+    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+class FluxSampling(FlowSampling):
+    """The shared sampling loop's hooks for a FluxTransformer2DModel."""
+
+    family_title = "FLUX"
+    # FlowMatchEulerDiscreteScheduler is the flow-matching scheduler of diffusers that takes FLUX's shifted sigmas
+    FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler"}
+    sampler_names = tuple(FLOW_SAMPLERS)
+
+    def set_timesteps(self, scheduler: Any, total: int, latents: torch.Tensor, device: torch.device) -> None:
+        height, width = latents.shape[-2:]
+        if height % 2 or width % 2:
+            raise ValueError(f"latent_image: FLUX needs an even latent size (images in multiples of 16 pixels), "
+                             f"got {width}x{height} latents")
+        sigmas = np.linspace(1.0, 1 / total, total)
+        mu = calculate_shift((height // 2) * (width // 2), scheduler.config)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu, device=device)
+
+    def network_inputs(self, guidance: GuidanceBatch, batch: int, device: torch.device,
+                       dtype: torch.dtype) -> dict[str, Any]:
+        pooled, distilled = [], []
+        for options in guidance.options:
+            if options.get("pooled_output") is None:
+                raise ValueError("conditioning: FLUX needs CLIP-L's pooled output; encode the prompt with a FLUX "
+                                 "CLIP (DualCLIPLoader type flux, or a FLUX model folder)")
+            pooled.append(options["pooled_output"].to(device, dtype).expand(batch, -1))
+            distilled.append(torch.full([batch], float(options.get("guidance", DEFAULT_GUIDANCE))))
+        return {"pooled_projections": torch.cat(pooled), "guidance": torch.cat(distilled).to(device)}
+
+    def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        rows, _, height, width = model_input.shape
+        guidance = inputs["guidance"] if network.config.guidance_embeds else None
+        text_ids = torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=embeddings.dtype)
+        prediction = network(
+            hidden_states=pack(model_input), timestep=timestep.expand(rows).to(model_input.dtype) / 1000,
+            guidance=guidance, pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings,
+            txt_ids=text_ids, img_ids=image_ids(height, width, model_input.device, model_input.dtype),
+            return_dict=False)[0]
+        return unpack(prediction, height, width)
+
+
+FLUX_SAMPLING = FluxSampling()

@@ -1,0 +1,61 @@
+"""The CLIP value of FLUX (`FluxClip`): T5 hidden states as the sequence, CLIP-L's pooled output as
+`pooled_output`, tokenized as FluxPipeline does (no emphasis syntax, CLIP-L to 77 tokens, T5 padded to 512).
+Knows nothing of nodes or files."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from diffusion.contracts import Conditioning, LoraPatch
+from diffusion.files import config_beside
+from diffusion.lazy_module import resolve
+from diffusion.lora import TEXT_ENCODER, lora_applied
+
+
+@dataclass(frozen=True, eq=False)
+class FluxClip:
+    """CLIP for FLUX: CLIP-L (pooled output) and T5 (hidden states), with their tokenizers and LoRAs to apply."""
+
+    clip_tokenizer: Any
+    clip_model: Any
+    t5_tokenizer: Any
+    t5_model: Any
+    name: str
+    loras: tuple[LoraPatch, ...] = ()
+    family = "flux"
+
+    def lora_modules(self) -> list[tuple[str, Any]]:
+        return [(TEXT_ENCODER, self.clip_model)]
+
+    def offloadable(self) -> list[Any]:
+        """The big text encoders that may be freed after encoding (T5; CLIP-L is small)."""
+        return [self.t5_model]
+
+    def with_lora(self, patch: LoraPatch) -> "FluxClip":
+        return dataclasses.replace(self, loras=self.loras + (patch,))
+
+    def with_layer(self, layer_index: int) -> "FluxClip":
+        """CLIPSetLastLayer: FLUX reads only CLIP-L's pooled output (from the last layer, as in ComfyUI) and T5's
+        last layer, so a valid layer choice changes nothing."""
+        layers = int(self.clip_model.config.num_hidden_layers)
+        if not -layers <= layer_index <= -1:
+            raise ValueError(f"stop_at_clip_layer: {layer_index} is outside -1..-{layers} for {self.name}")
+        return self
+
+    @torch.inference_mode()
+    def encode_prompt(self, text: str, t5_text: str | None = None) -> Conditioning:
+        """[[T5 hidden states [1, 512, width], {"pooled_output": CLIP-L pooled [1, width]}]], float32 CPU;
+        `t5_text` gives T5 a different prompt than CLIP-L (CLIPTextEncodeFlux)."""
+        lengths = config_beside(__file__)
+        clip_ids = self.clip_tokenizer(text, padding="max_length", max_length=lengths["clip_max_length"],
+                                       truncation=True, return_tensors="pt").input_ids
+        with lora_applied(self.clip_model, TEXT_ENCODER, self.loras):
+            pooled = self.clip_model(clip_ids.to(self.clip_model.device), output_hidden_states=False).pooler_output
+        t5_ids = self.t5_tokenizer(text if t5_text is None else t5_text, padding="max_length",
+                                   max_length=lengths["t5_max_length"], truncation=True, return_tensors="pt").input_ids
+        t5_model = resolve(self.t5_model)
+        hidden = t5_model(t5_ids.to(t5_model.device), output_hidden_states=False)[0]
+        return [[hidden.float().cpu(), {"pooled_output": pooled.float().cpu()}]]

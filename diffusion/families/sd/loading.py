@@ -1,0 +1,181 @@
+"""Stable Diffusion 1.x/2.x read into diffusers modules, offline: single-file checkpoints in the original (LDM)
+layout and diffusers folders.
+
+The version (SD1.x with a CLIP text encoder, SD2.x with OpenCLIP) and the prediction type are detected from the
+tensors' names and shapes (`detection`); the architecture is read from the shapes, on top of the version's
+description shipped beside this module (`sd1.json`, `sd2.json`); the weights are re-keyed with diffusers' own
+single-file converters. Knows nothing of nodes or the node environment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from diffusion import ldm
+from diffusion.components import DiffusionModel, Vae
+from diffusion.contracts import Place
+from diffusion.encoders.clip_tokenizer import clip_tokenizer
+from diffusion.families.sd.detection import CLIP, OPEN_CLIP, UNET, detect_prediction_type, detect_version
+from diffusion.families.sd.sampling import SD_SAMPLING
+from diffusion.families.sd.text_encoding import SdClip
+from diffusion.files import block_indices, config_beside, empty_weights, load_strict, public_config
+from diffusion.files import scheduler_config as folder_scheduler_config
+
+FAMILY = "sd"
+FOLDER_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
+                    "StableDiffusionInstructPix2PixPipeline")
+
+
+def version_config(version: str) -> dict[str, Any]:
+    """A fresh copy of a version's description ("sd1" or "sd2"): the facts its files cannot tell."""
+    return config_beside(__file__, f"{version}.json")
+
+
+def scheduler_config(version: str, prediction_type: str) -> dict[str, Any]:
+    """The version's diffusers scheduler config (without the class name) for a prediction type."""
+    config = public_config(version_config(version)["scheduler"])
+    config["prediction_type"] = prediction_type
+    return config
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """What a checkpoint holds: its version, prediction type and the diffusers/transformers configs to build."""
+
+    version: str
+    prediction_type: str
+    unet_config: dict[str, Any]
+    vae_config: dict[str, Any]
+    text_encoder_config: dict[str, Any]
+    pad_token: str
+    scheduler_config: dict[str, Any]
+
+
+def _unet_params(state: Mapping[str, torch.Tensor], version_params: Mapping[str, Any]) -> dict[str, Any]:
+    """LDM `unet_config.params` read from shapes (channels, levels, blocks, attention, context width)."""
+    conv_in = state[UNET + "input_blocks.0.0.weight"]
+    model_channels = conv_in.shape[0]
+    input_blocks = block_indices(state, UNET + "input_blocks.")
+    downsamplers = [i for i in input_blocks if UNET + f"input_blocks.{i}.0.op.weight" in state]
+    levels = len(downsamplers) + 1
+    res_blocks = (len(input_blocks) - 1 - len(downsamplers)) // levels
+    channel_mult, attention_resolutions = [], []
+    context_dim = transformer_depth = linear = None
+    for level in range(levels):
+        first = UNET + f"input_blocks.{1 + level * (res_blocks + 1)}."
+        channel_mult.append(state[first + "0.out_layers.3.weight"].shape[0] // model_channels)
+        if first + "1.proj_in.weight" in state:
+            attention_resolutions.append(2 ** level)
+            if context_dim is None:
+                context_dim = state[first + "1.transformer_blocks.0.attn2.to_k.weight"].shape[1]
+                transformer_depth = len(block_indices(state, first + "1.transformer_blocks."))
+                linear = state[first + "1.proj_in.weight"].ndim == 2
+    params = dict(version_params)
+    params.update(in_channels=conv_in.shape[1], out_channels=state[UNET + "out.2.weight"].shape[0],
+                  model_channels=model_channels, channel_mult=channel_mult, num_res_blocks=res_blocks,
+                  attention_resolutions=attention_resolutions, context_dim=context_dim,
+                  transformer_depth=transformer_depth, use_linear_in_transformer=linear)
+    head_channels = params.get("num_head_channels")
+    if head_channels and any(model_channels * mult % head_channels for mult in channel_mult):
+        raise ValueError(f"UNet widths {[model_channels * m for m in channel_mult]} are not multiples of the "
+                         f"{head_channels}-channel attention heads of this model family")
+    return params
+
+
+def _text_encoder_config(state: Mapping[str, torch.Tensor], version: str,
+                         base: Mapping[str, Any]) -> dict[str, Any]:
+    if version == "sd1":
+        embedding = state[CLIP + "embeddings.token_embedding.weight"]
+        positions = state[CLIP + "embeddings.position_embedding.weight"]
+        layers = len(block_indices(state, CLIP + "encoder.layers."))
+        intermediate = state[CLIP + "encoder.layers.0.mlp.fc1.weight"].shape[0]
+    else:  # OpenCLIP; SD2 uses the penultimate layer, so the last one is left out as diffusers does
+        embedding = state[OPEN_CLIP + "token_embedding.weight"]
+        positions = state[OPEN_CLIP + "positional_embedding"]
+        layers = len(block_indices(state, OPEN_CLIP + "transformer.resblocks.")) - 1
+        intermediate = state[OPEN_CLIP + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
+    vocab_size, hidden_size = embedding.shape
+    config = dict(base)
+    config.update(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate,
+                  num_hidden_layers=layers, num_attention_heads=max(1, hidden_size // 64),
+                  max_position_embeddings=positions.shape[0], bos_token_id=vocab_size - 2,
+                  eos_token_id=vocab_size - 1)
+    return config
+
+
+def inspect_checkpoint(state: Mapping[str, torch.Tensor]) -> CheckpointLayout:
+    """Version, prediction type and model configs of an LDM-layout checkpoint; ValueError if not understood."""
+    from diffusers.loaders.single_file_utils import create_unet_diffusers_config_from_ldm
+
+    version = detect_version(state)
+    base = version_config(version)
+    try:
+        original_config = {"model": {"params": {  # diffusers reads the VAE's depth for the UNet's sample size
+            "unet_config": {"params": _unet_params(state, base["unet"])},
+            "first_stage_config": {"params": {"ddconfig": ldm.ddconfig(state, ldm.CHECKPOINT_PREFIX)}}}}}
+        unet_config = create_unet_diffusers_config_from_ldm(original_config, state)
+        vae_config = ldm.vae_config(state, ldm.CHECKPOINT_PREFIX, base["vae"]["scale_factor"])
+        text_config = _text_encoder_config(state, version, base["text_encoder"])
+    except (KeyError, IndexError, ZeroDivisionError) as error:
+        raise ValueError(f"unknown checkpoint layout: {version} tensors incomplete or mis-shaped ({error})") from error
+    unet_config["upcast_attention"] = version == "sd2"
+    prediction_type = detect_prediction_type(state, version)
+    return CheckpointLayout(version, prediction_type, unet_config, vae_config, text_config,
+                            base["tokenizer"]["pad_token"], scheduler_config(version, prediction_type))
+
+
+def build_unet(state: Mapping[str, torch.Tensor], layout: CheckpointLayout) -> Any:
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**layout.unet_config)
+    return load_strict(unet, convert_ldm_unet_checkpoint(state, layout.unet_config), "UNet").eval()
+
+
+def build_text_encoder(state: Mapping[str, torch.Tensor], layout: CheckpointLayout) -> Any:
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with empty_weights():
+        model = CLIPTextModel(CLIPTextConfig(**layout.text_encoder_config))
+    if layout.version == "sd1":
+        converted = convert_ldm_clip_checkpoint(state)
+    else:
+        converted = convert_open_clip_checkpoint(model, state, prefix=OPEN_CLIP)
+    last_layer = f"encoder.layers.{layout.text_encoder_config['num_hidden_layers']}."
+    weights = {key.removeprefix("text_model."): tensor for key, tensor in converted.items()}
+    weights = {key: tensor for key, tensor in weights.items()
+               if not key.startswith(last_layer) and not key.endswith("position_ids")}
+    return load_strict(model, weights, "text encoder").eval()
+
+
+def sd_model(unet: Any, scheduler_config: Mapping[str, Any], name: str) -> DiffusionModel:
+    return DiffusionModel(unet, dict(scheduler_config), name, FAMILY, SD_SAMPLING)
+
+
+def load_checkpoint(state: Mapping[str, torch.Tensor], name: str, place: Place) -> tuple[DiffusionModel, SdClip, Vae]:
+    """MODEL, CLIP and VAE of an SD1.x/SD2.x single-file checkpoint; ValueError if it does not fit."""
+    layout = inspect_checkpoint(state)
+    unet = place(build_unet(state, layout))
+    vae = place(ldm.build_vae(state, layout.vae_config))
+    text_encoder = place(build_text_encoder(state, layout))
+    tokenizer = clip_tokenizer(layout.text_encoder_config["vocab_size"], layout.pad_token)
+    return sd_model(unet, layout.scheduler_config, name), SdClip(tokenizer, text_encoder, name), Vae(vae, name)
+
+
+def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, SdClip, Vae]:
+    """MODEL, CLIP and VAE of a diffusers Stable Diffusion folder (txt2img, img2img, inpainting, InstructPix2Pix)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True)
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", local_files_only=True)
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    scheduler = folder_scheduler_config(folder)
+    return (sd_model(place(unet).eval(), scheduler, name), SdClip(tokenizer, place(text_encoder).eval(), name),
+            Vae(place(vae).eval(), name))

@@ -1,0 +1,12 @@
+"""How the shared sampling loop drives an SD1.x/SD2.x UNet: the discrete-schedule hooks unchanged (noise or v
+prediction, every sampler and scheduler of the shared tables). Knows nothing of nodes or files."""
+from __future__ import annotations
+
+from diffusion.sampling.discrete import DiscreteSampling
+
+
+class SdSampling(DiscreteSampling):
+    family_title = "SD1.x/SD2.x"
+
+
+SD_SAMPLING = SdSampling()

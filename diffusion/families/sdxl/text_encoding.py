@@ -1,0 +1,73 @@
+"""The CLIP value of SDXL (`SdxlClip`): CLIP-L (absent in the refiner) and OpenCLIP-G with projection, read at
+the penultimate layer by default, their hidden states side by side and OpenCLIP-G's pooled projection as the
+pooled output. Knows nothing of nodes or files."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from diffusion.contracts import Conditioning, LoraPatch
+from diffusion.encoders.clip import TextEncoderSlot, check_layer, encode_chunks
+
+
+@dataclass(frozen=True, eq=False)
+class SdxlClip:
+    """CLIP of SDXL: CLIP-L (absent in the refiner) and OpenCLIP-G with projection, read at `layer_index`
+    (-2, the penultimate layer, by default), and LoRAs to apply to either."""
+
+    clip_l: TextEncoderSlot | None
+    clip_g: TextEncoderSlot
+    name: str
+    layer_index: int = -2
+    loras: tuple[LoraPatch, ...] = ()
+    family = "sdxl"
+
+    @property
+    def refiner(self) -> bool:
+        return self.clip_l is None
+
+    @property
+    def slots(self) -> list[TextEncoderSlot]:
+        return [slot for slot in (self.clip_l, self.clip_g) if slot is not None]
+
+    def with_layer(self, layer_index: int) -> "SdxlClip":
+        return dataclasses.replace(self, layer_index=check_layer(layer_index, self.slots, self.name))
+
+    def with_lora(self, patch: LoraPatch) -> "SdxlClip":
+        return dataclasses.replace(self, loras=self.loras + (patch,))
+
+    def lora_modules(self) -> list[tuple[str, Any]]:
+        return [(slot.lora_component, slot.model) for slot in self.slots]
+
+    def offloadable(self) -> list[Any]:
+        return []  # two CLIPs, small beside the UNet
+
+    def g_only(self) -> "SdxlClip":
+        """The OpenCLIP-G part alone (what the refiner's conditioning uses)."""
+        return dataclasses.replace(self, clip_l=None)
+
+    def encode_prompt(self, text: str) -> Conditioning:
+        return self.encode(text, text, {})
+
+    def encode(self, text_g: str, text_l: str, options: Mapping[str, Any]) -> Conditioning:
+        """[[CLIP-L and OpenCLIP-G hidden states side by side, {"pooled_output": G's projection, **options}]];
+        the shorter prompt is padded with empty chunks to the longer one's length."""
+        g_chunks = self.clip_g.chunks(text_g)
+        l_chunks = self.clip_l.chunks(text_l, len(g_chunks)) if self.clip_l else []
+        g_chunks = self.clip_g.chunks(text_g, len(l_chunks))
+        hidden, pooled = encode_chunks(self.clip_g, g_chunks, self.layer_index, self.loras)
+        if self.clip_l is not None:
+            hidden_l, _ = encode_chunks(self.clip_l, l_chunks, self.layer_index, self.loras)
+            hidden = torch.cat([hidden_l, hidden], dim=-1)
+        return [[hidden, {"pooled_output": pooled, **options}]]
+
+
+def require_sdxl_clip(clip: Any) -> SdxlClip:
+    """`clip` if it is an SDXL CLIP; a ValueError naming the input otherwise."""
+    if not isinstance(clip, SdxlClip):
+        kind = "an SD1/SD2" if getattr(clip, "family", None) == "sd" else f"a {type(clip).__name__}"
+        raise ValueError(f"clip: this node needs an SDXL CLIP, got {kind} text encoder")
+    return clip

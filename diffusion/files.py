@@ -1,0 +1,146 @@
+"""Reading model files, offline: safetensors files tensor by tensor, diffusers folders' JSON, and the helpers every
+family's loader shares (counting numbered blocks from key names, building modules without random weights, loading
+a file's tensors strictly).
+
+Pickled `.ckpt`/`.pt` files are refused: they can run arbitrary code when loaded. Knows nothing of model families,
+nodes or the node environment.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any, Collection, Iterator, Mapping
+
+import torch
+
+from diffusion.memory import allocator_aligned
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+MODEL_INDEX = "model_index.json"
+
+
+def _refuse_unreadable(path: Path, input_name: str) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ValueError(
+            f"{input_name}: {path.name} is a pickled PyTorch file, which can run arbitrary code when loaded; "
+            "only .safetensors files are loaded (convert it to safetensors first)")
+    if not path.is_file():
+        raise ValueError(f"{input_name}: file {path} not found")
+
+
+def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors file, each in memory of its own (floating-point ones in `dtype` when given:
+    converted one at a time as read, so an fp32 file loaded in bf16 never holds the whole file in fp32); a
+    ValueError naming the input for pickles, missing, truncated or corrupt files.
+
+    Tensors are read one at a time with `pread` rather than memory-mapped: a model built from a mapping keeps the
+    file's pages resident beside its own copies (2x the file at peak), and dies with SIGBUS if the file is
+    rewritten while loaded. A tensor the reader put at an address the CPU allocator would not use is moved once
+    (see `memory.is_allocator_aligned`), so peak memory stays near one file size plus one tensor."""
+    path = Path(path)
+    _refuse_unreadable(path, input_name)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", backend="pread") as file:
+            return {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype)) for key in file.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
+
+
+def safetensors_keys(path: Path, input_name: str) -> list[str]:
+    """The tensor names of a .safetensors file, read from its header only (no tensor data): enough to tell which
+    family a file belongs to, cheaply, while a prompt is validated."""
+    path = Path(path)
+    _refuse_unreadable(path, input_name)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return list(file.keys())
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
+
+
+def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor  # no copy if equal
+
+
+def block_indices(keys: Collection[str], prefix: str) -> list[int]:
+    """The numbers N of keys `prefix` + "N." (numbered blocks or layers), sorted, each once."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    return sorted({int(match.group(1)) for key in keys if (match := pattern.match(key))})
+
+
+@contextlib.contextmanager
+def empty_weights() -> Iterator[None]:
+    """Build modules with their parameters on the meta device: no memory and no random initialisation for
+    weights that loading replaces (`load_strict` assigns the file's tensors). Buffers stay real: text encoders
+    make position ids that files do not hold."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):
+        yield
+
+
+def load_strict(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
+    """`module` with every one of its tensors assigned from `weights` (extra weights ignored); a ValueError naming
+    `what` when tensors are missing or do not fit."""
+    expected = set(module.state_dict())
+    missing = sorted(expected - set(weights))
+    if missing:
+        raise ValueError(f"{what} weights incomplete: {len(missing)} tensors missing, e.g. {missing[:3]}")
+    try:
+        module.load_state_dict({key: weights[key] for key in expected}, strict=True, assign=True)
+    except RuntimeError as error:
+        raise ValueError(f"{what} weights do not fit the detected architecture: {error}") from error
+    return module
+
+
+# ---------------------------------------------------------------- diffusers folders
+
+def model_index(folder: Path) -> dict[str, Any]:
+    """A diffusers folder's `model_index.json`; a ValueError when it is missing or unreadable."""
+    path = Path(folder) / MODEL_INDEX
+    if not path.is_file():
+        raise ValueError(f"{Path(folder).name} is not a diffusers model folder (no {MODEL_INDEX})")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{Path(folder).name}: unreadable {MODEL_INDEX} ({error})") from error
+
+
+def pipeline_class(folder: Path) -> str:
+    """The pipeline class a diffusers folder was saved from (its model_index.json `_class_name`)."""
+    return str(model_index(folder).get("_class_name", ""))
+
+
+def pipeline_components(folder: Path) -> set[str]:
+    """The components a diffusers folder holds (model_index.json entries that name a class; absent ones are null)."""
+    return {key for key, value in model_index(folder).items() if isinstance(value, list) and value[0] is not None}
+
+
+def scheduler_config(folder: Path) -> dict[str, Any]:
+    """A diffusers folder's `scheduler/scheduler_config.json` without its private `_` keys."""
+    config = json.loads((Path(folder) / "scheduler" / "scheduler_config.json").read_text())
+    return public_config(config)
+
+
+def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A diffusers config without its private `_` keys (`_class_name`, `_diffusers_version`)."""
+    return {key: value for key, value in config.items() if not key.startswith("_")}
+
+
+@functools.lru_cache(maxsize=None)
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def config_beside(module_file: str, name: str = "config.json") -> dict[str, Any]:
+    """A fresh copy (callers may modify it) of a JSON file shipped beside a module: a family's description, the
+    facts its files cannot tell (text-encoder settings, scheduler config, latent statistics)."""
+    return copy.deepcopy(_read_json(Path(module_file).parent / name))

@@ -1,0 +1,142 @@
+"""Loading models from the files people download, whatever their family: the entry points of the loader nodes.
+
+Each asks the family registry (`diffusion.registry`) which family a file or folder belongs to and lets that
+family's loader read it; the model manager caches the result per file version and keeps it within the memory
+budget. Errors are ValueErrors that name the node input and the file. Knows nothing of nodes or folders: callers
+pass resolved paths and the input name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from diffusion import ldm, registry
+from diffusion.components import DiffusionModel, Vae
+from diffusion.files import MODEL_INDEX, pipeline_class, read_safetensors, safetensors_keys
+from diffusion.manager import ModelManager
+
+ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None for a file without text encoders), VAE
+
+
+def load_checkpoint(models: ModelManager, path: Path, input_name: str = "ckpt_name") -> ModelTriple:
+    """MODEL, CLIP and VAE from an all-in-one single-file checkpoint (.safetensors, original layout)."""
+    path = Path(path)
+
+    def load() -> ModelTriple:
+        state = read_safetensors(path, input_name, models.dtype)
+        try:
+            return registry.checkpoint_family(state.keys()).load_checkpoint(state, path.name, models.place)
+        except ValueError as error:
+            raise ValueError(f"{input_name}: {path.name}: {error}") from error
+
+    return models.cached("checkpoint", path, input_name, load)
+
+
+def load_diffusers(models: ModelManager, folder: Path, input_name: str = "model_path") -> ModelTriple:
+    """MODEL, CLIP and VAE from a diffusers pipeline folder (one with model_index.json)."""
+    folder = Path(folder)
+    index = folder / MODEL_INDEX
+    if not index.is_file():
+        raise ValueError(f"{input_name}: {folder} is not a diffusers model folder (no {MODEL_INDEX})")
+
+    def load() -> ModelTriple:
+        try:
+            pipeline = pipeline_class(folder)
+            return registry.pipeline_family(pipeline).load_folder(folder, folder.name, models.place)
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{input_name}: {folder.name} could not be loaded as a diffusers model: "
+                             f"{error}") from error
+
+    return models.cached("diffusers", index, input_name, load)
+
+
+def load_vae(models: ModelManager, path: Path, input_name: str = "vae_name") -> Vae:
+    """A VAE from a standalone LDM-layout .safetensors file (or the VAE inside a full checkpoint); its latent
+    statistics are those of the family whose standalone VAE has its latent channels."""
+    path = Path(path)
+
+    def load() -> Vae:
+        state = read_safetensors(path, input_name, models.dtype)
+        prefix = ldm.vae_prefix(state)
+        if prefix is None:
+            raise ValueError(f"{input_name}: {path.name} is not a VAE in the original (LDM) layout")
+        try:
+            factors = registry.standalone_vae_factors(state[prefix + "decoder.conv_in.weight"].shape[1])
+            config = ldm.vae_config(state, prefix, factors[0] if factors else None)
+            if factors and factors[1]:
+                config["shift_factor"] = factors[1]
+            autoencoder = ldm.build_vae(state, config)
+        except (KeyError, IndexError) as error:
+            raise ValueError(f"{input_name}: {path.name}: VAE tensors incomplete ({error})") from error
+        except ValueError as error:
+            raise ValueError(f"{input_name}: {path.name}: {error}") from error
+        return Vae(models.place(autoencoder), path.name)
+
+    return models.cached("vae", path, input_name, load)
+
+
+def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "unet_name") -> DiffusionModel:
+    """MODEL from a file holding the denoising network alone (UNETLoader)."""
+    path = Path(path)
+
+    def load() -> DiffusionModel:
+        state = read_safetensors(path, input_name, models.dtype)
+        family = registry.diffusion_model_family(state.keys())
+        if family is None:
+            raise ValueError(f"{input_name}: this file holds {registry.describe_diffusion_model(state.keys())}, "
+                             "not a FLUX transformer; UNETLoader runs FLUX transformers (use CheckpointLoaderSimple "
+                             "for Stable Diffusion checkpoints)")
+        return family.load_diffusion_model(state, path.name, models.place)
+
+    return models.cached("diffusion_model", path, input_name, load)
+
+
+def load_text_encoders(models: ModelManager, clip_type: str, paths: Mapping[str, Path]) -> Any:
+    """CLIP from text encoder files (input name -> path) of the family whose ComfyUI CLIP loader `type` this is."""
+    return registry.clip_type_family(clip_type).load_text_encoders(models, paths)
+
+
+def load_lora(models: ModelManager, path: Path, family_name: str,
+              input_name: str = "lora_name") -> tuple[Mapping[str, torch.Tensor], Any]:
+    """A LoRA file's state dict in diffusers/peft keys and its network alphas, read with the key conventions of
+    the family it is applied to (kohya and other layouts converted)."""
+    family = registry.family(family_name)
+    path = Path(path)
+
+    def load() -> tuple[Mapping[str, torch.Tensor], Any]:
+        if family.read_lora is None:
+            raise ValueError(f"{input_name}: {family.title} models take no LoRAs")
+        state = read_safetensors(path, input_name)
+        if not state or not all("lora" in key or key.endswith(".alpha") for key in state):
+            raise ValueError(f"{input_name}: {path.name} is not a LoRA file (no lora_* tensors)")
+        try:
+            return family.read_lora(state)
+        except (ValueError, KeyError) as error:
+            raise ValueError(f"{input_name}: {path.name}: unsupported LoRA layout ({error})") from error
+
+    return models.cached(f"lora-{family.name}", path, input_name, load)
+
+
+def file_family(path: Path, input_name: str) -> str | None:
+    """The family of a checkpoint or diffusion-model file from its tensor names alone (the header, no tensor
+    data), for facts known at validation; None when no family claims it or it cannot be read."""
+    try:
+        keys = set(safetensors_keys(Path(path), input_name))
+    except ValueError:
+        return None
+    try:
+        return registry.checkpoint_family(keys).name
+    except ValueError:
+        family = registry.diffusion_model_family(keys)
+        return None if family is None else family.name
+
+
+def folder_family(folder: Path) -> str | None:
+    """The family of a diffusers folder from its model_index.json, for facts known at validation; None when no
+    family reads it or it cannot be read."""
+    try:
+        return registry.pipeline_family(pipeline_class(Path(folder))).name
+    except ValueError:
+        return None

@@ -1,0 +1,63 @@
+"""`FlowSampling`: the sampling hooks shared by flow-matching families (SD3, FLUX): velocity prediction over
+diffusers' flow-matching schedulers, with ComfyUI's scheduler names mapped onto their sigma spacing options.
+
+A family subclass names the sampler names it runs (`FLOW_SAMPLERS`: which diffusers scheduler each is) and how
+its network is called. Knows nothing of nodes, files or particular families.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+import torch
+
+from diffusion.contracts import FamilySampling
+from diffusion.lora import TRANSFORMER
+from diffusion.sampling.schedulers import installed
+
+# ComfyUI scheduler names -> sigma spacing options; "normal", "simple" and "sgm_uniform" are the shifted linear
+# schedule the flow models were trained with
+FLOW_SCHEDULERS: dict[str, Mapping[str, Any]] = {
+    "normal": {}, "simple": {}, "sgm_uniform": {}, "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True}, "beta": {"use_beta_sigmas": True},
+}
+
+
+class FlowSampling(FamilySampling):
+    """Rectified flow: x_t = sigma * noise + (1 - sigma) * x0, the network predicting the velocity noise - x0."""
+
+    lora_component = TRANSFORMER
+    limit_reason = " (flow matching)"
+    scheduler_names = tuple(FLOW_SCHEDULERS)
+    # ComfyUI sampler name -> diffusers flow-matching scheduler class; a subclass sets both this and
+    # `sampler_names = tuple(FLOW_SAMPLERS)`
+    FLOW_SAMPLERS: Mapping[str, str] = {}
+
+    def make_scheduler(self, config: Mapping[str, Any], sampler_name: str, scheduler_name: str, seed: int) -> Any:
+        import diffusers
+
+        problem = self.choice_problem(sampler_name, scheduler_name)
+        if problem is not None:
+            raise ValueError(problem)
+        scheduler_class = getattr(diffusers, self.FLOW_SAMPLERS[sampler_name])
+        accepted = inspect.signature(scheduler_class.__init__).parameters
+        spacing = FLOW_SCHEDULERS[scheduler_name]
+        if any(option not in accepted for option in spacing):
+            raise ValueError(f"scheduler: {scheduler_name!r} is not available with sampler {sampler_name!r} for "
+                             f"{self.family_title}")
+        if "use_beta_sigmas" in spacing and not installed(("scipy",)):
+            raise ValueError("scheduler: 'beta' needs scipy, which is not installed")
+        return scheduler_class.from_config(dict(config), **spacing)
+
+    def noised(self, scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, first_timestep: torch.Tensor,
+               start: int) -> torch.Tensor:
+        """sigma * noise + (1 - sigma) * latents: pure noise at the first sigma of a full schedule (1)."""
+        if start == 0 and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(0)
+        return scheduler.scale_noise(latents, first_timestep.reshape(1), noise)
+
+    def denoised(self, scheduler: Any, output: Any, latents: torch.Tensor, prediction: torch.Tensor,
+                 sampler_name: str) -> torch.Tensor:
+        """x0 = x_t - sigma * v (the model predicts the velocity from data to noise)."""
+        sigma = scheduler.sigmas[scheduler.step_index - 1]
+        return latents - sigma * prediction
