@@ -97,7 +97,10 @@ class UNETLoader:
         names = current_environment().folders.list_models("diffusion_models")
         return {"required": {
             "unet_name": (names, {"tooltip": "The model file in models/diffusion_models."}),
-            "weight_dtype": (["default"], {"tooltip": "The precision to run in (default: the device's)."}),
+            "weight_dtype": (["default"], {
+                "tooltip": "The precision the weights are kept in: the device's (--fp16/--bf16/--fp32). ComfyUI's "
+                           "fp8 storage choices are not offered yet, so workflows asking for them are refused at "
+                           "validation instead of running in another precision."}),
         }}
 
     @classmethod

@@ -35,8 +35,9 @@ class CLIPTextEncodeSD3:
             "clip_g": ("STRING", {**text, "tooltip": "The prompt for CLIP-G."}),
             "t5xxl": ("STRING", {**text, "tooltip": "The prompt for T5-XXL."}),
             "empty_padding": (list(EMPTY_PADDING), {
-                "tooltip": "Kept for ComfyUI workflows; an empty text is always encoded as the empty prompt, as "
-                           "StableDiffusion3Pipeline does."}),
+                "tooltip": "none (ComfyUI's default): an empty text gives no tokens (both CLIP texts empty: no "
+                           "CLIP part, zero pooled output; empty T5 text: T5's end token alone). empty_prompt: an "
+                           "empty text is encoded as the empty prompt, as StableDiffusion3Pipeline does."}),
         }}
 
     @classmethod
@@ -47,7 +48,7 @@ class CLIPTextEncodeSD3:
                empty_padding: str = "none") -> tuple[Conditioning]:
         if not isinstance(clip, Sd3Clip):
             raise ValueError(f"clip: CLIPTextEncodeSD3 needs an SD3 CLIP, got a {type(clip).__name__}")
-        conditioning = clip.encode(clip_l, clip_g, t5xxl)
+        conditioning = clip.encode(clip_l, clip_g, t5xxl, pad_empty=empty_padding == "empty_prompt")
         release_text_encoders(clip)
         return (conditioning,)
 

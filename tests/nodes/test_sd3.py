@@ -246,3 +246,24 @@ def test_shipped_sd3_workflows_run(node_env, sd3_models, name):
     prompt = json.loads((WORKFLOWS / f"{name}.json").read_text())
     images = run_workflow(node_env, prompt, size=SIZE)
     assert [image.size for image in images] == [(SIZE, SIZE)]
+
+
+def test_empty_padding_none_gives_no_tokens_for_empty_texts(sd3):
+    clip = sd3[1]
+    (as_pipeline,) = CLIPTextEncodeSD3().encode(clip, "", "", "", "empty_prompt")
+    plain = clip.encode_prompt("")  # diffusers' encoding of an empty prompt
+    assert torch.equal(as_pipeline[0][0], plain[0][0])
+    (none,) = CLIPTextEncodeSD3().encode(clip, "", "", "", "none")
+    t5 = clip.t5.get() if hasattr(clip.t5, "get") else clip.t5
+    with torch.inference_mode():
+        end_token = t5(torch.tensor([[clip.t5_tokenizer.eos_token_id]]))[0].float()
+    assert torch.allclose(none[0][0], end_token, atol=1e-6)  # T5's end token alone, no CLIP part
+    assert not none[0][1]["pooled_output"].any() and none[0][1]["pooled_output"].shape == plain[0][1]["pooled_output"].shape
+    (without_t5,) = CLIPTextEncodeSD3().encode(clip.without_t5(), "", "", "", "none")
+    assert without_t5[0][0].shape[1] == 77 and not without_t5[0][0].any()
+    (one_empty,) = CLIPTextEncodeSD3().encode(clip, "a fox", "", "a fox", "none")  # read side by side: padded
+    assert torch.equal(one_empty[0][0], CLIPTextEncodeSD3().encode(clip, "a fox", "", "a fox", "empty_prompt")[0][0][0])
+    (samples,) = KSampler().sample(sd3[0], SEED, 2, 4.0, "euler", "normal",
+                                   CLIPTextEncodeSD3().encode(clip, "a fox", "a fox", "a fox", "none")[0], none,
+                                   _latent())
+    assert torch.isfinite(samples["samples"]).all()

@@ -55,22 +55,38 @@ class Sd3Clip:
         return self.encode(text, text, text)
 
     @torch.inference_mode()
-    def encode(self, clip_l: str, clip_g: str, t5xxl: str) -> Conditioning:
+    def encode(self, clip_l: str, clip_g: str, t5xxl: str, pad_empty: bool = True) -> Conditioning:
+        """CONDITIONING of one text per encoder. `pad_empty` (CLIPTextEncodeSD3's empty_padding "empty_prompt",
+        what StableDiffusion3Pipeline does) encodes an empty text as the empty prompt; without it (ComfyUI's
+        "none") empty texts give no tokens: with both CLIP texts empty the CLIP part is left out and its pooled
+        output is zeros, and an empty T5 text is T5's end token alone; all empty without T5 is zeros. (One empty
+        CLIP text beside a non-empty one is encoded as the empty prompt: the two are read side by side.)"""
+        hidden, pooled = self._encode_clips(clip_l, clip_g) if pad_empty or clip_l or clip_g else (None, None)
+        if pooled is None:
+            width = sum(int(slot.model.config.projection_dim) for slot in self.slots)
+            pooled = torch.zeros(1, width)
+        if self.t5 is not None:
+            t5_hidden = self._encode_t5(t5xxl, pad_empty or bool(t5xxl))
+            hidden = t5_hidden if hidden is None else torch.cat(
+                [torch.nn.functional.pad(hidden, (0, t5_hidden.shape[-1] - hidden.shape[-1])), t5_hidden], dim=1)
+        elif hidden is None:
+            hidden = torch.zeros(1, 77, sum(int(slot.model.config.hidden_size) for slot in self.slots))
+        return [[hidden, {"pooled_output": pooled}]]
+
+    def _encode_clips(self, clip_l: str, clip_g: str) -> tuple[torch.Tensor, torch.Tensor]:
         count = max(len(self.clip_l.chunks(clip_l)), len(self.clip_g.chunks(clip_g)))
         hidden_l, pooled_l = encode_chunks(self.clip_l, self.clip_l.chunks(clip_l, count), self.layer_index,
                                            self.loras)
         hidden_g, pooled_g = encode_chunks(self.clip_g, self.clip_g.chunks(clip_g, count), self.layer_index,
                                            self.loras)
-        hidden = torch.cat([hidden_l, hidden_g], dim=-1)
-        if self.t5 is not None:
-            t5_hidden = self._encode_t5(t5xxl)
-            hidden = torch.cat([torch.nn.functional.pad(hidden, (0, t5_hidden.shape[-1] - hidden.shape[-1])),
-                                t5_hidden], dim=1)
-        return [[hidden, {"pooled_output": torch.cat([pooled_l, pooled_g], dim=-1)}]]
+        return torch.cat([hidden_l, hidden_g], dim=-1), torch.cat([pooled_l, pooled_g], dim=-1)
 
-    def _encode_t5(self, text: str) -> torch.Tensor:
-        ids = self.t5_tokenizer(text, padding="max_length", max_length=config_beside(__file__)["t5_max_length"],
-                                truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
+    def _encode_t5(self, text: str, padded: bool) -> torch.Tensor:
+        if padded:
+            ids = self.t5_tokenizer(text, padding="max_length", max_length=config_beside(__file__)["t5_max_length"],
+                                    truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
+        else:
+            ids = torch.tensor([[self.t5_tokenizer.eos_token_id]])
         t5 = resolve(self.t5)
         return t5(ids.to(t5.device))[0].float().cpu()
 
