@@ -98,12 +98,12 @@ def run_child(family: str, policy: str, models_dir: Path) -> None:
     torch.set_num_threads(1)
     import nodes
     from app.settings import TEXT_ENCODER_OFFLOAD
+    from diffusion.lazy_module import LazyModule
     from engine.cache import OutputCache
     from engine.executor import Executor
     from engine.registry import NodeRegistry
     from engine.validation import validate_prompt
     from nodes.environment import Folders, NodeEnvironment, set_default_environment
-    from diffusion.lazy_module import LazyModule
 
     if family == BASELINE:
         import importlib

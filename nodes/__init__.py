@@ -9,10 +9,25 @@ from __future__ import annotations
 
 from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
 from nodes.image import ImageScale, LoadImage, PreviewImage, SaveImage
-from nodes.latent import EmptyLatentImage, LatentUpscale, LatentUpscaleBy, VAEDecode, VAEEncode
-from nodes.latent import VAEDecodeTiled, VAEEncodeTiled
-from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, DualCLIPLoader, LoraLoader, LoraLoaderModelOnly
-from nodes.loaders import TripleCLIPLoader, UNETLoader, VAELoader
+from nodes.latent import (
+    EmptyLatentImage,
+    LatentUpscale,
+    LatentUpscaleBy,
+    VAEDecode,
+    VAEDecodeTiled,
+    VAEEncode,
+    VAEEncodeTiled,
+)
+from nodes.loaders import (
+    CheckpointLoaderSimple,
+    DiffusersLoader,
+    DualCLIPLoader,
+    LoraLoader,
+    LoraLoaderModelOnly,
+    TripleCLIPLoader,
+    UNETLoader,
+    VAELoader,
+)
 from nodes.sampling import KSampler, KSamplerAdvanced
 from nodes.training import LoadImageDataset, PlotLoss, TrainLoRA
 
@@ -78,7 +93,6 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
 
 # Families with their own node modules register their nodes here (each module exports its own mappings).
 from nodes import flux as _flux  # noqa: E402
-
 from nodes import sd3 as _sd3  # noqa: E402
 from nodes import sdxl as _sdxl  # noqa: E402
 from nodes import unclip as _unclip  # noqa: E402

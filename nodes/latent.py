@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from nodes import resize
 from diffusion.contracts import VaeModel
+from nodes import resize
 
 MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 4

@@ -27,8 +27,14 @@ import torch
 from diffusion.components import DiffusionModel
 from diffusion.families.sd.text_encoding import SdClip
 from training.dataset import ImageDataset
-from training.lora_file import (TEXT_ENCODER_PREFIX, UNET_PREFIX, kohya_state_dict, lora_layers, save_lora,
-                                    write_atomically)
+from training.lora_file import (
+    TEXT_ENCODER_PREFIX,
+    UNET_PREFIX,
+    kohya_state_dict,
+    lora_layers,
+    save_lora,
+    write_atomically,
+)
 
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")

@@ -42,8 +42,8 @@ def sd_pipeline(tiny_models_dir):
 @pytest.fixture
 def sd1(node_env):
     """(MODEL, CLIP, VAE) of the tiny SD1 single-file checkpoint, through CheckpointLoaderSimple."""
-    from nodes.loaders import CheckpointLoaderSimple
     from diffusion.families.sd.demo import DEMO_CHECKPOINT
+    from nodes.loaders import CheckpointLoaderSimple
 
     return CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
 

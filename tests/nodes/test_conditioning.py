@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
 from diffusion.encoders.prompt import parse_prompt_weights, tokenize_weighted
+from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
 
 
 @pytest.mark.parametrize("text, expected", [

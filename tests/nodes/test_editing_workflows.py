@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 import nodes
+from diffusion.families.sd.demo import DEMO_CHECKPOINT, PIX2PIX_CHECKPOINT
 from engine.cache import OutputCache
 from engine.executor import Executor
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 from nodes.latent import EmptyLatentImage
 from nodes.loaders import CheckpointLoaderSimple
-from diffusion.families.sd.demo import DEMO_CHECKPOINT, PIX2PIX_CHECKPOINT
 from nodes.sampling import KSampler, KSamplerAdvanced
 from tests.nodes.test_inpaint import _box_mask, _gradient
 from tests.nodes.test_parity import _encode

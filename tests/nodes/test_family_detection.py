@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodes.loaders import CheckpointLoaderSimple
 from diffusion import registry
 from diffusion.families.sd import loading as sd
 from diffusion.families.sd3 import loading as sd3
 from diffusion.families.sdxl import loading as sdxl
+from nodes.loaders import CheckpointLoaderSimple
 
 
 @pytest.mark.parametrize("keys, description", [

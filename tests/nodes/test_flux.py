@@ -10,13 +10,13 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import nodes
+from diffusion.families.flux import demo as tiny_flux
+from diffusion.families.flux import loading as flux_loading
 from engine.cache import OutputCache
 from engine.executor import Executor
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 from nodes.conditioning import CLIPSetLastLayer, CLIPTextEncode
-from diffusion.families.flux import demo as tiny_flux
-from diffusion.families.flux import loading as flux_loading
 from nodes.flux import CLIPTextEncodeFlux, EmptyFluxLatentImage, EmptySD3LatentImage, FluxGuidance
 from nodes.latent import VAEDecode, VAEEncode
 from nodes.loaders import (

@@ -1,18 +1,18 @@
 """Inpainting: 9-channel models are detected and sample as diffusers' StableDiffusionInpaintPipeline does; ordinary
 models repaint only inside the latent noise mask, also exactly as that pipeline does for 4-channel UNets."""
+import diffusers
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import diffusers
+from diffusion.families.sd.demo import INPAINTING_CHECKPOINT, INPAINTING_DIFFUSERS
+from diffusion.sampling.editing import INPAINT, model_variant
 from nodes.image import LoadImage
 from nodes.inpaint import InpaintModelConditioning, SetLatentNoiseMask, VAEEncodeForInpaint
 from nodes.latent import VAEDecode, VAEEncode
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader
 from nodes.mask import LoadImageMask
-from diffusion.sampling.editing import INPAINT, model_variant
-from diffusion.families.sd.demo import INPAINTING_CHECKPOINT, INPAINTING_DIFFUSERS
 from nodes.sampling import KSampler
 from tests.nodes.test_parity import PROMPT, SEED, TOLERANCE, _encode, _reference_scheduler
 

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import nodes
+from diffusion.families.unclip import demo as tiny_kandinsky
 from engine.cache import OutputCache
 from engine.executor import Executor
 from engine.registry import NodeRegistry
@@ -18,7 +19,6 @@ from nodes.image import LoadImage
 from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
 from nodes.loaders import DiffusersLoader
 from nodes.sampling import KSampler
-from diffusion.families.unclip import demo as tiny_kandinsky
 from nodes.unclip import (
     CLIPVisionEncode,
     ImageEmbedsMix,

@@ -4,13 +4,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, VAELoader
 from diffusion import files, ldm
 from diffusion.families import ldm_export
 from diffusion.families.sd import demo as tiny
 from diffusion.families.sd import detection
 from diffusion.families.sd import loading as checkpoint
 from diffusion.loading import load_vae
+from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, VAELoader
 
 
 def _same_weights(first: torch.nn.Module, second: torch.nn.Module) -> bool:

@@ -4,10 +4,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from diffusion.families.sd.demo import DEMO_LORA
 from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage, VAEDecode
 from nodes.loaders import LoraLoader, LoraLoaderModelOnly
-from diffusion.families.sd.demo import DEMO_LORA
 from nodes.sampling import KSampler
 from tests.nodes.test_parity import PROMPT, SEED, TOLERANCE, _reference_scheduler
 

@@ -6,8 +6,7 @@ from PIL import Image
 
 from nodes.image_batch import LoadImagesFromDir
 from nodes.inpaint import InstructPixToPixConditioning, SetLatentNoiseMask, VAEEncodeForInpaint
-from nodes.mask import (FeatherMask, GrowMask, ImageCompositeMasked, ImageToMask, InvertMask, LoadImageMask,
-                        MaskToImage)
+from nodes.mask import FeatherMask, GrowMask, ImageCompositeMasked, ImageToMask, InvertMask, LoadImageMask, MaskToImage
 
 
 def test_load_image_mask_channels(node_env):

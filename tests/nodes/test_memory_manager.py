@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.cache import CacheEntry, OutputCache
 from diffusion.components import Vae
 from diffusion.loading import load_checkpoint
 from diffusion.manager import ModelManager
 from diffusion.memory import MemoryBudget, parse_memory_size, size_in_bytes
+from engine.cache import CacheEntry, OutputCache
 
 LINEAR_BYTES = (100 * 100 + 100) * 4  # torch.nn.Linear(100, 100) in fp32
 

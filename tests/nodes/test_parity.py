@@ -3,12 +3,12 @@
 Nodes load the single-file LDM checkpoint; the reference pipelines load the diffusers folder of the same tiny
 model, with each scheduler constructed here directly from diffusers (independently of the node mapping).
 """
+import diffusers
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import diffusers
 from nodes.conditioning import CLIPTextEncode
 from nodes.image import LoadImage
 from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode

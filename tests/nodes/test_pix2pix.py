@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
+from diffusion.families.sd.demo import PIX2PIX_CHECKPOINT, PIX2PIX_DIFFUSERS
+from diffusion.sampling.editing import INSTRUCT_PIX2PIX, model_variant
 from nodes.image import LoadImage
 from nodes.inpaint import InstructPixToPixConditioning, KSamplerDualCFG
 from nodes.latent import VAEDecode
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader
-from diffusion.sampling.editing import INSTRUCT_PIX2PIX, model_variant
-from diffusion.families.sd.demo import PIX2PIX_CHECKPOINT, PIX2PIX_DIFFUSERS
 from nodes.sampling import KSampler
 from tests.nodes.test_inpaint import _gradient
 from tests.nodes.test_parity import SEED, TOLERANCE, _encode, _reference_scheduler

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
+from diffusion.sampling.schedulers import make_scheduler
 from engine.interrupt import ExecutionInterrupted, InterruptFlag
 from engine.progress import NodeRunContext, bind_node_context
 from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage
-from diffusion.sampling.schedulers import make_scheduler
 from nodes.sampling import KSampler, KSamplerAdvanced
 
 

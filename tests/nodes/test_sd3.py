@@ -4,20 +4,19 @@ Images are 32x32 (4x4 latents, 2x2 patches)."""
 import json
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import pytest
 import torch
 
-import diffusers
-from nodes.conditioning import CLIPTextEncode
-from nodes.flux import EmptySD3LatentImage
-from nodes.latent import VAEDecode
-from nodes.loaders import DiffusersLoader, LoraLoader
 from diffusion.families.sd3 import demo as sd3_tiny
 from diffusion.families.sd3.sampling import Sd3Sampling
 from diffusion.families.sd3.text_encoding import Sd3Clip
+from nodes.conditioning import CLIPTextEncode
+from nodes.flux import EmptySD3LatentImage
+from nodes.latent import VAEDecode
+from nodes.loaders import DiffusersLoader, LoraLoader, TripleCLIPLoader
 from nodes.sampling import KSampler, KSamplerAdvanced
-from nodes.loaders import TripleCLIPLoader
 from nodes.sd3 import CLIPTextEncodeSD3, ModelSamplingSD3
 from tests.nodes.conftest import own_storage
 

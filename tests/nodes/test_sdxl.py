@@ -6,17 +6,17 @@ pipelines load the diffusers folders of the same weights.
 import json
 from pathlib import Path
 
+import diffusers
 import numpy as np
 import pytest
 import torch
 
-import diffusers
-from nodes.conditioning import CLIPTextEncode
-from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
-from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader
 from diffusion.families.sdxl import demo as sdxl_tiny
 from diffusion.families.sdxl.sampling import SdxlSampling
 from diffusion.families.sdxl.text_encoding import SdxlClip
+from nodes.conditioning import CLIPTextEncode
+from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
+from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, LoraLoader
 from nodes.sampling import KSampler, KSamplerAdvanced
 from nodes.sdxl import CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 from tests.nodes.conftest import own_storage

@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
+from diffusion.speedups import Speedups, speedups_applied
 from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage
-from diffusion.speedups import Speedups, speedups_applied
 from nodes.sampling import KSampler
 from nodes.speedups import ModelSpeedups, TorchCompileModel
 
@@ -89,8 +89,8 @@ def test_unsupported_speedups_are_clear_errors_naming_the_input(inputs, node_env
 
 
 def test_attention_slicing_is_refused_for_transformer_models(node_env, tiny_models_dir):
-    from nodes.loaders import UNETLoader
     from diffusion.families.flux import demo as tiny_flux
+    from nodes.loaders import UNETLoader
 
     tiny_flux.make_flux_demo_models(tiny_models_dir)
     (flux_model,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_TRANSFORMER)

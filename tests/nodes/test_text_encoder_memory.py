@@ -6,15 +6,14 @@ import argparse
 import pytest
 import torch
 
-from nodes.conditioning import CLIPTextEncode
-from nodes.environment import Folders, NodeEnvironment, use_environment
-from nodes.flux import CLIPTextEncodeFlux
-from nodes.loaders import DualCLIPLoader, TripleCLIPLoader
-from nodes.loaders import DiffusersLoader
 from diffusion.families.flux import demo as tiny_flux
 from diffusion.families.sd3 import demo as sd3_tiny
 from diffusion.lazy_module import LazyModule, should_free
 from diffusion.manager import ModelManager
+from nodes.conditioning import CLIPTextEncode
+from nodes.environment import Folders, NodeEnvironment, use_environment
+from nodes.flux import CLIPTextEncodeFlux
+from nodes.loaders import DiffusersLoader, DualCLIPLoader, TripleCLIPLoader
 from nodes.sd3 import CLIPTextEncodeSD3
 
 PROMPT = "a photo of an astronaut riding a horse on mars"

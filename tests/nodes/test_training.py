@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 
 import nodes
+from diffusion.families.sd.demo import DEMO_CHECKPOINT
 from engine.cache import OutputCache
 from engine.executor import Executor
 from engine.interrupt import ExecutionInterrupted, InterruptFlag
@@ -23,11 +24,10 @@ from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 from nodes.environment import Folders, NodeEnvironment, use_environment
 from nodes.loaders import CheckpointLoaderSimple, LoraLoader
-from training.trainer import LoraTrainer, TrainingSettings, _Sampler, available_optimizers
-from diffusion.families.sd.demo import DEMO_CHECKPOINT
 from nodes.training import LoadImageDataset, PlotLoss, TrainLoRA, resume_state_path
 from tests.nodes.test_lora import _image
 from tests.nodes.test_parity import PROMPT, SEED, TOLERANCE, _reference_scheduler
+from training.trainer import LoraTrainer, TrainingSettings, _Sampler, available_optimizers
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "train_lora.json"
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60), "yellow": (230, 210, 40)}

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from nodes.latent import (TILED_DECODE_TOLERANCE, TILED_ENCODE_TOLERANCE, VAEDecode, VAEDecodeTiled, VAEEncode,
-                          VAEEncodeTiled)
 from diffusion import memory
 from diffusion.components import Vae
+from nodes.latent import (
+    TILED_DECODE_TOLERANCE,
+    TILED_ENCODE_TOLERANCE,
+    VAEDecode,
+    VAEDecodeTiled,
+    VAEEncode,
+    VAEEncodeTiled,
+)
 
 SIZE = 128  # pixels: a few 64-pixel tiles
 TILE = 64

@@ -2,7 +2,6 @@
 import asyncio
 import concurrent.futures
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch

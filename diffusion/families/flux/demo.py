@@ -75,8 +75,8 @@ def write_flux_diffusers_folder(models: TinyFlux, folder: Path,
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
     pipeline = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(**(scheduler_config or FLUX_SCHEDULER)), vae=models.vae, text_encoder=models.text_encoder,
-        tokenizer=models.tokenizer, text_encoder_2=models.text_encoder_2, tokenizer_2=models.tokenizer_2,
+        scheduler=FlowMatchEulerDiscreteScheduler(**(scheduler_config or FLUX_SCHEDULER)), vae=models.vae,
+        text_encoder=models.text_encoder, tokenizer=models.tokenizer, text_encoder_2=models.text_encoder_2, tokenizer_2=models.tokenizer_2,
         transformer=models.transformer)
     pipeline.save_pretrained(str(folder), safe_serialization=True)
     return folder

@@ -21,8 +21,15 @@ from diffusion.encoders.clip_tokenizer import clip_tokenizer
 from diffusion.families.sd3.detection import CLIP_G, CLIP_L, T5, TRANSFORMER_PREFIX
 from diffusion.families.sd3.sampling import SD3_SAMPLING
 from diffusion.families.sd3.text_encoding import Sd3Clip, make_clip
-from diffusion.files import block_indices, config_beside, empty_weights, load_strict, pipeline_components
-from diffusion.files import public_config, read_safetensors
+from diffusion.files import (
+    block_indices,
+    config_beside,
+    empty_weights,
+    load_strict,
+    pipeline_components,
+    public_config,
+    read_safetensors,
+)
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 

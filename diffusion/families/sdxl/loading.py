@@ -27,8 +27,15 @@ from diffusion.families.sdxl.detection import (
 )
 from diffusion.families.sdxl.sampling import BASE_TIME_IDS, REFINER_TIME_IDS, sampling_for
 from diffusion.families.sdxl.text_encoding import SdxlClip
-from diffusion.files import block_indices, config_beside, empty_weights, load_strict, model_index, pipeline_components
-from diffusion.files import public_config
+from diffusion.files import (
+    block_indices,
+    config_beside,
+    empty_weights,
+    load_strict,
+    model_index,
+    pipeline_components,
+    public_config,
+)
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lora import TEXT_ENCODER, TEXT_ENCODER_2
 

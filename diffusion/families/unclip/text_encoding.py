@@ -95,7 +95,8 @@ class UnclipPrior:
         for index, timestep in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             predicted = self.prior(model_input, timestep=timestep, proj_embedding=embeds.to(dtype),
-                                   encoder_hidden_states=hidden.to(dtype), attention_mask=mask).predicted_image_embedding
+                                   encoder_hidden_states=hidden.to(dtype),
+                                   attention_mask=mask).predicted_image_embedding
             if guided:
                 uncond, cond = predicted.chunk(2)
                 predicted = uncond + prior_cfg * (cond - uncond)
