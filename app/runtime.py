@@ -61,7 +61,8 @@ class Runtime:
         if folder == "diffusers":
             return self.environment.folders.list_diffusers_models()
         if folder in EXTRA_MODEL_FOLDERS:
-            from nodes.environment import CHECKPOINT_EXTENSIONS, list_files
+            from nodes.environment import CHECKPOINT_EXTENSIONS
+            from nodes.folder_listings import list_files
 
             return list_files(self.settings.models_dir / folder, CHECKPOINT_EXTENSIONS)
         return self.environment.folders.list_models(folder)

@@ -7,8 +7,8 @@ from typing import Any
 from PIL import Image
 
 import nodes
+from app.runtime import build_executor
 from engine.cache import OutputCache
-from engine.executor import Executor
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 
@@ -37,7 +37,7 @@ def run_workflow(node_env, prompt: dict[str, Any], size: int = 64) -> list[Image
     registry.register_mappings(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
     validation = validate_prompt(shrunk(prompt, size), registry)
     assert validation.ok and not validation.node_errors, validation.to_response()
-    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    result = build_executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
     assert result.success, result.error
     saved = [entry for output in result.outputs.values() for entry in output["images"]]
     return [Image.open(node_env.folders.output_dir / entry["subfolder"] / entry["filename"]) for entry in saved]

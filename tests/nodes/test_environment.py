@@ -7,18 +7,19 @@ import pytest
 import torch
 
 import nodes.environment as environment_module
+import nodes.folder_listings as listings_module
 from nodes.environment import (
     Folders,
     NodeEnvironment,
     cpu_computes_bf16_natively,
     current_environment,
-    list_files,
     pick_device,
     pick_dtype,
     resolve_inside,
     set_default_environment,
     use_environment,
 )
+from nodes.folder_listings import list_files
 from nodes.loaders import CheckpointLoaderSimple
 
 
@@ -93,13 +94,13 @@ def _settle(*roots: Path) -> None:
 
 def _count_scans(monkeypatch) -> list[Path]:
     scanned = []
-    scan = environment_module._scan_tree
+    scan = listings_module._scan_tree
 
     def counting_scan(root):
         scanned.append(root)
         return scan(root)
 
-    monkeypatch.setattr(environment_module, "_scan_tree", counting_scan)
+    monkeypatch.setattr(listings_module, "_scan_tree", counting_scan)
     return scanned
 
 

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import nodes
+from app.runtime import build_executor
 from diffusion.families.unclip import demo as tiny_kandinsky
 from engine.cache import OutputCache
-from engine.executor import Executor
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 from nodes.image import LoadImage
@@ -151,7 +151,7 @@ def _run_workflow(node_env, name, shrink):
         shrink(node["class_type"], node["inputs"])
     validation = validate_prompt(prompt, registry)
     assert validation.ok and not validation.node_errors, validation.to_response()
-    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    result = build_executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
     assert result.success, result.error
     (saved,) = [entry for output in result.outputs.values() for entry in output["images"]]
     return Image.open(node_env.folders.output_dir / saved["subfolder"] / saved["filename"])

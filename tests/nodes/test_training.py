@@ -15,9 +15,9 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 
 import nodes
+from app.runtime import build_executor
 from diffusion.families.sd.demo import DEMO_CHECKPOINT
 from engine.cache import OutputCache
-from engine.executor import Executor
 from engine.interrupt import ExecutionInterrupted, InterruptFlag
 from engine.progress import NodeRunContext, bind_node_context
 from engine.registry import NodeRegistry
@@ -27,7 +27,12 @@ from nodes.loaders import CheckpointLoaderSimple, LoraLoader
 from nodes.training import LoadImageDataset, PlotLoss, TrainLoRA, resume_state_path
 from tests.nodes.test_lora import _image
 from tests.nodes.test_parity import PROMPT, SEED, TOLERANCE, _reference_scheduler
-from training.trainer import LoraTrainer, TrainingSettings, _Sampler, available_optimizers
+from training.trainer import (
+    LoraTrainer,
+    TrainingSettings,
+    _Sampler,
+    available_optimizers,
+)
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "train_lora.json"
 COLOURS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60), "yellow": (230, 210, 40)}
@@ -312,7 +317,7 @@ def test_shipped_training_workflow_runs(training_env):
     prompt["10"]["inputs"]["steps"] = 2
     validation = validate_prompt(prompt, registry)
     assert validation.ok and not validation.node_errors, validation.to_response()
-    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    result = build_executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
     assert result.success, result.error
     assert (training_env.folders.model_dir("loras") / "workflow_lora.safetensors").is_file()
     saved = [entry for output in result.outputs.values() for entry in output.get("images", [])]

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import nodes
+from app.runtime import build_executor
 from engine.cache import OutputCache
-from engine.executor import Executor
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 
@@ -33,7 +33,7 @@ def test_shipped_workflow_runs(node_env, name):
     prompt = _shrunk(json.loads((WORKFLOWS / f"{name}.json").read_text()))
     validation = validate_prompt(prompt, registry)
     assert validation.ok and not validation.node_errors, validation.to_response()
-    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    result = build_executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
     assert result.success, result.error
     (saved,) = [entry for output in result.outputs.values() for entry in output["images"]]
     png = Image.open(node_env.folders.output_dir / saved["subfolder"] / saved["filename"])

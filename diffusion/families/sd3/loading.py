@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from diffusion.manager import ModelManager
 
 FAMILY = "sd3"
-CLIP_TYPES = ("sd3",)  # TripleCLIPLoader's files (and ComfyUI's CLIPLoader/DualCLIPLoader type name)
+CLIP_TYPES = ("sd3",)  # TripleCLIPLoader's files, under ComfyUI's CLIP loader type name
 Sd3Triple = tuple[DiffusionModel, "Sd3Clip | None", Vae]
 
 
