@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nodes.environment import current_environment
+from nodes.environment import current_environment, resolve_inside
 
 supported_pt_extensions = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 _extra_paths: dict[str, list[str]] = {}
@@ -105,12 +105,17 @@ def get_filename_list(folder_name: str) -> list[str]:
 
 
 def get_full_path(folder_name: str, filename: str) -> str | None:
-    """The file's path in the first folder of that kind that has it; never a path outside those folders."""
+    """The file's path in the first folder of that kind that has it; never a path outside those folders, except
+    through a symbolic link the machine's owner put there when `--allow-model-links` follows them."""
+    follow_links = _folders().follow_model_links
     for folder in get_folder_paths(folder_name):
-        root = os.path.realpath(folder)
-        candidate = os.path.realpath(os.path.join(root, os.path.normpath("/" + filename).lstrip("/")))
-        if candidate.startswith(root + os.sep) and os.path.isfile(candidate):
-            return candidate
+        try:
+            candidate = resolve_inside(Path(folder), os.path.normpath("/" + filename).lstrip("/"), "filename",
+                                       follow_links)
+        except ValueError:
+            continue
+        if candidate.is_file():
+            return str(candidate)
     return None
 
 

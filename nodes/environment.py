@@ -29,13 +29,19 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 @dataclass(frozen=True)
 class Folders:
     """The folders nodes read from and write to; `models_dir` holds one subfolder per model kind.
-    Listings of the model and input folders are cached in `listings` while the folders do not change."""
+    Listings of the model and input folders are cached in `listings` while the folders do not change.
+
+    A model file that is a symbolic link to somewhere outside the models folder is offered and loaded only with
+    `follow_model_links` (`--allow-model-links`): a link the machine's owner put there to reach another disk is
+    then followed, and otherwise neither listed nor loaded, so no name a request can pick leads outside the
+    allowed folders. Links out of the input folder are never followed."""
 
     models_dir: Path
     input_dir: Path
     output_dir: Path
     temp_dir: Path
     user_dir: Path
+    follow_model_links: bool = False
     listings: FolderListings = field(default_factory=FolderListings, init=False, repr=False, compare=False)
 
     @classmethod
@@ -58,24 +64,38 @@ class Folders:
 
     def list_models(self, kind: str, extensions: tuple[str, ...] = CHECKPOINT_EXTENSIONS) -> list[str]:
         """Files of a model kind, as '/'-separated paths relative to its folder, sorted."""
-        return self.listings.files(self.model_dir(kind), extensions)
+        return self.listings.files(self.model_dir(kind), extensions, self.follow_model_links)
 
     def list_diffusers_models(self) -> list[str]:
         """Folders under diffusers/ that hold a `model_index.json` (a saved diffusers pipeline)."""
-        return self.listings.diffusers_models(self.model_dir("diffusers"))
+        return self.listings.diffusers_models(self.model_dir("diffusers"), self.follow_model_links)
+
+    def model_file(self, kind: str, name: str, input_name: str) -> Path:
+        """The file (or diffusers folder) `name` of a model kind, by the link rule above; a ValueError naming
+        the input when it escapes the folder, is missing, or is a link out of it that is not followed."""
+        return resolve_inside(self.model_dir(kind), name, input_name, self.follow_model_links,
+                              links_flag="--allow-model-links")
 
     def list_input_images(self) -> list[str]:
         return self.listings.files(self.input_dir, IMAGE_EXTENSIONS)
 
 
-def resolve_inside(root: Path, relative_name: str, input_name: str) -> Path:
-    """The file `relative_name` inside `root`; a ValueError naming the input if it escapes root or is missing."""
+def resolve_inside(root: Path, relative_name: str, input_name: str, follow_links: bool = False,
+                   links_flag: str | None = None) -> Path:
+    """The file `relative_name` inside `root`; a ValueError naming the input if it escapes root or is missing.
+    The name itself must stay inside (no `..` out, no absolute path); with `follow_links` a symbolic link in
+    `root` may then lead anywhere, otherwise where it leads must be inside `root` too (`links_flag`, the switch
+    that would follow it, is named in the error)."""
     if not relative_name:
         raise ValueError(f"{input_name}: no file name given")
     root_resolved = root.resolve()
-    candidate = (root_resolved / relative_name).resolve()
-    if root_resolved != candidate and root_resolved not in candidate.parents:
+    named = Path(os.path.normpath(root_resolved / relative_name))
+    if named != root_resolved and root_resolved not in named.parents:
         raise ValueError(f"{input_name}: {relative_name!r} points outside {root}")
+    candidate = named.resolve()
+    if not follow_links and candidate != root_resolved and root_resolved not in candidate.parents:
+        how = f"; start with {links_flag} to follow links out of it" if links_flag else ", which is not followed"
+        raise ValueError(f"{input_name}: {relative_name!r} is a link to {candidate}, outside {root}{how}")
     if not candidate.exists():
         raise ValueError(f"{input_name}: {relative_name!r} not found in {root}")
     return candidate

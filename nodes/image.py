@@ -2,15 +2,19 @@
 
 IMAGE is float [batch, height, width, channels] in 0..1; MASK is float [batch, height, width] (1 where the
 image was transparent). Saved PNGs carry the API-format prompt and the editor workflow as `prompt`/`workflow`
-text chunks, as ComfyUI writes them, and never replace an existing file. Knows nothing of HTTP or the executor:
-the prompt and workflow arrive through the hidden PROMPT and EXTRA_PNGINFO inputs.
+text chunks, as ComfyUI writes them; each appears complete or not at all (written under a temporary name, then
+moved into place), never replaces another file, and a prompt run again after a crash replaces what its
+interrupted run wrote (`SaveJournal`). Knows nothing of HTTP or the executor: the prompt and workflow arrive
+through the hidden PROMPT and EXTRA_PNGINFO inputs.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +115,11 @@ def _png_metadata(prompt: Any, extra_pnginfo: Any) -> Any:
 
 
 def save_images(images: torch.Tensor, folder: Path, filename_prefix: str, folder_type: str, prompt: Any,
-                extra_pnginfo: Any, compress_level: int) -> list[dict[str, str]]:
-    """Write each image as `<prefix>_<counter>_.png` (never replacing a file); return the UI entries."""
+                extra_pnginfo: Any, compress_level: int, journal: "SaveJournal | None" = None) -> list[dict[str, str]]:
+    """Write each image as `<prefix>_<counter>_.png` and return the UI entries. Each file is written under a
+    hidden temporary name and moved into place complete, never replacing another file; with a `journal` (the
+    prompt's run of this node), a re-run of the same prompt after a crash writes to the names its interrupted run
+    chose, replacing what that run left, instead of adding files."""
     from PIL import Image
 
     if images.ndim != 4:
@@ -120,27 +127,114 @@ def save_images(images: torch.Tensor, folder: Path, filename_prefix: str, folder
     directory, subfolder, base = _split_prefix(folder, filename_prefix)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = _png_metadata(prompt, extra_pnginfo)
+    planned = journal.names(directory, base, len(images)) if journal is not None else None
+    if planned is None:
+        counter = _next_counter(directory, base)
+        planned = [f"{base}_{counter + index:05}_.png" for index in range(len(images))]
+        if journal is not None:
+            journal.record(directory, base, planned)
+        replace = False
+    else:
+        replace = True
+        for name in planned:  # what the crashed run was writing when it died
+            for leftover in directory.glob(f".{_glob_escape(name)}.*.partial"):
+                leftover.unlink(missing_ok=True)
     results = []
-    counter = _next_counter(directory, base)
-    for image in images:
+    for image, name in zip(images, planned):
         array = np.clip(image.float().cpu().numpy() * 255.0, 0, 255).round().astype(np.uint8)
         pil = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
-        while True:
-            name = f"{base}_{counter:05}_.png"
-            try:
-                with open(directory / name, "xb") as handle:
-                    pil.save(handle, format="PNG", pnginfo=metadata, compress_level=compress_level)
-                break
-            except FileExistsError:
-                counter += 1
-        results.append({"filename": name, "subfolder": subfolder, "type": folder_type})
-        counter += 1
+        written = _write_png(directory, name, base, pil, metadata, compress_level, replace)
+        results.append({"filename": written, "subfolder": subfolder, "type": folder_type})
     return results
+
+
+def _write_png(directory: Path, name: str, base: str, pil: Any, metadata: Any, compress_level: int,
+               replace: bool) -> str:
+    """Write under a hidden temporary name, then move it to `name` (replacing only when told to; otherwise a
+    taken name moves on to the next counter): the file appears complete or not at all."""
+    temporary = directory / f".{name}.{secrets.token_hex(4)}.partial"
+    try:
+        with open(temporary, "xb") as handle:
+            pil.save(handle, format="PNG", pnginfo=metadata, compress_level=compress_level)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(temporary, directory / name)
+            return name
+        while True:
+            try:
+                os.link(temporary, directory / name)  # atomic, and fails if the name is taken
+                return name
+            except FileExistsError:
+                counter = int(_COUNTER.search(name).group(1)) + 1
+                name = f"{base}_{counter:05}_.png"
+            except OSError:  # a filesystem without hard links: a rename, after looking (not atomic against races)
+                if not (directory / name).exists():
+                    os.replace(temporary, directory / name)
+                    return name
+                counter = int(_COUNTER.search(name).group(1)) + 1
+                name = f"{base}_{counter:05}_.png"
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class SaveJournal:
+    """Which file names one node of one prompt chose, kept in the user folder until the prompt is long done, so
+    that a prompt run again after a crash (the same prompt id) replaces its own earlier files. A journal entry is
+    written before any image, atomically; entries older than `KEEP_SECONDS` are pruned as new ones are written."""
+
+    KEEP_SECONDS = 7 * 24 * 3600
+
+    def __init__(self, folder: Path, prompt_id: str, node_id: str) -> None:
+        self.folder = folder
+        key = hashlib.sha256(f"{prompt_id}\0{node_id}".encode()).hexdigest()[:32]
+        self.path = folder / f"{key}.json"
+
+    @classmethod
+    def for_current_node(cls, user_dir: Path) -> "SaveJournal | None":
+        """The journal of the node running now; None outside a prompt (a script calling the node)."""
+        from engine.progress import current_node_context
+
+        context = current_node_context()
+        if context is None or not context.prompt_id:
+            return None
+        return cls(user_dir / "save-journal", context.prompt_id, context.node_id)
+
+    def names(self, directory: Path, base: str, count: int) -> list[str] | None:
+        """The names an earlier run of this node chose for the same folder, prefix and number of images."""
+        try:
+            entry = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        names = entry.get("names") if isinstance(entry, dict) else None
+        if entry.get("directory") != str(directory) or entry.get("base") != base or not isinstance(names, list) \
+                or len(names) != count or not all(isinstance(name, str) and "/" not in name for name in names):
+            return None
+        return names
+
+    def record(self, directory: Path, base: str, names: list[str]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._prune()
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.partial")
+        try:
+            temporary.write_text(json.dumps({"directory": str(directory), "base": base, "names": names}))
+            os.replace(temporary, self.path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def _prune(self) -> None:
+        cutoff = time.time() - self.KEEP_SECONDS
+        for old in self.folder.glob("*.json"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except OSError:
+                continue
 
 
 class SaveImage:
     DESCRIPTION = ("Saves images as PNG files in the output folder, with the workflow embedded; existing files are "
-                   "never replaced.")
+                   "never replaced (a prompt run again after a crash replaces only its own earlier files).")
     CATEGORY = "image"
     RETURN_TYPES = ()
     OUTPUT_NODE = True
@@ -159,8 +253,9 @@ class SaveImage:
 
     def save_images(self, images: torch.Tensor, filename_prefix: str = "ComfyUI", prompt: Any = None,
                     extra_pnginfo: Any = None) -> dict[str, Any]:
-        folder = current_environment().folders.output_dir
-        saved = save_images(images, folder, filename_prefix, "output", prompt, extra_pnginfo, compress_level=4)
+        folders = current_environment().folders
+        saved = save_images(images, folders.output_dir, filename_prefix, "output", prompt, extra_pnginfo,
+                            compress_level=4, journal=SaveJournal.for_current_node(folders.user_dir))
         return {"ui": {"images": saved}}
 
 

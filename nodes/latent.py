@@ -146,7 +146,8 @@ class VAEDecodeTiled:
     DESCRIPTION = ("Decodes latent images into pixel images with the VAE, tile by tile (diffusers' AutoencoderKL "
                    "tiling), to decode images too large to decode at once. Seams are blended; the result differs "
                    f"from VAE Decode by at most {TILED_DECODE_TOLERANCE} per pixel value (0..1), the documented seam "
-                   "tolerance measured at the seams of the tiny random-weight test VAE. VAE Decode itself switches to tiling when an image would not fit.")
+                   "tolerance measured at the seams of the tiny random-weight test VAE. VAE Decode itself switches "
+                   "to tiling when an image would not fit.")
     CATEGORY = "latent"
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The decoded images.",)

@@ -13,14 +13,14 @@ from diffusion import loading, registry
 from diffusion.components import DiffusionModel
 from diffusion.contracts import LoraPatch, TextEncoder, VaeModel
 from diffusion.lora import lora_applied, lora_targets
-from nodes.environment import current_environment, resolve_inside
+from nodes.environment import current_environment
 from nodes.model_facts import family_facts
 
 STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
 
 
 def _model_file(kind: str, name: str, input_name: str):
-    return resolve_inside(current_environment().folders.model_dir(kind), name, input_name)
+    return current_environment().folders.model_file(kind, name, input_name)
 
 
 class CheckpointLoaderSimple:
@@ -114,8 +114,9 @@ class UNETLoader:
 
 
 def _text_encoder_paths(names: dict[str, str]) -> dict[str, Any]:
-    folder = current_environment().folders.model_dir("text_encoders")
-    return {input_name: resolve_inside(folder, file_name, input_name) for input_name, file_name in names.items()}
+    folders = current_environment().folders
+    return {input_name: folders.model_file("text_encoders", file_name, input_name)
+            for input_name, file_name in names.items()}
 
 
 DUAL_CLIP_TYPES = ("flux",)

@@ -15,14 +15,14 @@ from diffusion.families.unclip.loading import load_decoder, load_prior
 from diffusion.families.unclip.text_encoding import ClipVision, UnclipPrior, embeds_conditioning, mix_image_embeds
 from diffusion.sampling.loop import SamplingRange, sample
 from diffusion.sampling.schedulers import available_samplers, available_schedulers
-from nodes.environment import current_environment, resolve_inside
+from nodes.environment import current_environment
 from nodes.sampling import MAX_SEED
 
 STEPS = {"default": 25, "min": 1, "max": 1000, "tooltip": "The number of denoising steps."}
 
 
 def _folder(name: str, input_name: str):
-    return resolve_inside(current_environment().folders.model_dir("diffusers"), name, input_name)
+    return current_environment().folders.model_file("diffusers", name, input_name)
 
 
 class UnCLIPPriorLoader:
