@@ -158,7 +158,7 @@ def build_runtime(settings: Settings) -> Runtime:
     from nodes.environment import Folders, NodeEnvironment, set_default_environment
 
     folders = Folders(settings.models_dir, settings.input_dir, settings.output_dir, settings.temp_dir,
-                      settings.user_dir)
+                      settings.user_dir, follow_model_links=settings.allow_model_links)
     folders.create()
     if settings.demo_models:
         ensure_demo_models(settings, folders)

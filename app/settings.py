@@ -29,6 +29,7 @@ class Settings:
     dtype: str | None = None
     max_ram: str | None = None
     reserve_vram: float | None = None
+    allow_model_links: bool = False
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
@@ -45,6 +46,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
     folders.add_argument("--temp-dir", type=Path, default=default(None), help="previews")
     folders.add_argument("--user-dir", type=Path, default=default(None),
                          help="per-user data: saved workflows, settings, queue")
+    folders.add_argument("--allow-model-links", action="store_true", default=default(False),
+                         help="list and load model files that are symbolic links to places outside the models "
+                              "folder (another disk); without it they are left out, with a warning")
     engine = parser.add_argument_group("engine")
     engine.add_argument("--cache-size", type=int, default=default(DEFAULT_CACHE_SIZE),
                         help=f"node outputs kept for re-runs (LRU entries, default {DEFAULT_CACHE_SIZE}; 0 disables)")
@@ -107,6 +111,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         dtype=getattr(args, "dtype", None),
         max_ram=max_ram,
         reserve_vram=reserve_vram,
+        allow_model_links=getattr(args, "allow_model_links", False),
     )
 
 

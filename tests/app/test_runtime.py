@@ -37,6 +37,19 @@ def test_no_demo_models_when_disabled(tmp_path):
     assert runtime.list_models("checkpoints") == []
 
 
+def test_the_model_links_switch_reaches_the_folders(tmp_path):
+    import argparse
+
+    from app.settings import add_common_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_common_arguments(parser)
+    assert settings_from_args(parser.parse_args(["--allow-model-links"])).allow_model_links
+    assert not settings_from_args(parser.parse_args([])).allow_model_links
+    runtime = build_runtime(settings_for(tmp_path, demo_models=False, allow_model_links=True))
+    assert runtime.environment.folders.follow_model_links
+
+
 def test_builtin_nodes_are_registered_like_plugins(runtime):
     for name in ("CheckpointLoaderSimple", "CLIPTextEncode", "KSampler", "VAEDecode", "SaveImage"):
         assert runtime.registry.entry(name).source == "nodes"
