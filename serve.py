@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import importlib.util
-import ipaddress
 import logging
 import sys
 import threading
@@ -33,6 +32,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="require this token on every route and the websocket (Bearer header or ?token=)")
     server.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                         help="an extra Origin allowed to call the API from a browser (repeatable)")
+    server.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="a host name the server answers to besides localhost, loopback IPs and the listen "
+                             "address (repeatable), e.g. the name of a reverse proxy; requests for other DNS names "
+                             "are refused against DNS rebinding. With --listen beyond loopback, any IP address and "
+                             "this machine's host name are accepted too")
     server.add_argument("--no-previews", action="store_true", help="do not send latent previews while sampling")
     server.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload in MiB")
     server.add_argument("--max-history", type=int, default=10000, help="history entries kept (0 keeps all)")
@@ -47,30 +51,26 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                          help="a worker that answers no heartbeat for this long is restarted (default 60)")
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(settings: Settings, args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from server.app import ServerConfig, create_app, in_process_worker
+    from server.app import ServerConfig, create_app
+    from server.security import HostRule, is_loopback
 
+    try:
+        hosts = HostRule.for_listen(args.listen, args.allow_host)
+    except ValueError as error:
+        raise SystemExit(f"--listen/--allow-host: {error}") from error
     if not is_loopback(args.listen) and not args.auth_token:
         log.warning("listening on %s without --auth-token: anyone who can reach this port can run prompts "
                     "and read your outputs", args.listen)
     runtime_future: concurrent.futures.Future = concurrent.futures.Future()
-    config = ServerConfig(auth_token=args.auth_token, allowed_origins=frozenset(args.allow_origin),
+    config = ServerConfig(auth_token=args.auth_token, allowed_origins=frozenset(args.allow_origin), hosts=hosts,
                           max_upload_bytes=args.max_upload_mb * 1024 * 1024, previews=not args.no_previews,
                           max_history=args.max_history)
     cluster = _cluster(settings, args)
     app = create_app(settings, config, runtime_future,  # before plugins import: they register routes on it
-                     cluster.queue_worker if cluster is not None else in_process_worker)
+                     cluster.queue_worker if cluster is not None else None)
     threading.Thread(target=_load_runtime, args=(settings, runtime_future, cluster), name="engine-loader",
                      daemon=True).start()
     shown_host = "127.0.0.1" if args.listen in ("0.0.0.0", "::") else args.listen

@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import secrets
 from pathlib import Path
+from typing import Iterable
 from urllib.parse import unquote
 
 from PIL import Image, UnidentifiedImageError
@@ -70,6 +72,31 @@ def check_image(data: bytes) -> Image.Image:
         return image
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a readable image: {exc}") from None
+
+
+def write_new_file(directory: Path, names: Iterable[str], data: bytes) -> str:
+    """Write `data` under the first of `names` that is free in `directory`, never replacing a file: written under
+    a hidden temporary name first and then linked into place, so the file appears complete or not at all and two
+    writers never share a name. Returns the name taken."""
+    temporary = directory / f".{secrets.token_hex(8)}.partial"
+    try:
+        with open(temporary, "xb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        for name in names:
+            try:
+                os.link(temporary, directory / name)  # atomic, and fails if the name is taken
+                return name
+            except FileExistsError:
+                continue
+            except OSError:  # a filesystem without hard links: a rename, after looking (not atomic against races)
+                if not (directory / name).exists():
+                    os.replace(temporary, directory / name)
+                    return name
+        raise ValueError(f"no free file name in {directory}")
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -1,12 +1,18 @@
 """`python main.py run WORKFLOW.json`: run one workflow without the server, with tqdm progress bars.
 
 Exit codes: 0 done, 1 a node failed, 2 the workflow could not be read or did not validate, 130 interrupted.
+Ctrl+C interrupts the run; a node that ignores it for the interrupt grace period (`--interrupt-grace`), or a
+second Ctrl+C, abandons the run, and the process exits with 130 all the same, which ends the node's thread.
+A node raising `KeyboardInterrupt` or calling `sys.exit()` itself is that node's error (exit code 1).
 """
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,6 +22,7 @@ from tqdm import tqdm
 from app.runtime import Runtime
 from engine import events
 from engine.executor import ExecutionResult
+from engine.interrupt import Abandonment
 from engine.registry import NodeRegistry
 from engine.validation import ValidationResult, validate_prompt
 from engine.workflow_format import WorkflowFormatError, is_editor_format, to_api_format
@@ -137,20 +144,11 @@ def run_workflow_file(runtime: Runtime, path: Path, stream: TextIO = sys.stderr,
     extra_data = {"extra_pnginfo": {"workflow": editor_workflow}} if editor_workflow else {}
     bars = _ProgressBars(stream, total_nodes=len(validation.prompt))
     unsubscribe = runtime.executor.events.subscribe(bars)
-    outcome: dict[str, ExecutionResult] = {}
-    worker = threading.Thread(target=lambda: outcome.setdefault("result", runtime.executor.execute(
-        validation.prompt, str(uuid.uuid4()), extra_data, validation.outputs)), name="executor", daemon=True)
-    worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.1)
-    except KeyboardInterrupt:
-        runtime.executor.interrupt.request()
-        worker.join()
+        result = _execute(runtime, validation, extra_data)
     finally:
         unsubscribe()
         bars.close()
-    result = outcome["result"]
     if result.status == "interrupted":
         print("interrupted", file=stream)
         return EXIT_INTERRUPTED
@@ -162,3 +160,64 @@ def run_workflow_file(runtime: Runtime, path: Path, stream: TextIO = sys.stderr,
     for line in describe_outputs(result, runtime):
         print(line, file=stream)
     return EXIT_OK
+
+
+def _execute(runtime: Runtime, validation: ValidationResult, extra_data: dict[str, Any]) -> ExecutionResult:
+    """Run the prompt in a thread of its own, so that Ctrl+C (which Python raises in the main thread) lands
+    here, in the wait, and not in a node."""
+    outcome: dict[str, ExecutionResult] = {}
+    abandonment = Abandonment()
+    done = threading.Event()
+
+    def execute() -> None:
+        try:
+            outcome["result"] = runtime.executor.execute(validation.prompt, str(uuid.uuid4()), extra_data,
+                                                         validation.outputs, abandonment)
+        finally:
+            done.set()
+
+    try:
+        threading.Thread(target=execute, name="executor", daemon=True).start()
+        _wait(done)
+    except KeyboardInterrupt:
+        abandoned = _interrupt(runtime, done, abandonment)
+        if abandoned is not None:
+            return abandoned
+    return outcome["result"]
+
+
+def _interrupt(runtime: Runtime, done: threading.Event, abandonment: Abandonment) -> ExecutionResult | None:
+    """Ctrl+C: interrupt the run and wait for it to stop; when its node ignores that for the grace period, or on
+    a second Ctrl+C, abandon it and return its interrupted result (None when the run stopped by itself).
+
+    Waits on `done`, never on `Thread.join`: a join that Ctrl+C interrupts marks the thread as ended although
+    it still runs (CPython 3.11)."""
+    runtime.executor.interrupt.request()
+    try:
+        _wait(done, runtime.settings.interrupt_grace)
+    except KeyboardInterrupt:
+        pass
+    abandoned = abandonment.abandon() if not done.is_set() else None
+    if abandoned is None:
+        _wait(done)  # it ended, or ends in a moment
+    else:
+        atexit.register(_exit_at_once_if_running, done)
+    return abandoned
+
+
+def _exit_at_once_if_running(done: threading.Event) -> None:
+    """At exit, with an abandoned node still running: end the process now, before the interpreter's shutdown,
+    which aborts it (SIGABRT instead of exit code 130) when that thread re-enters Python meanwhile, as a node
+    busy in torch does."""
+    if not done.is_set():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _wait(done: threading.Event, seconds: float | None = None) -> None:
+    """Wait for `done` (up to `seconds`) in short steps: the main thread sees Ctrl+C only when a wait returns."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not done.wait(0.1):
+        if deadline is not None and time.monotonic() >= deadline:
+            return

@@ -2,7 +2,10 @@
 
 A prompt is one row in `queue` while pending or running and moves to `history` in the same transaction
 that records its outcome. At start, a prompt found `running` (the process died under it) goes back to the
-front of the queue once; if it was already retried, it is recorded in history as interrupted instead.
+front of the queue once; if it was already retried, it is recorded in history as failed instead (an
+`execution_error` saying so), so a prompt that crashes the process cannot crash it at every start. The count
+is the `attempts` column: every take of a prompt adds one, so it covers a worker lost in a running process
+(`retry_once`) and the process lost alike.
 Knows nothing of HTTP or of the engine: rows are plain JSON-able data. The server's routes, the queue
 worker and the cluster's dispatcher all work on one store.
 """
@@ -67,7 +70,7 @@ class PromptStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self.recovered_interrupted: list[str] = []
+        self.recovered_failed: list[str] = []  # recorded as failed at this start: the process died under them twice
         self._recover()
 
     def close(self) -> None:
@@ -102,7 +105,8 @@ class PromptStore:
     def has_prompt(self, prompt_id: str) -> bool:
         with self._lock:
             return bool(self._db.execute("SELECT 1 FROM queue WHERE prompt_id = ? UNION ALL "
-                                         "SELECT 1 FROM history WHERE prompt_id = ?", (prompt_id, prompt_id)).fetchone())
+                                         "SELECT 1 FROM history WHERE prompt_id = ?",
+                                         (prompt_id, prompt_id)).fetchone())
 
     def _front_number(self) -> float:
         row = self._db.execute("SELECT MIN(number) FROM queue WHERE state = 'pending'").fetchone()
@@ -245,19 +249,14 @@ class PromptStore:
 
     # ---- internals -------------------------------------------------------------------------------------
     def _recover(self) -> None:
-        """Prompts left `running` by a crash: re-queue at the front once, else record them as interrupted."""
+        """Prompts left `running` by a crash: re-queue at the front once, else record them as failed."""
         with self._lock:
             rows = self._db.execute("SELECT number, prompt_id, prompt, extra_data, outputs, client_id "
                                     "FROM queue WHERE state = 'running' ORDER BY number").fetchall()
             for row in rows:
                 item = _item(row)
-                message = ("execution_interrupted", {"prompt_id": item.prompt_id, "node_id": None,
-                                                     "node_type": None, "executed": [],
-                                                     "reason": "the server stopped while this prompt ran, "
-                                                               "twice; it was not retried again",
-                                                     "timestamp": int(time.time() * 1000)})
-                if not self.retry_once(item, message):
-                    self.recovered_interrupted.append(item.prompt_id)
+                if not self.retry_once(item, _lost_twice(item)):
+                    self.recovered_failed.append(item.prompt_id)
 
     def _transaction(self):
         return _Transaction(self._db)
@@ -277,6 +276,17 @@ class _Transaction:
         if not self.outermost:
             return
         self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _lost_twice(item: QueueItem) -> tuple[str, dict[str, Any]]:
+    """The history message of a prompt the process died under on its first run and again on its retry."""
+    return ("execution_error", {
+        "prompt_id": item.prompt_id, "node_id": None, "node_type": None, "executed": [],
+        "exception_type": "ProcessLost",
+        "exception_message": "the server stopped while this prompt ran, on its first run and again on its retry "
+                             "after the restart (a node may crash the process, for example by exhausting its "
+                             "memory); it is not run again",
+        "traceback": [], "current_inputs": {}, "current_outputs": [], "timestamp": int(time.time() * 1000)})
 
 
 def _item(row: tuple) -> QueueItem:

@@ -2,21 +2,44 @@
 
 It keeps one executor (so the output cache and loaded models stay warm between prompts), forwards the
 engine's events to the client that queued each prompt, and goes on with the next prompt whatever a node
-did. Knows nothing of HTTP or websockets: it gets an `EventSink` (the server passes its client hub) and a
-`PreviewEncoder` (the server passes its preview frame encoder), and the store. `QueueWorker` is the
-interface the server needs of whatever runs the queue, this worker or `distributed`'s Ray workers.
+did: an exception, `sys.exit()`, `KeyboardInterrupt` or running out of memory (`MemoryError`, torch's
+out-of-memory errors) fails that node's prompt only. Knows nothing of HTTP or websockets: it gets an
+`EventSink` (the server passes its client hub) and a `PreviewEncoder` (the server passes its preview frame
+encoder), and the store. `QueueWorker` is the interface the server needs of whatever runs the queue, this
+worker or `distributed`'s Ray workers.
+
+Each prompt runs in a thread of its own ("prompt-run <prompt id>") that this worker's thread watches. A node
+stops on an interrupt at its next progress report; one that ignores an interrupt for longer than
+`interrupt_grace` seconds is abandoned (`engine.interrupt.Abandonment`): its client gets
+`execution_interrupted`, history records the prompt as interrupted, exactly as for an ordinary interrupt, and
+the next prompt starts. Python cannot stop a thread, so what is left running is that prompt's thread, inside
+the node's function, until the function returns:
+- it keeps what it holds: the node's inputs and everything it allocated, in RAM or on the GPU, and the loaded
+  models among its inputs stay pinned in the model manager (never evicted to make room), so the next prompts
+  have that much less memory; a node computing on the GPU shares the GPU with them (slower, or out of memory);
+- nothing of it reaches later prompts: the executor sends none of its events any more (it cannot be taken for
+  the next prompt's) and puts none of its outputs into the output cache; only files the node writes itself
+  (a saved image) still appear. If the node reports progress again, it is stopped there;
+- when the function returns, the thread ends and its memory is freed. A node that never returns keeps it
+  until the process ends (the thread is a daemon: it does not keep the server from stopping). Every abandoned
+  prompt is logged with the number of abandoned threads still alive (`PromptWorker.abandoned`).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable, Protocol
 
 from app.prompt_store import PromptStore, QueueItem
+from app.settings import DEFAULT_INTERRUPT_GRACE_S
 from engine import events
 from engine.executor import ExecutionResult, Executor
+from engine.interrupt import Abandonment
 
 log = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 0.05  # how often the worker looks whether its prompt's run ended or ignores an interrupt
 
 HISTORY_MESSAGES = {events.EXECUTION_START, events.EXECUTION_CACHED, events.EXECUTION_SUCCESS,
                     events.EXECUTION_ERROR, events.EXECUTION_INTERRUPTED}
@@ -46,16 +69,39 @@ class QueueWorker(Protocol):
     def interrupt(self, prompt_id: str | None = None) -> bool: ...
 
 
+class PromptRun(threading.Thread):
+    """One prompt's run on the executor, in a thread of its own; its result, or what the executor let out."""
+
+    def __init__(self, executor: Executor, item: QueueItem) -> None:
+        super().__init__(name=f"prompt-run {item.prompt_id}", daemon=True)
+        self.executor = executor
+        self.item = item
+        self.abandonment = Abandonment()
+        self.result: ExecutionResult | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        item = self.item
+        try:
+            self.result = self.executor.execute(item.prompt, item.prompt_id, item.extra_data, item.outputs,
+                                                abandonment=self.abandonment)
+        except BaseException as error:  # handed to the worker, which records the prompt as failed
+            self.error = error
+
+
 class PromptWorker:
     def __init__(self, store: PromptStore, executor_ready: Callable[[], Executor], sink: EventSink,
-                 encode_preview: Callable[[Any], bytes | None], warm_up: Callable[[], None] | None = None) -> None:
+                 encode_preview: Callable[[Any], bytes | None], warm_up: Callable[[], None] | None = None,
+                 interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S) -> None:
         self.store = store
         self.executor_ready = executor_ready
         self.warm_up = warm_up  # run once by the worker thread before its first prompt (see Runtime.warm_up)
         self.sink = sink
         self.encode_preview = encode_preview
+        self.interrupt_grace = interrupt_grace
         self.current: QueueItem | None = None
         self.current_node: str | None = None
+        self.abandoned: list[PromptRun] = []  # runs given up on whose node had not returned when last looked at
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="prompt-worker", daemon=True)
 
@@ -93,15 +139,47 @@ class PromptWorker:
             self.current = item
             self.sink.send_from_thread("status", {"status": self.status()})
             try:
-                result = executor.execute(item.prompt, item.prompt_id, item.extra_data, item.outputs)
-                self._record(item, result)
-            except Exception:  # the executor itself failed: record it, never let the worker die
+                self._record(item, self._run(executor, item))
+            except BaseException:  # the executor itself failed, even with SystemExit: record it, the worker goes on
                 log.exception("prompt %s failed outside any node", item.prompt_id)
                 self.store.finish(item, {}, {"status_str": "error", "completed": False, "messages": []})
             finally:
                 self.current = None
                 self.current_node = None
                 self.sink.send_from_thread("status", {"status": self.status()})
+
+    def _run(self, executor: Executor, item: QueueItem) -> ExecutionResult:
+        """Run `item` and return its result; when its node ignores an interrupt for longer than the grace
+        period, abandon the run and return the interrupted result the executor reports for it."""
+        run = PromptRun(executor, item)
+        run.start()
+        ignored_since: float | None = None
+        while True:
+            run.join(WATCH_INTERVAL_S)
+            if not run.is_alive():
+                break
+            if not executor.interrupt.is_set():  # none asked, or the node cleared it (ComfyUI's API allows that)
+                ignored_since = None
+                continue
+            now = time.monotonic()
+            ignored_since = now if ignored_since is None else ignored_since
+            if now - ignored_since >= self.interrupt_grace:
+                abandoned = run.abandonment.abandon()
+                if abandoned is not None:  # else the run ended meanwhile (or has yet to start): keep waiting
+                    self._note_abandoned(run, abandoned)
+                    return abandoned
+        if run.error is not None:
+            raise run.error
+        assert run.result is not None
+        return run.result
+
+    def _note_abandoned(self, run: PromptRun, result: ExecutionResult) -> None:
+        self.abandoned = [earlier for earlier in self.abandoned if earlier.is_alive()] + [run]
+        error = result.error or {}
+        log.error("prompt %s: node %s (%s) ignored the interrupt for %g s, so the prompt was abandoned; its thread "
+                  "%r runs on in the background, holding the node's memory, until the node returns "
+                  "(%d abandoned thread(s) alive)", run.item.prompt_id, error.get("node_id"), error.get("node_type"),
+                  self.interrupt_grace, run.name, len(self.abandoned))
 
     def _record(self, item: QueueItem, result: ExecutionResult) -> None:
         self.store.finish(item, *history_record(result))

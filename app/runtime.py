@@ -40,7 +40,7 @@ class Runtime:
     plugins: list[PluginRecord] = field(default_factory=list)
 
     def warm_up(self) -> None:
-        """Import the model libraries now, in the thread that will run prompts, before any prompt needs them
+        """Import the model libraries now, in the queue worker's thread, before any prompt needs them
         (nothing to do for a runtime without the built-in nodes' environment)."""
         if self.environment is None:
             return

@@ -9,6 +9,7 @@ from pathlib import Path
 from engine.cache import DEFAULT_CACHE_SIZE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_INTERRUPT_GRACE_S = 10.0
 TEXT_ENCODER_OFFLOAD = {"never": "never", "auto": "when-tight", "always": "always"}  # flag -> environment policy
 
 
@@ -30,6 +31,7 @@ class Settings:
     max_ram: str | None = None
     reserve_vram: float | None = None
     allow_model_links: bool = False
+    interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S  # seconds a node may ignore an interrupt before it is abandoned
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
@@ -68,6 +70,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
                         help="CPU threads for torch (default: one less than the CPU count, at least 1)")
     engine.add_argument("--no-demo-models", action="store_true", default=default(False),
                         help="do not create the tiny demo model when the models folder has none")
+    engine.add_argument("--interrupt-grace", type=float, default=default(DEFAULT_INTERRUPT_GRACE_S),
+                        metavar="SECONDS",
+                        help="how long a node may ignore an interrupt before its prompt is abandoned and the queue "
+                             f"goes on (default {DEFAULT_INTERRUPT_GRACE_S:g}); the node's thread keeps running, "
+                             "holding its memory, until the node returns")
     engine.add_argument("--free-text-encoders", choices=tuple(TEXT_ENCODER_OFFLOAD), default=default("auto"),
                         help="free big text encoders (T5) after encoding: never, auto (when memory is tight, "
                              "default) or always; a freed one is read again on the next encode")
@@ -95,6 +102,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     reserve_vram = getattr(args, "reserve_vram", None)
     if reserve_vram is not None and reserve_vram < 0:
         raise SystemExit("--reserve-vram must be 0 or more")
+    interrupt_grace = getattr(args, "interrupt_grace", DEFAULT_INTERRUPT_GRACE_S)
+    if interrupt_grace <= 0:
+        raise SystemExit("--interrupt-grace must be more than 0")
     return Settings(
         models_dir=(args.models_dir or PROJECT_DIR / "models").resolve(),
         input_dir=(args.input_dir or PROJECT_DIR / "input").resolve(),
@@ -112,6 +122,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_ram=max_ram,
         reserve_vram=reserve_vram,
         allow_model_links=getattr(args, "allow_model_links", False),
+        interrupt_grace=interrupt_grace,
     )
 
 

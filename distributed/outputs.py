@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from app.files import resolve_in_folder
+from app.files import resolve_in_folder, write_new_file
 
 FOLDER_TYPES = ("output", "temp")
 _COUNTED = re.compile(r"^(?P<base>.+)_(?P<counter>\d+)_(?P<ext>\.[^.]+)?$")
@@ -89,18 +89,11 @@ class OutputPlacer:
         return entry if name is None else {**entry, "filename": name}
 
     def _write(self, file: ShippedFile) -> str:
-        """Create the file under the first free name (exclusively, so concurrent runs never share one)."""
+        """Create the file under the first free name (exclusively, so concurrent runs never share one), complete
+        or not at all."""
         directory = resolve_in_folder(self.folders[file.folder_type], file.subfolder, file.name).parent
         directory.mkdir(parents=True, exist_ok=True)
-        names = _candidate_names(directory, file.name)
-        while True:
-            candidate = next(names)
-            try:
-                with open(directory / candidate, "xb") as handle:
-                    handle.write(file.data)
-                return candidate
-            except FileExistsError:
-                continue
+        return write_new_file(directory, _candidate_names(directory, file.name), file.data)
 
 
 def _candidate_names(directory: Path, name: str) -> Iterator[str]:

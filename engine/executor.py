@@ -3,6 +3,8 @@
 The scheduler is dynamic because the graph is: a lazy input pulls in its upstream only when
 `check_lazy_status` asks for it, and a node may expand into a subgraph at run time (how loops are built).
 Ready nodes run in topological order of the prompt (networkx); nodes found in the output cache never run.
+Whatever a node raises ends its prompt as that node's error, `SystemExit` and `KeyboardInterrupt` included,
+and a caller may abandon a run whose node ignores an interrupt (`engine.interrupt.Abandonment`).
 Knows nothing of diffusion or HTTP: it reads nodes through the registry and reports through an `EventBus`;
 what must hold around each node call (such as pinning the models a node receives) comes in as a
 `NodeCallGuard`, whose purpose the engine does not know.
@@ -14,6 +16,7 @@ import contextlib
 import heapq
 import inspect
 import itertools
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -27,7 +30,7 @@ from engine.cache import CacheEntry, OutputCache, SignatureBuilder
 from engine.control_flow import ExecutionBlocker
 from engine.events import EventBus
 from engine.input_spec import is_link
-from engine.interrupt import ExecutionInterrupted, InterruptFlag
+from engine.interrupt import Abandonment, ExecutionInterrupted, InterruptFlag, RunInterrupt
 from engine.progress import NodeRunContext, bind_node_context
 from engine.registry import NodeRegistry
 
@@ -66,7 +69,8 @@ class NodeExecutionError(Exception):
 class _Run:
     """The state of one prompt's execution; discarded when it ends."""
 
-    def __init__(self, prompt: dict[str, dict[str, Any]], prompt_id: str, extra_data: dict[str, Any]) -> None:
+    def __init__(self, prompt: dict[str, dict[str, Any]], prompt_id: str, extra_data: dict[str, Any],
+                 shared_interrupt: InterruptFlag, abandonment: Abandonment) -> None:
         self.original_prompt = prompt
         self.prompt: dict[str, dict[str, Any]] = {k: v for k, v in prompt.items()}  # grows with expansions
         self.prompt_id = prompt_id
@@ -85,6 +89,8 @@ class _Run:
         self.cached: list[str] = []
         self.blocked_reported: set[str] = set()
         self.current_node: str | None = None
+        self.abandonment = abandonment
+        self.interrupt = RunInterrupt(shared_interrupt, abandonment)
 
 
 class Executor:
@@ -105,19 +111,45 @@ class Executor:
 
     # ---- public ----------------------------------------------------------------------------------------
     def execute(self, prompt: dict[str, dict[str, Any]], prompt_id: str, extra_data: dict[str, Any] | None = None,
-                execute_outputs: Iterable[str] | None = None) -> ExecutionResult:
-        """Run `prompt` (already validated) to its output nodes, or to `execute_outputs` only."""
-        return asyncio.run(self.execute_async(prompt, prompt_id, extra_data, execute_outputs))
+                execute_outputs: Iterable[str] | None = None,
+                abandonment: Abandonment | None = None) -> ExecutionResult:
+        """Run `prompt` (already validated) to its output nodes, or to `execute_outputs` only.
+
+        With `abandonment`, another thread may give up on the run while a node ignores an interrupt:
+        `abandonment.abandon()` then sends the run's `execution_interrupted` and returns its result, and this
+        call, whenever the node returns, ends without another event and without touching the output cache."""
+        return asyncio.run(self.execute_async(prompt, prompt_id, extra_data, execute_outputs, abandonment))
 
     async def execute_async(self, prompt: dict[str, dict[str, Any]], prompt_id: str,
                             extra_data: dict[str, Any] | None = None,
-                            execute_outputs: Iterable[str] | None = None) -> ExecutionResult:
+                            execute_outputs: Iterable[str] | None = None,
+                            abandonment: Abandonment | None = None) -> ExecutionResult:
+        abandonment = abandonment if abandonment is not None else Abandonment()
         self.interrupt.clear()
-        run = _Run({str(k): v for k, v in prompt.items()}, prompt_id, extra_data or {})
+        run = _Run({str(k): v for k, v in prompt.items()}, prompt_id, extra_data or {}, self.interrupt, abandonment)
         result = ExecutionResult(prompt_id, "success")
-        emit = self._emitter(result)
+        emit = self._emitter(result, abandonment)
         targets = [str(t) for t in execute_outputs] if execute_outputs is not None else self._output_nodes(run)
         emit(events.EXECUTION_START, {"prompt_id": prompt_id, "timestamp": _now_ms()})
+        abandonment.started(lambda: self._give_up(run, result, emit))
+        try:
+            await self._run_to_outcome(run, result, targets, emit)
+        finally:
+            abandonment.ended()
+        if result.error is not None:
+            emit(events.EXECUTION_INTERRUPTED if result.status == "interrupted" else events.EXECUTION_ERROR,
+                 result.error)
+        result.executed = list(run.executed)
+        result.cached = list(run.cached)
+        result.outputs = _ui_by_original_node(run)
+        if result.status == "success":
+            emit(events.EXECUTION_SUCCESS, {"prompt_id": prompt_id, "timestamp": _now_ms()})
+        emit(events.EXECUTING, {"node": None, "prompt_id": prompt_id})
+        return result
+
+    async def _run_to_outcome(self, run: _Run, result: ExecutionResult, targets: list[str], emit) -> None:
+        """Run the nodes until the prompt succeeds, fails or is interrupted; set `result`'s status and error."""
+        prompt_id = run.prompt_id
         signatures = self._signatures(run)
         try:
             self._rank_nodes(run)
@@ -130,7 +162,7 @@ class Executor:
                 if node_id in run.ui:
                     self._emit_executed(run, emit, node_id)
             while run.ready:
-                self.interrupt.raise_if_set()
+                run.interrupt.raise_if_set()
                 _, _, node_id = heapq.heappop(run.ready)
                 await self._run_node(run, node_id, signatures, emit)
             unresolved = [node_id for node_id, waits in run.waiting_on.items() if waits]
@@ -138,37 +170,38 @@ class Executor:
                 raise RuntimeError(f"nodes {sorted(unresolved)} could never run: dependency cycle")
         except ExecutionInterrupted:
             result.status = "interrupted"
-            current = run.current_node
-            result.error = {"prompt_id": prompt_id, "node_id": current,
-                            "node_type": run.prompt[current]["class_type"] if current else None,
-                            "executed": list(run.executed), "timestamp": _now_ms()}
-            emit(events.EXECUTION_INTERRUPTED, result.error)
+            result.error = _interrupted_data(run)
         except NodeExecutionError as failure:
             result.status = "error"
             result.error = self._error_data(run, failure)
-            emit(events.EXECUTION_ERROR, result.error)
-        except Exception as failure:  # scheduler-level problems (cycles made by expansions, bad expansions)
+        except BaseException as failure:  # scheduler-level problems (cycles made by expansions, bad expansions)
+            if not _fails_only_the_prompt(failure):
+                raise
             result.status = "error"
             result.error = {"prompt_id": prompt_id, "node_id": None, "node_type": None,
                             "executed": list(run.executed), "exception_message": str(failure),
                             "exception_type": type(failure).__name__,
                             "traceback": traceback.format_exception(failure), "current_inputs": {},
                             "current_outputs": []}
-            emit(events.EXECUTION_ERROR, result.error)
-        result.executed = list(run.executed)
-        result.cached = list(run.cached)
-        result.outputs = _ui_by_original_node(run)
-        if result.status == "success":
-            emit(events.EXECUTION_SUCCESS, {"prompt_id": prompt_id, "timestamp": _now_ms()})
-        emit(events.EXECUTING, {"node": None, "prompt_id": prompt_id})
-        return result
+
+    def _give_up(self, run: _Run, result: ExecutionResult, emit) -> ExecutionResult:
+        """An abandoned run's end, reported from the abandoning thread as an interrupt at the node it is stuck
+        in; a result of its own, since the run's thread may still write to `result` when the node returns."""
+        error = _interrupted_data(run)
+        emit(events.EXECUTION_INTERRUPTED, error)
+        emit(events.EXECUTING, {"node": None, "prompt_id": run.prompt_id})
+        return ExecutionResult(run.prompt_id, "interrupted", _ui_by_original_node(run), list(run.executed),
+                               list(run.cached), error, list(result.messages))
 
     # ---- events ----------------------------------------------------------------------------------------
-    def _emitter(self, result: ExecutionResult):
+    def _emitter(self, result: ExecutionResult, abandonment: Abandonment):
         def emit(name: str, data: dict[str, Any]) -> None:
-            if name != events.PROGRESS:
-                result.messages.append((name, data))
-            self.events.emit(name, data)
+            with abandonment.unless_abandoned() as live:
+                if not live:  # an abandoned run's late events would reach whoever runs the next prompt
+                    return
+                if name != events.PROGRESS:
+                    result.messages.append((name, data))
+                self.events.emit(name, data)
         return emit
 
     def _emit_executed(self, run: _Run, emit, node_id: str) -> None:
@@ -178,7 +211,7 @@ class Executor:
     def _error_data(self, run: _Run, failure: NodeExecutionError) -> dict[str, Any]:
         return {
             "prompt_id": run.prompt_id, "node_id": failure.node_id, "node_type": failure.class_type,
-            "executed": list(run.executed), "exception_message": str(failure.cause),
+            "executed": list(run.executed), "exception_message": _exception_message(failure.cause),
             "exception_type": f"{type(failure.cause).__module__}.{type(failure.cause).__name__}".removeprefix(
                 "builtins."),
             "traceback": traceback.format_exception(failure.cause),
@@ -319,16 +352,18 @@ class Executor:
         emit(events.EXECUTING, {"node": node_id, "display_node": run.display_node.get(node_id, node_id),
                                 "prompt_id": run.prompt_id})
         inputs = self._gather_inputs(run, node_id, cls)
-        instance = cls()
         try:
+            instance = cls()
             if await self._needs_more_lazy_inputs(run, node_id, cls, instance, inputs, signatures):
                 return
-            context = NodeRunContext(node_id, run.prompt_id, self.interrupt, self._progress_reporter(run, emit))
+            context = NodeRunContext(node_id, run.prompt_id, run.interrupt, self._progress_reporter(run, emit))
             with bind_node_context(context):
                 results, ui, expansions = await self._map_over_lists(run, node_id, cls, instance, inputs, emit)
         except ExecutionInterrupted:
             raise
-        except Exception as exc:
+        except BaseException as exc:
+            if not _fails_only_the_prompt(exc):
+                raise
             raise NodeExecutionError(node_id, class_type, exc, inputs) from exc
         run.executed.append(node_id)
         if ui:
@@ -341,7 +376,10 @@ class Executor:
 
     def _store(self, run: _Run, node_id: str, outputs: tuple[list[Any], ...], signatures: SignatureBuilder) -> None:
         run.values[node_id] = outputs
-        self.cache.put(signatures.signature(node_id), CacheEntry(outputs, run.ui.get(node_id)))
+        signature = signatures.signature(node_id)
+        with run.abandonment.unless_abandoned() as live:
+            if live:  # an abandoned node's late outputs must not serve later prompts from the cache
+                self.cache.put(signature, CacheEntry(outputs, run.ui.get(node_id)))
         self._resolve(run, node_id)
 
     def _progress_reporter(self, run: _Run, emit):
@@ -466,6 +504,29 @@ class Executor:
         self._store(run, node_id, _merge_outputs(self._node_class(run, node_id), results, run, links=True), signatures)
 
 
+def _fails_only_the_prompt(error: BaseException) -> bool:
+    """Whether `error`, raised while a prompt runs, is that prompt's failure rather than its caller's: any
+    Exception, and SystemExit and KeyboardInterrupt too, so that a node calling sys.exit() cannot stop a server.
+    Only a KeyboardInterrupt in the main thread goes on up: that is the user's Ctrl+C, which Python delivers
+    to no other thread (elsewhere only a node can have raised it)."""
+    if isinstance(error, KeyboardInterrupt):
+        return threading.current_thread() is not threading.main_thread()
+    return isinstance(error, (Exception, SystemExit))
+
+
+def _exception_message(cause: BaseException) -> str:
+    if isinstance(cause, SystemExit):  # its text is only the exit code
+        return f"the node called sys.exit({cause.code!r})"
+    return str(cause)
+
+
+def _interrupted_data(run: _Run) -> dict[str, Any]:
+    current = run.current_node
+    return {"prompt_id": run.prompt_id, "node_id": current,
+            "node_type": run.prompt[current]["class_type"] if current else None,
+            "executed": list(run.executed), "timestamp": _now_ms()}
+
+
 def _link_sources(node: dict[str, Any]) -> list[str]:
     return [str(value[0]) for value in node.get("inputs", {}).values() if is_link(value)]
 
@@ -535,7 +596,7 @@ def _merge_outputs(cls: type, results: list[tuple[Any, ...]], run: _Run,
 def _ui_by_original_node(run: _Run) -> dict[str, dict[str, Any]]:
     """UI outputs keyed by the prompt's own node ids; nodes made by expansion report under their origin."""
     grouped: dict[str, list[dict[str, Any]]] = {}
-    for node_id, ui in run.ui.items():
+    for node_id, ui in list(run.ui.items()):  # a copy: an abandoned run's thread may still add to it
         owner = node_id if node_id in run.original_prompt else run.display_node.get(node_id, node_id)
         grouped.setdefault(owner, []).append(ui)
     return {owner: _merge_ui(uis) for owner, uis in grouped.items()}

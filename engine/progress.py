@@ -12,7 +12,7 @@ import contextvars
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from engine.interrupt import InterruptFlag
+from engine.interrupt import InterruptFlag, RunInterrupt
 
 ProgressCallback = Callable[[str, int, int, Any], None]
 
@@ -21,7 +21,7 @@ ProgressCallback = Callable[[str, int, int, Any], None]
 class NodeRunContext:
     node_id: str
     prompt_id: str
-    interrupt: InterruptFlag
+    interrupt: InterruptFlag | RunInterrupt
     on_progress: ProgressCallback
 
 

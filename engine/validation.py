@@ -62,7 +62,8 @@ class _PromptValidator:
         self.errors.setdefault(node_id, []).append(error)
 
     def node_class(self, node_id: str) -> type | None:
-        return self.registry.get(self.prompt[node_id].get("class_type"))
+        class_type = self.prompt[node_id].get("class_type")
+        return self.registry.get(class_type) if isinstance(class_type, str) else None
 
     # ---- structure -------------------------------------------------------------------------------------
     def check_structure(self) -> list[dict[str, Any]]:
@@ -384,9 +385,11 @@ def _range_or_choice_problem(spec: InputSpec, value: Any) -> dict[str, Any] | No
 def validate_prompt(prompt: Any, registry: NodeRegistry,
                     partial_execution_targets: Iterable[str] | None = None) -> ValidationResult:
     """Validate a whole API-format prompt; `partial_execution_targets` restricts it to chosen output nodes."""
-    if not isinstance(prompt, dict) or not all(isinstance(node, dict) for node in prompt.values()):
+    if not isinstance(prompt, dict) or not all(isinstance(node, dict) and isinstance(node.get("inputs") or {}, dict)
+                                               for node in prompt.values()):
         return ValidationResult({}, [], _error("invalid_prompt", "Invalid prompt",
-                                               "the prompt must map node ids to {class_type, inputs} objects"))
+                                               "the prompt must map node ids to {class_type, inputs} objects, each "
+                                               "node's inputs an object of input names"))
     validator = _PromptValidator(prompt, registry)
     structural = validator.check_structure()
     for problem in structural:

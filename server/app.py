@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import logging
 import uuid
@@ -15,7 +16,7 @@ from typing import Any, Callable
 from aiohttp import WSMsgType, web
 
 from app.prompt_store import PromptStore
-from app.prompt_worker import EventSink, PreviewEncoder, PromptWorker, QueueWorker
+from app.prompt_worker import DEFAULT_INTERRUPT_GRACE_S, EventSink, PreviewEncoder, PromptWorker, QueueWorker
 from app.settings import Settings
 from engine.validation import validate_prompt
 from engine.workflow_format import WorkflowFormatError, is_editor_format, to_api_format
@@ -23,30 +24,44 @@ from server import catalog_routes, file_routes
 from server.hub import jpeg_preview
 from server.plugin_api import PromptServer
 from server.plugin_routes import PluginRoutes
-from server.requests import in_thread, int_query, read_json, string_list
-from server.security import json_error, json_errors, make_auth_check, make_origin_check
+from server.requests import (
+    SQLITE_MAX_INTEGER,
+    existing_file,
+    in_thread,
+    int_query,
+    is_storable_text,
+    read_json,
+    string_list,
+)
+from server.security import json_error, json_errors, make_auth_check, make_host_check, make_origin_check
 from server.state import STATE, ServerConfig, ServerState
 
 __all__ = ["ServerConfig", "ServerState", "create_app", "in_process_worker"]
 
 log = logging.getLogger(__name__)
 
+MAX_QUEUE_NUMBER = 2**53  # the queue keeps numbers as SQLite REALs, which tell whole numbers apart up to here
+
 
 WorkerFactory = Callable[[PromptStore, EventSink, PreviewEncoder, concurrent.futures.Future], QueueWorker]
 
 
 def in_process_worker(store: PromptStore, sink: EventSink, encode_preview: PreviewEncoder,
-                      runtime_future: concurrent.futures.Future) -> PromptWorker:
+                      runtime_future: concurrent.futures.Future,
+                      interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S) -> PromptWorker:
     """The default: one thread of this process runs the queue on the runtime's executor."""
     return PromptWorker(store, lambda: runtime_future.result().executor, sink, encode_preview,
-                        warm_up=lambda: runtime_future.result().warm_up())
+                        warm_up=lambda: runtime_future.result().warm_up(), interrupt_grace=interrupt_grace)
 
 
 def create_app(settings: Settings, config: ServerConfig, runtime_future: concurrent.futures.Future,
-               worker_factory: WorkerFactory = in_process_worker) -> web.Application:
+               worker_factory: WorkerFactory | None = None) -> web.Application:
     """Build the application; the runtime (nodes, torch) may still be loading in `runtime_future`.
-    `worker_factory` makes what runs the queue (`distributed.cluster` passes the Ray workers')."""
-    middlewares = [json_errors, make_origin_check(config.allowed_origins)]
+    `worker_factory` makes what runs the queue: by default `in_process_worker` with the settings'
+    interrupt grace (`distributed.cluster` passes the Ray workers')."""
+    if worker_factory is None:
+        worker_factory = functools.partial(in_process_worker, interrupt_grace=settings.interrupt_grace)
+    middlewares = [json_errors, make_host_check(config.hosts), make_origin_check(config.allowed_origins)]
     if config.auth_token:
         middlewares.append(make_auth_check(config.auth_token))
     app = web.Application(middlewares=middlewares, client_max_size=config.max_upload_bytes)
@@ -62,8 +77,7 @@ def create_app(settings: Settings, config: ServerConfig, runtime_future: concurr
     app.router.add_routes(routes)
     app.router.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes
                            if isinstance(r, web.RouteDef) and r.path != "/"])
-    if config.web_dir.is_dir():
-        app.router.add_static("/web/", config.web_dir, follow_symlinks=False)
+    app.router.add_get("/web/{path:.+}", editor_file)
     app.router.add_route("*", "/{tail:.*}", state.plugin_routes.handle)
     app.on_response_prepare.append(_no_cache_for_editor_files)
     app.on_startup.append(_start)
@@ -116,6 +130,14 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 
 
+async def editor_file(request: web.Request) -> web.StreamResponse:
+    """The editor's modules and styles (a missing one is a JSON 404, as on every other route)."""
+    path = existing_file(request.app[STATE].config.web_dir, "", request.match_info["path"])
+    if path is None:
+        raise web.HTTPNotFound(text="no such editor file")
+    return web.FileResponse(path)
+
+
 async def post_prompt(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await read_json(request)
@@ -140,18 +162,19 @@ async def post_prompt(request: web.Request) -> web.Response:
     if not validation.ok:
         return web.json_response(validation.to_response(), status=400)
     prompt_id = body.get("prompt_id") or str(uuid.uuid4())
-    if not isinstance(prompt_id, str) or len(prompt_id) > 200:
+    if not is_storable_text(prompt_id) or len(prompt_id) > 200:
         raise web.HTTPBadRequest(text="'prompt_id' must be a string of at most 200 characters")
     if state.store.has_prompt(prompt_id):
         raise web.HTTPBadRequest(text=f"prompt_id {prompt_id!r} is already in the queue or history")
     client_id = body.get("client_id")
     if client_id is not None:
-        if not isinstance(client_id, str):
+        if not is_storable_text(client_id):
             raise web.HTTPBadRequest(text="'client_id' must be a string")
         extra_data = {**extra_data, "client_id": client_id}
     number = body.get("number")
-    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
-        raise web.HTTPBadRequest(text="'number' must be a number")
+    if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                               or not -MAX_QUEUE_NUMBER <= number <= MAX_QUEUE_NUMBER):
+        raise web.HTTPBadRequest(text=f"'number' must be a number from {-MAX_QUEUE_NUMBER} to {MAX_QUEUE_NUMBER}")
     item = state.store.enqueue(prompt_id, validation.prompt, extra_data, validation.outputs, client_id,
                                front=bool(body.get("front")), number=number)
     state.hub.send("status", {"status": state.worker.status()})
@@ -181,10 +204,8 @@ async def post_queue(request: web.Request) -> web.Response:
 
 
 async def get_history(request: web.Request) -> web.Response:
-    max_items = int_query(request, "max_items", None)
-    offset = int_query(request, "offset", -1)
-    if max_items is not None and max_items < 0:
-        raise web.HTTPBadRequest(text="'max_items' must not be negative")
+    max_items = int_query(request, "max_items", None, 0, SQLITE_MAX_INTEGER)
+    offset = int_query(request, "offset", -1, -SQLITE_MAX_INTEGER, SQLITE_MAX_INTEGER)
     return web.json_response(request.app[STATE].store.history(max_items, offset))
 
 
@@ -247,7 +268,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 continue
             try:
                 data = json.loads(message.data)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: not for us
                 continue
             if first_message and isinstance(data, dict) and data.get("type") == "feature_flags":
                 await socket.send_json({"type": "feature_flags", "data": _feature_flags(state)})

@@ -5,9 +5,7 @@ import mimetypes
 
 from aiohttp import web
 
-from app import files
-from app.files import UnsafePathError
-from server.requests import in_thread
+from server.requests import existing_file, in_thread
 from server.state import STATE
 
 
@@ -56,12 +54,8 @@ async def workflow_templates(request: web.Request) -> web.Response:
 
 
 async def workflow_template(request: web.Request) -> web.StreamResponse:
-    folder = request.app[STATE].config.workflows_dir
-    try:
-        path = files.resolve_in_folder(folder, "", request.match_info["name"] + ".json")
-    except UnsafePathError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    if not path.is_file():
+    path = existing_file(request.app[STATE].config.workflows_dir, "", request.match_info["name"] + ".json")
+    if path is None:
         raise web.HTTPNotFound(text="no such workflow template")
     return web.FileResponse(path, headers={"Content-Type": "application/json"})
 
@@ -89,11 +83,8 @@ async def extension_file(request: web.Request) -> web.StreamResponse:
                    and r.status == "loaded" and r.web_directory is not None), None)
     if record is None:
         raise web.HTTPNotFound(text="no such extension")
-    try:
-        path = files.resolve_in_folder(record.web_directory, "", request.match_info["path"])
-    except UnsafePathError as exc:
-        raise web.HTTPBadRequest(text=str(exc)) from None
-    if not path.is_file():
+    path = existing_file(record.web_directory, "", request.match_info["path"])
+    if path is None:
         raise web.HTTPNotFound(text="no such file")
     content_type = "text/javascript" if path.suffix == ".js" else mimetypes.guess_type(path.name)[0]
     return web.FileResponse(path, headers={"Content-Type": content_type or "application/octet-stream"})

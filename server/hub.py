@@ -5,7 +5,8 @@ Messages are ComfyUI's: JSON `{"type", "data"}` text frames, and binary preview 
 is the websocket's business, so `jpeg_preview` lives here and queue workers are handed it as their
 `PreviewEncoder`.
 Everything goes through one outgoing queue drained by one task, so clients see events in the order the
-engine emitted them, whichever thread emitted them.
+engine emitted them, whichever thread emitted them. One client id may have several sockets (the editor open in
+several tabs with the same `clientId`): each of them gets that client's messages.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def jpeg_preview(preview: Any, max_size: int = 512) -> bytes | None:
 
 class ClientHub:
     def __init__(self) -> None:
-        self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.sockets: dict[str, list[web.WebSocketResponse]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._outgoing: asyncio.Queue | None = None
         self._sender: asyncio.Task | None = None
@@ -57,15 +58,19 @@ class ClientHub:
     async def stop(self) -> None:
         if self._sender is not None:
             self._sender.cancel()
-        for socket in list(self.sockets.values()):
-            await socket.close()
+        for sockets in list(self.sockets.values()):
+            for socket in list(sockets):
+                await socket.close()
 
     def add(self, sid: str, socket: web.WebSocketResponse) -> None:
-        self.sockets[sid] = socket
+        self.sockets.setdefault(sid, []).append(socket)
 
     def remove(self, sid: str, socket: web.WebSocketResponse) -> None:
-        if self.sockets.get(sid) is socket:
-            del self.sockets[sid]
+        sockets = self.sockets.get(sid, [])
+        if socket in sockets:
+            sockets.remove(socket)
+        if not sockets:
+            self.sockets.pop(sid, None)
 
     def send(self, event: str, data: dict[str, Any], sid: str | None = None) -> None:
         """Queue a JSON message for one client, or for all when `sid` is None. Call from the event loop."""
@@ -84,8 +89,8 @@ class ClientHub:
     async def _drain(self) -> None:
         while True:
             message, sid = await self._outgoing.get()
-            targets = list(self.sockets.items()) if sid is None else \
-                [(sid, self.sockets[sid])] if sid in self.sockets else []
+            clients = self.sockets.items() if sid is None else [(sid, self.sockets.get(sid, []))]
+            targets = [(target, socket) for target, sockets in clients for socket in list(sockets)]
             for target, socket in targets:
                 try:
                     if isinstance(message, bytes):

@@ -1,7 +1,7 @@
 """What ComfyUI plugins reach as `server.PromptServer.instance`: their routes and a way to message clients.
 
 Plugins add routes at import time (`@PromptServer.instance.routes.get("/my-pack/thing")`); those routes are
-served behind the same middlewares as ours (origin check, auth token), through `server.plugin_routes`,
+served behind the same middlewares as ours (Host check, origin check, auth token), through `server.plugin_routes`,
 because plugins load in the background after the server already answers. `PromptServer.instance` is a class
 attribute only because that is the contract plugins are written against; our own code passes state around.
 """

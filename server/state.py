@@ -15,6 +15,7 @@ from app.runtime import Runtime
 from app.settings import PROJECT_DIR, Settings
 from server.hub import ClientHub
 from server.plugin_routes import PluginRoutes
+from server.security import HostRule
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ WORKFLOWS_DIR = PROJECT_DIR / "workflows"
 class ServerConfig:
     auth_token: str | None = None
     allowed_origins: frozenset[str] = frozenset()
+    hosts: HostRule = field(default_factory=lambda: HostRule.for_listen("127.0.0.1"))  # Host names answered
     max_upload_bytes: int = 100 * 1024 * 1024
     max_json_bytes: int = 20 * 1024 * 1024
     previews: bool = True

@@ -1,9 +1,14 @@
 import io
 import json
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
 
 import pytest
 
-from app.headless import EXIT_FAILED, EXIT_INVALID, EXIT_OK, run_workflow_file
+from app.headless import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, run_workflow_file
 from app.runtime import Runtime
 from app.settings import Settings
 from engine.cache import OutputCache
@@ -112,3 +117,69 @@ def test_output_node_selection(runtime, tmp_path, calls):
     code, _ = run(runtime, path, output_nodes=["4"])
     assert code == EXIT_OK
     assert calls == ["Const:3", "Output:3"]
+
+
+def test_a_node_calling_sys_exit_or_raising_keyboard_interrupt_is_a_node_error(runtime, tmp_path):
+    from tests.engine.faulty_nodes import make_faulty_registry, through
+
+    runtime.registry = runtime.executor.registry = make_faulty_registry()
+    code, text = run(runtime, write(tmp_path, through("Exit", code=3)))
+    assert code == EXIT_FAILED
+    assert "error in node 2 (Exit): SystemExit: the node called sys.exit(3)" in text
+    code, text = run(runtime, write(tmp_path, through("RaiseKeyboardInterrupt")))
+    assert code == EXIT_FAILED  # raised by the node in the executor's thread: not the user's Ctrl+C
+    assert "error in node 2 (RaiseKeyboardInterrupt): KeyboardInterrupt" in text
+
+
+def press_ctrl_c_when(started, times=1):
+    """Deliver Ctrl+C (SIGINT) to the main thread, `times` times, once `started` is set (and the main thread
+    waits for the run)."""
+    def press():
+        assert started.wait(10)
+        for _ in range(times):
+            time.sleep(0.2)
+            os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=press, daemon=True).start()
+
+
+def test_ctrl_c_interrupts_the_run_and_exits_130(runtime, tmp_path):
+    from tests.engine.nodes_for_tests import Slow
+
+    Slow.started.clear()
+    path = write(tmp_path, {"1": {"class_type": "Const", "inputs": {"value": 2}},
+                            "2": {"class_type": "Slow", "inputs": {"value": ["1", 0], "steps": 2000, "delay": 0.005}},
+                            "3": {"class_type": "Output", "inputs": {"value": ["2", 0]}}})
+    press_ctrl_c_when(Slow.started)
+    code, text = run(runtime, path)
+    assert code == EXIT_INTERRUPTED
+    assert "interrupted" in text
+
+
+@pytest.mark.parametrize("grace, presses", [(0.3, 1), (60.0, 2)])
+def test_ctrl_c_on_a_node_that_ignores_it_exits_130_after_the_grace_period_or_a_second_ctrl_c(
+        runtime, tmp_path, grace, presses):
+    from tests.engine.faulty_nodes import make_faulty_registry, stubborn_node, through
+
+    stubborn = stubborn_node()
+    runtime.registry = runtime.executor.registry = make_faulty_registry(stubborn)
+    runtime.settings = replace(runtime.settings, interrupt_grace=grace)
+    press_ctrl_c_when(stubborn.started, presses)
+    began = time.monotonic()
+    try:
+        code, text = run(runtime, write(tmp_path, through("Stubborn")))
+    finally:
+        stubborn.release.set()
+    assert code == EXIT_INTERRUPTED and "interrupted" in text
+    assert time.monotonic() - began < 10
+
+
+def test_the_interrupt_grace_is_a_setting_given_before_or_after_the_sub_command():
+    from app.settings import DEFAULT_INTERRUPT_GRACE_S, settings_from_args
+    from main import build_parser
+
+    parser = build_parser()
+    assert settings_from_args(parser.parse_args(["run", "w.json"])).interrupt_grace == DEFAULT_INTERRUPT_GRACE_S
+    assert settings_from_args(parser.parse_args(["--interrupt-grace", "2", "run", "w.json"])).interrupt_grace == 2
+    assert settings_from_args(parser.parse_args(["run", "w.json", "--interrupt-grace", "0.5"])).interrupt_grace == 0.5
+    with pytest.raises(SystemExit, match="--interrupt-grace"):
+        settings_from_args(parser.parse_args(["--interrupt-grace", "0"]))

@@ -101,7 +101,7 @@ def test_a_prompt_that_dies_twice_is_recorded_not_retried_forever(tmp_path):
     assert store.take_next(timeout=0).prompt_id == "crashy"
     store.close()  # and died again
     store = PromptStore(tmp_path / "queue.sqlite3")
-    assert store.pending() == [] and store.recovered_interrupted == ["crashy"]
+    assert store.pending() == [] and store.recovered_failed == ["crashy"]
     entry = store.history_item("crashy")["crashy"]
-    assert entry["status"]["messages"][0][0] == "execution_interrupted"
+    assert entry["status"]["messages"][0][0] == "execution_error"
     store.close()

@@ -88,3 +88,24 @@ async def test_previews_can_be_turned_off(make_client):
     kinds = [kind for kind, _ in received]
     assert "progress" in kinds and "binary" not in kinds
     await socket.close()
+
+
+async def test_every_socket_of_a_client_id_gets_its_events(client):
+    """The editor open in two tabs with one clientId: both follow the prompt, and closing one keeps the other."""
+    first = await client.ws_connect("/ws?clientId=tabs")
+    second = await client.ws_connect("/ws?clientId=tabs")
+    await first.receive_json()
+    await second.receive_json()
+    response = await client.post("/prompt", json={"prompt": PREVIEWING, "client_id": "tabs"})
+    prompt_id = (await response.json())["prompt_id"]
+    seen_first = await collect_until_done(first, prompt_id)
+    seen_second = await collect_until_done(second, prompt_id)
+    assert seen_first == seen_second
+    assert [kind for kind, _ in seen_first].count("executed") == 1
+    assert [kind for kind, _ in seen_first].count("binary") == 2
+    await first.close()
+    response = await client.post("/prompt", json={"prompt": PREVIEWING, "client_id": "tabs"})
+    prompt_id = (await response.json())["prompt_id"]
+    kinds = [kind for kind, _ in await collect_until_done(second, prompt_id)]
+    assert "executed" in kinds and kinds[-1] == "executing"
+    await second.close()
