@@ -109,9 +109,17 @@ class FamilySampling(ABC):
         return {}
 
     @abstractmethod
+    def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                       embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """One call of the network: its raw output for every row of `model_input`, which is already scaled for
+        the network, at `timestep` in the network's own convention (the sigma core's `ModelSampling.timestep`:
+        a discrete schedule's index, sigma times the flow multiplier)."""
+
+    @abstractmethod
     def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                 embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
-        """One call of the network: its prediction for every row of `model_input` (unguided)."""
+        """One call of the network in the diffusers-scheduler loop: its prediction for every row of
+        `model_input` (unguided) at the scheduler's `timestep`."""
 
     @abstractmethod
     def denoised(self, scheduler: Any, output: Any, latents: torch.Tensor, prediction: torch.Tensor,

@@ -29,10 +29,14 @@ class DiscreteSampling(FamilySampling):
             return latents + noise * scheduler.init_noise_sigma
         return scheduler.add_noise(latents, noise, first_timestep.repeat(latents.shape[0]))
 
+    def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                       embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        return network(model_input, timestep, encoder_hidden_states=embeddings, return_dict=False, **inputs)[0]
+
     def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                 embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
         model_input = scheduler.scale_model_input(model_input, timestep)
-        return network(model_input, timestep, encoder_hidden_states=embeddings, return_dict=False, **inputs)[0]
+        return self.network_output(network, model_input, timestep, embeddings, inputs)
 
     def denoised(self, scheduler: Any, output: Any, latents: torch.Tensor, prediction: torch.Tensor,
                  sampler_name: str) -> torch.Tensor:

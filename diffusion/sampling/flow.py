@@ -49,6 +49,11 @@ class FlowSampling(FamilySampling):
             raise ValueError("scheduler: 'beta' needs scipy, which is not installed")
         return scheduler_class.from_config(dict(config), **spacing)
 
+    def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """diffusers' flow-matching schedulers count timesteps as sigma * 1000, the network's own convention."""
+        return self.network_output(network, model_input, timestep, embeddings, inputs)
+
     def noised(self, scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, first_timestep: torch.Tensor,
                start: int) -> torch.Tensor:
         """sigma * noise + (1 - sigma) * latents: pure noise at the first sigma of a full schedule (1)."""

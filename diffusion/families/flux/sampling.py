@@ -78,11 +78,18 @@ class FluxSampling(FlowSampling):
 
     def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                 embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """FluxPipeline hands the transformer the scheduler's timestep (sigma * 1000) over 1000: sigma."""
+        rows = model_input.shape[0]
+        return self.network_output(network, model_input, timestep.expand(rows).to(model_input.dtype) / 1000,
+                                   embeddings, inputs)
+
+    def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                       embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
         rows, _, height, width = model_input.shape
         guidance = inputs["guidance"] if network.config.guidance_embeds else None
         text_ids = torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=embeddings.dtype)
         prediction = network(
-            hidden_states=pack(model_input), timestep=timestep.expand(rows).to(model_input.dtype) / 1000,
+            hidden_states=pack(model_input), timestep=timestep.expand(rows).to(model_input.dtype),
             guidance=guidance, pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings,
             txt_ids=text_ids, img_ids=image_ids(height, width, model_input.device, model_input.dtype),
             return_dict=False)[0]

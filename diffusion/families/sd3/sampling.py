@@ -33,8 +33,8 @@ class Sd3Sampling(FlowSampling):
             pooled.append(options["pooled_output"].reshape(1, -1).expand(batch, -1))
         return {"pooled_projections": torch.cat(pooled).to(device, dtype)}
 
-    def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
-                embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+    def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                       embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
         pooled = inputs["pooled_projections"]
         if pooled.shape[-1] != network.config.pooled_projection_dim:
             raise ValueError(f"conditioning: pooled text embedding of {pooled.shape[-1]} values, but this SD3 "

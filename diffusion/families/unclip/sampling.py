@@ -25,9 +25,8 @@ class DecoderSampling(DiscreteSampling):
                              "sample it with UnCLIPDecoderSampler")
         return {}
 
-    def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
-                embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
-        model_input = scheduler.scale_model_input(model_input, timestep)
+    def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                       embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
         prediction = network(sample=model_input, timestep=timestep, encoder_hidden_states=None,
                              added_cond_kwargs={"image_embeds": embeddings[:, 0]}, return_dict=False)[0]
         return prediction[:, :model_input.shape[1]]
