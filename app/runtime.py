@@ -166,6 +166,7 @@ def build_runtime(settings: Settings) -> Runtime:
     environment = NodeEnvironment.create(folders, force_cpu=settings.cpu,
                                          text_encoder_offload=TEXT_ENCODER_OFFLOAD[settings.free_text_encoders],
                                          dtype_name=settings.dtype, max_ram=settings.max_ram,
+                                         text_encoder_dtype_name=settings.text_encoder_dtype,
                                          reserve_vram_gb=settings.reserve_vram)
     set_default_environment(environment)
     log.info("device %s (%s), %d CPU threads", environment.device, environment.dtype, threads)

@@ -31,6 +31,7 @@ class Settings:
     max_ram: str | None = None
     reserve_vram: float | None = None
     allow_model_links: bool = False
+    text_encoder_dtype: str | None = None
     interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S  # seconds a node may ignore an interrupt before it is abandoned
 
 
@@ -61,6 +62,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
         precision.add_argument(f"--{name}", dest="dtype", action="store_const", const=name, default=default(None),
                                help=f"run models in {name} (default: bf16 or fp16 on a GPU; on the CPU bf16 where it "
                                     "computes bf16 natively (AVX512-BF16, AMX), else fp32)")
+    encoder_precision = engine.add_mutually_exclusive_group()
+    for name in ("fp16", "bf16", "fp32"):
+        encoder_precision.add_argument(
+            f"--{name}-text-enc", dest="text_encoder_dtype", action="store_const", const=name, default=default(None),
+            help=f"run text encoders in {name} (default: as the models); ComfyUI's CPU results: --fp32 --fp16-text-enc")
     engine.add_argument("--max-ram", default=default(None), metavar="SIZE",
                         help="RAM for loaded models, e.g. 8GB or a fraction such as 0.5 (default 0.75 of RAM); "
                              "least recently used models are unloaded beyond it")
@@ -122,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_ram=max_ram,
         reserve_vram=reserve_vram,
         allow_model_links=getattr(args, "allow_model_links", False),
+        text_encoder_dtype=getattr(args, "text_encoder_dtype", None),
         interrupt_grace=interrupt_grace,
     )
 

@@ -35,6 +35,19 @@ class DiffusionModel:
     sampling: FamilySampling
     loras: tuple[LoraPatch, ...] = ()
     speedups: Speedups = NO_SPEEDUPS
+    # The sigma core's noise schedule when a ModelSampling* node set one (else the family's, from the config).
+    schedule_override: Any = None
+    # Patches of the guided estimate (RescaleCFG, CFGZeroStar, ...), applied in order after guidance.
+    post_cfg: tuple[Any, ...] = ()
+
+    @property
+    def model_sampling(self) -> Any:
+        """The `diffusion.sampling.model_sampling.ModelSampling` the sigma-based samplers use for this model."""
+        if self.schedule_override is not None:
+            return self.schedule_override
+        from diffusion.sampling.model_sampling import ModelSampling
+
+        return ModelSampling.from_scheduler_config(self.scheduler_config)
 
     @property
     def lora_component(self) -> str:

@@ -56,11 +56,15 @@ class LoadedModel:
 
 class ModelManager:
     """The loaded models of one device/dtype within a `MemoryBudget` (unlimited without one). `loads` counts real
-    loads per (kind, path); `offloads` and `unloads` count evictions per (kind, path)."""
+    loads per (kind, path); `offloads` and `unloads` count evictions per (kind, path). Text and image encoders
+    (transformers models) take the precision of `encoder_dtype` when given, else of `dtype` like the rest (see
+    `place`)."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, budget: MemoryBudget | None = None) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, budget: MemoryBudget | None = None,
+                 encoder_dtype: torch.dtype | None = None) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
+        self.encoder_dtype = encoder_dtype
         self.budget = budget or MemoryBudget()
         self._entries: dict[tuple[Any, ...], LoadedModel] = {}
         self._lock = threading.RLock()
@@ -205,11 +209,23 @@ class ModelManager:
     def place(self, module: Any) -> Any:
         """`module` on this manager's device and dtype, every tensor that shares its storage or sits at an odd
         address given an allocation of its own (see `memory.is_allocator_aligned`): results then do not depend on how
-        a file was read. Tensors already placed are left alone, so loading never holds a second copy of a model."""
+        a file was read. Tensors already placed are left alone, so loading never holds a second copy of a model.
+
+        An encoder with an `encoder_dtype` runs in it, except a half-precision one on the CPU beside fp32 models:
+        its weights are rounded to that precision and computed in fp32, which is what ComfyUI does there
+        (`--fp16-text-enc --fp32` then gives ComfyUI's CPU results; the memory is that of fp32)."""
+        precision = compute = self.dtype
+        if self.encoder_dtype is not None and _is_encoder(module):
+            precision = compute = self.encoder_dtype
+            if self.device.type == "cpu" and self.dtype == torch.float32:
+                compute = torch.float32
         with torch.no_grad():
             for tensor in [*module.parameters(), *module.buffers()]:
-                dtype = self.dtype if tensor.is_floating_point() else tensor.dtype
-                tensor.data = allocator_aligned(tensor.data.to(device=self.device, dtype=dtype))
+                if tensor.is_floating_point():
+                    data = tensor.data.to(device=self.device, dtype=precision).to(compute)
+                else:
+                    data = tensor.data.to(device=self.device)
+                tensor.data = allocator_aligned(data)
         return module
 
 
@@ -219,3 +235,10 @@ def _file_bytes(path: Path) -> int:
     if path.name == "model_index.json":
         return sum(file.stat().st_size for file in path.parent.rglob("*") if file.is_file())
     return path.stat().st_size
+
+
+def _is_encoder(module: Any) -> bool:
+    """Whether a module is a text or image encoder: the project builds every one with transformers."""
+    from transformers import PreTrainedModel
+
+    return isinstance(module, PreTrainedModel)

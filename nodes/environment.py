@@ -165,17 +165,20 @@ class NodeEnvironment:
     @classmethod
     def create(cls, folders: Folders, force_cpu: bool = False,
                text_encoder_offload: str = "when-tight", dtype_name: str | None = None,
-               max_ram: str | None = None, reserve_vram_gb: float | None = None) -> "NodeEnvironment":
+               max_ram: str | None = None, reserve_vram_gb: float | None = None,
+               text_encoder_dtype_name: str | None = None) -> "NodeEnvironment":
         """An environment on the best available device (`force_cpu` is the `--cpu` switch), in `dtype_name`
         ("fp16", "bf16", "fp32": the `--fp16`/`--bf16`/`--fp32` overrides) or the device's default dtype, with a
-        model manager kept within `max_ram` (`--max-ram`) and, on CUDA, the VRAM less `reserve_vram_gb`."""
+        model manager kept within `max_ram` (`--max-ram`) and, on CUDA, the VRAM less `reserve_vram_gb`; text
+        encoders in `text_encoder_dtype_name` when given (`--fp16-text-enc`, ...)."""
         from diffusion.manager import ModelManager
         from diffusion.memory import DEFAULT_RESERVE_VRAM_GB, MemoryBudget
 
         device = pick_device(force_cpu)
         dtype = dtype_from_name(dtype_name) if dtype_name else pick_dtype(device)
         reserve = DEFAULT_RESERVE_VRAM_GB if reserve_vram_gb is None else reserve_vram_gb
-        models = ModelManager(device, dtype, MemoryBudget.for_device(device, max_ram, reserve))
+        encoder_dtype = dtype_from_name(text_encoder_dtype_name) if text_encoder_dtype_name else None
+        models = ModelManager(device, dtype, MemoryBudget.for_device(device, max_ram, reserve), encoder_dtype)
         return cls(folders, device, dtype, models, text_encoder_offload=text_encoder_offload)
 
 

@@ -141,7 +141,8 @@ def save_images(images: torch.Tensor, folder: Path, filename_prefix: str, folder
                 leftover.unlink(missing_ok=True)
     results = []
     for image, name in zip(images, planned):
-        array = np.clip(image.float().cpu().numpy() * 255.0, 0, 255).round().astype(np.uint8)
+        # truncated, not rounded, as ComfyUI's SaveImage does: the same floats give byte-identical files
+        array = np.clip(255.0 * image.float().cpu().numpy(), 0, 255).astype(np.uint8)
         pil = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array)
         written = _write_png(directory, name, base, pil, metadata, compress_level, replace)
         results.append({"filename": written, "subfolder": subfolder, "type": folder_type})

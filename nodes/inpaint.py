@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Conditioning
-from diffusion.sampling.editing import EditInputs
-from diffusion.sampling.loop import SamplingRange, sample
+from diffusion.sampling.ksampler import ksample
 from nodes import resize
 from nodes.mask import as_mask_batch, check_aspect, mask_for_size, repeat_to_batch, rgb_pixels
 from nodes.sampling import KSampler
@@ -217,11 +216,8 @@ class KSamplerDualCFG:
     def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, image_cfg: float, sampler_name: str,
                scheduler: str, positive: Conditioning, negative: Conditioning, latent_image: dict[str, Any],
                denoise: float = 1.0) -> tuple[dict[str, Any]]:
-        if denoise <= 0:
-            return ({**latent_image, "samples": latent_image["samples"].clone()},)
-        edit = EditInputs.prepare(model, latent_image, image_cfg)
-        samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
-                         SamplingRange.from_denoise(steps, denoise), edit)
+        samples = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
+                          image_cfg=image_cfg)
         return ({**latent_image, "samples": samples},)
 
 

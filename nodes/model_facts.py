@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from diffusion import registry
+from diffusion.sampling.ksampler import choice_problem
 
 Facts = Mapping[str, Any]
 
@@ -24,7 +25,7 @@ def sampler_choice(input_facts: Mapping[str, Facts], widgets: Mapping[str, Any])
     family = input_facts.get("model", {}).get("family")
     if family is None or "sampler_name" not in widgets or "scheduler" not in widgets:
         return True
-    problem = registry.family(family).sampling.choice_problem(widgets["sampler_name"], widgets["scheduler"])
+    problem = choice_problem(registry.family(family).sampling, widgets["sampler_name"], widgets["scheduler"])
     return True if problem is None else problem
 
 

@@ -1,5 +1,5 @@
-"""Sampler nodes: KSampler and KSamplerAdvanced, with ComfyUI's inputs, over the one sampling loop
-(`diffusion.sampling.loop`).
+"""Sampler nodes: KSampler and KSamplerAdvanced, with ComfyUI's inputs and results (`diffusion.sampling.ksampler`:
+ComfyUI's samplers over its sigma schedules, or the model's diffusers scheduler with scheduler `diffusers`).
 
 Knows nothing of HTTP or the executor; progress and interrupts go through `engine.progress`.
 """
@@ -9,9 +9,8 @@ from typing import Any
 
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning
-from diffusion.sampling.editing import EditInputs, hand_off
-from diffusion.sampling.loop import SamplingRange, sample
-from diffusion.sampling.schedulers import available_samplers, available_schedulers
+from diffusion.sampling.editing import hand_off
+from diffusion.sampling.ksampler import ksample, sampler_names, scheduler_names
 from nodes.model_facts import sampler_choice
 
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -22,8 +21,10 @@ def _common_inputs() -> dict[str, Any]:
         "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of denoising steps."}),
         "cfg": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                           "tooltip": "Classifier-free guidance scale: how closely to follow the prompt."}),
-        "sampler_name": (available_samplers(), {"tooltip": "The sampling algorithm (a diffusers scheduler)."}),
-        "scheduler": (available_schedulers(), {"tooltip": "How the noise levels are spaced over the steps."}),
+        "sampler_name": (sampler_names(), {"tooltip": "The sampling algorithm."}),
+        "scheduler": (scheduler_names(), {
+            "tooltip": "How the noise levels are spaced over the steps; diffusers: the model's own diffusers "
+                       "scheduler (diffusers' pipelines' results, for the samplers diffusers has)."}),
         "positive": ("CONDITIONING", {"tooltip": "What the image should show."}),
         "negative": ("CONDITIONING", {"tooltip": "What the image should not show."}),
         "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
@@ -64,10 +65,7 @@ class KSampler:
     def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                positive: Conditioning, negative: Conditioning, latent_image: dict[str, Any],
                denoise: float = 1.0) -> tuple[dict[str, Any]]:
-        if denoise <= 0:
-            return (_with_samples(latent_image, latent_image["samples"].clone()),)
-        samples = sample(model, seed, cfg, sampler_name, scheduler, positive, negative, latent_image["samples"],
-                         SamplingRange.from_denoise(steps, denoise), EditInputs.prepare(model, latent_image))
+        samples = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
         return (hand_off(_with_samples(latent_image, samples), latent_image, False),)
 
 
@@ -104,9 +102,8 @@ class KSamplerAdvanced:
                sampler_name: str, scheduler: str, positive: Conditioning, negative: Conditioning,
                latent_image: dict[str, Any], start_at_step: int, end_at_step: int,
                return_with_leftover_noise: str) -> tuple[dict[str, Any]]:
-        span = SamplingRange(steps, min(start_at_step, steps), min(end_at_step, steps), add_noise == "enable",
-                             return_with_leftover_noise == "enable")
-        samples = sample(model, noise_seed, cfg, sampler_name, scheduler, positive, negative,
-                         latent_image["samples"], span, EditInputs.prepare(model, latent_image))
-        leftover = span.return_with_leftover_noise and span.end < span.total
-        return (hand_off(_with_samples(latent_image, samples), latent_image, leftover),)
+        leftover = return_with_leftover_noise == "enable"
+        samples = ksample(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                          add_noise=add_noise == "enable", start_step=start_at_step, last_step=end_at_step,
+                          force_full_denoise=not leftover)
+        return (hand_off(_with_samples(latent_image, samples), latent_image, leftover and end_at_step < steps),)

@@ -115,11 +115,11 @@ def test_refiner_handoff_equals_one_uninterrupted_run(node_env, masked):
         mask = torch.zeros(1, 64, 64)
         mask[:, 16:48, 8:32] = 1
         latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)), "noise_mask": mask}
-    common = dict(noise_seed=7, steps=6, cfg=7.0, sampler_name="euler", scheduler="normal", positive=positive,
+    common = dict(noise_seed=7, steps=6, cfg=7.0, sampler_name="euler", scheduler="diffusers", positive=positive,
                   negative=negative)
     (base,) = KSamplerAdvanced().sample(model, add_noise="enable", latent_image=latent, start_at_step=0,
                                         end_at_step=4, return_with_leftover_noise="enable", **common)
     (refined,) = KSamplerAdvanced().sample(model, add_noise="disable", latent_image=base, start_at_step=4,
                                            end_at_step=10000, return_with_leftover_noise="disable", **common)
-    (whole,) = KSampler().sample(model, 7, 6, 7.0, "euler", "normal", positive, negative, latent)
+    (whole,) = KSampler().sample(model, 7, 6, 7.0, "euler", "diffusers", positive, negative, latent)
     assert torch.allclose(refined["samples"], whole["samples"], atol=1e-5)

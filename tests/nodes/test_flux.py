@@ -65,7 +65,7 @@ def _image(model, clip, vae, cfg=1.0, guidance=3.5, negative_text="", steps=STEP
     positive = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], guidance)[0]
     negative = CLIPTextEncode().encode(clip, negative_text)[0]
     (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
-    (samples,) = KSampler().sample(model, SEED, steps, cfg, "euler", "simple", positive, negative, latent)
+    (samples,) = KSampler().sample(model, SEED, steps, cfg, "euler", "diffusers", positive, negative, latent)
     return VAEDecode().decode(vae, samples)[0].numpy()
 
 
@@ -98,7 +98,7 @@ def test_denoise_matches_flux_img2img_pipeline_strength(flux, flux_pipeline):
                           torch.full((SIZE, SIZE), 0.4)], dim=-1)[None]
     (latent,) = VAEEncode().encode(vae, pixels)
     positive = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], 3.5)[0]
-    (samples,) = KSampler().sample(model, SEED, 3, 1.0, "euler", "simple", positive, positive, latent, 0.6)
+    (samples,) = KSampler().sample(model, SEED, 3, 1.0, "euler", "diffusers", positive, positive, latent, 0.6)
     image = VAEDecode().decode(vae, samples)[0].numpy()
     img2img = FluxImg2ImgPipeline(**flux_pipeline.components)
     img2img.set_progress_bar_config(disable=True)
@@ -192,14 +192,14 @@ def test_advanced_sampler_split_matches_one_pass(flux):
     model, clip, vae = flux
     positive = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], 3.5)[0]
     (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
-    whole = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "simple", positive, positive, latent)[0]
+    whole = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "diffusers", positive, positive, latent)[0]
     sampler = KSamplerAdvanced()
-    first = sampler.sample(model, "enable", SEED, STEPS, 1.0, "euler", "simple", positive, positive, latent, 0, 2,
+    first = sampler.sample(model, "enable", SEED, STEPS, 1.0, "euler", "diffusers", positive, positive, latent, 0, 2,
                            "enable")[0]
-    second = sampler.sample(model, "disable", SEED, STEPS, 1.0, "euler", "simple", positive, positive, first, 2,
+    second = sampler.sample(model, "disable", SEED, STEPS, 1.0, "euler", "diffusers", positive, positive, first, 2,
                             STEPS, "disable")[0]
     assert torch.allclose(second["samples"], whole["samples"], atol=1e-5)
-    clean = sampler.sample(model, "enable", SEED, STEPS, 1.0, "euler", "simple", positive, positive, latent, 0, 2,
+    clean = sampler.sample(model, "enable", SEED, STEPS, 1.0, "euler", "diffusers", positive, positive, latent, 0, 2,
                            "disable")[0]
     assert torch.isfinite(clean["samples"]).all() and not torch.allclose(clean["samples"], first["samples"])
 
@@ -209,7 +209,7 @@ def test_unsupported_sampler_is_a_clear_error(flux):
     positive = CLIPTextEncode().encode(clip, PROMPT)[0]
     (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
     with pytest.raises(ValueError, match="sampler_name: 'dpmpp_2m' is not available for FLUX"):
-        KSampler().sample(model, SEED, 2, 1.0, "dpmpp_2m", "simple", positive, positive, latent)
+        KSampler().sample(model, SEED, 2, 1.0, "dpmpp_2m", "diffusers", positive, positive, latent)
 
 
 def test_family_detection_errors_name_what_was_found(node_env, flux_models, sd1):

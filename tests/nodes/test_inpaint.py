@@ -71,7 +71,7 @@ def test_inpainting_model_matches_inpaint_pipeline(inpainting_model, inpaint_pip
     model, clip, vae = inpainting_model
     image, mask, pixels, loaded_mask = inpaint_inputs
     (latent,) = VAEEncodeForInpaint().encode(vae, pixels, loaded_mask, grow_mask_by=0)
-    (samples,) = KSampler().sample(model, SEED, steps, 7.5, sampler_name, "normal", _encode(clip, PROMPT),
+    (samples,) = KSampler().sample(model, SEED, steps, 7.5, sampler_name, "diffusers", _encode(clip, PROMPT),
                                    _encode(clip, ""), latent)
     (result,) = VAEDecode().decode(vae, samples)
 
@@ -95,7 +95,7 @@ def test_inpaint_model_conditioning_matches_inpaint_pipeline_strength(inpainting
     image, mask, pixels, loaded_mask = inpaint_inputs
     positive, negative, latent = InpaintModelConditioning().encode(_encode(clip, PROMPT), _encode(clip, ""), vae,
                                                                    pixels, loaded_mask, True)
-    (samples,) = KSampler().sample(model, SEED, steps, 7.5, sampler_name, "normal", positive, negative, latent,
+    (samples,) = KSampler().sample(model, SEED, steps, 7.5, sampler_name, "diffusers", positive, negative, latent,
                                    denoise)
     (result,) = VAEDecode().decode(vae, samples)
 
@@ -117,7 +117,7 @@ def test_noise_mask_on_ordinary_model_matches_inpaint_pipeline(sd1, sd_pipeline,
     image, mask, pixels, loaded_mask = inpaint_inputs
     (source,) = VAEEncode().encode(vae, pixels)
     (latent,) = SetLatentNoiseMask().set_mask(source, loaded_mask)
-    (samples,) = KSampler().sample(model, SEED, steps, 7.0, sampler_name, "normal", _encode(clip, PROMPT),
+    (samples,) = KSampler().sample(model, SEED, steps, 7.0, sampler_name, "diffusers", _encode(clip, PROMPT),
                                    _encode(clip, ""), latent, denoise)
     (result,) = VAEDecode().decode(vae, samples)
 
@@ -146,6 +146,6 @@ def test_inpainting_model_without_a_mask_samples_the_whole_image(inpainting_mode
 
     model, clip, _ = inpainting_model
     (latent,) = EmptyLatentImage().generate(64, 48, 2)
-    (samples,) = KSampler().sample(model, SEED, 2, 5.0, "euler", "normal", _encode(clip, PROMPT), _encode(clip, ""),
+    (samples,) = KSampler().sample(model, SEED, 2, 5.0, "euler", "diffusers", _encode(clip, PROMPT), _encode(clip, ""),
                                    latent)
     assert samples["samples"].shape == (2, 4, 6, 8) and torch.isfinite(samples["samples"]).all()

@@ -16,7 +16,7 @@ def _image(model, clip, vae, steps=4):
     positive = CLIPTextEncode().encode(clip, PROMPT)[0]
     negative = CLIPTextEncode().encode(clip, "")[0]
     (latent,) = EmptyLatentImage().generate(64, 64, 1)
-    (samples,) = KSampler().sample(model, SEED, steps, 7.5, "euler", "normal", positive, negative, latent)
+    (samples,) = KSampler().sample(model, SEED, steps, 7.5, "euler", "diffusers", positive, negative, latent)
     return VAEDecode().decode(vae, samples)[0]
 
 

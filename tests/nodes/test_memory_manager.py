@@ -112,9 +112,8 @@ def test_a_sampling_node_pins_its_model(files, monkeypatch):
         assert len(manager.loaded()) == 2
         return torch.zeros(1, 4, 8, 8)
 
-    monkeypatch.setattr(sampling, "sample", sample_while_loading)
+    monkeypatch.setattr(sampling, "ksample", sample_while_loading)
     monkeypatch.setattr(sampling, "hand_off", lambda samples, latent, leftover: samples)
-    monkeypatch.setattr(sampling.EditInputs, "prepare", staticmethod(lambda model, latent: None))
     run_through_engine(manager, sampling.KSampler, model=Vae(a, "a"), seed=1, steps=1, cfg=1.0, sampler_name="euler",
                        scheduler="normal", positive=[], negative=[], latent_image={"samples": torch.zeros(1, 4, 8, 8)})
     load(manager, files["c"])
@@ -283,8 +282,9 @@ def test_flags_reach_the_environment(tmp_path):
                str(tmp_path / "i"), "--output-dir", str(tmp_path / "o"), "--temp-dir", str(tmp_path / "t")]
     settings = settings_from_args(parser.parse_args(
         [*folders, "--cpu", "--bf16", "--max-ram", "2GB", "--reserve-vram", "0.5", "--no-demo-models",
-         "--disable-custom-nodes", "--threads", "1"]))
+         "--disable-custom-nodes", "--threads", "1", "--fp32-text-enc"]))
     assert (settings.dtype, settings.max_ram, settings.reserve_vram) == ("bf16", "2GB", 0.5)
+    assert settings.text_encoder_dtype == "fp32"
     from nodes import environment as environment_module
 
     previous_default = list(environment_module._default_environment)
@@ -293,14 +293,43 @@ def test_flags_reach_the_environment(tmp_path):
     finally:
         environment_module._default_environment[:] = previous_default
     assert environment.device.type == "cpu" and environment.dtype == torch.bfloat16
-    assert environment.models.dtype == torch.bfloat16
+    assert environment.models.dtype == torch.bfloat16 and environment.models.encoder_dtype == torch.float32
     assert environment.models.budget.limit(torch.device("cpu")) == 2 * 1000**3
     with pytest.raises(SystemExit):
         parser.parse_args(["--fp16", "--fp32"])
     with pytest.raises(SystemExit):
+        parser.parse_args(["--fp16-text-enc", "--bf16-text-enc"])
+    with pytest.raises(SystemExit):
         settings_from_args(parser.parse_args(["--max-ram", "plenty"]))
     default = settings_from_args(parser.parse_args([]))
-    assert default.dtype is None and default.max_ram is None
+    assert default.dtype is None and default.max_ram is None and default.text_encoder_dtype is None
+
+
+def tiny_text_encoder() -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    return CLIPTextModel(CLIPTextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=8)).eval()
+
+
+def test_text_encoders_take_the_text_encoder_precision():
+    """`--fp16-text-enc` beside fp32 on the CPU rounds encoder weights to fp16 and computes in fp32 (ComfyUI's
+    CPU behaviour); other modules keep the manager's dtype; on its own dtype an encoder is simply placed in it."""
+    encoder, other = tiny_text_encoder(), torch.nn.Linear(4, 4)
+    original = {name: tensor.clone() for name, tensor in encoder.state_dict().items()}
+    other_weight = other.weight.detach().clone()
+    manager = ModelManager(torch.device("cpu"), torch.float32, encoder_dtype=torch.float16)
+    manager.place(encoder), manager.place(other)
+    for name, tensor in encoder.state_dict().items():
+        expected = original[name].to(torch.float16).to(torch.float32) if tensor.is_floating_point() else original[name]
+        assert tensor.dtype == original[name].dtype and torch.equal(tensor, expected), name
+    assert any(not torch.equal(tensor, original[name]) for name, tensor in encoder.state_dict().items())
+    assert torch.equal(other.weight, other_weight)
+
+    wide = ModelManager(torch.device("cpu"), torch.bfloat16, encoder_dtype=torch.float32)
+    encoder, other = wide.place(tiny_text_encoder()), wide.place(torch.nn.Linear(4, 4))
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32} and other.weight.dtype == torch.bfloat16
 
 
 def test_a_lora_is_counted_where_its_tensors_live(files):

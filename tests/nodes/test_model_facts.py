@@ -14,7 +14,8 @@ def flux_files(node_env, tiny_models_dir):
     return node_env
 
 
-def _txt2img(model_node: dict, clip: list, sampler_name: str, encoder: str = "CLIPTextEncode") -> dict:
+def _txt2img(model_node: dict, clip: list, sampler_name: str, encoder: str = "CLIPTextEncode",
+             scheduler: str = "diffusers") -> dict:
     text = {"text": "a lighthouse"} if encoder == "CLIPTextEncode" else {"clip_l": "a", "clip_g": "a", "t5xxl": "a",
                                                                          "empty_padding": "none"}
     return {
@@ -27,7 +28,7 @@ def _txt2img(model_node: dict, clip: list, sampler_name: str, encoder: str = "CL
         "latent": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}},
         "sampler": {"class_type": "KSampler", "inputs": {
             "model": ["lora", 0], "positive": ["positive", 0], "negative": ["positive", 0], "latent_image": ["latent", 0],
-            "seed": 1, "steps": 2, "cfg": 1.0, "sampler_name": sampler_name, "scheduler": "simple", "denoise": 1.0}},
+            "seed": 1, "steps": 2, "cfg": 1.0, "sampler_name": sampler_name, "scheduler": scheduler, "denoise": 1.0}},
     }
 
 
@@ -42,6 +43,8 @@ def test_a_sampler_the_family_cannot_run_is_refused_at_validation_without_loadin
     assert "sampler_name: 'dpmpp_2m' is not available for FLUX models (flow matching); use one of: euler" in \
         error["details"]
     assert validation_errors(_txt2img(unet, ["clip", 0], "euler")) == {}
+    # ComfyUI's samplers run every family
+    assert validation_errors(_txt2img(unet, ["clip", 0], "dpmpp_2m", scheduler="simple")) == {}
     assert flux_files.models.loads == loads_before  # validation read file headers only
 
 

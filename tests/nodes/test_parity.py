@@ -1,4 +1,6 @@
-"""The proof of correctness: the nodes give diffusers' pixels for the same model files and settings.
+"""The diffusers loop gives diffusers' pixels for the same model files and settings (KSampler with scheduler
+`diffusers`; the loop itself for the other spacings it offers the unCLIP decoder sampler). ComfyUI's samplers and
+schedulers are proved against ComfyUI's own renders in test_comfy_reference.py.
 
 Nodes load the single-file LDM checkpoint; the reference pipelines load the diffusers folder of the same tiny
 model, with each scheduler constructed here directly from diffusers (independently of the node mapping).
@@ -9,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from diffusion.sampling import loop
 from nodes.conditioning import CLIPTextEncode
 from nodes.image import LoadImage
 from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
@@ -60,14 +63,25 @@ def _encode(clip, text):
     return CLIPTextEncode().encode(clip, text)[0]
 
 
+def diffusers_ksampler(model, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=1.0):
+    """KSampler's latents over the diffusers loop: the node with scheduler `diffusers` for the model's own scheduler
+    config ("normal" here), the loop itself for the other spacings."""
+    if scheduler == "normal":
+        return KSampler().sample(model, SEED, steps, cfg, sampler_name, "diffusers", positive, negative, latent,
+                                 denoise)[0]
+    samples = loop.sample(model, SEED, cfg, sampler_name, scheduler, positive, negative, latent["samples"],
+                          loop.SamplingRange.from_denoise(steps, denoise))
+    return {"samples": samples}
+
+
 @pytest.mark.parametrize("sampler_name, scheduler", list(REFERENCE_SCHEDULERS))
 def test_txt2img_matches_stable_diffusion_pipeline(sd1, sd_pipeline, pipeline_scheduler_config, sampler_name,
                                                    scheduler):
     _skip_unless_available(sampler_name, scheduler)
     model, clip, vae = sd1
     (latent,) = EmptyLatentImage().generate(64, 64, 1)
-    (samples,) = KSampler().sample(model, SEED, 5, 7.5, sampler_name, scheduler, _encode(clip, PROMPT),
-                                   _encode(clip, ""), latent)
+    samples = diffusers_ksampler(model, 5, 7.5, sampler_name, scheduler, _encode(clip, PROMPT), _encode(clip, ""),
+                                 latent)
     (image,) = VAEDecode().decode(vae, samples)
 
     sd_pipeline.scheduler = _reference_scheduler(pipeline_scheduler_config, sampler_name, scheduler)
@@ -81,7 +95,7 @@ def test_txt2img_batch_and_no_guidance_match(sd1, sd_pipeline, pipeline_schedule
     model, clip, vae = sd1
     (latent,) = EmptyLatentImage().generate(64, 48, 2)
     for cfg in (6.0, 1.0):
-        (samples,) = KSampler().sample(model, SEED, 4, cfg, "euler_ancestral", "normal", _encode(clip, PROMPT),
+        (samples,) = KSampler().sample(model, SEED, 4, cfg, "euler_ancestral", "diffusers", _encode(clip, PROMPT),
                                        _encode(clip, "blurry"), latent)
         (image,) = VAEDecode().decode(vae, samples)
         sd_pipeline.scheduler = _reference_scheduler(pipeline_scheduler_config, "euler_ancestral", "normal")
@@ -123,7 +137,7 @@ def test_img2img_denoise_matches_img2img_pipeline_strength(sd1, sd_pipeline, pip
     model, clip, vae = sd1
     (pixels, _) = LoadImage().load_image("gradient.png")
     (latent,) = VAEEncode().encode(vae, pixels)
-    (samples,) = KSampler().sample(model, SEED, steps, 7.0, sampler_name, "normal", _encode(clip, PROMPT),
+    (samples,) = KSampler().sample(model, SEED, steps, 7.0, sampler_name, "diffusers", _encode(clip, PROMPT),
                                    _encode(clip, ""), latent, denoise)
     (image,) = VAEDecode().decode(vae, samples)
 

@@ -44,7 +44,7 @@ def test_dual_guidance_matches_instruct_pix2pix_pipeline(pix2pix_model, pix2pix_
     (pixels, _) = LoadImage().load_image("source.png")
     positive, negative, latent = InstructPixToPixConditioning().encode(
         _encode(clip, INSTRUCTION), _encode(clip, ""), vae, pixels)
-    (samples,) = KSamplerDualCFG().sample(model, SEED, steps, cfg, image_cfg, sampler_name, "normal", positive,
+    (samples,) = KSamplerDualCFG().sample(model, SEED, steps, cfg, image_cfg, sampler_name, "diffusers", positive,
                                           negative, latent)
     (result,) = VAEDecode().decode(vae, samples)
 
@@ -66,9 +66,9 @@ def test_plain_ksampler_guides_by_text_with_the_image_in_both(pix2pix_model, nod
     pixels = torch.from_numpy(np.asarray(_gradient(), dtype=np.float32) / 255).unsqueeze(0)
     positive, negative, latent = InstructPixToPixConditioning().encode(
         _encode(clip, INSTRUCTION), _encode(clip, ""), vae, pixels)
-    args = (SEED, 3, 7.5, "euler", "normal")
+    args = (SEED, 3, 7.5, "euler", "diffusers")
     (two_way,) = KSampler().sample(model, *args, positive, negative, latent)
-    (dual,) = KSamplerDualCFG().sample(model, SEED, 3, 7.5, 1.5, "euler", "normal", positive, negative, latent)
+    (dual,) = KSamplerDualCFG().sample(model, SEED, 3, 7.5, 1.5, "euler", "diffusers", positive, negative, latent)
     (no_image,) = KSampler().sample(model, *args, _encode(clip, INSTRUCTION), _encode(clip, ""), latent)
     assert not torch.allclose(two_way["samples"], dual["samples"], atol=1e-3)
     assert not torch.allclose(two_way["samples"], no_image["samples"], atol=1e-3)

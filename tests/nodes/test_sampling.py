@@ -61,11 +61,12 @@ def test_advanced_sampler_in_two_passes_equals_one_pass(inputs):
 
 
 def test_stopping_early_without_leftover_noise_returns_the_clean_estimate(inputs):
+    """The diffusers loop: its last step goes to the clean estimate (ComfyUI's samplers: test_ksampler.py)."""
     model, positive, negative, latent = inputs
     advanced = KSamplerAdvanced()
 
     def run(end, leftover):
-        return advanced.sample(model, "enable", 7, 4, 6.0, "euler", "normal", positive, negative, latent, 0, end,
+        return advanced.sample(model, "enable", 7, 4, 6.0, "euler", "diffusers", positive, negative, latent, 0, end,
                                leftover)[0]["samples"]
 
     before, noisy, clean = run(1, "enable"), run(2, "enable"), run(2, "disable")
@@ -75,7 +76,8 @@ def test_stopping_early_without_leftover_noise_returns_the_clean_estimate(inputs
     # Euler: noisy = x + (sigma_next - sigma) * d and clean = x - sigma * d, with x the latent before the step
     assert torch.allclose(noisy - before, (clean - before) * (sigma_next - sigma) / -sigma, atol=1e-4)
     with pytest.raises(ValueError, match="return_with_leftover_noise: sampler 'dpmpp_2m' cannot stop early"):
-        advanced.sample(model, "enable", 7, 4, 6.0, "dpmpp_2m", "normal", positive, negative, latent, 0, 2, "disable")
+        advanced.sample(model, "enable", 7, 4, 6.0, "dpmpp_2m", "diffusers", positive, negative, latent, 0, 2,
+                        "disable")
 
 
 def test_denoise_zero_returns_the_input(inputs):

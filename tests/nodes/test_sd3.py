@@ -12,6 +12,7 @@ import torch
 from diffusion.families.sd3 import demo as sd3_tiny
 from diffusion.families.sd3.sampling import Sd3Sampling
 from diffusion.families.sd3.text_encoding import Sd3Clip
+from diffusion.sampling import loop
 from nodes.conditioning import CLIPTextEncode
 from nodes.flux import EmptySD3LatentImage
 from nodes.latent import VAEDecode
@@ -65,7 +66,7 @@ def _latent(batch=1):
     return EmptySD3LatentImage().generate(SIZE, SIZE, batch)[0]
 
 
-def _image(model, clip, vae, steps=4, cfg=5.0, sampler_name="euler", scheduler="normal"):
+def _image(model, clip, vae, steps=4, cfg=5.0, sampler_name="euler", scheduler="diffusers"):
     positive = CLIPTextEncode().encode(clip, PROMPT)[0]
     negative = CLIPTextEncode().encode(clip, NEGATIVE)[0]
     (samples,) = KSampler().sample(model, SEED, steps, cfg, sampler_name, scheduler, positive, negative, _latent())
@@ -101,15 +102,21 @@ def test_txt2img_matches_sd3_pipeline_with_and_without_t5(node_env, sd3_pipeline
     ("euler", "exponential", ("FlowMatchEulerDiscreteScheduler", {"use_exponential_sigmas": True})),
 ])
 def test_flow_samplers_match(sd3, sd3_pipelines, sampler_name, scheduler, reference):
+    """The diffusers loop's flow samplers and spacings (KSampler's `diffusers` scheduler is "normal")."""
     pipeline = sd3_pipelines[sd3_tiny.DEMO_DIFFUSERS]
-    image = _image(*sd3, steps=3, sampler_name=sampler_name, scheduler=scheduler)
+    model, clip, vae = sd3
+    positive = CLIPTextEncode().encode(clip, PROMPT)[0]
+    negative = CLIPTextEncode().encode(clip, NEGATIVE)[0]
+    samples = loop.sample(model, SEED, 5.0, sampler_name, scheduler, positive, negative, _latent()["samples"],
+                          loop.SamplingRange.from_denoise(3, 1.0))
+    (image,) = VAEDecode().decode(vae, {"samples": samples})
     expected = _expected(pipeline, steps=3, scheduler=_scheduler(pipeline, reference[0], **reference[1]))
     assert np.abs(image.numpy() - expected).max() <= TOLERANCE
 
 
 def test_non_flow_samplers_are_refused_clearly(sd3):
     with pytest.raises(ValueError, match="sampler_name: 'dpmpp_2m' is not available for SD3 models"):
-        _image(*sd3, steps=1, sampler_name="dpmpp_2m")
+        _image(*sd3, steps=1, sampler_name="dpmpp_2m", scheduler="diffusers")
 
 
 def test_model_sampling_sd3_shift_matches_the_scheduler_shift(sd3, sd3_pipelines):
@@ -138,7 +145,7 @@ def test_clip_text_encode_sd3_three_prompts(sd3, sd3_pipelines):
     model, clip, vae = sd3
     positive = CLIPTextEncodeSD3().encode(clip, "an astronaut", "a horse", PROMPT, "none")[0]
     negative = CLIPTextEncodeSD3().encode(clip, NEGATIVE, NEGATIVE, NEGATIVE, "none")[0]
-    (samples,) = KSampler().sample(model, SEED, 3, 4.0, "euler", "normal", positive, negative, _latent())
+    (samples,) = KSampler().sample(model, SEED, 3, 4.0, "euler", "diffusers", positive, negative, _latent())
     image = VAEDecode().decode(vae, samples)[0]
     expected = _expected(sd3_pipelines[sd3_tiny.DEMO_DIFFUSERS], steps=3, cfg=4.0, prompt="an astronaut",
                          prompt_2="a horse", prompt_3=PROMPT)
@@ -165,10 +172,10 @@ def test_clip_only_conditioning_runs_on_a_model_loaded_with_t5(sd3, sd3_pipeline
 def test_ksampler_advanced_split_equals_one_run(sd3):
     model, clip, vae = sd3
     positive, negative = CLIPTextEncode().encode(clip, PROMPT)[0], CLIPTextEncode().encode(clip, NEGATIVE)[0]
-    (whole,) = KSampler().sample(model, SEED, 4, 5.0, "euler", "normal", positive, negative, _latent())
-    (first,) = KSamplerAdvanced().sample(model, "enable", SEED, 4, 5.0, "euler", "normal", positive, negative,
+    (whole,) = KSampler().sample(model, SEED, 4, 5.0, "euler", "diffusers", positive, negative, _latent())
+    (first,) = KSamplerAdvanced().sample(model, "enable", SEED, 4, 5.0, "euler", "diffusers", positive, negative,
                                          _latent(), 0, 2, "enable")
-    (second,) = KSamplerAdvanced().sample(model, "disable", SEED, 4, 5.0, "euler", "normal", positive, negative,
+    (second,) = KSamplerAdvanced().sample(model, "disable", SEED, 4, 5.0, "euler", "diffusers", positive, negative,
                                           first, 2, 10000, "disable")
     assert torch.allclose(whole["samples"], second["samples"], atol=1e-5)
 
@@ -177,7 +184,7 @@ def test_img2img_denoise_matches_the_img2img_pipeline(sd3, sd3_models):
     model, clip, vae = sd3
     latent = {"samples": torch.randn(1, 16, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(3))}
     positive, negative = CLIPTextEncode().encode(clip, PROMPT)[0], CLIPTextEncode().encode(clip, NEGATIVE)[0]
-    (samples,) = KSampler().sample(model, SEED, 3, 5.0, "euler", "normal", positive, negative, latent, 0.5)
+    (samples,) = KSampler().sample(model, SEED, 3, 5.0, "euler", "diffusers", positive, negative, latent, 0.5)
     image = VAEDecode().decode(vae, samples)[0]
     pipeline = _pipeline(sd3_models, sd3_tiny.DEMO_DIFFUSERS, "StableDiffusion3Img2ImgPipeline")
     expected = pipeline(PROMPT, negative_prompt=NEGATIVE, image=latent["samples"], strength=0.5,
@@ -235,7 +242,7 @@ def test_sd1_conditioning_is_refused_by_an_sd3_model(sd3, sd1):
     conditioning = CLIPTextEncode().encode(sd1[1], PROMPT)[0]
     with pytest.raises(ValueError, match="conditioning: pooled text embedding of 64 values, but this SD3 model "
                                          "takes 80"):
-        KSampler().sample(sd3[0], SEED, 1, 5.0, "euler", "normal", conditioning, conditioning, _latent())
+        KSampler().sample(sd3[0], SEED, 1, 5.0, "euler", "diffusers", conditioning, conditioning, _latent())
 
 
 @pytest.mark.parametrize("name", ["sd3_txt2img", "sd3_turbo", "sd3_triple_clip"])
@@ -262,7 +269,7 @@ def test_empty_padding_none_gives_no_tokens_for_empty_texts(sd3):
     assert without_t5[0][0].shape[1] == 77 and not without_t5[0][0].any()
     (one_empty,) = CLIPTextEncodeSD3().encode(clip, "a fox", "", "a fox", "none")  # read side by side: padded
     assert torch.equal(one_empty[0][0], CLIPTextEncodeSD3().encode(clip, "a fox", "", "a fox", "empty_prompt")[0][0][0])
-    (samples,) = KSampler().sample(sd3[0], SEED, 2, 4.0, "euler", "normal",
+    (samples,) = KSampler().sample(sd3[0], SEED, 2, 4.0, "euler", "diffusers",
                                    CLIPTextEncodeSD3().encode(clip, "a fox", "a fox", "a fox", "none")[0], none,
                                    _latent())
     assert torch.isfinite(samples["samples"]).all()

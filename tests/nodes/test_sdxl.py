@@ -92,7 +92,8 @@ def test_single_files_are_detected_as_base_and_refiner(base, refiner, base_pipel
 
 
 @pytest.mark.parametrize("sampler_name, scheduler, reference", [
-    ("euler", "normal", ("EulerDiscreteScheduler", {})),
+    ("euler", "diffusers", ("EulerDiscreteScheduler", {})),
+    # ComfyUI's dpmpp_2m over karras sigmas is diffusers' multistep DPM-Solver++ with karras sigmas
     ("dpmpp_2m", "karras", ("DPMSolverMultistepScheduler",
                             {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True})),
 ])
@@ -117,7 +118,7 @@ def test_size_and_crop_conditioning_and_plain_clip_text_encode_match(base, base_
     (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
     sized = CLIPTextEncodeSDXL().encode(clip, 512, 384, 16, 8, 1024, 896, PROMPT, "an astronaut")[0]
     plain = CLIPTextEncode().encode(clip, "")[0]
-    (samples,) = KSampler().sample(model, SEED, 4, 5.0, "euler", "normal", sized, plain, latent)
+    (samples,) = KSampler().sample(model, SEED, 4, 5.0, "euler", "diffusers", sized, plain, latent)
     (image,) = VAEDecode().decode(vae, samples)
 
     base_pipeline.scheduler = _scheduler(base_pipeline)
@@ -134,12 +135,12 @@ def test_base_to_refiner_hand_off_matches_the_ensemble_of_experts(base, refiner,
     same as the base pipeline with denoising_end=0.8 and the img2img refiner pipeline with denoising_start=0.8."""
     (base_model, base_clip, _), (refiner_model, refiner_clip, refiner_vae) = base, refiner
     (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
-    (noisy,) = KSamplerAdvanced().sample(base_model, "enable", SEED, 10, 6.0, "euler", "normal",
+    (noisy,) = KSamplerAdvanced().sample(base_model, "enable", SEED, 10, 6.0, "euler", "diffusers",
                                          _sdxl_encode(base_clip, PROMPT), _sdxl_encode(base_clip, NEGATIVE), latent,
                                          0, 8, "enable")
     positive = CLIPTextEncodeSDXLRefiner().encode(refiner_clip, 6.0, SIZE, SIZE, PROMPT)[0]
     negative = CLIPTextEncodeSDXLRefiner().encode(refiner_clip, 2.5, SIZE, SIZE, NEGATIVE)[0]
-    (refined,) = KSamplerAdvanced().sample(refiner_model, "disable", SEED, 10, 6.0, "euler", "normal", positive,
+    (refined,) = KSamplerAdvanced().sample(refiner_model, "disable", SEED, 10, 6.0, "euler", "diffusers", positive,
                                            negative, noisy, 8, 10000, "disable")
     (image,) = VAEDecode().decode(refiner_vae, refined)
 
@@ -163,7 +164,7 @@ def test_refiner_img2img_denoise_matches_the_refiner_pipeline_strength(refiner, 
     (latent,) = VAEEncode().encode(vae, pixels)
     positive = CLIPTextEncodeSDXLRefiner().encode(clip, 6.0, SIZE, SIZE, PROMPT)[0]
     negative = CLIPTextEncodeSDXLRefiner().encode(clip, 2.5, SIZE, SIZE, "")[0]
-    (samples,) = KSampler().sample(model, SEED, 4, 7.0, "euler", "normal", positive, negative, latent, 0.5)
+    (samples,) = KSampler().sample(model, SEED, 4, 7.0, "euler", "diffusers", positive, negative, latent, 0.5)
     (image,) = VAEDecode().decode(vae, samples)
 
     refiner_pipeline.scheduler = _scheduler(refiner_pipeline)
@@ -185,7 +186,7 @@ def test_sdxl_lora_matches_load_lora_weights(base, base_pipeline, sdxl_models, s
     lora_model, lora_clip = LoraLoader().load_lora(model, clip, sdxl_tiny.DEMO_LORA, strength_model, strength_clip)
     assert {component for component, _ in lora_clip.lora_modules()} == {"text_encoder", "text_encoder_2"}
     (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
-    (samples,) = KSampler().sample(lora_model, SEED, 3, 6.0, "euler", "normal", _sdxl_encode(lora_clip, PROMPT),
+    (samples,) = KSampler().sample(lora_model, SEED, 3, 6.0, "euler", "diffusers", _sdxl_encode(lora_clip, PROMPT),
                                    _sdxl_encode(lora_clip, ""), latent)
     (image,) = VAEDecode().decode(vae, samples)
 
@@ -199,7 +200,7 @@ def test_sdxl_lora_matches_load_lora_weights(base, base_pipeline, sdxl_models, s
     finally:
         base_pipeline.unload_lora_weights()
     assert np.abs(image.numpy() - expected).max() <= TOLERANCE
-    base_image = VAEDecode().decode(vae, KSampler().sample(model, SEED, 3, 6.0, "euler", "normal",
+    base_image = VAEDecode().decode(vae, KSampler().sample(model, SEED, 3, 6.0, "euler", "diffusers",
                                                            _sdxl_encode(clip, PROMPT), _sdxl_encode(clip, ""),
                                                            latent)[0])[0]
     assert np.abs(base_image.numpy() - expected).max() > TOLERANCE  # the LoRA changed the image
@@ -210,7 +211,7 @@ def test_sd1_conditioning_is_refused_by_an_sdxl_model(base, sd1):
     (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
     sd1_conditioning = CLIPTextEncode().encode(sd1[1], PROMPT)[0]
     with pytest.raises(ValueError, match="conditioning: this SDXL model needs a pooled text embedding"):
-        KSampler().sample(model, SEED, 1, 5.0, "euler", "normal", sd1_conditioning, sd1_conditioning, latent)
+        KSampler().sample(model, SEED, 1, 5.0, "euler", "diffusers", sd1_conditioning, sd1_conditioning, latent)
     with pytest.raises(ValueError, match="clip: this node needs an SDXL CLIP"):
         CLIPTextEncodeSDXL().encode(sd1[1], SIZE, SIZE, 0, 0, SIZE, SIZE, PROMPT, PROMPT)
 

@@ -25,7 +25,7 @@ def inputs(sd1):
 
 def _sample(model, inputs, steps=3):
     _, positive, negative, latent = inputs
-    return KSampler().sample(model, 11, steps, 7.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    return KSampler().sample(model, 11, steps, 7.0, "euler", "diffusers", positive, negative, latent)[0]["samples"]
 
 
 def _snapshot(module):

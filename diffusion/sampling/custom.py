@@ -1,0 +1,123 @@
+"""Sampling over sigmas, as ComfyUI's SamplerCustomAdvanced runs it: a NOISE, a GUIDER, a SAMPLER and SIGMAS in,
+latents out. KSampler and KSamplerAdvanced are this with RandomNoise, a CFGGuider, the named sampler and the
+named scheduler's sigmas (`diffusion.sampling.ksampler`).
+
+The run follows ComfyUI's: initial noise drawn on the CPU from the seed (`diffusion.sampling.noise`), scaled onto
+the latents by the model's `ModelSampling` (pure noise when the first sigma is the schedule's largest), the
+sampler's steps (`diffusion.sampling.samplers`), the inverse scaling at the end. A LATENT noise mask keeps the
+unmasked latents for ordinary models, as ComfyUI's inpainting wrapper does: each step's input outside the mask is
+the source noised to that step's sigma, and its denoised estimate outside the mask is the source itself.
+Knows nothing of nodes; reports progress through `engine.progress` (which also raises on interrupt, also before
+every network call within a step).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from diffusion.lora import lora_applied
+from diffusion.sampling import editing, noise, samplers
+from diffusion.sampling.denoising import Denoiser, StepCallback
+from diffusion.sampling.guiders import CFGGuider
+from diffusion.sampling.preview import LatentPreview
+from diffusion.speedups import speedups_applied
+from engine.progress import check_interrupted, report_progress
+
+
+@dataclass(frozen=True)
+class RandomNoise:
+    """NOISE: the seeded initial noise of ComfyUI's RandomNoise (and KSampler)."""
+
+    seed: int
+
+    def generate(self, latent: Mapping[str, Any]) -> torch.Tensor:
+        return noise.initial_noise(latent["samples"], self.seed, latent.get("batch_index"))
+
+
+@dataclass(frozen=True)
+class DisableNoise:
+    """NOISE: none (ComfyUI's DisableNoise; KSamplerAdvanced with add_noise disabled)."""
+
+    seed: int = 0
+
+    def generate(self, latent: Mapping[str, Any]) -> torch.Tensor:
+        return torch.zeros_like(latent["samples"], dtype=torch.float32)
+
+
+@dataclass(frozen=True)
+class SamplerChoice:
+    """SAMPLER: a sampler name of `diffusion.sampling.samplers` and its options (the Sampler* nodes' inputs)."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _noise_mask(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A LATENT noise mask at the latents' size (bilinear) for every channel, repeated or cut to the batch, as
+    ComfyUI prepares it."""
+    mask = F.interpolate(mask.float().reshape(-1, 1, *mask.shape[-2:]), size=tuple(shape[-2:]), mode="bilinear")
+    mask = torch.cat([mask] * shape[1], dim=1)
+    if mask.shape[0] < shape[0]:
+        mask = mask.repeat(math.ceil(shape[0] / mask.shape[0]), 1, 1, 1)
+    return mask[:shape[0]]
+
+
+@dataclass(eq=False)
+class _KeepUnmasked:
+    """A `Denoiser` around another that keeps the latents outside a noise mask (ComfyUI's KSamplerX0Inpaint)."""
+
+    inner: Denoiser
+    mask: torch.Tensor
+    source: torch.Tensor
+    start_noise: torch.Tensor
+
+    @property
+    def model_sampling(self) -> Any:
+        return self.inner.model_sampling
+
+    @property
+    def uncond_denoised(self) -> torch.Tensor | None:
+        return self.inner.uncond_denoised
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        keep = 1.0 - self.mask
+        noised_source = self.model_sampling.noise_scaling(sigma.reshape(-1, 1, 1, 1), self.start_noise, self.source)
+        x = x * self.mask + noised_source * keep
+        return self.inner(x, sigma) * self.mask + self.source * keep
+
+
+def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, latent: Mapping[str, Any],
+           noise_source: RandomNoise | DisableNoise, callback: StepCallback | None = None) -> torch.Tensor:
+    """Denoise `latent` (LATENT) along `sigmas`; float32 CPU latents. Nothing to do for fewer than two sigmas.
+    `callback` sees every step after progress is reported (SamplerCustom's denoised output keeps the last)."""
+    latent_image = latent["samples"]
+    if len(sigmas) < 2:
+        return latent_image.clone()
+    model = guider.model
+    device = model.device
+    model_sampling = model.model_sampling
+    initial = noise_source.generate(latent).to(device)
+    source = latent_image.to(device, torch.float32)
+    edit = editing.EditInputs.prepare(model, latent, guider.image_cfg)
+    steps = len(sigmas) - 1
+
+    def on_step(index: int, latents: torch.Tensor, denoised: torch.Tensor) -> None:
+        report_progress(min(index + 1, steps), steps, preview=LatentPreview(denoised))
+        if callback is not None:
+            callback(index, latents, denoised)
+
+    with torch.inference_mode(), lora_applied(model.network, model.lora_component, model.loras), \
+            speedups_applied(model.network, model.speedups) as network:
+        cfg1_optimization = not samplers.sampler_spec(sampler.name).uses_unguided
+        denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,
+                                             cfg1_optimization)
+        if edit is not None and edit.keeps_source:
+            denoiser = _KeepUnmasked(denoiser, _noise_mask(edit.noise_mask, source.shape).to(device), source,
+                                     initial)
+        x = samplers.sample_from_noise(sampler.name, denoiser, initial, source, sigmas.to(device), noise_source.seed,
+                                       on_step, **sampler.options)
+    return x.float().cpu()

@@ -1,0 +1,328 @@
+"""GUIDER values: what turns a model and its conditioning into the denoiser the sigma-based samplers drive
+(`diffusion.sampling.denoising.Denoiser`), ComfyUI's CFGGuider, BasicGuider, DualCFGGuider and PerpNegGuider.
+
+One call of a guider's denoiser runs the model's network once per group of guidance rows (negatives first, then
+positives, as ComfyUI batches them), turns each row's raw output into a denoised estimate with the model's
+`ModelSampling` (`calculate_input` before the network, `calculate_denoised` after, at the network's own timestep)
+and combines the rows: classifier-free guidance on the denoised estimates, as ComfyUI's `cfg_function` does. The
+negative rows are skipped when cfg is 1 (ComfyUI's cfg1 optimization). Knows nothing of nodes or files.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import torch
+
+from diffusion.components import DiffusionModel
+from diffusion.contracts import Conditioning, GuidanceBatch
+from diffusion.sampling import editing
+from diffusion.sampling.guidance import guidance_batch
+
+if TYPE_CHECKING:
+    from diffusion.sampling.model_sampling import ModelSampling
+
+# guidance_batch keeps the negative rows for any scale but 1: what a run that needs the negative
+# estimate (a joint batch of several conditionings, a CFG++ sampler) asks for
+_WITH_NEGATIVE_ROWS = 0.0
+
+
+# Applied to a guider's result: (denoised, the cond and uncond estimates, sigma, x) -> denoised (RescaleCFG, ...)
+PostCfg = Callable[[dict[str, Any]], torch.Tensor]
+
+
+def _rows(value: Any, rows: slice, total: int) -> Any:
+    """The rows `rows` of every per-row tensor (first dimension `total`) inside a network input."""
+    if isinstance(value, torch.Tensor):
+        return value[rows] if value.ndim and value.shape[0] == total else value
+    if isinstance(value, Mapping):
+        return {key: _rows(item, rows, total) for key, item in value.items()}
+    return value
+
+
+def _weighted_mean(rows: torch.Tensor, weights: list[float], batch: int) -> torch.Tensor:
+    """ComfyUI's mean of several conditioning entries' estimates: weighted by their strengths."""
+    groups = rows.split(batch)
+    total = sum(weight * group for weight, group in zip(weights, groups))
+    return total / (sum(weights) + 1e-37)
+
+
+class ModelDenoiser:
+    """The model's denoised estimates of every guidance row at one noise level: the network's output through its
+    `ModelSampling`, one network call per embedding group. Guiders combine the rows."""
+
+    def __init__(self, model: DiffusionModel, network: Any, guidance: GuidanceBatch, batch: int,
+                 model_sampling: "ModelSampling", before_call: Callable[[], None] | None = None) -> None:
+        self.model, self.network, self.guidance, self.batch = model, network, guidance, batch
+        self.model_sampling = model_sampling
+        self.inputs = model.sampling.network_inputs(guidance, batch, model.device, model.dtype)
+        self.before_call = before_call
+
+    def rows(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Denoised estimates [rows, C, H, W] of `x` ([batch, C, H, W] at `sigma`, [batch]) for every row."""
+        copies = self.guidance.rows // self.batch
+        x_rows = torch.cat([x] * copies) if copies > 1 else x
+        sigma_rows = torch.cat([sigma] * copies) if copies > 1 else sigma
+        model_input = self.model_sampling.calculate_input(sigma_rows, x_rows).to(self.model.dtype)
+        timestep = self.model_sampling.timestep(sigma_rows).float()
+        outputs = []
+        for group in self.guidance.groups:
+            if self.before_call is not None:
+                self.before_call()
+            rows = slice(group.start, group.stop)
+            concat = self.guidance.concat
+            network = self.network if concat is None else editing.ExtraChannels(self.network, concat[rows])
+            outputs.append(self.model.sampling.network_output(
+                network, model_input[rows], timestep[rows], group.embeddings,
+                _rows(self.inputs, rows, self.guidance.rows)).float())
+        output = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+        return self.model_sampling.calculate_denoised(sigma_rows, output, x_rows)
+
+
+@dataclass(eq=False)
+class CfgDenoiser:
+    """A `Denoiser`: classifier-free guidance over a `ModelDenoiser`'s rows (InstructPix2Pix's three-way image
+    guidance when the guidance batch has unconditional rows), then any post-CFG patches of the model."""
+
+    rows: ModelDenoiser
+    cfg: float
+    post_cfg: tuple[PostCfg, ...] = ()
+    uncond_denoised: torch.Tensor | None = field(default=None, init=False)
+
+    @property
+    def model_sampling(self) -> "ModelSampling":
+        return self.rows.model_sampling
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        guidance, batch = self.rows.guidance, self.rows.batch
+        estimates = self.rows.rows(x, sigma)
+        negative_rows = len(guidance.negative_weights) * batch
+        positive = _weighted_mean(estimates[negative_rows:], guidance.positive_weights, batch)
+        if not guidance.uses_negative:  # ComfyUI's cfg1 optimization: the skipped negative estimate counts as zeros
+            self.uncond_denoised = None
+            return self._post(positive, positive, torch.zeros_like(positive), sigma, x)
+        negative = _weighted_mean(estimates[:negative_rows], guidance.negative_weights, batch)
+        self.uncond_denoised = negative
+        if guidance.image_cfg is None:
+            return self._post(negative + (positive - negative) * self.cfg, positive, negative, sigma, x)
+        unconditional = _weighted_mean(estimates[negative_rows + len(guidance.positive_weights) * batch:],
+                                       guidance.unconditional_weights, batch)
+        guided = unconditional + self.cfg * (positive - negative) + guidance.image_cfg * (negative - unconditional)
+        return self._post(guided, positive, negative, sigma, x)
+
+    def _post(self, denoised: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, sigma: torch.Tensor,
+              x: torch.Tensor) -> torch.Tensor:
+        return apply_post_cfg(self.post_cfg, denoised, cond, uncond, sigma, x, self.cfg, self.model_sampling)
+
+
+def apply_post_cfg(patches: tuple[PostCfg, ...], denoised: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
+                   sigma: torch.Tensor, x: torch.Tensor, cond_scale: float,
+                   model_sampling: "ModelSampling") -> torch.Tensor:
+    """`denoised` through a model's post-CFG patches in order; `cond` and `uncond` are the two estimates the
+    guidance scale `cond_scale` was applied between."""
+    for patch in patches:
+        denoised = patch({"denoised": denoised, "cond_denoised": cond, "uncond_denoised": uncond,
+                          "sigma": sigma, "input": x, "cond_scale": cond_scale, "model_sampling": model_sampling})
+    return denoised
+
+
+def replaces_cfg(patch: PostCfg) -> bool:
+    """Whether a post-CFG patch stands for ComfyUI's `sampler_cfg_function` (RescaleCFG): it recomputes the
+    guided estimate from the two estimates, so it comes first in a model's patches, and guiders that skip
+    ComfyUI's cfg function (PerpNeg) skip it too."""
+    return bool(getattr(patch, "replaces_cfg", False))
+
+
+@dataclass(frozen=True, eq=False)
+class CFGGuider:
+    """GUIDER: classifier-free guidance of `positive` against `negative` at scale `cfg` (ComfyUI's CFGGuider)."""
+
+    model: DiffusionModel
+    positive: Conditioning
+    negative: Conditioning
+    cfg: float
+    image_cfg: float | None = None  # InstructPix2Pix's image guidance: three-way (KSamplerDualCFG)
+
+    def denoiser(self, network: Any, batch: int, edit: editing.EditInputs | None, model_sampling: "ModelSampling",
+                 before_call: Callable[[], None] | None = None, cfg1_optimization: bool = True) -> CfgDenoiser:
+        """The denoiser of one sampling run of `batch` latents: `network` is the model's network as the run calls
+        it (LoRAs and speed-ups applied), `edit` the editing inputs (InstructPix2Pix's image guidance among them),
+        `before_call` runs before every network call (interrupts, honoured within a step). With
+        `cfg1_optimization` the negative is skipped at scale 1 (the CFG++ samplers turn it off: they step with it)."""
+        model = self.model
+        scale = self.cfg if cfg1_optimization else _WITH_NEGATIVE_ROWS
+        guidance = guidance_batch(self.positive, self.negative, batch, scale, model.device, model.dtype, edit)
+        rows = ModelDenoiser(model, network, guidance, batch, model_sampling, before_call)
+        return CfgDenoiser(rows, self.cfg, model.post_cfg)
+
+
+def basic_guider(model: DiffusionModel, conditioning: Conditioning) -> CFGGuider:
+    """ComfyUI's BasicGuider: the conditioning alone, no negative (cfg 1)."""
+    return CFGGuider(model, conditioning, conditioning, 1.0)
+
+
+def _require_entries(conditionings: Mapping[str, Conditioning]) -> None:
+    for input_name, conditioning in conditionings.items():
+        if not conditioning:
+            raise ValueError(f"{input_name}: empty conditioning")
+
+
+class JointEstimates:
+    """The denoised estimates of several conditionings at one noise level, from one guidance batch (one network
+    call where the token lengths allow, as ComfyUI's calc_cond_batch batches them). A conditioning left out
+    (None) is estimated as zeros, as ComfyUI leaves a skipped one."""
+
+    def __init__(self, model: DiffusionModel, network: Any, conditionings: Sequence[Conditioning | None], batch: int,
+                 edit: editing.EditInputs | None, model_sampling: "ModelSampling",
+                 before_call: Callable[[], None] | None = None) -> None:
+        self.conditionings = list(conditionings)
+        *others, last = [conditioning for conditioning in conditionings if conditioning is not None]
+        joint_others = [entry for conditioning in others for entry in conditioning]
+        # rows: the other conditionings' entries as the "negative" side, in order, then the last one's
+        guidance = guidance_batch(last, joint_others or last, batch, _WITH_NEGATIVE_ROWS if others else 1.0,
+                                  model.device, model.dtype, edit)
+        self.weights = guidance.negative_weights + guidance.positive_weights
+        self.rows = ModelDenoiser(model, network, guidance, batch, model_sampling, before_call)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
+        """One estimate [batch, C, H, W] per conditioning, in their order."""
+        batch = self.rows.batch
+        estimates = self.rows.rows(x, sigma)
+        results, entry = [], 0
+        for conditioning in self.conditionings:
+            if conditioning is None:
+                results.append(torch.zeros_like(x))
+                continue
+            count = len(conditioning)
+            rows = estimates[entry * batch:(entry + count) * batch]
+            results.append(_weighted_mean(rows, self.weights[entry:entry + count], batch))
+            entry += count
+        return results
+
+
+@dataclass(eq=False)
+class DualCfgDenoiser:
+    """A `Denoiser` guiding by two scales (ComfyUI's Guider_DualCFG). Regular: cond2 against the negative at
+    `cfg_cond2_negative` (the model's post-CFG patches applied there), plus cond1's difference from cond2 at
+    `cfg_conds`. Nested: cond1 against cond2 at `cfg_conds` (patches applied there), that result against the
+    negative at `cfg_cond2_negative`."""
+
+    estimates: JointEstimates  # negative, cond2, cond1
+    cfg_conds: float
+    cfg_cond2_negative: float
+    nested: bool
+    post_cfg: tuple[PostCfg, ...] = ()
+    uncond_denoised: torch.Tensor | None = field(default=None, init=False)
+
+    @property
+    def model_sampling(self) -> "ModelSampling":
+        return self.estimates.rows.model_sampling
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        negative, cond2, cond1 = self.estimates(x, sigma)
+        if self.nested:
+            self.uncond_denoised = cond2
+            text = apply_post_cfg(self.post_cfg, cond2 + (cond1 - cond2) * self.cfg_conds, cond1, cond2, sigma, x,
+                                  self.cfg_conds, self.model_sampling)
+            return negative + self.cfg_cond2_negative * (text - negative)
+        self.uncond_denoised = negative
+        guided = apply_post_cfg(self.post_cfg, negative + (cond2 - negative) * self.cfg_cond2_negative, cond2,
+                                negative, sigma, x, self.cfg_cond2_negative, self.model_sampling)
+        return guided + (cond1 - cond2) * self.cfg_conds
+
+
+@dataclass(frozen=True, eq=False)
+class DualCFGGuider:
+    """GUIDER: ComfyUI's DualCFGGuider, two conditionings and a negative with a scale each (`DualCfgDenoiser`).
+    Regular style skips the negative when `cfg_cond2_negative` is 1, and cond2 too when `cfg_conds` is also 1
+    (ComfyUI's cfg1 optimization; a skipped estimate counts as zeros); nested style computes all three."""
+
+    model: DiffusionModel
+    cond1: Conditioning
+    cond2: Conditioning
+    negative: Conditioning
+    cfg_conds: float
+    cfg_cond2_negative: float
+    nested: bool = False
+    image_cfg: float | None = field(default=None, init=False)  # no InstructPix2Pix three-way guidance
+
+    def __post_init__(self) -> None:
+        _require_entries({"cond1": self.cond1, "cond2": self.cond2, "negative": self.negative})
+
+    def denoiser(self, network: Any, batch: int, edit: editing.EditInputs | None, model_sampling: "ModelSampling",
+                 before_call: Callable[[], None] | None = None, cfg1_optimization: bool = True) -> DualCfgDenoiser:
+        """As `CFGGuider.denoiser`."""
+        negative, cond2 = self.negative, self.cond2
+        if cfg1_optimization and not self.nested and math.isclose(self.cfg_cond2_negative, 1.0):
+            negative = None
+            if math.isclose(self.cfg_conds, 1.0):
+                cond2 = None
+        estimates = JointEstimates(self.model, network, [negative, cond2, self.cond1], batch, edit, model_sampling,
+                                   before_call)
+        return DualCfgDenoiser(estimates, self.cfg_conds, self.cfg_cond2_negative, self.nested, self.model.post_cfg)
+
+
+def perp_neg(positive: torch.Tensor, negative: torch.Tensor, empty: torch.Tensor, neg_scale: float,
+             cfg: float) -> torch.Tensor:
+    """Perp-Neg guidance (Armandpour et al. 2023) on denoised estimates: the empty prompt's estimate moved `cfg`
+    times along the positive direction, minus `neg_scale` times the part of the negative direction perpendicular
+    to it (projected over the whole batch, as ComfyUI does)."""
+    towards_positive = positive - empty
+    towards_negative = negative - empty
+    projection = (towards_negative * towards_positive).sum() / torch.norm(towards_positive) ** 2
+    perpendicular = towards_negative - projection * towards_positive
+    return empty + cfg * (towards_positive - perpendicular * neg_scale)
+
+
+@dataclass(eq=False)
+class PerpNegDenoiser:
+    """A `Denoiser` of Perp-Neg guidance (`perp_neg`), then the model's post-CFG patches except one replacing the
+    cfg function, which ComfyUI's Guider_PerpNeg never calls."""
+
+    estimates: JointEstimates  # positive, negative, empty
+    cfg: float
+    neg_scale: float
+    post_cfg: tuple[PostCfg, ...] = ()
+    uncond_denoised: torch.Tensor | None = field(default=None, init=False)
+
+    @property
+    def model_sampling(self) -> "ModelSampling":
+        return self.estimates.rows.model_sampling
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        positive, negative, empty = self.estimates(x, sigma)
+        self.uncond_denoised = negative
+        guided = perp_neg(positive, negative, empty, self.neg_scale, self.cfg)
+        patches = tuple(patch for patch in self.post_cfg if not replaces_cfg(patch))
+        return apply_post_cfg(patches, guided, positive, negative, sigma, x, self.cfg, self.model_sampling)
+
+
+@dataclass(frozen=True, eq=False)
+class PerpNegGuider:
+    """GUIDER: ComfyUI's PerpNegGuider (`PerpNegDenoiser`). The negative is skipped when `neg_scale` is 0, and the
+    empty conditioning too when `cfg` is also 1 (a skipped estimate counts as zeros)."""
+
+    model: DiffusionModel
+    positive: Conditioning
+    negative: Conditioning
+    empty_conditioning: Conditioning
+    cfg: float
+    neg_scale: float
+    image_cfg: float | None = field(default=None, init=False)  # no InstructPix2Pix three-way guidance
+
+    def __post_init__(self) -> None:
+        _require_entries({"positive": self.positive, "negative": self.negative,
+                          "empty_conditioning": self.empty_conditioning})
+
+    def denoiser(self, network: Any, batch: int, edit: editing.EditInputs | None, model_sampling: "ModelSampling",
+                 before_call: Callable[[], None] | None = None, cfg1_optimization: bool = True) -> PerpNegDenoiser:
+        """As `CFGGuider.denoiser`."""
+        negative, empty = self.negative, self.empty_conditioning
+        if cfg1_optimization and math.isclose(self.neg_scale, 0.0):
+            negative = None
+            if math.isclose(self.cfg, 1.0):
+                empty = None
+        estimates = JointEstimates(self.model, network, [self.positive, negative, empty], batch, edit,
+                                   model_sampling, before_call)
+        return PerpNegDenoiser(estimates, self.cfg, self.neg_scale, self.model.post_cfg)
