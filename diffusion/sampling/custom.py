@@ -13,8 +13,9 @@ every network call within a step).
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from diffusion.sampling import editing, noise, samplers
 from diffusion.sampling.denoising import Denoiser, StepCallback
 from diffusion.sampling.guiders import CFGGuider
 from diffusion.sampling.preview import LatentPreview
-from diffusion.speedups import speedups_applied
+from diffusion.speedups import Speedups, speedups_applied
 from engine.progress import check_interrupted, report_progress
 
 
@@ -90,6 +91,24 @@ class _KeepUnmasked:
         return self.inner(x, sigma) * self.mask + self.source * keep
 
 
+@contextmanager
+def interrupts_between_blocks(network: torch.nn.Module, speedups: Speedups) -> Iterator[None]:
+    """An interrupt honoured inside a network call too (a large model's call takes seconds): checked before each
+    block of the network's top-level block lists (a UNet's down and up blocks, a transformer's blocks) while
+    the run lasts. Not in a `torch.compile`d network, where each check would break the graph (compiling for a
+    minute instead of seconds): there only before each call."""
+    if speedups.compile_backend != "off":
+        yield
+        return
+    handles = [block.register_forward_pre_hook(lambda module, args: check_interrupted())
+               for child in network.children() if isinstance(child, torch.nn.ModuleList) for block in child]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, latent: Mapping[str, Any],
            noise_source: RandomNoise | DisableNoise, callback: StepCallback | None = None) -> torch.Tensor:
     """Denoise `latent` (LATENT) along `sigmas`; float32 CPU latents. Nothing to do for fewer than two sigmas.
@@ -111,6 +130,7 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
             callback(index, latents, denoised)
 
     with torch.inference_mode(), lora_applied(model.network, model.lora_component, model.loras), \
+            interrupts_between_blocks(model.network, model.speedups), \
             speedups_applied(model.network, model.speedups) as network:
         cfg1_optimization = not samplers.sampler_spec(sampler.name).uses_unguided
         denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,

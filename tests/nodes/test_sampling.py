@@ -50,6 +50,24 @@ def test_interrupt_stops_sampling_at_the_next_step(inputs):
     assert reports == [1]
 
 
+def test_interrupt_is_honoured_inside_a_network_call(inputs):
+    """Requested while the UNet's first down block runs, the interrupt stops the call before the next block: the
+    up blocks never run and the network stays unhooked afterwards."""
+    model = inputs[0]
+    flag, blocks_run = InterruptFlag(), []
+    handles = [model.network.down_blocks[0].register_forward_hook(lambda *_: flag.request()),
+               *[block.register_forward_hook(lambda *_: blocks_run.append("up")) for block in model.network.up_blocks]]
+    try:
+        with bind_node_context(NodeRunContext("5", "p", flag, lambda *_: None)):
+            with pytest.raises(ExecutionInterrupted):
+                _ksampler(inputs, steps=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert blocks_run == []
+    assert all(not block._forward_pre_hooks for block in model.network.down_blocks)
+
+
 def test_advanced_sampler_in_two_passes_equals_one_pass(inputs):
     model, positive, negative, latent = inputs
     advanced = KSamplerAdvanced()

@@ -12,6 +12,9 @@ from nodes.sampling import KSampler
 from nodes.speedups import ModelSpeedups, TorchCompileModel
 
 TOLERANCE = 1e-4  # max abs latent difference against the plain model, fp32 on the CPU
+# ComfyUI's schedules start at the top sigma, where the tiny random model's latents reach ~50 (the diffusers
+# loop's ~10): relative there, for rounding that the first denoised estimate multiplies by that sigma
+RELATIVE_TOLERANCE = 5e-5
 
 
 @pytest.fixture
@@ -23,9 +26,13 @@ def inputs(sd1):
     return model, positive, negative, latent
 
 
-def _sample(model, inputs, steps=3):
+def _sample(model, inputs, steps=3, scheduler="diffusers"):
     _, positive, negative, latent = inputs
-    return KSampler().sample(model, 11, steps, 7.0, "euler", "diffusers", positive, negative, latent)[0]["samples"]
+    return KSampler().sample(model, 11, steps, 7.0, "euler", scheduler, positive, negative, latent)[0]["samples"]
+
+
+def _limit(plain, scheduler):
+    return TOLERANCE if scheduler == "diffusers" else RELATIVE_TOLERANCE * plain.abs().max().item()
 
 
 def _snapshot(module):
@@ -38,24 +45,25 @@ def _unchanged(module, snapshot) -> bool:
                for name, (tensor, contiguous) in snapshot.items())
 
 
+@pytest.mark.parametrize("scheduler", ["diffusers", "normal"])
 @pytest.mark.parametrize("options", [
     {"attention_slicing": "auto"},
     {"attention_slicing": "max"},
     {"channels_last": True},
     {"channels_last": True, "attention_slicing": "max"},
 ])
-def test_speedups_match_the_plain_model_and_leave_the_network_as_it_was(inputs, options):
+def test_speedups_match_the_plain_model_and_leave_the_network_as_it_was(inputs, options, scheduler):
     model = inputs[0]
-    plain = _sample(model, inputs)
+    plain = _sample(model, inputs, scheduler=scheduler)
     processors = {name: type(processor) for name, processor in model.network.attn_processors.items()}
     snapshot = _snapshot(model.network)
     (fast_model,) = ModelSpeedups().apply(model, **options)
-    fast = _sample(fast_model, inputs)
+    fast = _sample(fast_model, inputs, scheduler=scheduler)
     difference = (fast - plain).abs().max().item()
-    assert difference <= TOLERANCE, f"{options}: {difference}"
+    assert difference <= _limit(plain, scheduler), f"{options}: {difference}"
     assert {name: type(processor) for name, processor in model.network.attn_processors.items()} == processors
     assert _unchanged(model.network, snapshot)
-    assert torch.equal(_sample(model, inputs), plain)  # the shared model still samples exactly as before
+    assert torch.equal(_sample(model, inputs, scheduler=scheduler), plain)  # the shared model samples as before
 
 
 def test_the_speedups_are_really_in_place_while_sampling(inputs):
@@ -100,18 +108,19 @@ def test_attention_slicing_is_refused_for_transformer_models(node_env, tiny_mode
 
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
                     reason="torch.compile's inductor backend needs a C++ compiler on the CPU")
-def test_torch_compile_matches_and_compiles_once(inputs):
+@pytest.mark.parametrize("scheduler", ["diffusers", "normal"])
+def test_torch_compile_matches_and_compiles_once(inputs, scheduler):
     from torch._dynamo.utils import counters
 
     model = inputs[0]
-    plain = _sample(model, inputs, steps=2)
+    plain = _sample(model, inputs, steps=2, scheduler=scheduler)
     (compiled_model,) = TorchCompileModel().patch(model, "inductor")
-    first = _sample(compiled_model, inputs, steps=2)
-    assert (first - plain).abs().max().item() <= TOLERANCE
+    first = _sample(compiled_model, inputs, steps=2, scheduler=scheduler)
+    assert (first - plain).abs().max().item() <= _limit(plain, scheduler)
     graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1
     (again,) = TorchCompileModel().patch(model, "inductor")  # as a later prompt's node would
-    second = _sample(again, inputs, steps=2)
+    second = _sample(again, inputs, steps=2, scheduler=scheduler)
     assert counters["stats"]["unique_graphs"] == graphs  # the compiled code was reused, nothing recompiled
     assert torch.equal(first, second)
-    assert torch.equal(_sample(model, inputs, steps=2), plain)
+    assert torch.equal(_sample(model, inputs, steps=2, scheduler=scheduler), plain)
