@@ -37,8 +37,10 @@ class DiffusionModel:
     speedups: Speedups = NO_SPEEDUPS
     # The sigma core's noise schedule when a ModelSampling* node set one (else the family's, from the config).
     schedule_override: Any = None
-    # Patches of the guided estimate (RescaleCFG, CFGZeroStar, ...), applied in order after guidance.
+    # Patches of the guided estimate (RescaleCFG, CFGZeroStar, PAG, ...), applied in order after guidance, and of
+    # the positive and negative estimates (APG), applied in order before it (`diffusion.sampling.guiders`).
     post_cfg: tuple[Any, ...] = ()
+    pre_cfg: tuple[Any, ...] = ()
 
     @property
     def model_sampling(self) -> Any:

@@ -116,10 +116,12 @@ from nodes import speedups as _speedups  # noqa: E402
 NODE_CLASS_MAPPINGS.update(_speedups.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_speedups.NODE_DISPLAY_NAME_MAPPINGS)
 
-# Sampling in parts (NOISE, GUIDER, SAMPLER, SIGMAS) and the MODEL patches of the sigma-based samplers.
+# Sampling in parts (NOISE, GUIDER, SAMPLER, SIGMAS) and the MODEL patches of the sigma-based samplers
+# (noise schedules, RescaleCFG and friends, and the guidance patches: APG, PAG, SAG, SLG, ...).
 from nodes import custom_sampling as _custom_sampling  # noqa: E402
+from nodes import guidance_patches as _guidance_patches  # noqa: E402
 from nodes import model_patches as _model_patches  # noqa: E402
 
-for _sampling_parts in (_custom_sampling, _model_patches):
+for _sampling_parts in (_custom_sampling, _model_patches, _guidance_patches):
     NODE_CLASS_MAPPINGS.update(_sampling_parts.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_sampling_parts.NODE_DISPLAY_NAME_MAPPINGS)

@@ -2,7 +2,9 @@
 (PriorEncode) or an image (CLIPVisionEncode) into IMAGE_EMBEDS, mix embeddings, and decode them with the
 decoder sampler. The decoder's MoVQ autoencoder is a VAE, so VAEDecode/VAEEncode and the image and latent
 nodes build the cascade (decode small, upscale, encode, denoise again at the higher resolution).
-Models live in `diffusion.families.unclip`; sampling goes through the shared sampler. Knows nothing of HTTP.
+Models live in `diffusion.families.unclip`; the decoder samples as KSampler does (`diffusion.sampling.ksampler`:
+ComfyUI's samplers and schedulers, or with scheduler `diffusers` KandinskyV22Pipeline's own loop). Knows nothing of
+HTTP.
 """
 from __future__ import annotations
 
@@ -13,12 +15,15 @@ import torch
 from diffusion.components import DiffusionModel, Vae
 from diffusion.families.unclip.loading import load_decoder, load_prior
 from diffusion.families.unclip.text_encoding import ClipVision, UnclipPrior, embeds_conditioning, mix_image_embeds
-from diffusion.sampling.loop import SamplingRange, sample
-from diffusion.sampling.schedulers import available_samplers, available_schedulers
+from diffusion.sampling.editing import hand_off
+from diffusion.sampling.ksampler import DIFFUSERS_SCHEDULER, ksample, sampler_names, scheduler_names
 from nodes.environment import current_environment
+from nodes.model_facts import sampler_choice
 from nodes.sampling import MAX_SEED
 
 STEPS = {"default": 25, "min": 1, "max": 1000, "tooltip": "The number of denoising steps."}
+# The decoder's defaults: DDPM with the decoder's own diffusers scheduler, KandinskyV22Pipeline's sampling
+DECODER_SAMPLER, DECODER_SCHEDULER = "ddpm", DIFFUSERS_SCHEDULER
 
 
 def _folder(name: str, input_name: str):
@@ -130,8 +135,9 @@ class ImageEmbedsMix:
 
 
 class UnCLIPDecoderSampler:
-    DESCRIPTION = ("Denoises latents with an unCLIP decoder conditioned on image embeddings (the shared sampler "
-                   "loop). denoise below 1 keeps part of the input latents: the cascade's second, larger pass.")
+    DESCRIPTION = ("Denoises latents with an unCLIP decoder conditioned on image embeddings, as KSampler samples "
+                   "(scheduler diffusers: KandinskyV22Pipeline's own sampling). denoise below 1 keeps part of the "
+                   "input latents: the cascade's second, larger pass.")
     CATEGORY = "sampling/unclip"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -145,9 +151,12 @@ class UnCLIPDecoderSampler:
             "steps": ("INT", STEPS),
             "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1,
                               "tooltip": "Guidance towards image_embeds, away from negative_image_embeds (1: none)."}),
-            "sampler_name": (available_samplers(), {"default": "ddpm",
-                                                    "tooltip": "The sampling algorithm (ddpm is Kandinsky's own)."}),
-            "scheduler": (available_schedulers(), {"tooltip": "How the noise levels are spaced over the steps."}),
+            "sampler_name": (sampler_names(), {"default": DECODER_SAMPLER,
+                                               "tooltip": "The sampling algorithm (ddpm is Kandinsky's own)."}),
+            "scheduler": (scheduler_names(), {
+                "default": DECODER_SCHEDULER,
+                "tooltip": "How the noise levels are spaced over the steps; diffusers: the decoder's own diffusers "
+                           "scheduler (with ddpm, KandinskyV22Pipeline's results)."}),
             "image_embeds": ("IMAGE_EMBEDS", {"tooltip": "What the image should look like."}),
             "negative_image_embeds": ("IMAGE_EMBEDS", {"tooltip": "What it should not look like."}),
             "latent_image": ("LATENT", {"tooltip": "The latents to denoise (empty, or encoded for a second pass)."}),
@@ -155,15 +164,16 @@ class UnCLIPDecoderSampler:
                                   "tooltip": "How much of the latents to replace with noise and denoise."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return sampler_choice(input_facts, widgets)
+
     def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                image_embeds: torch.Tensor, negative_image_embeds: torch.Tensor, latent_image: dict[str, Any],
                denoise: float = 1.0) -> tuple[dict[str, Any]]:
-        if denoise <= 0:
-            return ({**latent_image, "samples": latent_image["samples"].clone()},)
-        samples = sample(model, seed, cfg, sampler_name, scheduler, embeds_conditioning(image_embeds),
-                         embeds_conditioning(negative_image_embeds), latent_image["samples"],
-                         SamplingRange.from_denoise(steps, denoise))
-        return ({**latent_image, "samples": samples},)
+        samples = ksample(model, seed, steps, cfg, sampler_name, scheduler, embeds_conditioning(image_embeds),
+                          embeds_conditioning(negative_image_embeds), latent_image, denoise)
+        return (hand_off({**latent_image, "samples": samples}, latent_image, False),)
 
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {

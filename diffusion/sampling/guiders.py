@@ -5,13 +5,26 @@ One call of a guider's denoiser runs the model's network once per group of guida
 positives, as ComfyUI batches them), turns each row's raw output into a denoised estimate with the model's
 `ModelSampling` (`calculate_input` before the network, `calculate_denoised` after, at the network's own timestep)
 and combines the rows: classifier-free guidance on the denoised estimates, as ComfyUI's `cfg_function` does. The
-negative rows are skipped when cfg is 1 (ComfyUI's cfg1 optimization). Knows nothing of nodes or files.
+negative rows are skipped when cfg is 1 (ComfyUI's cfg1 optimization).
+
+A model's patches hook in where ComfyUI's sampler functions do: each pre-CFG patch (`DiffusionModel.pre_cfg`,
+APG) turns the positive and negative estimates into new ones before guidance; each post-CFG patch
+(`DiffusionModel.post_cfg`, RescaleCFG, PAG, ...) turns the guided estimate into a new one after it, and may run
+the model again through its args' `estimate` (a `ConditioningEstimate`, ComfyUI's calc_cond_batch) with the
+network changed for that call (a `NetworkChange`: PAG's identity attention, SLG's skipped blocks). A patch may
+also have `for_run()`, the patch one sampling run uses (its per-run state: APG's momentum, SAG's attention map);
+`needs_uncond`, true when it needs the negative estimate even at cfg 1 (ComfyUI's disable_cfg1_optimization);
+and `observing(network, rows)`, a context entered around every main pass of the network, told the guidance rows
+ComfyUI's attention hooks see as the uncond (SAG records their self-attention there). Knows nothing of nodes or
+files.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 import torch
 
@@ -30,6 +43,31 @@ _WITH_NEGATIVE_ROWS = 0.0
 
 # Applied to a guider's result: (denoised, the cond and uncond estimates, sigma, x) -> denoised (RescaleCFG, ...)
 PostCfg = Callable[[dict[str, Any]], torch.Tensor]
+# Applied before guidance: (the cond and uncond estimates, sigma, x, cond_scale) -> (cond, uncond) (APG)
+PreCfg = Callable[[dict[str, Any]], tuple[torch.Tensor, torch.Tensor]]
+# A temporary change of the network module for some calls (attention processors swapped, blocks skipped): the
+# context applies it and undoes it on exit, also on error.
+NetworkChange = Callable[[Any], ContextManager[None]]
+
+
+def patches_for_run(patches: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The patches one sampling run uses: each patch's `for_run()` where it has one (its state fresh per run)."""
+    return tuple(patch.for_run() if hasattr(patch, "for_run") else patch for patch in patches)
+
+
+def needs_uncond(model: DiffusionModel) -> bool:
+    """Whether a patch of the model needs the negative estimate even at cfg 1 (SAG)."""
+    return any(getattr(patch, "needs_uncond", False) for patch in model.pre_cfg + model.post_cfg)
+
+
+@contextlib.contextmanager
+def _observed(patches: tuple[Any, ...], network: Any, uncond_rows: slice) -> Iterator[None]:
+    """Every patch's `observing` context around a main pass of the network."""
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            if hasattr(patch, "observing"):
+                stack.enter_context(patch.observing(network, uncond_rows))
+        yield
 
 
 def _rows(value: Any, rows: slice, total: int) -> Any:
@@ -59,8 +97,13 @@ class ModelDenoiser:
         self.inputs = model.sampling.network_inputs(guidance, batch, model.device, model.dtype)
         self.before_call = before_call
 
-    def rows(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """Denoised estimates [rows, C, H, W] of `x` ([batch, C, H, W] at `sigma`, [batch]) for every row."""
+    def rows(self, x: torch.Tensor, sigma: torch.Tensor, change: NetworkChange | None = None) -> torch.Tensor:
+        """Denoised estimates [rows, C, H, W] of `x` ([batch, C, H, W] at `sigma`, [batch]) for every row, with
+        the model's network module changed by `change` for these calls when given."""
+        with contextlib.nullcontext() if change is None else change(self.model.network):
+            return self._rows(x, sigma)
+
+    def _rows(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         copies = self.guidance.rows // self.batch
         x_rows = torch.cat([x] * copies) if copies > 1 else x
         sigma_rows = torch.cat([sigma] * copies) if copies > 1 else sigma
@@ -80,14 +123,49 @@ class ModelDenoiser:
         return self.model_sampling.calculate_denoised(sigma_rows, output, x_rows)
 
 
+class ConditioningEstimate:
+    """ComfyUI's calc_cond_batch(model, [conditioning], x, sigma) for post-CFG patches that run the model again
+    (PAG, SAG, SLG): the denoised estimate [batch, C, H, W] of one CONDITIONING alone (its entries' weighted mean,
+    no guidance, no image guidance), with the network changed for the call when asked. Each conditioning's rows
+    are prepared once per run."""
+
+    def __init__(self, model: DiffusionModel, network: Any, batch: int, edit: editing.EditInputs | None,
+                 model_sampling: "ModelSampling", before_call: Callable[[], None] | None = None) -> None:
+        self.model, self.network, self.batch, self.model_sampling = model, network, batch, model_sampling
+        self.edit = None if edit is None else dataclasses.replace(edit, image_cfg=None)
+        self.before_call = before_call
+        self._prepared: dict[int, tuple[Conditioning, ModelDenoiser]] = {}
+
+    def __call__(self, conditioning: Conditioning, x: torch.Tensor, sigma: torch.Tensor,
+                 change: NetworkChange | None = None) -> torch.Tensor:
+        prepared = self._prepared.get(id(conditioning))
+        if prepared is None:
+            model = self.model
+            guidance = guidance_batch(conditioning, conditioning, self.batch, 1.0, model.device, model.dtype,
+                                      self.edit)
+            # (the conditioning is kept with its rows, so that its id stays its own while the run lasts)
+            prepared = (conditioning, ModelDenoiser(model, self.network, guidance, self.batch, self.model_sampling,
+                                                    self.before_call))
+            self._prepared[id(conditioning)] = prepared
+        rows = prepared[1]
+        return _weighted_mean(rows.rows(x, sigma, change), rows.guidance.positive_weights, self.batch)
+
+
 @dataclass(eq=False)
 class CfgDenoiser:
-    """A `Denoiser`: classifier-free guidance over a `ModelDenoiser`'s rows (InstructPix2Pix's three-way image
-    guidance when the guidance batch has unconditional rows), then any post-CFG patches of the model."""
+    """A `Denoiser`: the model's pre-CFG patches on the positive and negative estimates of a `ModelDenoiser`'s
+    rows, classifier-free guidance (InstructPix2Pix's three-way image guidance when the guidance batch has
+    unconditional rows), then its post-CFG patches. `cond` and `uncond` are the positive and negative
+    CONDITIONING (the negative None when its rows are skipped at cfg 1), which post-CFG patches may `estimate`
+    again."""
 
     rows: ModelDenoiser
     cfg: float
     post_cfg: tuple[PostCfg, ...] = ()
+    pre_cfg: tuple[PreCfg, ...] = ()
+    cond: Conditioning | None = None
+    uncond: Conditioning | None = None
+    estimate: ConditioningEstimate | None = None
     uncond_denoised: torch.Tensor | None = field(default=None, init=False)
 
     @property
@@ -96,13 +174,17 @@ class CfgDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         guidance, batch = self.rows.guidance, self.rows.batch
-        estimates = self.rows.rows(x, sigma)
         negative_rows = len(guidance.negative_weights) * batch
+        with _observed(self.post_cfg, self.rows.model.network, slice(0, min(batch, negative_rows))):
+            estimates = self.rows.rows(x, sigma)
         positive = _weighted_mean(estimates[negative_rows:], guidance.positive_weights, batch)
         if not guidance.uses_negative:  # ComfyUI's cfg1 optimization: the skipped negative estimate counts as zeros
+            positive, negative = apply_pre_cfg(self.pre_cfg, positive, torch.zeros_like(positive), sigma, x,
+                                               self.cfg)
             self.uncond_denoised = None
-            return self._post(positive, positive, torch.zeros_like(positive), sigma, x)
+            return self._post(positive, positive, negative, sigma, x)
         negative = _weighted_mean(estimates[:negative_rows], guidance.negative_weights, batch)
+        positive, negative = apply_pre_cfg(self.pre_cfg, positive, negative, sigma, x, self.cfg)
         self.uncond_denoised = negative
         if guidance.image_cfg is None:
             return self._post(negative + (positive - negative) * self.cfg, positive, negative, sigma, x)
@@ -113,18 +195,39 @@ class CfgDenoiser:
 
     def _post(self, denoised: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, sigma: torch.Tensor,
               x: torch.Tensor) -> torch.Tensor:
-        return apply_post_cfg(self.post_cfg, denoised, cond, uncond, sigma, x, self.cfg, self.model_sampling)
+        uncond_conditioning = self.uncond if self.rows.guidance.uses_negative else None
+        return apply_post_cfg(self.post_cfg, denoised, cond, uncond, sigma, x, self.cfg, self.model_sampling,
+                              model_calls(self.cond, uncond_conditioning, self.estimate))
+
+
+def apply_pre_cfg(patches: tuple[PreCfg, ...], cond: torch.Tensor, uncond: torch.Tensor, sigma: torch.Tensor,
+                  x: torch.Tensor, cond_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positive and negative estimates through a model's pre-CFG patches in order, before the guidance scale
+    `cond_scale` is applied between them."""
+    for patch in patches:
+        cond, uncond = patch({"cond_denoised": cond, "uncond_denoised": uncond, "sigma": sigma, "input": x,
+                              "cond_scale": cond_scale})
+    return cond, uncond
 
 
 def apply_post_cfg(patches: tuple[PostCfg, ...], denoised: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor,
-                   sigma: torch.Tensor, x: torch.Tensor, cond_scale: float,
-                   model_sampling: "ModelSampling") -> torch.Tensor:
+                   sigma: torch.Tensor, x: torch.Tensor, cond_scale: float, model_sampling: "ModelSampling",
+                   calls: Mapping[str, Any] | None = None) -> torch.Tensor:
     """`denoised` through a model's post-CFG patches in order; `cond` and `uncond` are the two estimates the
-    guidance scale `cond_scale` was applied between."""
+    guidance scale `cond_scale` was applied between; `calls` (`model_calls`) reach the patches as they are."""
     for patch in patches:
         denoised = patch({"denoised": denoised, "cond_denoised": cond, "uncond_denoised": uncond,
-                          "sigma": sigma, "input": x, "cond_scale": cond_scale, "model_sampling": model_sampling})
+                          "sigma": sigma, "input": x, "cond_scale": cond_scale, "model_sampling": model_sampling,
+                          **(calls or {})})
     return denoised
+
+
+def model_calls(cond: Conditioning | None, uncond: Conditioning | None,
+                estimate: ConditioningEstimate | None) -> dict[str, Any]:
+    """What a post-CFG patch needs to run the model again: the `cond` and `uncond` CONDITIONING guidance was
+    applied between (None: skipped) and the `estimate` that evaluates one of them (ComfyUI's args of the same
+    names, `estimate` standing for its model and calc_cond_batch)."""
+    return {"cond": cond, "uncond": uncond, "estimate": estimate}
 
 
 def replaces_cfg(patch: PostCfg) -> bool:
@@ -149,12 +252,15 @@ class CFGGuider:
         """The denoiser of one sampling run of `batch` latents: `network` is the model's network as the run calls
         it (LoRAs and speed-ups applied), `edit` the editing inputs (InstructPix2Pix's image guidance among them),
         `before_call` runs before every network call (interrupts, honoured within a step). With
-        `cfg1_optimization` the negative is skipped at scale 1 (the CFG++ samplers turn it off: they step with it)."""
+        `cfg1_optimization` the negative is skipped at scale 1 (the CFG++ samplers turn it off: they step with it,
+        and so does a patch that `needs_uncond`). The model's patches are those of one run (`patches_for_run`)."""
         model = self.model
-        scale = self.cfg if cfg1_optimization else _WITH_NEGATIVE_ROWS
+        scale = self.cfg if cfg1_optimization and not needs_uncond(model) else _WITH_NEGATIVE_ROWS
         guidance = guidance_batch(self.positive, self.negative, batch, scale, model.device, model.dtype, edit)
         rows = ModelDenoiser(model, network, guidance, batch, model_sampling, before_call)
-        return CfgDenoiser(rows, self.cfg, model.post_cfg)
+        return CfgDenoiser(rows, self.cfg, patches_for_run(model.post_cfg), patches_for_run(model.pre_cfg),
+                           self.positive, self.negative,
+                           ConditioningEstimate(model, network, batch, edit, model_sampling, before_call))
 
 
 def basic_guider(model: DiffusionModel, conditioning: Conditioning) -> CFGGuider:
@@ -184,11 +290,20 @@ class JointEstimates:
                                   model.device, model.dtype, edit)
         self.weights = guidance.negative_weights + guidance.positive_weights
         self.rows = ModelDenoiser(model, network, guidance, batch, model_sampling, before_call)
+        self.estimate = ConditioningEstimate(model, network, batch, edit, model_sampling, before_call)
+        # the rows of the second conditioning's first entry: what ComfyUI's attention hooks see as the uncond
+        first_entries = [sum(len(c) for c in self.conditionings[:index] if c is not None)
+                         for index in range(len(self.conditionings))]
+        second = self.conditionings[1] if len(self.conditionings) > 1 else None
+        self.uncond_rows = slice(0, 0) if second is None else slice(first_entries[1] * batch,
+                                                                    (first_entries[1] + 1) * batch)
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
-        """One estimate [batch, C, H, W] per conditioning, in their order."""
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, observers: tuple[Any, ...] = ()) -> list[torch.Tensor]:
+        """One estimate [batch, C, H, W] per conditioning, in their order; `observers`: patches whose `observing`
+        context the main pass runs in."""
         batch = self.rows.batch
-        estimates = self.rows.rows(x, sigma)
+        with _observed(observers, self.rows.model.network, self.uncond_rows):
+            estimates = self.rows.rows(x, sigma)
         results, entry = [], 0
         for conditioning in self.conditionings:
             if conditioning is None:
@@ -206,7 +321,7 @@ class DualCfgDenoiser:
     """A `Denoiser` guiding by two scales (ComfyUI's Guider_DualCFG). Regular: cond2 against the negative at
     `cfg_cond2_negative` (the model's post-CFG patches applied there), plus cond1's difference from cond2 at
     `cfg_conds`. Nested: cond1 against cond2 at `cfg_conds` (patches applied there), that result against the
-    negative at `cfg_cond2_negative`."""
+    negative at `cfg_cond2_negative`. No pre-CFG patches: ComfyUI's Guider_DualCFG does not run them."""
 
     estimates: JointEstimates  # negative, cond2, cond1
     cfg_conds: float
@@ -220,15 +335,19 @@ class DualCfgDenoiser:
         return self.estimates.rows.model_sampling
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        negative, cond2, cond1 = self.estimates(x, sigma)
+        negative, cond2, cond1 = self.estimates(x, sigma, self.post_cfg)
+        negative_conditioning, cond2_conditioning, cond1_conditioning = self.estimates.conditionings
+        estimate = self.estimates.estimate
         if self.nested:
             self.uncond_denoised = cond2
             text = apply_post_cfg(self.post_cfg, cond2 + (cond1 - cond2) * self.cfg_conds, cond1, cond2, sigma, x,
-                                  self.cfg_conds, self.model_sampling)
+                                  self.cfg_conds, self.model_sampling,
+                                  model_calls(cond1_conditioning, cond2_conditioning, estimate))
             return negative + self.cfg_cond2_negative * (text - negative)
         self.uncond_denoised = negative
         guided = apply_post_cfg(self.post_cfg, negative + (cond2 - negative) * self.cfg_cond2_negative, cond2,
-                                negative, sigma, x, self.cfg_cond2_negative, self.model_sampling)
+                                negative, sigma, x, self.cfg_cond2_negative, self.model_sampling,
+                                model_calls(cond2_conditioning, negative_conditioning, estimate))
         return guided + (cond1 - cond2) * self.cfg_conds
 
 
@@ -254,13 +373,15 @@ class DualCFGGuider:
                  before_call: Callable[[], None] | None = None, cfg1_optimization: bool = True) -> DualCfgDenoiser:
         """As `CFGGuider.denoiser`."""
         negative, cond2 = self.negative, self.cond2
+        cfg1_optimization = cfg1_optimization and not needs_uncond(self.model)
         if cfg1_optimization and not self.nested and math.isclose(self.cfg_cond2_negative, 1.0):
             negative = None
             if math.isclose(self.cfg_conds, 1.0):
                 cond2 = None
         estimates = JointEstimates(self.model, network, [negative, cond2, self.cond1], batch, edit, model_sampling,
                                    before_call)
-        return DualCfgDenoiser(estimates, self.cfg_conds, self.cfg_cond2_negative, self.nested, self.model.post_cfg)
+        return DualCfgDenoiser(estimates, self.cfg_conds, self.cfg_cond2_negative, self.nested,
+                               patches_for_run(self.model.post_cfg))
 
 
 def perp_neg(positive: torch.Tensor, negative: torch.Tensor, empty: torch.Tensor, neg_scale: float,
@@ -277,13 +398,15 @@ def perp_neg(positive: torch.Tensor, negative: torch.Tensor, empty: torch.Tensor
 
 @dataclass(eq=False)
 class PerpNegDenoiser:
-    """A `Denoiser` of Perp-Neg guidance (`perp_neg`), then the model's post-CFG patches except one replacing the
-    cfg function, which ComfyUI's Guider_PerpNeg never calls."""
+    """A `Denoiser` of Perp-Neg guidance (`perp_neg`) after the model's pre-CFG patches on the positive and
+    negative estimates, then its post-CFG patches except one replacing the cfg function, which ComfyUI's
+    Guider_PerpNeg never calls."""
 
     estimates: JointEstimates  # positive, negative, empty
     cfg: float
     neg_scale: float
     post_cfg: tuple[PostCfg, ...] = ()
+    pre_cfg: tuple[PreCfg, ...] = ()
     uncond_denoised: torch.Tensor | None = field(default=None, init=False)
 
     @property
@@ -291,11 +414,14 @@ class PerpNegDenoiser:
         return self.estimates.rows.model_sampling
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        positive, negative, empty = self.estimates(x, sigma)
+        positive, negative, empty = self.estimates(x, sigma, self.post_cfg)
+        positive, negative = apply_pre_cfg(self.pre_cfg, positive, negative, sigma, x, self.cfg)
         self.uncond_denoised = negative
         guided = perp_neg(positive, negative, empty, self.neg_scale, self.cfg)
         patches = tuple(patch for patch in self.post_cfg if not replaces_cfg(patch))
-        return apply_post_cfg(patches, guided, positive, negative, sigma, x, self.cfg, self.model_sampling)
+        positive_conditioning, negative_conditioning, _ = self.estimates.conditionings
+        return apply_post_cfg(patches, guided, positive, negative, sigma, x, self.cfg, self.model_sampling,
+                              model_calls(positive_conditioning, negative_conditioning, self.estimates.estimate))
 
 
 @dataclass(frozen=True, eq=False)
@@ -319,10 +445,12 @@ class PerpNegGuider:
                  before_call: Callable[[], None] | None = None, cfg1_optimization: bool = True) -> PerpNegDenoiser:
         """As `CFGGuider.denoiser`."""
         negative, empty = self.negative, self.empty_conditioning
+        cfg1_optimization = cfg1_optimization and not needs_uncond(self.model)
         if cfg1_optimization and math.isclose(self.neg_scale, 0.0):
             negative = None
             if math.isclose(self.cfg, 1.0):
                 empty = None
         estimates = JointEstimates(self.model, network, [self.positive, negative, empty], batch, edit,
                                    model_sampling, before_call)
-        return PerpNegDenoiser(estimates, self.cfg, self.neg_scale, self.model.post_cfg)
+        return PerpNegDenoiser(estimates, self.cfg, self.neg_scale, patches_for_run(self.model.post_cfg),
+                               patches_for_run(self.model.pre_cfg))

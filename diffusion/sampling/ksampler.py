@@ -71,6 +71,9 @@ def ksample(model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_na
     if problem is not None:
         raise ValueError(problem)
     if scheduler == DIFFUSERS_SCHEDULER:
+        if model.pre_cfg or model.post_cfg:
+            raise ValueError(f"scheduler: {DIFFUSERS_SCHEDULER!r} runs the model's diffusers scheduler, which takes no "
+                             "guidance patches (RescaleCFG, CFGZeroStar, PAG, ...); use one of ComfyUI's schedulers")
         if denoise <= 0:
             return latent["samples"].clone()
         span = _diffusers_span(steps, denoise, add_noise, start_step, last_step, force_full_denoise)

@@ -1,6 +1,7 @@
 """The DALL-E 2 style prior + decoder cascade (Kandinsky 2.2) through the nodes: parity with diffusers'
-KandinskyV22PriorPipeline, KandinskyV22Pipeline and its img2img pipeline, image embeddings from images and
-their mixing, loader errors, and the shipped cascade workflows run by the engine."""
+KandinskyV22PriorPipeline, KandinskyV22Pipeline and its img2img pipeline (the decoder sampler's default
+`diffusers` scheduler), the decoder under the sigma core (ComfyUI's samplers and schedulers), image embeddings
+from images and their mixing, loader errors, and the shipped cascade workflows run by the engine."""
 import json
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from PIL import Image
 import nodes
 from app.runtime import build_executor
 from diffusion.families.unclip import demo as tiny_kandinsky
+from diffusion.families.unclip.text_encoding import embeds_conditioning
 from engine.cache import OutputCache
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
+from nodes.custom_sampling import KSamplerSelect, SamplerCustom
 from nodes.image import LoadImage
 from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
 from nodes.loaders import DiffusersLoader
@@ -79,7 +82,7 @@ def test_prior_then_decoder_matches_the_two_pipelines(cascade, pipelines):
     prior, _, decoder, movq = cascade
     embeds, negative = PriorEncode().encode(prior, PROMPT, "", 5, 6, 4.0)
     (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
-    (samples,) = UnCLIPDecoderSampler().sample(decoder, 3, 5, 4.0, "ddpm", "normal", embeds, negative, latent)
+    (samples,) = UnCLIPDecoderSampler().sample(decoder, 3, 5, 4.0, "ddpm", "diffusers", embeds, negative, latent)
     (image,) = VAEDecode().decode(movq, samples)
 
     prior_output = pipelines[0](PROMPT, num_inference_steps=6, guidance_scale=4.0, generator=_generator(5))
@@ -101,7 +104,8 @@ def test_second_pass_matches_img2img_pipeline(node_env, cascade, pipelines):
     picture.save(node_env.folders.input_dir / "gradient.png")
     (pixels, _) = LoadImage().load_image("gradient.png")
     (latent,) = VAEEncode().encode(movq, pixels)
-    (samples,) = UnCLIPDecoderSampler().sample(decoder, 9, 3, 4.0, "ddpm", "normal", embeds, negative, latent, 0.6)
+    (samples,) = UnCLIPDecoderSampler().sample(decoder, 9, 3, 4.0, "ddpm", "diffusers", embeds, negative, latent,
+                                               0.6)
     (image,) = VAEDecode().decode(movq, samples)
 
     img2img = KandinskyV22Img2ImgPipeline(**pipelines[1].components)
@@ -110,6 +114,81 @@ def test_second_pass_matches_img2img_pipeline(node_env, cascade, pipelines):
                        num_inference_steps=5, strength=0.6, guidance_scale=4.0, generator=_generator(9),
                        output_type="np").images
     assert np.abs(image.numpy() - expected).max() <= TOLERANCE
+
+
+def test_decoder_sampler_defaults_are_the_pipelines_sampling():
+    required = UnCLIPDecoderSampler.INPUT_TYPES()["required"]
+    assert required["sampler_name"][1]["default"] == "ddpm" and "ddpm" in required["sampler_name"][0]
+    assert required["scheduler"][1]["default"] == "diffusers"
+    assert {"normal", "karras", "diffusers"} <= set(required["scheduler"][0])
+
+
+def test_decoder_under_the_sigma_core_is_the_pipeline_with_ddim(cascade, pipelines):
+    """The decoder's network hooks under the sigma core's denoiser: ComfyUI's ddim (Euler in sigma) over the
+    sigmas of DDIMScheduler's timesteps is deterministic DDIM, so it gives KandinskyV22Pipeline's image with a
+    DDIMScheduler. The pipeline starts from noise x sqrt(alphas_cumprod) of the first timestep, ComfyUI (below
+    the model's largest sigma) from noise x sigma: the pipeline is handed noise prescaled to start there."""
+    from diffusers import DDIMScheduler
+
+    prior, _, decoder, movq = cascade
+    embeds, negative = PriorEncode().encode(prior, PROMPT, "", 5, 4, 4.0)
+    pipeline = pipelines[1]
+    scheduler = DDIMScheduler.from_config(pipeline.scheduler.config)
+    scheduler.set_timesteps(4)
+    table = decoder.model_sampling.sigmas
+    sigmas = torch.cat([table[scheduler.timesteps], torch.zeros(1)])
+    (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
+    (ddim,) = KSamplerSelect().get_sampler("ddim")
+    (samples, _) = SamplerCustom().sample(decoder, True, 3, 4.0, embeds_conditioning(embeds),
+                                          embeds_conditioning(negative), ddim, sigmas, latent)
+    (image,) = VAEDecode().decode(movq, samples)
+
+    noise = torch.randn(latent["samples"].shape, generator=_generator(3))
+    first = sigmas[0]
+    original = pipeline.scheduler
+    pipeline.scheduler = scheduler
+    try:
+        expected = pipeline(image_embeds=embeds, negative_image_embeds=negative, height=SIZE, width=SIZE,
+                            num_inference_steps=4, guidance_scale=4.0, latents=noise * first / (first ** 2 + 1) ** 0.5,
+                            output_type="np").images
+    finally:
+        pipeline.scheduler = original
+    assert np.abs(image.numpy() - expected).max() <= TOLERANCE
+
+
+@pytest.mark.parametrize("sampler_name, scheduler", [("euler", "karras"), ("ddpm", "normal"), ("dpmpp_2m", "simple")])
+def test_decoder_sampler_runs_comfyuis_samplers(cascade, sampler_name, scheduler):
+    prior, _, decoder, _ = cascade
+    embeds, negative = PriorEncode().encode(prior, PROMPT, "", 5, 4, 4.0)
+    (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
+
+    def sampled(seed, denoise=1.0, start=latent):
+        (samples,) = UnCLIPDecoderSampler().sample(decoder, seed, 3, 4.0, sampler_name, scheduler, embeds, negative,
+                                                   start, denoise)
+        return samples
+
+    first = sampled(3)["samples"]
+    assert first.shape == latent["samples"].shape and torch.isfinite(first).all()
+    assert torch.equal(sampled(3)["samples"], first)
+    assert (sampled(4)["samples"] - first).abs().max() > 1e-3
+    (pipeline_sampling,) = UnCLIPDecoderSampler().sample(decoder, 3, 3, 4.0, "ddpm", "diffusers", embeds, negative,
+                                                         latent)
+    assert (pipeline_sampling["samples"] - first).abs().max() > 1e-3  # not the diffusers loop
+    second_pass = sampled(5, 0.5, {"samples": first})["samples"]
+    assert torch.isfinite(second_pass).all() and (second_pass - first).abs().max() > 1e-4
+    assert torch.equal(sampled(5, 0.0, {"samples": first})["samples"], first)
+
+
+def test_decoder_sampler_refuses_diffusers_only_samplers_elsewhere(cascade):
+    prior, _, decoder, _ = cascade
+    embeds, negative = PriorEncode().encode(prior, PROMPT, "", 5, 2, 4.0)
+    (latent,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
+    with pytest.raises(ValueError, match="sampler_name: 'pndm' runs only with scheduler 'diffusers'"):
+        UnCLIPDecoderSampler().sample(decoder, 0, 2, 4.0, "pndm", "normal", embeds, negative, latent)
+    facts = {"model": {"family": "unclip"}}  # what validation knows of the loader's output
+    assert UnCLIPDecoderSampler.VALIDATE_INPUTS(facts, sampler_name="pndm", scheduler="normal").startswith(
+        "sampler_name: 'pndm' runs only with scheduler 'diffusers'")
+    assert UnCLIPDecoderSampler.VALIDATE_INPUTS(facts, sampler_name="pndm", scheduler="diffusers") is True
 
 
 def test_image_embeds_and_mixing_match_prior_interpolate(cascade, pipelines):

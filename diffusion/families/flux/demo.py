@@ -17,11 +17,11 @@ import torch
 from diffusion.encoders.clip_tokenizer import TINY_VOCAB_SIZE, clip_tokenizer
 from diffusion.encoders.t5 import TINY_T5_VOCAB_SIZE, tiny_t5_tokenizer
 from diffusion.families import ldm_export
-from diffusion.families.flux.loading import config, flux_rope_axes
+from diffusion.families.flux.loading import config, flux_rope_axes, schnell_scheduler_config
 from diffusion.files import public_config
 
 FLUX_SCHEDULER = public_config(config()["scheduler"])  # FLUX.1-dev's flow-matching scheduler config
-SCHNELL_SCHEDULER = {**FLUX_SCHEDULER, "shift": 1.0, "use_dynamic_shifting": False}  # FLUX.1-schnell's
+SCHNELL_SCHEDULER = public_config(schnell_scheduler_config())  # FLUX.1-schnell's
 DEMO_FLUX_DIFFUSERS = "tiny-flux"
 DEMO_FLUX_TRANSFORMER = "tiny-flux-transformer.safetensors"
 DEMO_FLUX_CLIP_L = "tiny-flux-clip-l.safetensors"
@@ -76,7 +76,8 @@ def write_flux_diffusers_folder(models: TinyFlux, folder: Path,
 
     pipeline = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**(scheduler_config or FLUX_SCHEDULER)), vae=models.vae,
-        text_encoder=models.text_encoder, tokenizer=models.tokenizer, text_encoder_2=models.text_encoder_2, tokenizer_2=models.tokenizer_2,
+        text_encoder=models.text_encoder, tokenizer=models.tokenizer, text_encoder_2=models.text_encoder_2,
+        tokenizer_2=models.tokenizer_2,
         transformer=models.transformer)
     pipeline.save_pretrained(str(folder), safe_serialization=True)
     return folder

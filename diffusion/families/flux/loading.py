@@ -17,7 +17,7 @@ from diffusion.contracts import Place
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
 from diffusion.encoders.t5 import build_t5_encoder, is_t5_encoder, t5_tokenizer_for_vocab, t5_vocab_size
 from diffusion.families.flux.detection import BFL_PREFIX, DIFFUSERS_PROBE, is_bfl_layout
-from diffusion.families.flux.sampling import FLUX_SAMPLING
+from diffusion.families.flux.sampling import FLUX_SAMPLING, SCHNELL_SCHEDULER_CHANGES, flux_model_sampling
 from diffusion.families.flux.text_encoding import FluxClip
 from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
 from diffusion.files import scheduler_config as folder_scheduler_config
@@ -82,13 +82,28 @@ def build_flux_transformer(state: Mapping[str, torch.Tensor], input_name: str) -
     return transformer.eval()
 
 
+def schnell_scheduler_config() -> dict[str, Any]:
+    """FLUX.1-schnell's scheduler config (FLUX.1-dev's, `config.json`, without dynamic shifting)."""
+    return {**config()["scheduler"], **SCHNELL_SCHEDULER_CHANGES}
+
+
 def flux_model(transformer: Any, name: str, scheduler_config: Mapping[str, Any] | None = None) -> DiffusionModel:
-    settings = public_config(scheduler_config or config()["scheduler"])
-    return DiffusionModel(transformer, settings, name, FAMILY, FLUX_SAMPLING)
+    """MODEL of a FLUX transformer. Without a scheduler config (a transformer file) it is told by the transformer,
+    as ComfyUI tells FLUX.1-dev from schnell: FLUX.1-dev's with a guidance embedding, FLUX.1-schnell's without.
+    The sigma core samples a config without dynamic shifting (schnell's) with timesteps that are sigmas
+    (`flux_model_sampling`), where the config alone would give SD3's timesteps (sigma x 1000)."""
+    if scheduler_config is None:
+        guided = bool(transformer.config.guidance_embeds)
+        scheduler_config = config()["scheduler"] if guided else schnell_scheduler_config()
+    settings = public_config(scheduler_config)
+    # a dynamic-shifting config (FLUX.1-dev's) already gives FLUX's schedule (`DiffusionModel.model_sampling`)
+    schedule = None if settings.get("use_dynamic_shifting", False) else flux_model_sampling(settings)
+    return DiffusionModel(transformer, settings, name, FAMILY, FLUX_SAMPLING, schedule_override=schedule)
 
 
 def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
-    """MODEL of a FLUX transformer file (UNETLoader), with FLUX.1-dev's scheduler config."""
+    """MODEL of a FLUX transformer file (UNETLoader), with FLUX.1-dev's scheduler config, or FLUX.1-schnell's for
+    a transformer without a guidance embedding."""
     return flux_model(place(build_flux_transformer(state, "unet_name")), name)
 
 

@@ -14,8 +14,11 @@ import torch
 
 from diffusion.contracts import GuidanceBatch
 from diffusion.sampling.flow import FlowSampling
+from diffusion.sampling.model_sampling import ModelSampling
 
 DEFAULT_GUIDANCE = 3.5  # ComfyUI's FLUX guidance when no FluxGuidance node sets one
+# FLUX.1-schnell's scheduler config differs from FLUX.1-dev's (`config.json`) in these: a plain flow schedule
+SCHNELL_SCHEDULER_CHANGES = {"shift": 1.0, "use_dynamic_shifting": False}
 
 
 def calculate_shift(image_tokens: int, config: Mapping[str, Any]) -> float:
@@ -46,6 +49,14 @@ def image_ids(height: int, width: int, device: torch.device, dtype: torch.dtype)
     ids[..., 1] = ids[..., 1] + torch.arange(height // 2)[:, None]
     ids[..., 2] = ids[..., 2] + torch.arange(width // 2)[None, :]
     return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+def flux_model_sampling(config: Mapping[str, Any]) -> ModelSampling:
+    """The sigma core's noise schedule of a FLUX model whose scheduler config is `config`, as ComfyUI samples
+    FLUX: with dynamic shifting (FLUX.1-dev) FLUX's time shift (ModelSamplingFlux), without (FLUX.1-schnell)
+    rectified flow with the config's shift whose timesteps are the sigmas themselves (ComfyUI's FluxSchnell:
+    multiplier 1), because the transformer is always called with sigma."""
+    return ModelSampling.from_scheduler_config(config, flow_timestep_multiplier=1.0)
 
 
 class FluxSampling(FlowSampling):

@@ -62,7 +62,10 @@ def with_t5_width(embeddings: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def with_shift(model: DiffusionModel, shift: float) -> DiffusionModel:
-    """The MODEL sampled with another timestep shift (ComfyUI's ModelSamplingSD3)."""
+    """The MODEL sampled with another timestep shift (ComfyUI's ModelSamplingSD3): the shift of its scheduler
+    config, which both the diffusers loop and the sigma core read (SD3's rectified flow, timesteps x1000); it
+    replaces any schedule an earlier ModelSampling* node set, as ComfyUI's last model-sampling patch wins."""
     if not isinstance(model.sampling, Sd3Sampling):
         raise ValueError(f"model: ModelSamplingSD3 needs an SD3 model; {model.name} is not one")
-    return dataclasses.replace(model, scheduler_config={**model.scheduler_config, "shift": float(shift)})
+    return dataclasses.replace(model, scheduler_config={**model.scheduler_config, "shift": float(shift)},
+                               schedule_override=None)
