@@ -125,3 +125,11 @@ from nodes import model_patches as _model_patches  # noqa: E402
 for _sampling_parts in (_custom_sampling, _model_patches, _guidance_patches):
     NODE_CLASS_MAPPINGS.update(_sampling_parts.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_sampling_parts.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Utilities: primitives, the lazy If/Else switch, math expressions, Preview Any, and the text (string) nodes.
+from nodes import strings as _strings  # noqa: E402
+from nodes import utilities as _utilities  # noqa: E402
+
+for _utility in (_utilities, _strings):
+    NODE_CLASS_MAPPINGS.update(_utility.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_utility.NODE_DISPLAY_NAME_MAPPINGS)
