@@ -133,3 +133,9 @@ from nodes import utilities as _utilities  # noqa: E402
 for _utility in (_utilities, _strings):
     NODE_CLASS_MAPPINGS.update(_utility.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_utility.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Latent operations: compositing, blending, arithmetic, batches and their batch_index, crop/flip/rotate.
+from nodes import latent_ops as _latent_ops  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_latent_ops.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_latent_ops.NODE_DISPLAY_NAME_MAPPINGS)

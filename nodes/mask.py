@@ -1,4 +1,5 @@
-"""Mask nodes: loading masks, converting between IMAGE and MASK, growing, feathering and compositing.
+"""Mask nodes: loading, making (solid, by colour, by threshold) and previewing masks, converting between IMAGE and
+MASK, growing, feathering, cropping, combining and compositing.
 
 MASK is float [batch, height, width] in 0..1, 1 where the image is to be changed; IMAGE is float [batch, height,
 width, channels] in 0..1. The helpers `as_mask_batch`, `mask_for_size` and `rgb_pixels` are the one place where
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from nodes.environment import current_environment, resolve_inside
+from nodes.image import save_images
 from nodes.latent import MAX_RESOLUTION
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,16 @@ def repeat_to_batch(tensor: torch.Tensor, batch: int, input_name: str) -> torch.
     if tensor.shape[0] == 1:
         return tensor.expand(batch, *tensor.shape[1:])
     raise ValueError(f"{input_name}: batch of {tensor.shape[0]} does not match the image batch of {batch}")
+
+
+def blend_into(destination: torch.Tensor, source: torch.Tensor, weight: torch.Tensor, left: int, top: int) -> None:
+    """Blend [batch, channels, h, w] `source` into [batch, channels, H, W] `destination` in place, its top-left
+    corner at (left, top), through `weight` [batch or 1, 1, h, w] (1 = source); what falls outside is cut off."""
+    visible_height = max(0, min(source.shape[2], destination.shape[2] - top))
+    visible_width = max(0, min(source.shape[3], destination.shape[3] - left))
+    weight = weight[:, :, :visible_height, :visible_width]
+    region = destination[:, :, top:top + visible_height, left:left + visible_width]
+    region.copy_(weight * source[:, :, :visible_height, :visible_width] + (1 - weight) * region)
 
 
 class LoadImageMask:
@@ -284,12 +297,170 @@ class ImageCompositeMasked:
             weight = as_mask_batch(mask, "mask").unsqueeze(1)
             weight = F.interpolate(weight, size=pasted.shape[-2:], mode="bilinear")
             weight = repeat_to_batch(weight, output.shape[0], "mask")
-        visible_height = max(0, min(pasted.shape[2], output.shape[2] - y))
-        visible_width = max(0, min(pasted.shape[3], output.shape[3] - x))
-        weight = weight[:, :, :visible_height, :visible_width]
-        region = output[:, :, y:y + visible_height, x:x + visible_width]
-        region.copy_(weight * pasted[:, :, :visible_height, :visible_width] + (1 - weight) * region)
+        blend_into(output, pasted, weight, x, y)
         return (output.movedim(1, -1),)
+
+
+class SolidMask:
+    DESCRIPTION = "A mask of one value everywhere (1: change everything, 0: nothing)."
+    CATEGORY = "mask"
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "solid"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "value": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                "tooltip": "The value of every pixel."}),
+            "width": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1,
+                              "tooltip": "Width in pixels."}),
+            "height": ("INT", {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1,
+                               "tooltip": "Height in pixels."}),
+        }}
+
+    def solid(self, value: float, width: int, height: int) -> tuple[torch.Tensor]:
+        return (torch.full((1, height, width), value, dtype=torch.float32),)
+
+
+MASK_OPERATIONS = ("multiply", "add", "subtract", "and", "or", "xor")
+
+
+def combine_masks(destination: torch.Tensor, source: torch.Tensor, operation: str) -> torch.Tensor:
+    """`destination` (op) `source`, element by element; the logical operations round both to 0/1 first."""
+    if operation == "multiply":
+        return destination * source
+    if operation == "add":
+        return destination + source
+    if operation == "subtract":
+        return destination - source
+    logical = {"and": torch.logical_and, "or": torch.logical_or, "xor": torch.logical_xor}[operation]
+    return logical(destination.round().bool(), source.round().bool()).float()
+
+
+class MaskComposite:
+    DESCRIPTION = ("Combines `source` into `destination` with its top-left corner at (x, y): multiply, add or "
+                   "subtract the values, or and/or/xor them as 0/1 masks (rounded). Outside the source the "
+                   "destination is kept; the result is clamped to 0..1. A batch of 1 is combined with every row "
+                   "of the other.")
+    CATEGORY = "mask"
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "combine"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        offset = {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1}
+        return {"required": {
+            "destination": ("MASK", {"tooltip": "The mask combined into (its size is the result's)."}),
+            "source": ("MASK", {"tooltip": "The mask combined with it; what falls outside is cut off."}),
+            "x": ("INT", {**offset, "tooltip": "Left edge of the source in the destination, in pixels."}),
+            "y": ("INT", {**offset, "tooltip": "Top edge of the source in the destination, in pixels."}),
+            "operation": (list(MASK_OPERATIONS), {"tooltip": "How the two masks' values are combined."}),
+        }}
+
+    def combine(self, destination: torch.Tensor, source: torch.Tensor, x: int, y: int,
+                operation: str) -> tuple[torch.Tensor]:
+        output = as_mask_batch(destination, "destination")
+        source = as_mask_batch(source, "source")
+        if output.shape[0] != source.shape[0]:
+            batch = max(output.shape[0], source.shape[0])
+            output = repeat_to_batch(output, batch, "destination")
+            source = repeat_to_batch(source, batch, "source")
+        output = output.clone()
+        visible_height = max(0, min(source.shape[1], output.shape[1] - y))
+        visible_width = max(0, min(source.shape[2], output.shape[2] - x))
+        region = output[:, y:y + visible_height, x:x + visible_width]
+        region.copy_(combine_masks(region, source[:, :visible_height, :visible_width], operation))
+        return (output.clamp(0.0, 1.0),)
+
+
+class CropMask:
+    DESCRIPTION = ("Cuts a width x height region out of a mask, its top-left corner at (x, y); a region reaching "
+                   "past the mask's edge is cut short there.")
+    CATEGORY = "mask"
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "crop"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        offset = {"default": 0, "min": 0, "max": MAX_RESOLUTION, "step": 1}
+        size = {"default": 512, "min": 1, "max": MAX_RESOLUTION, "step": 1}
+        return {"required": {
+            "mask": ("MASK", {"tooltip": "The mask to crop."}),
+            "x": ("INT", {**offset, "tooltip": "Left edge of the region, in pixels."}),
+            "y": ("INT", {**offset, "tooltip": "Top edge of the region, in pixels."}),
+            "width": ("INT", {**size, "tooltip": "Width of the region, in pixels."}),
+            "height": ("INT", {**size, "tooltip": "Height of the region, in pixels."}),
+        }}
+
+    def crop(self, mask: torch.Tensor, x: int, y: int, width: int, height: int) -> tuple[torch.Tensor]:
+        mask = as_mask_batch(mask, "mask")
+        mask_height, mask_width = mask.shape[-2:]
+        for name, start, extent in (("x", x, mask_width), ("y", y, mask_height)):
+            if start >= extent:
+                raise ValueError(f"{name}: {start} lies outside the {mask_width}x{mask_height} mask")
+        return (mask[:, y:y + height, x:x + width].clone(),)
+
+
+class ThresholdMask:
+    DESCRIPTION = "Turns a soft mask into a hard one: 1 where the mask is above `value`, else 0."
+    CATEGORY = "mask"
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "image_to_mask"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "mask": ("MASK", {"tooltip": "The mask to threshold."}),
+            "value": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
+                                "tooltip": "Values above this become 1, the others 0."}),
+        }}
+
+    def image_to_mask(self, mask: torch.Tensor, value: float) -> tuple[torch.Tensor]:
+        return ((as_mask_batch(mask, "mask") > value).float(),)
+
+
+class ImageColorToMask:
+    DESCRIPTION = ("A mask of the pixels of one exact colour: 1 where the image's colour, rounded to 8 bits per "
+                   "channel, is `color` (0xRRGGBB), else 0.")
+    CATEGORY = "mask"
+    RETURN_TYPES = ("MASK",)
+    FUNCTION = "image_to_mask"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "The image to find the colour in."}),
+            "color": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFF, "step": 1, "display": "color",
+                              "tooltip": "The colour as one number, 0xRRGGBB (red * 65536 + green * 256 + blue)."}),
+        }}
+
+    def image_to_mask(self, image: torch.Tensor, color: int) -> tuple[torch.Tensor]:
+        levels = (rgb_pixels(image, "image").clamp(0, 1) * 255.0).round().to(torch.int64)
+        packed = levels[..., 0] * 65536 + levels[..., 1] * 256 + levels[..., 2]
+        return ((packed == color).float(),)
+
+
+class MaskPreview:
+    DESCRIPTION = ("Shows masks as grey images (white = 1) without keeping them: they are written to the temporary "
+                   "folder.")
+    CATEGORY = "mask"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {"mask": ("MASK", {"tooltip": "The masks to preview."})},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def execute(self, mask: torch.Tensor, prompt: Any = None, extra_pnginfo: Any = None) -> dict[str, Any]:
+        images = as_mask_batch(mask, "mask").unsqueeze(-1).expand(-1, -1, -1, 3)
+        folder = current_environment().folders.temp_dir
+        prefix = "ComfyUI_temp_" + secrets.token_hex(3)
+        saved = save_images(images, folder, prefix, "temp", prompt, extra_pnginfo, compress_level=4)
+        return {"ui": {"images": saved}}
 
 
 NODE_CLASS_MAPPINGS = {
@@ -300,6 +471,12 @@ NODE_CLASS_MAPPINGS = {
     "GrowMask": GrowMask,
     "FeatherMask": FeatherMask,
     "ImageCompositeMasked": ImageCompositeMasked,
+    "SolidMask": SolidMask,
+    "MaskComposite": MaskComposite,
+    "CropMask": CropMask,
+    "ThresholdMask": ThresholdMask,
+    "ImageColorToMask": ImageColorToMask,
+    "MaskPreview": MaskPreview,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "LoadImageMask": "Load Image (as Mask)",
@@ -309,4 +486,11 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "GrowMask": "Grow Mask",
     "FeatherMask": "Feather Mask",
     "ImageCompositeMasked": "Image Composite Masked",
+    # ComfyUI gives these no display name: the editor shows the class name
+    "SolidMask": "SolidMask",
+    "MaskComposite": "MaskComposite",
+    "CropMask": "CropMask",
+    "ThresholdMask": "ThresholdMask",
+    "ImageColorToMask": "ImageColorToMask",
+    "MaskPreview": "MaskPreview",
 }
