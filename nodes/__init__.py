@@ -139,3 +139,9 @@ from nodes import latent_ops as _latent_ops  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_latent_ops.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_latent_ops.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Upscaling: upscale models (spandrel) run in tiles, and resizing by a factor, to a pixel count or a longest side.
+from nodes import upscale as _upscale  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_upscale.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_upscale.NODE_DISPLAY_NAME_MAPPINGS)

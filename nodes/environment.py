@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from diffusion.manager import ModelManager
 
-MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae", "diffusion_models", "text_encoders")
+MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae", "diffusion_models", "text_encoders", "upscale_models")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
