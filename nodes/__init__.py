@@ -145,3 +145,12 @@ from nodes import upscale as _upscale  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_upscale.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_upscale.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Image operations (batches, crop/flip/rotate/stitch, padding, blend, blur, sharpen, quantize, morphology, alpha
+# compositing, Resize Image/Mask) and the image save/load nodes of nodes/image.py (animated PNG/WebP, from outputs).
+from nodes import image as _image  # noqa: E402
+from nodes import image_ops as _image_ops  # noqa: E402
+
+for _images in (_image, _image_ops):
+    NODE_CLASS_MAPPINGS.update(_images.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_images.NODE_DISPLAY_NAME_MAPPINGS)
