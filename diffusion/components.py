@@ -41,6 +41,11 @@ class DiffusionModel:
     # the positive and negative estimates (APG), applied in order before it (`diffusion.sampling.guiders`).
     post_cfg: tuple[Any, ...] = ()
     pre_cfg: tuple[Any, ...] = ()
+    # Patches of the UNet's blocks and self-attention (FreeU, deep shrink, HyperTile, ToMe), in place while a sampler
+    # runs, and the function that turns a LATENT noise mask into each step's (Differential Diffusion), both
+    # `diffusion.sampling.unet_patches`.
+    unet_patches: tuple[Any, ...] = ()
+    denoise_mask_function: Any = None
 
     @property
     def model_sampling(self) -> Any:

@@ -14,7 +14,13 @@ import torch
 
 from diffusion import ldm, registry
 from diffusion.components import DiffusionModel, Vae
-from diffusion.files import MODEL_INDEX, pipeline_class, read_safetensors, safetensors_keys
+from diffusion.encoders import text_encoder_files
+from diffusion.files import (
+    MODEL_INDEX,
+    pipeline_class,
+    read_safetensors,
+    safetensors_keys,
+)
 from diffusion.manager import ModelManager
 
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None for a file without text encoders), VAE
@@ -93,9 +99,34 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
     return models.cached("diffusion_model", path, input_name, load)
 
 
+# ComfyUI reads a lone OpenCLIP-G file given as stable_diffusion as the SDXL refiner's CLIP
+FILE_ROLE_FAMILIES = {("stable_diffusion", text_encoder_files.CLIP_G): "sdxl"}
+
+
+def text_encoders_family(clip_type: str, paths: Mapping[str, Path]) -> registry.Family:
+    """The family that reads these text encoder files (input name -> path) under a ComfyUI CLIP loader `type`
+    (`registry.clip_type_family`, or for a single file of another family's role that family, as ComfyUI does)."""
+    family = registry.clip_type_family(clip_type)
+    if len(paths) == 1:
+        (input_name, path), = paths.items()
+        role = text_encoder_files.file_role(safetensors_keys(Path(path), input_name))
+        if (clip_type, role) in FILE_ROLE_FAMILIES:
+            return registry.family(FILE_ROLE_FAMILIES[clip_type, role])
+    return family
+
+
 def load_text_encoders(models: ModelManager, clip_type: str, paths: Mapping[str, Path]) -> Any:
     """CLIP from text encoder files (input name -> path) of the family whose ComfyUI CLIP loader `type` this is."""
-    return registry.clip_type_family(clip_type).load_text_encoders(models, paths)
+    return text_encoders_family(clip_type, paths).load_text_encoders(models, paths)
+
+
+def text_encoders_family_name(clip_type: str, paths: Mapping[str, Path]) -> str | None:
+    """The family of what `load_text_encoders` would give, for facts known at validation (tensor names only);
+    None when it cannot be told."""
+    try:
+        return text_encoders_family(clip_type, paths).name
+    except ValueError:
+        return None
 
 
 def load_lora(models: ModelManager, path: Path, family_name: str,

@@ -126,6 +126,12 @@ for _sampling_parts in (_custom_sampling, _model_patches, _guidance_patches):
     NODE_CLASS_MAPPINGS.update(_sampling_parts.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_sampling_parts.NODE_DISPLAY_NAME_MAPPINGS)
 
+# Latent operations: compositing, blending, arithmetic, batches and their batch_index, crop/flip/rotate.
+from nodes import latent_ops as _latent_ops  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_latent_ops.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_latent_ops.NODE_DISPLAY_NAME_MAPPINGS)
+
 # Utilities: primitives, the lazy If/Else switch, math expressions, Preview Any, and the text (string) nodes.
 from nodes import strings as _strings  # noqa: E402
 from nodes import utilities as _utilities  # noqa: E402
@@ -133,18 +139,6 @@ from nodes import utilities as _utilities  # noqa: E402
 for _utility in (_utilities, _strings):
     NODE_CLASS_MAPPINGS.update(_utility.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_utility.NODE_DISPLAY_NAME_MAPPINGS)
-
-# Latent operations: compositing, blending, arithmetic, batches and their batch_index, crop/flip/rotate.
-from nodes import latent_ops as _latent_ops  # noqa: E402
-
-NODE_CLASS_MAPPINGS.update(_latent_ops.NODE_CLASS_MAPPINGS)
-NODE_DISPLAY_NAME_MAPPINGS.update(_latent_ops.NODE_DISPLAY_NAME_MAPPINGS)
-
-# Upscaling: upscale models (spandrel) run in tiles, and resizing by a factor, to a pixel count or a longest side.
-from nodes import upscale as _upscale  # noqa: E402
-
-NODE_CLASS_MAPPINGS.update(_upscale.NODE_CLASS_MAPPINGS)
-NODE_DISPLAY_NAME_MAPPINGS.update(_upscale.NODE_DISPLAY_NAME_MAPPINGS)
 
 # Image operations (batches, crop/flip/rotate/stitch, padding, blend, blur, sharpen, quantize, morphology, alpha
 # compositing, Resize Image/Mask) and the image save/load nodes of nodes/image.py (animated PNG/WebP, from outputs).
@@ -154,3 +148,40 @@ from nodes import image_ops as _image_ops  # noqa: E402
 for _images in (_image, _image_ops):
     NODE_CLASS_MAPPINGS.update(_images.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_images.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Conditioning arithmetic and regional prompting (combine, average, concat, zero out, areas, masks, timestep
+# ranges), and image prompts (CLIP vision, style models).
+from nodes import clip_vision as _clip_vision  # noqa: E402
+from nodes import conditioning_ops as _conditioning_ops  # noqa: E402
+
+for _conditioning_nodes in (_conditioning_ops, _clip_vision):
+    NODE_CLASS_MAPPINGS.update(_conditioning_nodes.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_conditioning_nodes.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Upscaling: upscale models (spandrel) run in tiles, and resizing by a factor, to a pixel count or a longest side.
+from nodes import upscale as _upscale  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_upscale.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_upscale.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Model merging and saving: merges (simple, blocks, add, subtract), checkpoint/model/VAE saving, LoRA extraction,
+# and the old loaders (checkpoint with a yaml config, hypernetworks).
+from nodes import model_merging as _model_merging  # noqa: E402
+from nodes import model_saving as _model_saving  # noqa: E402
+from nodes import old_loaders as _old_loaders  # noqa: E402
+
+for _merging in (_model_merging, _model_saving, _old_loaders):
+    NODE_CLASS_MAPPINGS.update(_merging.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_merging.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Patches of the UNet while it samples (FreeU, deep shrink, HyperTile, ToMe, Epsilon Scaling, Differential Diffusion).
+from nodes import unet_patches as _unet_patches  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_unet_patches.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_unet_patches.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Text encoders: CLIPLoader (every type of a family we run), CLIP merges (simple, add, subtract) and CLIPSave.
+from nodes import text_encoders as _text_encoders  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_text_encoders.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_text_encoders.NODE_DISPLAY_NAME_MAPPINGS)

@@ -1,4 +1,5 @@
-"""Loader nodes: checkpoints, diffusers folders, diffusion models alone, text encoder files, VAEs and LoRAs from the
+"""Loader nodes: checkpoints, diffusers folders, diffusion models alone, text encoder files (CLIPLoader,
+DualCLIPLoader, TripleCLIPLoader under ComfyUI's `type` names), VAEs and LoRAs from the
 current environment's models folder, for every model family.
 
 Each node is a thin ComfyUI-style class over `diffusion.loading` (which finds the file's family in the registry
@@ -119,30 +120,97 @@ def _text_encoder_paths(names: dict[str, str]) -> dict[str, Any]:
             for input_name, file_name in names.items()}
 
 
-DUAL_CLIP_TYPES = ("flux",)
+# ComfyUI's `type` choices; the families this engine runs are in `diffusion.registry` (`clip_types`), the others
+# are refused at validation with the model family they are for.
+CLIP_LOADER_TYPES = {
+    "stable_diffusion": None, "stable_cascade": "Stable Cascade", "sd3": None, "stable_audio": "Stable Audio",
+    "mochi": "Mochi", "ltxv": "LTX-Video", "pixart": "PixArt", "cosmos": "Cosmos", "lumina2": "Lumina 2",
+    "wan": "Wan", "hidream": "HiDream", "chroma": "Chroma", "ace": "ACE-Step", "omnigen2": "OmniGen2",
+    "qwen_image": "Qwen-Image", "hunyuan_image": "HunyuanImage"}
+DUAL_CLIP_TYPES = {"sdxl": None, "sd3": None, "flux": None, "hunyuan_video": "HunyuanVideo", "hidream": "HiDream",
+                   "hunyuan_image": "HunyuanImage"}
+DEVICE_INPUT = (["default", "cpu"], {
+    "advanced": True,
+    "tooltip": "Accepted for ComfyUI workflows; the text encoders run where the model manager places every model "
+               "(the engine's device, offloaded to the CPU when memory is tight)."})
 
 
-class DualCLIPLoader:
-    DESCRIPTION = ("Loads two text encoder files from models/text_encoders as one CLIP: for type flux, CLIP-L and "
-                   "T5 (in either order).")
+def _type_problem(types: dict[str, str | None], clip_type: str) -> bool | str:
+    """True, or why a `type` of ComfyUI's is refused (a model family this engine does not run)."""
+    family = types.get(clip_type)
+    if family is None:
+        return True
+    supported = ", ".join(name for name, other in types.items() if other is None)
+    return (f"type: {clip_type!r} text encoders are for {family} models, which this engine does not run; "
+            f"supported types: {supported}")
+
+
+class CLIPLoader:
+    DESCRIPTION = ("Loads one text encoder file from models/text_encoders as a CLIP. stable_diffusion: an SD1 "
+                   "CLIP-L (an OpenCLIP-G file gives the SDXL refiner's CLIP, an OpenCLIP-H file SD2's); sd3: a "
+                   "CLIP-L, CLIP-G or T5-XXL alone (the missing encoders count as zeros, as in ComfyUI). Types of "
+                   "model families this engine does not run are refused when the prompt is validated.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
+    OUTPUT_TOOLTIPS = ("The text encoder for prompts.",)
     FUNCTION = "load_clip"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         names = current_environment().folders.list_models("text_encoders")
-        return {"required": {
-            "clip_name1": (names, {"tooltip": "The first text encoder file."}),
-            "clip_name2": (names, {"tooltip": "The second text encoder file."}),
-            "type": (list(DUAL_CLIP_TYPES), {"tooltip": "The model family the encoders are for."}),
-        }}
+        return {
+            "required": {
+                "clip_name": (names, {"tooltip": "The text encoder file in models/text_encoders."}),
+                "type": (list(CLIP_LOADER_TYPES), {"tooltip": "The model family the encoder is for."}),
+            },
+            "optional": {"device": DEVICE_INPUT},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
+        return _type_problem(CLIP_LOADER_TYPES, widgets.get("type", "stable_diffusion"))
+
+    @classmethod
+    def OUTPUT_FACTS(cls, input_facts: dict[str, Any], clip_name: str, type: str, **widgets: Any) -> tuple[Any, ...]:
+        paths = _text_encoder_paths({"clip_name": clip_name})
+        return family_facts(loading.text_encoders_family_name(type, paths), 1)
+
+    def load_clip(self, clip_name: str, type: str = "stable_diffusion", device: str = "default") -> tuple[TextEncoder]:
+        paths = _text_encoder_paths({"clip_name": clip_name})
+        return (loading.load_text_encoders(current_environment().models, type, paths),)
+
+
+class DualCLIPLoader:
+    DESCRIPTION = ("Loads two text encoder files from models/text_encoders as one CLIP, in either order. sdxl: "
+                   "CLIP-L and CLIP-G; sd3: two of CLIP-L, CLIP-G and T5-XXL (the third counts as zeros, as in "
+                   "ComfyUI); flux: CLIP-L and T5-XXL. Types of model families this engine does not run are "
+                   "refused when the prompt is validated.")
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    OUTPUT_TOOLTIPS = ("The text encoders for prompts, as one CLIP.",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = current_environment().folders.list_models("text_encoders")
+        return {
+            "required": {
+                "clip_name1": (names, {"tooltip": "The first text encoder file."}),
+                "clip_name2": (names, {"tooltip": "The second text encoder file."}),
+                "type": (list(DUAL_CLIP_TYPES), {"tooltip": "The model family the encoders are for."}),
+            },
+            "optional": {"device": DEVICE_INPUT},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
+        return _type_problem(DUAL_CLIP_TYPES, widgets.get("type", "sdxl"))
 
     @classmethod
     def OUTPUT_FACTS(cls, input_facts: dict[str, Any], type: str, **widgets: Any) -> tuple[Any, ...]:
         return family_facts(registry.clip_type_family(type).name, 1)
 
-    def load_clip(self, clip_name1: str, clip_name2: str, type: str) -> tuple[TextEncoder]:
+    def load_clip(self, clip_name1: str, clip_name2: str, type: str, device: str = "default") -> tuple[TextEncoder]:
         paths = _text_encoder_paths({"clip_name1": clip_name1, "clip_name2": clip_name2})
         return (loading.load_text_encoders(current_environment().models, type, paths),)
 

@@ -1,10 +1,10 @@
 """Nodes for the DALL-E 2 style prior + decoder cascade (Kandinsky 2.2): load a prior and a decoder, turn a prompt
-(PriorEncode) or an image (CLIPVisionEncode) into IMAGE_EMBEDS, mix embeddings, and decode them with the
-decoder sampler. The decoder's MoVQ autoencoder is a VAE, so VAEDecode/VAEEncode and the image and latent
-nodes build the cascade (decode small, upscale, encode, denoise again at the higher resolution).
-Models live in `diffusion.families.unclip`; the decoder samples as KSampler does (`diffusion.sampling.ksampler`:
-ComfyUI's samplers and schedulers, or with scheduler `diffusers` KandinskyV22Pipeline's own loop). Knows nothing of
-HTTP.
+into IMAGE_EMBEDS (PriorEncode; images go through ComfyUI's CLIPVisionEncode, `nodes.clip_vision`, whose
+CLIP_VISION_OUTPUT these nodes take as well), mix embeddings, and decode them with the decoder sampler. The
+decoder's MoVQ autoencoder is a VAE, so VAEDecode/VAEEncode and the image and latent nodes build the cascade
+(decode small, upscale, encode, denoise again at the higher resolution). Models live in
+`diffusion.families.unclip`; the decoder samples as KSampler does (`diffusion.sampling.ksampler`: ComfyUI's
+samplers and schedulers, or with scheduler `diffusers` KandinskyV22Pipeline's own loop). Knows nothing of HTTP.
 """
 from __future__ import annotations
 
@@ -13,14 +13,23 @@ from typing import Any
 import torch
 
 from diffusion.components import DiffusionModel, Vae
+from diffusion.encoders.clip_vision import ClipVisionOutput
 from diffusion.families.unclip.loading import load_decoder, load_prior
-from diffusion.families.unclip.text_encoding import ClipVision, UnclipPrior, embeds_conditioning, mix_image_embeds
+from diffusion.families.unclip.text_encoding import (
+    ClipVision,
+    UnclipPrior,
+    embeds_conditioning,
+    image_embeds_of,
+    mix_image_embeds,
+)
 from diffusion.sampling.editing import hand_off
 from diffusion.sampling.ksampler import DIFFUSERS_SCHEDULER, ksample, sampler_names, scheduler_names
 from nodes.environment import current_environment
 from nodes.model_facts import sampler_choice
 from nodes.sampling import MAX_SEED
 
+# image embeddings: the prior's (IMAGE_EMBEDS) or an encoded image's (CLIPVisionEncode's CLIP_VISION_OUTPUT)
+EMBEDS = "IMAGE_EMBEDS,CLIP_VISION_OUTPUT"
 STEPS = {"default": 25, "min": 1, "max": 1000, "tooltip": "The number of denoising steps."}
 # The decoder's defaults: DDPM with the decoder's own diffusers scheduler, KandinskyV22Pipeline's sampling
 DECODER_SAMPLER, DECODER_SCHEDULER = "ddpm", DIFFUSERS_SCHEDULER
@@ -98,23 +107,6 @@ class PriorEncode:
         return prior.encode(text, negative_text, seed, steps, prior_cfg)
 
 
-class CLIPVisionEncode:
-    DESCRIPTION = "Encodes images with the CLIP image encoder into IMAGE_EMBEDS (for the decoder or to mix)."
-    CATEGORY = "conditioning/unclip"
-    RETURN_TYPES = ("IMAGE_EMBEDS",)
-    FUNCTION = "encode"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict[str, Any]:
-        return {"required": {
-            "clip_vision": ("CLIP_VISION", {"tooltip": "The CLIP image encoder (from UnCLIPPriorLoader)."}),
-            "image": ("IMAGE", {"tooltip": "The images to encode (resized and centre-cropped as CLIP expects)."}),
-        }}
-
-    def encode(self, clip_vision: ClipVision, image: torch.Tensor) -> tuple[torch.Tensor]:
-        return (clip_vision.encode(image),)
-
-
 class ImageEmbedsMix:
     DESCRIPTION = "Interpolates two image embeddings (prompts and images alike): (1 - weight) * a + weight * b."
     CATEGORY = "conditioning/unclip"
@@ -124,14 +116,15 @@ class ImageEmbedsMix:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "a": ("IMAGE_EMBEDS", {"tooltip": "The first embedding."}),
-            "b": ("IMAGE_EMBEDS", {"tooltip": "The second embedding."}),
+            "a": (EMBEDS, {"tooltip": "The first embedding (or encoded image)."}),
+            "b": (EMBEDS, {"tooltip": "The second embedding (or encoded image)."}),
             "weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                                  "tooltip": "0 gives a, 1 gives b."}),
         }}
 
-    def mix(self, a: torch.Tensor, b: torch.Tensor, weight: float) -> tuple[torch.Tensor]:
-        return (mix_image_embeds(a, b, weight),)
+    def mix(self, a: torch.Tensor | ClipVisionOutput, b: torch.Tensor | ClipVisionOutput,
+            weight: float) -> tuple[torch.Tensor]:
+        return (mix_image_embeds(image_embeds_of(a, "a"), image_embeds_of(b, "b"), weight),)
 
 
 class UnCLIPDecoderSampler:
@@ -157,8 +150,8 @@ class UnCLIPDecoderSampler:
                 "default": DECODER_SCHEDULER,
                 "tooltip": "How the noise levels are spaced over the steps; diffusers: the decoder's own diffusers "
                            "scheduler (with ddpm, KandinskyV22Pipeline's results)."}),
-            "image_embeds": ("IMAGE_EMBEDS", {"tooltip": "What the image should look like."}),
-            "negative_image_embeds": ("IMAGE_EMBEDS", {"tooltip": "What it should not look like."}),
+            "image_embeds": (EMBEDS, {"tooltip": "What the image should look like."}),
+            "negative_image_embeds": (EMBEDS, {"tooltip": "What it should not look like."}),
             "latent_image": ("LATENT", {"tooltip": "The latents to denoise (empty, or encoded for a second pass)."}),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "How much of the latents to replace with noise and denoise."}),
@@ -169,10 +162,11 @@ class UnCLIPDecoderSampler:
         return sampler_choice(input_facts, widgets)
 
     def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-               image_embeds: torch.Tensor, negative_image_embeds: torch.Tensor, latent_image: dict[str, Any],
-               denoise: float = 1.0) -> tuple[dict[str, Any]]:
-        samples = ksample(model, seed, steps, cfg, sampler_name, scheduler, embeds_conditioning(image_embeds),
-                          embeds_conditioning(negative_image_embeds), latent_image, denoise)
+               image_embeds: torch.Tensor | ClipVisionOutput, negative_image_embeds: torch.Tensor | ClipVisionOutput,
+               latent_image: dict[str, Any], denoise: float = 1.0) -> tuple[dict[str, Any]]:
+        positive = embeds_conditioning(image_embeds_of(image_embeds, "image_embeds"))
+        negative = embeds_conditioning(image_embeds_of(negative_image_embeds, "negative_image_embeds"))
+        samples = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
         return (hand_off({**latent_image, "samples": samples}, latent_image, False),)
 
 
@@ -180,7 +174,6 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "UnCLIPPriorLoader": UnCLIPPriorLoader,
     "UnCLIPDecoderLoader": UnCLIPDecoderLoader,
     "PriorEncode": PriorEncode,
-    "CLIPVisionEncode": CLIPVisionEncode,
     "ImageEmbedsMix": ImageEmbedsMix,
     "UnCLIPDecoderSampler": UnCLIPDecoderSampler,
 }
@@ -189,7 +182,6 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "UnCLIPPriorLoader": "Load unCLIP Prior",
     "UnCLIPDecoderLoader": "Load unCLIP Decoder",
     "PriorEncode": "Prior Encode (text to image embedding)",
-    "CLIPVisionEncode": "CLIP Vision Encode",
     "ImageEmbedsMix": "Mix Image Embeddings",
     "UnCLIPDecoderSampler": "Decoder Sampler (image embeddings)",
 }

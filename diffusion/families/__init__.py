@@ -2,4 +2,5 @@
 `loading` (every file layout it has), `text_encoding` (its CLIP value), `sampling` (its `FamilySampling` hooks),
 `lora` (how its LoRA files are keyed), `demo` (tiny random-weight models in its real file layouts, for tests and
 the out-of-the-box demo; real-model code never imports them), and `__init__` with its `FAMILY` registry entry
-(`diffusion.registry`). `ldm_export` writes diffusers modules in the original LDM key layout, for the demos."""
+(`diffusion.registry`). `ldm_export` writes diffusers modules in the original LDM key layout, for the demos
+and for saving (`diffusion.saving`)."""

@@ -2,7 +2,8 @@
 
 This is the inverse of diffusers' single-file converters, written independently of them (from the LDM module
 structure), so that a checkpoint the tiny-model generator writes really exercises the loader's conversion:
-converting it back must give the original weights. Knows nothing of nodes, files or devices.
+converting it back must give the original weights. `diffusion.saving` writes checkpoints with it (CheckpointSave).
+Knows nothing of nodes, files or devices.
 """
 from __future__ import annotations
 

@@ -6,7 +6,9 @@ The run follows ComfyUI's: initial noise drawn on the CPU from the seed (`diffus
 the latents by the model's `ModelSampling` (pure noise when the first sigma is the schedule's largest), the
 sampler's steps (`diffusion.sampling.samplers`), the inverse scaling at the end. A LATENT noise mask keeps the
 unmasked latents for ordinary models, as ComfyUI's inpainting wrapper does: each step's input outside the mask is
-the source noised to that step's sigma, and its denoised estimate outside the mask is the source itself.
+the source noised to that step's sigma, and its denoised estimate outside the mask is the source itself (the
+mask turned into each step's by the model's `denoise_mask_function` where it has one: Differential Diffusion). A
+model's UNet patches (FreeU, deep shrink, ...) are in place while the run lasts (`diffusion.sampling.unet_patches`).
 Knows nothing of nodes; reports progress through `engine.progress` (which also raises on interrupt, also before
 every network call within a step).
 """
@@ -21,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.lora import lora_applied
-from diffusion.sampling import editing, noise, samplers
+from diffusion.sampling import editing, noise, samplers, unet_patches
 from diffusion.sampling.denoising import Denoiser, StepCallback
 from diffusion.sampling.guiders import CFGGuider
 from diffusion.sampling.preview import LatentPreview
@@ -75,6 +77,9 @@ class _KeepUnmasked:
     mask: torch.Tensor
     source: torch.Tensor
     start_noise: torch.Tensor
+    # the model's `denoise_mask_function` (Differential Diffusion) with the run's sigmas, or None
+    mask_function: Any = None
+    sigmas: torch.Tensor | None = None
 
     @property
     def model_sampling(self) -> Any:
@@ -85,10 +90,44 @@ class _KeepUnmasked:
         return self.inner.uncond_denoised
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        keep = 1.0 - self.mask
+        mask = self.mask
+        if self.mask_function is not None:
+            mask = self.mask_function(sigma, mask, self.sigmas, self.model_sampling)
+        keep = 1.0 - mask
         noised_source = self.model_sampling.noise_scaling(sigma.reshape(-1, 1, 1, 1), self.start_noise, self.source)
-        x = x * self.mask + noised_source * keep
-        return self.inner(x, sigma) * self.mask + self.source * keep
+        x = x * mask + noised_source * keep
+        return self.inner(x, sigma) * mask + self.source * keep
+
+
+@dataclass(eq=False)
+class _SigmaNoted:
+    """A `Denoiser` around another that tells the UNet patches of the run (`unet_patches.PatchRun`) the noise
+    level of each call before the network runs."""
+
+    inner: Denoiser
+    run: unet_patches.PatchRun
+
+    @property
+    def model_sampling(self) -> Any:
+        return self.inner.model_sampling
+
+    @property
+    def uncond_denoised(self) -> torch.Tensor | None:
+        return self.inner.uncond_denoised
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        self.run.sigma = float(sigma[0])
+        return self.inner(x, sigma)
+
+
+def _patch_run(latent: Mapping[str, Any], noise_source: Any) -> unet_patches.PatchRun:
+    """What a run's UNet patches see; their random draws continue from the starting noise's generator, as
+    ComfyUI's continue from its global generator after drawing the noise."""
+    generator = None
+    if isinstance(noise_source, RandomNoise):
+        generator = torch.Generator("cpu")
+        noise.initial_noise(latent["samples"], noise_source.seed, latent.get("batch_index"), generator)
+    return unet_patches.PatchRun(noise_source.seed, generator)
 
 
 @contextmanager
@@ -122,6 +161,7 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
     initial = noise_source.generate(latent).to(device)
     source = latent_image.to(device, torch.float32)
     edit = editing.EditInputs.prepare(model, latent, guider.image_cfg)
+    patch_run = _patch_run(latent, noise_source) if model.unet_patches else None
     steps = len(sigmas) - 1
 
     def on_step(index: int, latents: torch.Tensor, denoised: torch.Tensor) -> None:
@@ -131,13 +171,16 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
 
     with torch.inference_mode(), lora_applied(model.network, model.lora_component, model.loras), \
             interrupts_between_blocks(model.network, model.speedups), \
-            speedups_applied(model.network, model.speedups) as network:
+            speedups_applied(model.network, model.speedups) as network, \
+            unet_patches.patches_applied(model.network, model.unet_patches, patch_run):
         cfg1_optimization = not samplers.sampler_spec(sampler.name).uses_unguided
         denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,
                                              cfg1_optimization)
+        if model.unet_patches:
+            denoiser = _SigmaNoted(denoiser, patch_run)
         if edit is not None and edit.keeps_source:
             denoiser = _KeepUnmasked(denoiser, _noise_mask(edit.noise_mask, source.shape).to(device), source,
-                                     initial)
+                                     initial, model.denoise_mask_function, sigmas.to(device))
         x = samplers.sample_from_noise(sampler.name, denoiser, initial, source, sigmas.to(device), noise_source.seed,
                                        on_step, **sampler.options)
     return x.float().cpu()

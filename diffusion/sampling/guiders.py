@@ -4,8 +4,10 @@
 One call of a guider's denoiser runs the model's network once per group of guidance rows (negatives first, then
 positives, as ComfyUI batches them), turns each row's raw output into a denoised estimate with the model's
 `ModelSampling` (`calculate_input` before the network, `calculate_denoised` after, at the network's own timestep)
-and combines the rows: classifier-free guidance on the denoised estimates, as ComfyUI's `cfg_function` does. The
-negative rows are skipped when cfg is 1 (ComfyUI's cfg1 optimization).
+and combines the rows: each side's entries blended by strength, then classifier-free guidance on the denoised
+estimates, as ComfyUI's `cfg_function` does. The negative rows are skipped when cfg is 1 (ComfyUI's cfg1
+optimization). Entries with an area, a mask or a timestep range (`diffusion.sampling.regions`) run on their area
+while they are in range, blended per pixel, as ComfyUI's calc_cond_batch does.
 
 A model's patches hook in where ComfyUI's sampler functions do: each pre-CFG patch (`DiffusionModel.pre_cfg`,
 APG) turns the positive and negative estimates into new ones before guidance; each post-CFG patch
@@ -30,7 +32,7 @@ import torch
 
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, GuidanceBatch
-from diffusion.sampling import editing
+from diffusion.sampling import editing, regions
 from diffusion.sampling.guidance import guidance_batch
 
 if TYPE_CHECKING:
@@ -86,29 +88,57 @@ def _weighted_mean(rows: torch.Tensor, weights: list[float], batch: int) -> torc
     return total / (sum(weights) + 1e-37)
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """One entry's estimate in one side's blend: the rows of guidance entry `entry` (its text and inputs) run
+    over `region` (None: the whole latents, weighted by `strength`)."""
+
+    side: int
+    entry: int
+    region: regions.Region | None
+    strength: float = 1.0
+
+
 class ModelDenoiser:
-    """The model's denoised estimates of every guidance row at one noise level: the network's output through its
-    `ModelSampling`, one network call per embedding group. Guiders combine the rows."""
+    """The model's denoised estimates at one noise level, one per side: `sides` are spans (first entry, count) of
+    the guidance batch's entries (default: its negatives, positives and unconditionals, those present), each side
+    its entries' blend. The network runs once per embedding group; entries with an area, a mask or a timestep range
+    (`diffusion.sampling.regions`) run as ComfyUI's calc_cond_batch runs them. Guiders combine the sides."""
 
     def __init__(self, model: DiffusionModel, network: Any, guidance: GuidanceBatch, batch: int,
-                 model_sampling: "ModelSampling", before_call: Callable[[], None] | None = None) -> None:
+                 model_sampling: "ModelSampling", before_call: Callable[[], None] | None = None,
+                 sides: Sequence[tuple[int, int]] | None = None) -> None:
         self.model, self.network, self.guidance, self.batch = model, network, guidance, batch
         self.model_sampling = model_sampling
         self.inputs = model.sampling.network_inputs(guidance, batch, model.device, model.dtype)
         self.before_call = before_call
+        self.weights = guidance.negative_weights + guidance.positive_weights + guidance.unconditional_weights
+        self.sides = list(sides) if sides is not None else _default_sides(guidance)
+        # the unconditional rows are the negative entries again, without the image
+        self.entry_options = [*guidance.options, *guidance.options[:len(guidance.unconditional_weights)]]
+        self.regional = any(regions.is_regional(options) for options in self.entry_options)
+        self._placements: dict[tuple[int, ...], list[_Placement]] = {}
 
-    def rows(self, x: torch.Tensor, sigma: torch.Tensor, change: NetworkChange | None = None) -> torch.Tensor:
-        """Denoised estimates [rows, C, H, W] of `x` ([batch, C, H, W] at `sigma`, [batch]) for every row, with
-        the model's network module changed by `change` for these calls when given."""
+    def estimates(self, x: torch.Tensor, sigma: torch.Tensor, change: NetworkChange | None = None
+                  ) -> list[torch.Tensor]:
+        """The denoised estimate [batch, C, H, W] of every side for `x` ([batch, C, H, W] at `sigma`, [batch]),
+        with the model's network module changed by `change` for these calls when given."""
         with contextlib.nullcontext() if change is None else change(self.model.network):
-            return self._rows(x, sigma)
+            if self.regional:
+                return self._regional(x, sigma)
+            rows, batch = self._rows(x, sigma), self.batch
+            return [_weighted_mean(rows[first * batch:(first + count) * batch], self.weights[first:first + count],
+                                   batch) for first, count in self.sides]
 
-    def _rows(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def _network_rows(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
         copies = self.guidance.rows // self.batch
         x_rows = torch.cat([x] * copies) if copies > 1 else x
         sigma_rows = torch.cat([sigma] * copies) if copies > 1 else sigma
         model_input = self.model_sampling.calculate_input(sigma_rows, x_rows).to(self.model.dtype)
-        timestep = self.model_sampling.timestep(sigma_rows).float()
+        return x_rows, sigma_rows, model_input, self.model_sampling.timestep(sigma_rows).float()
+
+    def _rows(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        x_rows, sigma_rows, model_input, timestep = self._network_rows(x, sigma)
         outputs = []
         for group in self.guidance.groups:
             if self.before_call is not None:
@@ -121,6 +151,84 @@ class ModelDenoiser:
                 _rows(self.inputs, rows, self.guidance.rows)).float())
         output = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
         return self.model_sampling.calculate_denoised(sigma_rows, output, x_rows)
+
+    def _placements_for(self, shape: torch.Size) -> list[_Placement]:
+        """Every side's placements on latents of `shape`: its entries, then the twins of other sides' area entries
+        (`regions.area_twin`), in ComfyUI's order."""
+        key = tuple(shape)
+        if key in self._placements:
+            return self._placements[key]
+        height, width = shape[-2:]
+        entry_regions = [regions.region(options, shape, self.model_sampling) if regions.is_regional(options) else None
+                         for options in self.entry_options]
+        entry_areas = [regions.resolved_areas(options, height, width)[0] for options in self.entry_options]
+        sides = [[(_Placement(side, entry, entry_regions[entry], self.weights[entry]), entry_areas[entry])
+                  for entry in range(first, first + count)] for side, (first, count) in enumerate(self.sides)]
+        for side, placed in enumerate(sides):
+            for placement, area in placed:
+                if area is None:
+                    continue
+                for other, other_placed in enumerate(sides):
+                    twin = None if other == side else regions.area_twin(area, [a for _, a in other_placed])
+                    if twin is not None:
+                        source = other_placed[twin][0]
+                        other_placed.append((dataclasses.replace(placement, side=other, entry=source.entry), area))
+        self._placements[key] = [placement for placed in sides for placement, _ in placed]
+        return self._placements[key]
+
+    def _group_of(self, entry: int) -> int:
+        row = entry * self.batch
+        return next(index for index, group in enumerate(self.guidance.groups) if group.start <= row < group.stop)
+
+    def _regional(self, x: torch.Tensor, sigma: torch.Tensor) -> list[torch.Tensor]:
+        """ComfyUI's calc_cond_batch: the active placements, batched by embedding group and area, blended into
+        each side with their weights and divided by the summed weights."""
+        batch = self.batch
+        x_rows, sigma_rows, model_input, timestep = self._network_rows(x, sigma)
+        level = float(sigma.reshape(-1)[0])
+        calls: dict[tuple[int, Any], list[_Placement]] = {}
+        for placement in self._placements_for(x.shape):
+            if placement.region is None or placement.region.active(level):
+                area = None if placement.region is None else placement.region.area
+                calls.setdefault((self._group_of(placement.entry), area), []).append(placement)
+        totals = [torch.zeros_like(x, dtype=torch.float32) for _ in self.sides]
+        counts = [torch.full_like(x, 1e-37, dtype=torch.float32) for _ in self.sides]
+        for (group_index, _), members in calls.items():
+            if self.before_call is not None:
+                self.before_call()
+            group = self.guidance.groups[group_index]
+            index = torch.cat([torch.arange(p.entry * batch, (p.entry + 1) * batch) for p in members])
+            crop = members[0].region.crop if members[0].region is not None else _whole
+            concat = self.guidance.concat
+            network = self.network if concat is None else editing.ExtraChannels(
+                self.network, crop(concat[index.to(concat.device)]))
+            device_index = index.to(model_input.device)
+            output = self.model.sampling.network_output(
+                network, crop(model_input[device_index]), timestep[device_index],
+                group.embeddings[(index - group.start).to(group.embeddings.device)],
+                _rows(self.inputs, device_index, self.guidance.rows)).float()
+            denoised = self.model_sampling.calculate_denoised(sigma_rows[device_index], output,
+                                                              crop(x_rows[device_index]))
+            for placement, estimate in zip(members, denoised.split(batch)):
+                weight = (placement.strength if placement.region is None
+                          else placement.region.weight.to(estimate.device))
+                crop(totals[placement.side]).add_(estimate * weight)
+                crop(counts[placement.side]).add_(weight)
+        return [total / count for total, count in zip(totals, counts)]
+
+
+def _whole(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _default_sides(guidance: GuidanceBatch) -> list[tuple[int, int]]:
+    """Spans of the negatives, positives and unconditionals that the guidance batch has."""
+    sides, first = [], 0
+    for weights in (guidance.negative_weights, guidance.positive_weights, guidance.unconditional_weights):
+        if weights:
+            sides.append((first, len(weights)))
+            first += len(weights)
+    return sides
 
 
 class ConditioningEstimate:
@@ -147,8 +255,7 @@ class ConditioningEstimate:
             prepared = (conditioning, ModelDenoiser(model, self.network, guidance, self.batch, self.model_sampling,
                                                     self.before_call))
             self._prepared[id(conditioning)] = prepared
-        rows = prepared[1]
-        return _weighted_mean(rows.rows(x, sigma, change), rows.guidance.positive_weights, self.batch)
+        return prepared[1].estimates(x, sigma, change)[0]
 
 
 @dataclass(eq=False)
@@ -176,20 +283,18 @@ class CfgDenoiser:
         guidance, batch = self.rows.guidance, self.rows.batch
         negative_rows = len(guidance.negative_weights) * batch
         with _observed(self.post_cfg, self.rows.model.network, slice(0, min(batch, negative_rows))):
-            estimates = self.rows.rows(x, sigma)
-        positive = _weighted_mean(estimates[negative_rows:], guidance.positive_weights, batch)
+            estimates = self.rows.estimates(x, sigma)
         if not guidance.uses_negative:  # ComfyUI's cfg1 optimization: the skipped negative estimate counts as zeros
-            positive, negative = apply_pre_cfg(self.pre_cfg, positive, torch.zeros_like(positive), sigma, x,
+            positive, negative = apply_pre_cfg(self.pre_cfg, estimates[0], torch.zeros_like(estimates[0]), sigma, x,
                                                self.cfg)
             self.uncond_denoised = None
             return self._post(positive, positive, negative, sigma, x)
-        negative = _weighted_mean(estimates[:negative_rows], guidance.negative_weights, batch)
+        negative, positive = estimates[:2]
         positive, negative = apply_pre_cfg(self.pre_cfg, positive, negative, sigma, x, self.cfg)
         self.uncond_denoised = negative
         if guidance.image_cfg is None:
             return self._post(negative + (positive - negative) * self.cfg, positive, negative, sigma, x)
-        unconditional = _weighted_mean(estimates[negative_rows + len(guidance.positive_weights) * batch:],
-                                       guidance.unconditional_weights, batch)
+        unconditional = estimates[2]
         guided = unconditional + self.cfg * (positive - negative) + guidance.image_cfg * (negative - unconditional)
         return self._post(guided, positive, negative, sigma, x)
 
@@ -288,8 +393,10 @@ class JointEstimates:
         # rows: the other conditionings' entries as the "negative" side, in order, then the last one's
         guidance = guidance_batch(last, joint_others or last, batch, _WITH_NEGATIVE_ROWS if others else 1.0,
                                   model.device, model.dtype, edit)
-        self.weights = guidance.negative_weights + guidance.positive_weights
-        self.rows = ModelDenoiser(model, network, guidance, batch, model_sampling, before_call)
+        present = [conditioning for conditioning in self.conditionings if conditioning is not None]
+        firsts = [sum(len(conditioning) for conditioning in present[:index]) for index in range(len(present))]
+        self.rows = ModelDenoiser(model, network, guidance, batch, model_sampling, before_call,
+                                  [(first, len(conditioning)) for first, conditioning in zip(firsts, present)])
         self.estimate = ConditioningEstimate(model, network, batch, edit, model_sampling, before_call)
         # the rows of the second conditioning's first entry: what ComfyUI's attention hooks see as the uncond
         first_entries = [sum(len(c) for c in self.conditionings[:index] if c is not None)
@@ -301,19 +408,9 @@ class JointEstimates:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, observers: tuple[Any, ...] = ()) -> list[torch.Tensor]:
         """One estimate [batch, C, H, W] per conditioning, in their order; `observers`: patches whose `observing`
         context the main pass runs in."""
-        batch = self.rows.batch
         with _observed(observers, self.rows.model.network, self.uncond_rows):
-            estimates = self.rows.rows(x, sigma)
-        results, entry = [], 0
-        for conditioning in self.conditionings:
-            if conditioning is None:
-                results.append(torch.zeros_like(x))
-                continue
-            count = len(conditioning)
-            rows = estimates[entry * batch:(entry + count) * batch]
-            results.append(_weighted_mean(rows, self.weights[entry:entry + count], batch))
-            entry += count
-        return results
+            estimates = iter(self.rows.estimates(x, sigma))
+        return [torch.zeros_like(x) if conditioning is None else next(estimates) for conditioning in self.conditionings]
 
 
 @dataclass(eq=False)

@@ -17,6 +17,7 @@ from diffusion.contracts import Conditioning, FamilySampling
 from diffusion.sampling import custom, loop, samplers, sigma_schedules
 from diffusion.sampling.editing import EditInputs
 from diffusion.sampling.guiders import CFGGuider
+from diffusion.sampling.regions import regional_problem
 from diffusion.sampling.schedulers import available_samplers
 
 DIFFUSERS_SCHEDULER = "diffusers"
@@ -74,6 +75,13 @@ def ksample(model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_na
         if model.pre_cfg or model.post_cfg:
             raise ValueError(f"scheduler: {DIFFUSERS_SCHEDULER!r} runs the model's diffusers scheduler, which takes no "
                              "guidance patches (RescaleCFG, CFGZeroStar, PAG, ...); use one of ComfyUI's schedulers")
+        if model.unet_patches or model.denoise_mask_function is not None:
+            raise ValueError(f"scheduler: {DIFFUSERS_SCHEDULER!r} runs the model's diffusers scheduler, which takes no "
+                             "UNet patches (FreeU, deep shrink, HyperTile, ...); use one of ComfyUI's schedulers")
+        problem = regional_problem({"positive": positive, "negative": negative},
+                                   f"by the {DIFFUSERS_SCHEDULER!r} scheduler")
+        if problem is not None:
+            raise ValueError(problem)
         if denoise <= 0:
             return latent["samples"].clone()
         span = _diffusers_span(steps, denoise, add_noise, start_step, last_step, force_full_denoise)

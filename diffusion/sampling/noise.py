@@ -13,12 +13,14 @@ from collections.abc import Sequence
 import torch
 
 
-def initial_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None) -> torch.Tensor:
+def initial_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """The starting noise of `latent` for `seed`: one draw of the latents' shape from a CPU generator seeded
     with the seed. With `batch_index` (rows picked from a larger batch), rows are drawn one at a time and row k
     gets draw number `batch_index[k]`; that is the whole batch's row when a row holds a multiple of 16 values
-    (torch draws normals 16 at a time), as latents do."""
-    generator = torch.Generator("cpu").manual_seed(seed)
+    (torch draws normals 16 at a time), as latents do. A `generator` given is seeded and used (afterwards it is
+    where ComfyUI's global generator is after its noise, for the random choices of UNet patches)."""
+    generator = (generator or torch.Generator("cpu")).manual_seed(seed)
     if batch_index is None:
         return torch.randn(latent.size(), dtype=latent.dtype, layout=latent.layout, generator=generator,
                            device="cpu")

@@ -17,13 +17,13 @@ from diffusion.families.unclip.text_encoding import embeds_conditioning
 from engine.cache import OutputCache
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
+from nodes.clip_vision import CLIPVisionEncode
 from nodes.custom_sampling import KSamplerSelect, SamplerCustom
 from nodes.image import LoadImage
 from nodes.latent import EmptyLatentImage, VAEDecode, VAEEncode
 from nodes.loaders import DiffusersLoader
 from nodes.sampling import KSampler
 from nodes.unclip import (
-    CLIPVisionEncode,
     ImageEmbedsMix,
     PriorEncode,
     UnCLIPDecoderLoader,

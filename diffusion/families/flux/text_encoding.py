@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -33,6 +33,15 @@ class FluxClip:
     def offloadable(self) -> list[Any]:
         """The big text encoders that may be freed after encoding (T5; CLIP-L is small)."""
         return [self.t5_model]
+
+    def parts(self) -> dict[str, Any]:
+        """The encoders under ComfyUI's part names (CLIPSave, CLIP merges)."""
+        return {"clip_l": self.clip_model, "t5xxl": self.t5_model}
+
+    def with_parts(self, parts: Mapping[str, Any]) -> "FluxClip":
+        """The same CLIP with some encoders replaced (by part name), e.g. merged copies."""
+        return dataclasses.replace(self, clip_model=parts.get("clip_l", self.clip_model),
+                                   t5_model=parts.get("t5xxl", self.t5_model))
 
     def with_lora(self, patch: LoraPatch) -> "FluxClip":
         return dataclasses.replace(self, loras=self.loras + (patch,))

@@ -21,4 +21,5 @@ FAMILY = Family(
     name=loading.FAMILY, title="Stable Diffusion 1.x/2.x", sampling=sampling.SdSampling,
     make_demo_models=_make_demo_models, is_checkpoint=detection.is_checkpoint,
     load_checkpoint=loading.load_checkpoint, pipelines=loading.FOLDER_PIPELINES, load_folder=loading.load_folder,
+    clip_types=loading.CLIP_TYPES, load_text_encoders=loading.load_text_encoders,
     read_lora=lora.read_lora, standalone_vae=(4, loading.version_config("sd1")["vae"]["scale_factor"], 0.0))

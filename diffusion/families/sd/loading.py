@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from diffusion import ldm
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
+from diffusion.encoders import text_encoder_files
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
 from diffusion.families.sd.detection import CLIP, OPEN_CLIP, UNET, detect_prediction_type, detect_version
 from diffusion.families.sd.sampling import SD_SAMPLING
@@ -24,7 +25,12 @@ from diffusion.families.sd.text_encoding import SdClip
 from diffusion.files import block_indices, config_beside, empty_weights, load_strict, public_config
 from diffusion.files import scheduler_config as folder_scheduler_config
 
+if TYPE_CHECKING:
+    from diffusion.manager import ModelManager
+
 FAMILY = "sd"
+CLIP_TYPES = ("stable_diffusion",)  # CLIPLoader's type for an SD1 CLIP-L or SD2 OpenCLIP-H file
+CLIP_HEAD_CHANNELS = 64
 FOLDER_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
                     "StableDiffusionInstructPix2PixPipeline")
 
@@ -179,3 +185,26 @@ def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, 
     scheduler = folder_scheduler_config(folder)
     return (sd_model(place(unet).eval(), scheduler, name), SdClip(tokenizer, place(text_encoder).eval(), name),
             Vae(place(vae).eval(), name))
+
+
+def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> SdClip:
+    """The CLIP of one text encoder file (CLIPLoader, type stable_diffusion): SD1's CLIP-L, or SD2's OpenCLIP-H
+    (24 layers, in the transformers layout), whose last layer is left out as for SD2 checkpoints (SD2 reads the
+    penultimate layer). The model manager caches it per file."""
+    if len(paths) != 1:
+        raise ValueError(f"type stable_diffusion takes one text encoder file, got {len(paths)}")
+    (input_name, path), = paths.items()
+    role = text_encoder_files.file_roles({input_name: text_encoder_files.read_header(path, input_name)})[input_name]
+    versions = {text_encoder_files.CLIP_L: ("sd1", 0), text_encoder_files.CLIP_H: ("sd2", 1)}
+    if role not in versions:
+        raise ValueError(f"{input_name}: type stable_diffusion takes an SD1 CLIP-L or SD2 OpenCLIP-H file; "
+                         f"this one is {role}")
+    version, dropped = versions[role]
+    base = version_config(version)
+    text = base["text_encoder"]
+    settings = {"hidden_act": text["hidden_act"], "layer_norm_eps": text["layer_norm_eps"],
+                "head_channels": CLIP_HEAD_CHANNELS}
+    part = text_encoder_files.load_part(models, path, input_name, role, settings, projection=False,
+                                        drop_layers=dropped)
+    tokenizer = clip_tokenizer(part.vocab_size, base["tokenizer"]["pad_token"])
+    return SdClip(tokenizer, part.model, Path(path).name)

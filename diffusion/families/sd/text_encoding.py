@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -47,6 +47,17 @@ class SdClip:
 
     def offloadable(self) -> list[Any]:
         return []  # one CLIP, small beside the UNet
+
+    def parts(self) -> dict[str, Any]:
+        """The encoder under ComfyUI's part name (CLIPSave, CLIP merges): SD1's CLIP-L (quick-GELU) or SD2's
+        OpenCLIP-H (GELU)."""
+        part = "clip_h" if self.text_encoder.config.hidden_act == "gelu" else "clip_l"
+        return {part: self.text_encoder}
+
+    def with_parts(self, parts: Mapping[str, Any]) -> "SdClip":
+        """The same CLIP with its encoder replaced (e.g. by a merged copy)."""
+        (part,) = self.parts()
+        return dataclasses.replace(self, text_encoder=parts.get(part, self.text_encoder))
 
     def _encode_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states of the chosen layer (final layer norm applied, as diffusers' clip_skip) and pooled output."""

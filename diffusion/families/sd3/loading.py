@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -16,6 +16,7 @@ from diffusion import ldm
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders import t5 as t5_files
+from diffusion.encoders import text_encoder_files
 from diffusion.encoders.clip import fit_keys
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
 from diffusion.families.sd3.detection import CLIP_G, CLIP_L, T5, TRANSFORMER_PREFIX
@@ -28,7 +29,6 @@ from diffusion.files import (
     load_strict,
     pipeline_components,
     public_config,
-    read_safetensors,
 )
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from diffusion.manager import ModelManager
 
 FAMILY = "sd3"
-CLIP_TYPES = ("sd3",)  # TripleCLIPLoader's files, under ComfyUI's CLIP loader type name
+CLIP_TYPES = ("sd3",)  # the CLIP loaders' type for SD3's encoder files (one, two or three of them)
 Sd3Triple = tuple[DiffusionModel, "Sd3Clip | None", Vae]
 
 
@@ -156,62 +156,34 @@ def load_checkpoint(state: Mapping[str, torch.Tensor], name: str, place: Place) 
     return sd3_model(transformer, family["scheduler"], name), clip, Vae(vae, name)
 
 
-# ---------------------------------------------------------------- separate text encoder files (TripleCLIPLoader)
-
-def _clip_width(state: Mapping[str, torch.Tensor]) -> int:
-    for prefix in ("text_model.", ""):
-        key = prefix + "embeddings.token_embedding.weight"
-        if key in state:
-            return int(state[key].shape[1])
-    raise KeyError("embeddings.token_embedding.weight")
-
-
-def clip_from_files(states: Mapping[str, Mapping[str, torch.Tensor]], name: str, place: Place,
-                    reread: Callable[[str], Mapping[str, torch.Tensor]] | None = None) -> Sd3Clip:
-    """SD3's CLIP from separate files (input name -> tensors, transformers key layout): two CLIPs and optionally
-    one T5, in any order. T5 is recognised by its keys; of the CLIPs the narrower is CLIP-L (the first given when
-    they are equally wide). With `reread` (an input name -> that file's tensors read again) T5 is built only when
-    a prompt is first encoded, and can be freed after encoding."""
-    family = config()
-    t5_inputs = [input_name for input_name, state in states.items() if t5_files.is_t5_encoder(state)]
-    clip_inputs = [input_name for input_name in states if input_name not in t5_inputs]
-    if len(clip_inputs) != 2 or len(t5_inputs) > 1:
-        raise ValueError(f"SD3 needs a CLIP-L and a CLIP-G file (and optionally one T5); found CLIP files "
-                         f"{clip_inputs or 'none'} and T5 files {t5_inputs or 'none'}")
-    clip_inputs.sort(key=lambda input_name: _clip_width(states[input_name]))
-    encoders = []
-    for input_name, role, pad in zip(clip_inputs, ("text_encoder", "text_encoder_2"), ("tokenizer", "tokenizer_2")):
-        state = states[input_name]
-        prefix = "" if any(key.startswith("text_model.") for key in state) else None
-        if prefix is None:
-            state = {"text_model." + key if not key.startswith("text_projection") else key: tensor
-                     for key, tensor in state.items()}
-        try:
-            model = place(_clip_from_state(state, "", family[role]))
-        except (KeyError, IndexError) as error:
-            raise ValueError(f"{input_name}: CLIP text encoder tensors incomplete ({error})") from error
-        encoders.append((model, clip_tokenizer(model.config.vocab_size, family[pad]["pad_token"])))
-    t5 = t5_tokenizer = None
-    if t5_inputs:
-        t5_input = t5_inputs[0]
-        t5_tokenizer = t5_files.t5_tokenizer_for_vocab(t5_files.t5_vocab_size(states[t5_input]), t5_input)
-        if reread is None:
-            t5 = place(t5_files.build_t5_encoder(states[t5_input], t5_input))
-        else:
-            t5 = LazyModule(lambda: place(t5_files.build_t5_encoder(reread(t5_input), t5_input)), t5_input)
-    (clip_l, tokenizer_l), (clip_g, tokenizer_g) = encoders
-    return make_clip(clip_l, tokenizer_l, clip_g, tokenizer_g, t5, t5_tokenizer, name)
-
+# ---------------------------------------------------------------- separate text encoder files (CLIP loaders)
 
 def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Sd3Clip:
-    """SD3's CLIP from text encoder files (input name -> path: CLIP-L, CLIP-G and optionally T5, in any order),
-    cached by the model manager as one value under the first file; T5 is read on the first encode."""
-    first = next(iter(paths))
-
-    def load() -> Sd3Clip:
-        states = {input_name: read_safetensors(path, input_name) for input_name, path in paths.items()}
-        name = "+".join(Path(path).name for path in paths.values())
-        return clip_from_files(states, name, models.place,
-                               reread=lambda input_name: read_safetensors(paths[input_name], input_name))
-
-    return models.cached("sd3-clip", paths[first], first, load)
+    """SD3's CLIP from one to three text encoder files (input name -> path), any of CLIP-L, CLIP-G and T5 in any
+    order (CLIPLoader, DualCLIPLoader and TripleCLIPLoader with type sd3; absent encoders give ComfyUI's zeros).
+    Each file is cached by the model manager on its own; T5 is read on the first encode."""
+    family = config()
+    headers = {input_name: text_encoder_files.read_header(path, input_name) for input_name, path in paths.items()}
+    roles = text_encoder_files.file_roles(headers)
+    by_role: dict[str, str] = {}
+    for input_name, role in roles.items():
+        if role not in (text_encoder_files.CLIP_L, text_encoder_files.CLIP_G, text_encoder_files.T5) \
+                or role in by_role:
+            raise ValueError(f"{input_name}: SD3 takes at most one CLIP-L, one CLIP-G and one T5 file; found "
+                             f"{text_encoder_files.describe_roles(roles)}")
+        by_role[role] = input_name
+    settings = {text_encoder_files.CLIP_L: "text_encoder", text_encoder_files.CLIP_G: "text_encoder_2"}
+    pads = {text_encoder_files.CLIP_L: "tokenizer", text_encoder_files.CLIP_G: "tokenizer_2"}
+    encoders: dict[str, tuple[Any, Any]] = {}
+    for role, input_name in by_role.items():
+        if role == text_encoder_files.T5:
+            part = text_encoder_files.load_part(models, paths[input_name], input_name, role)
+            encoders[role] = part.model, t5_files.t5_tokenizer_for_vocab(part.vocab_size, input_name)
+        else:
+            part = text_encoder_files.load_part(models, paths[input_name], input_name, role, family[settings[role]])
+            encoders[role] = part.model, clip_tokenizer(part.vocab_size, family[pads[role]]["pad_token"])
+    clip_l, tokenizer_l = encoders.get(text_encoder_files.CLIP_L, (None, None))
+    clip_g, tokenizer_g = encoders.get(text_encoder_files.CLIP_G, (None, None))
+    t5, t5_tokenizer = encoders.get(text_encoder_files.T5, (None, None))
+    name = "+".join(Path(path).name for path in paths.values())
+    return make_clip(clip_l, tokenizer_l, clip_g, tokenizer_g, t5, t5_tokenizer, name)

@@ -1,12 +1,14 @@
 """The CLIP value of SD3 (`Sd3Clip`): prompts encoded as StableDiffusion3Pipeline encodes them: CLIP-L and
 OpenCLIP-G hidden states of the penultimate layer side by side, zero-padded to the T5 width, followed by T5's
 256 tokens; the pooled output is both CLIPs' projections concatenated. Without T5 the conditioning holds the CLIP
-part only (the sampler adds T5's zero tokens). Knows nothing of nodes or files."""
+part only (the sampler adds T5's zero tokens). Either CLIP may be absent too (CLIPLoader/DualCLIPLoader with type
+sd3 take any of the three): as in ComfyUI, an absent CLIP's hidden states and pooled output are zeros of its
+width (`absent_clip_width` in config.json). Knows nothing of nodes or files."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -19,11 +21,11 @@ from diffusion.lora import TEXT_ENCODER, TEXT_ENCODER_2
 
 @dataclass(frozen=True, eq=False)
 class Sd3Clip:
-    """CLIP of SD3: CLIP-L and CLIP-G with projections (read at `layer_index`, the penultimate by default) and an
-    optional T5 encoder with its tokenizer; LoRAs apply to the two CLIPs."""
+    """CLIP of SD3: CLIP-L and CLIP-G with projections (read at `layer_index`, the penultimate by default; either
+    may be absent) and an optional T5 encoder with its tokenizer; LoRAs apply to the CLIPs."""
 
-    clip_l: TextEncoderSlot
-    clip_g: TextEncoderSlot
+    clip_l: TextEncoderSlot | None
+    clip_g: TextEncoderSlot | None
     t5_tokenizer: Any
     t5: Any
     name: str
@@ -33,10 +35,24 @@ class Sd3Clip:
 
     @property
     def slots(self) -> list[TextEncoderSlot]:
-        return [self.clip_l, self.clip_g]
+        return [slot for slot in (self.clip_l, self.clip_g) if slot is not None]
 
     def with_layer(self, layer_index: int) -> "Sd3Clip":
+        if not self.slots:  # T5 alone: ComfyUI's layer choice applies to the CLIPs only
+            return self
         return dataclasses.replace(self, layer_index=check_layer(layer_index, self.slots, self.name))
+
+    def parts(self) -> dict[str, Any]:
+        """The encoders under ComfyUI's part names (CLIPSave, CLIP merges)."""
+        named = {"clip_l": self.clip_l and self.clip_l.model, "clip_g": self.clip_g and self.clip_g.model,
+                 "t5xxl": self.t5}
+        return {part: module for part, module in named.items() if module is not None}
+
+    def with_parts(self, parts: Mapping[str, Any]) -> "Sd3Clip":
+        """The same CLIP with some encoders replaced (by part name), e.g. merged copies."""
+        slots = {name: slot if slot is None or name not in parts else dataclasses.replace(slot, model=parts[name])
+                 for name, slot in (("clip_l", self.clip_l), ("clip_g", self.clip_g))}
+        return dataclasses.replace(self, **slots, t5=parts.get("t5xxl", self.t5))
 
     def with_lora(self, patch: LoraPatch) -> "Sd3Clip":
         return dataclasses.replace(self, loras=self.loras + (patch,))
@@ -61,25 +77,43 @@ class Sd3Clip:
         "none") empty texts give no tokens: with both CLIP texts empty the CLIP part is left out and its pooled
         output is zeros, and an empty T5 text is T5's end token alone; all empty without T5 is zeros. (One empty
         CLIP text beside a non-empty one is encoded as the empty prompt: the two are read side by side.)"""
-        hidden, pooled = self._encode_clips(clip_l, clip_g) if pad_empty or clip_l or clip_g else (None, None)
+        use_clips = self.slots and (pad_empty or clip_l or clip_g)
+        hidden, pooled = self._encode_clips(clip_l, clip_g) if use_clips else (None, None)
         if pooled is None:
-            width = sum(int(slot.model.config.projection_dim) for slot in self.slots)
-            pooled = torch.zeros(1, width)
+            pooled = torch.zeros(1, self._width("clip_l", "projection_dim") + self._width("clip_g", "projection_dim"))
         if self.t5 is not None:
             t5_hidden = self._encode_t5(t5xxl, pad_empty or bool(t5xxl))
             hidden = t5_hidden if hidden is None else torch.cat(
                 [torch.nn.functional.pad(hidden, (0, t5_hidden.shape[-1] - hidden.shape[-1])), t5_hidden], dim=1)
         elif hidden is None:
-            hidden = torch.zeros(1, 77, sum(int(slot.model.config.hidden_size) for slot in self.slots))
+            hidden = torch.zeros(1, 77, self._width("clip_l", "hidden_size") + self._width("clip_g", "hidden_size"))
         return [[hidden, {"pooled_output": pooled}]]
 
+    def _width(self, part: str, setting: str) -> int:
+        """A CLIP's hidden or projection width; for an absent CLIP ComfyUI's (768 for CLIP-L, 1280 for CLIP-G)."""
+        slot = getattr(self, part)
+        if slot is None:
+            return int(config_beside(__file__)["absent_clip_width"][part])
+        return int(getattr(slot.model.config, setting))
+
     def _encode_clips(self, clip_l: str, clip_g: str) -> tuple[torch.Tensor, torch.Tensor]:
-        count = max(len(self.clip_l.chunks(clip_l)), len(self.clip_g.chunks(clip_g)))
-        hidden_l, pooled_l = encode_chunks(self.clip_l, self.clip_l.chunks(clip_l, count), self.layer_index,
-                                           self.loras)
-        hidden_g, pooled_g = encode_chunks(self.clip_g, self.clip_g.chunks(clip_g, count), self.layer_index,
-                                           self.loras)
-        return torch.cat([hidden_l, hidden_g], dim=-1), torch.cat([pooled_l, pooled_g], dim=-1)
+        texts = [(slot, text) for slot, text in ((self.clip_l, clip_l), (self.clip_g, clip_g)) if slot is not None]
+        count = max(len(slot.chunks(text)) for slot, text in texts)
+        hidden, pooled = [], []
+        for part, slot, text in (("clip_l", self.clip_l, clip_l), ("clip_g", self.clip_g, clip_g)):
+            if slot is None:
+                hidden.append(None)
+                pooled.append(torch.zeros(1, self._width(part, "projection_dim")))
+                continue
+            part_hidden, part_pooled = encode_chunks(slot, slot.chunks(text, count), self.layer_index, self.loras)
+            hidden.append(part_hidden)
+            pooled.append(part_pooled)
+        hidden_l, hidden_g = hidden
+        if hidden_l is None:  # CLIP-G alone: zeros where CLIP-L's hidden states would be
+            joined = torch.nn.functional.pad(hidden_g, (self._width("clip_l", "hidden_size"), 0))
+        else:
+            joined = hidden_l if hidden_g is None else torch.cat([hidden_l, hidden_g], dim=-1)
+        return joined, torch.cat(pooled, dim=-1)
 
     def _encode_t5(self, text: str, padded: bool) -> torch.Tensor:
         if padded:
@@ -93,7 +127,8 @@ class Sd3Clip:
 
 def make_clip(clip_l: Any, tokenizer_l: Any, clip_g: Any, tokenizer_g: Any, t5: Any, t5_tokenizer: Any,
               name: str) -> Sd3Clip:
-    slot_l = TextEncoderSlot(tokenizer_l, clip_l, TEXT_ENCODER)
-    slot_g = TextEncoderSlot(tokenizer_g, clip_g, TEXT_ENCODER_2)
+    """SD3's CLIP from its encoders (any of them None when absent) and their tokenizers."""
+    slot_l = None if clip_l is None else TextEncoderSlot(tokenizer_l, clip_l, TEXT_ENCODER)
+    slot_g = None if clip_g is None else TextEncoderSlot(tokenizer_g, clip_g, TEXT_ENCODER_2)
     return Sd3Clip(slot_l, slot_g, t5_tokenizer if t5 is not None else None, t5, name,
                    config_beside(__file__)["clip_layer"])

@@ -19,4 +19,5 @@ def _make_demo_models(models_dir: Path) -> Any:
 FAMILY = Family(
     name=loading.FAMILY, title="SDXL", sampling=sampling.SdxlSampling, make_demo_models=_make_demo_models,
     is_checkpoint=detection.is_checkpoint, load_checkpoint=loading.load_checkpoint, pipelines=detection.PIPELINES,
-    load_folder=loading.load_folder, read_lora=lora.read_lora)
+    load_folder=loading.load_folder, clip_types=loading.CLIP_TYPES, load_text_encoders=loading.load_text_encoders,
+    read_lora=lora.read_lora)

@@ -8,13 +8,14 @@ re-keyed with diffusers' converters. Knows nothing of nodes or the node environm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
 from diffusion import ldm
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
+from diffusion.encoders import text_encoder_files
 from diffusion.encoders.clip import TextEncoderSlot, fit_keys
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
 from diffusion.families.sdxl.detection import (
@@ -39,7 +40,11 @@ from diffusion.files import (
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lora import TEXT_ENCODER, TEXT_ENCODER_2
 
+if TYPE_CHECKING:
+    from diffusion.manager import ModelManager
+
 FAMILY = "sdxl"
+CLIP_TYPES = ("sdxl",)  # DualCLIPLoader's type for a CLIP-L and a CLIP-G file
 SdxlTriple = tuple[DiffusionModel, SdxlClip, Vae]
 
 
@@ -192,3 +197,28 @@ def load_folder(folder: Path, name: str, place: Place) -> SdxlTriple:
                                  TEXT_ENCODER)
     refiner = bool(model_index(folder).get("requires_aesthetics_score")) or slot_l is None
     return _assemble(unet, slot_l, slot_g, vae, folder_scheduler_config(folder), name, refiner)
+
+
+# ---------------------------------------------------------------- separate text encoder files (CLIP loaders)
+
+def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> SdxlClip:
+    """SDXL's CLIP from text encoder files (input name -> path): CLIP-L and CLIP-G in either order (DualCLIPLoader,
+    type sdxl), or CLIP-G alone, the refiner's (CLIPLoader, type stable_diffusion, as ComfyUI reads a CLIP-G file).
+    Each file is cached by the model manager on its own."""
+    family = config()
+    headers = {input_name: text_encoder_files.read_header(path, input_name) for input_name, path in paths.items()}
+    roles = text_encoder_files.file_roles(headers)
+    found = sorted(roles.values())
+    if found not in ([text_encoder_files.CLIP_G], [text_encoder_files.CLIP_G, text_encoder_files.CLIP_L]):
+        raise ValueError(f"SDXL needs one CLIP-L and one CLIP-G file (or CLIP-G alone, the refiner's); found "
+                         f"{text_encoder_files.describe_roles(roles)}")
+    slots: dict[str, TextEncoderSlot] = {}
+    for input_name, role in roles.items():
+        is_g = role == text_encoder_files.CLIP_G
+        part = text_encoder_files.load_part(models, paths[input_name], input_name, role,
+                                            family["text_encoder_2" if is_g else "text_encoder"], projection=is_g)
+        tokenizer = clip_tokenizer(part.vocab_size, family["tokenizer_2" if is_g else "tokenizer"]["pad_token"])
+        slots[role] = TextEncoderSlot(tokenizer, part.model, TEXT_ENCODER_2 if is_g else TEXT_ENCODER)
+    name = "+".join(Path(path).name for path in paths.values())
+    return SdxlClip(slots.get(text_encoder_files.CLIP_L), slots[text_encoder_files.CLIP_G], name,
+                    family["clip_layer"])

@@ -45,6 +45,18 @@ class SdxlClip:
     def offloadable(self) -> list[Any]:
         return []  # two CLIPs, small beside the UNet
 
+    def parts(self) -> dict[str, Any]:
+        """The encoders under ComfyUI's part names (CLIPSave, CLIP merges)."""
+        named = {"clip_l": self.clip_l and self.clip_l.model, "clip_g": self.clip_g.model}
+        return {part: module for part, module in named.items() if module is not None}
+
+    def with_parts(self, parts: Mapping[str, Any]) -> "SdxlClip":
+        """The same CLIP with some encoders replaced (by part name), e.g. merged copies."""
+        clip_l = self.clip_l if self.clip_l is None or "clip_l" not in parts else \
+            dataclasses.replace(self.clip_l, model=parts["clip_l"])
+        clip_g = dataclasses.replace(self.clip_g, model=parts.get("clip_g", self.clip_g.model))
+        return dataclasses.replace(self, clip_l=clip_l, clip_g=clip_g)
+
     def g_only(self) -> "SdxlClip":
         """The OpenCLIP-G part alone (what the refiner's conditioning uses)."""
         return dataclasses.replace(self, clip_l=None)

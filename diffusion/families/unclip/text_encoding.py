@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from diffusion.encoders.clip_vision import ClipVisionOutput, preprocess
 from engine.progress import report_progress
 
 
@@ -27,16 +28,24 @@ class ClipVision:
         return self.image_encoder.device
 
     @torch.inference_mode()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """IMAGE [B, H, W, C] in 0..1 -> image embeddings [B, width], preprocessed as diffusers does for PIL
-        images (resize, centre crop, CLIP normalization)."""
+    def encode_image(self, images: torch.Tensor, crop: bool = True) -> ClipVisionOutput:
+        """IMAGE [B, H, W, C] in 0..1 -> CLIP_VISION_OUTPUT (CLIPVisionEncode). Centre-cropped images are prepared
+        as diffusers does for PIL images (its image processor: resize, centre crop, CLIP normalization), so the
+        embeddings are the prior pipeline's; uncropped ones squeezed to the square as ComfyUI's clip_preprocess
+        does."""
         from PIL import Image
 
-        pictures = [Image.fromarray(np.clip(255.0 * image[..., :3].numpy(), 0, 255).astype(np.uint8))
-                    for image in images.cpu()]
-        pixels = self.image_processor(pictures, return_tensors="pt").pixel_values
-        pixels = pixels.to(self.device, self.image_encoder.dtype)
-        return self.image_encoder(pixels).image_embeds.float().cpu()
+        if crop:
+            pictures = [Image.fromarray(np.clip(255.0 * image[..., :3].numpy(), 0, 255).astype(np.uint8))
+                        for image in images.cpu()]
+            pixels = self.image_processor(pictures, return_tensors="pt").pixel_values
+        else:
+            processor = self.image_processor
+            pixels = preprocess(images.cpu(), self.image_encoder.config.image_size, tuple(processor.image_mean),
+                                tuple(processor.image_std), crop=False)
+        out = self.image_encoder(pixels.to(self.device, self.image_encoder.dtype), output_hidden_states=True)
+        return ClipVisionOutput(out.last_hidden_state.float().cpu(), out.image_embeds.float().cpu(),
+                                out.hidden_states[-2].float().cpu())
 
     @torch.inference_mode()
     def zero_image_embeds(self) -> torch.Tensor:
@@ -110,6 +119,15 @@ class UnclipPrior:
         if negative_text:
             return image_embeds[:1], image_embeds[1:]
         return image_embeds, self.clip_vision.zero_image_embeds()
+
+
+def image_embeds_of(value: torch.Tensor | ClipVisionOutput, input_name: str) -> torch.Tensor:
+    """IMAGE_EMBEDS of an IMAGE_EMBEDS or CLIP_VISION_OUTPUT input (its projected image embedding)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if value.image_embeds is None:
+        raise ValueError(f"{input_name}: this image encoder has no image embedding (SigLIP); use a CLIP one")
+    return value.image_embeds
 
 
 def mix_image_embeds(first: torch.Tensor, second: torch.Tensor, weight: float) -> torch.Tensor:
