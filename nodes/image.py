@@ -81,7 +81,7 @@ class LoadImage:
         return load_image_file(path, "image")
 
 
-def _split_prefix(folder: Path, filename_prefix: str) -> tuple[Path, str, str]:
+def split_prefix(folder: Path, filename_prefix: str) -> tuple[Path, str, str]:
     """(directory, subfolder, base name) for a prefix like "sub/name", refusing paths outside `folder`."""
     prefix = filename_prefix.replace("\\", "/").strip() or "ComfyUI"
     subfolder, _, base = prefix.rpartition("/")
@@ -153,7 +153,7 @@ def save_images(images: torch.Tensor, folder: Path, filename_prefix: str, folder
     greyscale images, as ComfyUI does."""
     if images.ndim not in (3, 4):
         raise ValueError(f"images: expected [batch, height, width, channels], got shape {tuple(images.shape)}")
-    directory, subfolder, base = _split_prefix(folder, filename_prefix)
+    directory, subfolder, base = split_prefix(folder, filename_prefix)
     directory.mkdir(parents=True, exist_ok=True)
     metadata = _png_metadata(prompt, extra_pnginfo)
     planned, replace = plan_names(directory, base, len(images), ".png", journal)
@@ -358,7 +358,7 @@ def save_animation(images: torch.Tensor, filename_prefix: str, extension: str, w
     if images.ndim not in (3, 4) or len(images) == 0:
         raise ValueError(f"images: expected a non-empty IMAGE batch, got shape {tuple(images.shape)}")
     folders = current_environment().folders
-    directory, subfolder, base = _split_prefix(folders.output_dir, filename_prefix)
+    directory, subfolder, base = split_prefix(folders.output_dir, filename_prefix)
     directory.mkdir(parents=True, exist_ok=True)
     (name,), replace = plan_names(directory, base, 1, extension,
                                   SaveJournal.for_current_node(folders.user_dir))
@@ -493,7 +493,7 @@ class SaveImageAdvanced:
         if images.ndim not in (3, 4):
             raise ValueError(f"images: expected [batch, height, width, channels], got shape {tuple(images.shape)}")
         folders = current_environment().folders
-        directory, subfolder, base = _split_prefix(folders.output_dir, filename_prefix)
+        directory, subfolder, base = split_prefix(folders.output_dir, filename_prefix)
         directory.mkdir(parents=True, exist_ok=True)
         planned, replace = plan_names(directory, base, len(images), ".png",
                                       SaveJournal.for_current_node(folders.user_dir))

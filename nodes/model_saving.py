@@ -12,10 +12,6 @@ each EXTRA_PNGINFO entry, JSON-encoded). Knows nothing of HTTP or the executor.
 from __future__ import annotations
 
 import json
-import os
-import re
-import secrets
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -23,11 +19,10 @@ import torch
 from diffusion import lora_extraction, saving
 from diffusion.components import DiffusionModel
 from nodes.environment import current_environment
-from nodes.image import SaveJournal, _glob_escape, _split_prefix
+from nodes.image import SaveJournal, plan_names, split_prefix, write_file
 
 CATEGORY = "advanced/model_merging"
-SUFFIX = "_.safetensors"
-_COUNTER = re.compile(r"_(\d+)_\.safetensors$")
+EXTENSION = ".safetensors"
 HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 
 
@@ -44,58 +39,24 @@ def prompt_metadata(prompt: Any, extra_pnginfo: Any) -> dict[str, str]:
     return metadata
 
 
-def _next_counter(directory: Path, base: str) -> int:
-    counters = [int(match.group(1)) for path in directory.glob(f"{_glob_escape(base)}_*{SUFFIX}")
-                if (match := _COUNTER.search(path.name)) and path.name[:-len(match.group(0))] == base]
-    return max(counters, default=0) + 1
-
-
 def write_safetensors(filename_prefix: str, state: Mapping[str, torch.Tensor],
                       metadata: Mapping[str, str]) -> dict[str, str]:
-    """Write `state` as `<prefix>_<counter>_.safetensors` in the output folder, atomically; its UI entry."""
+    """Write `state` as `<prefix>_<counter>_.safetensors` in the output folder, atomically, as SaveImage writes
+    (the same naming and crash re-run journal); its UI entry."""
     from safetensors.torch import save_file
 
     folders = current_environment().folders
-    directory, subfolder, base = _split_prefix(folders.output_dir, filename_prefix)
+    directory, subfolder, base = split_prefix(folders.output_dir, filename_prefix)
     directory.mkdir(parents=True, exist_ok=True)
     journal = SaveJournal.for_current_node(folders.user_dir)
-    planned = journal.names(directory, base, 1) if journal is not None else None
-    replace = planned is not None
-    if planned is None:
-        planned = [f"{base}_{_next_counter(directory, base):05}{SUFFIX}"]
-        if journal is not None:
-            journal.record(directory, base, planned)
-    name = planned[0]
+    (name,), replace = plan_names(directory, base, 1, EXTENSION, journal)
     if "modelspec.architecture" in metadata:  # ComfyUI titles a model-spec'd file "<name> <counter>"
-        metadata = {**metadata, "modelspec.title": f"{base} {int(_COUNTER.search(name).group(1))}"}
-    temporary = directory / f".{name}.{secrets.token_hex(4)}.partial"
+        metadata = {**metadata, "modelspec.title": f"{base} {int(name[len(base) + 1:].split('_')[0])}"}
     tensors = {key: tensor.detach().contiguous().cpu() for key, tensor in state.items()}
-    try:
-        save_file(tensors, str(temporary), metadata=dict(metadata))
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        name = _move_into_place(temporary, directory, name, base, replace)
-    finally:
-        temporary.unlink(missing_ok=True)
+    # safetensors writes by path: into the hidden file `write_file` opened, which it then syncs and links into place
+    name = write_file(directory, name, base, replace,
+                      lambda handle: save_file(tensors, handle.name, metadata=dict(metadata)))
     return {"filename": name, "subfolder": subfolder, "type": "output"}
-
-
-def _move_into_place(temporary: Path, directory: Path, name: str, base: str, replace: bool) -> str:
-    """Link the finished file to `name` (the next counter when taken; replacing only when told to)."""
-    if replace:
-        os.replace(temporary, directory / name)
-        return name
-    while True:
-        try:
-            os.link(temporary, directory / name)  # atomic, and fails if the name is taken
-            return name
-        except FileExistsError:
-            pass
-        except OSError:  # a filesystem without hard links: a rename, after looking (not atomic against races)
-            if not (directory / name).exists():
-                os.replace(temporary, directory / name)
-                return name
-        name = f"{base}_{int(_COUNTER.search(name).group(1)) + 1:05}{SUFFIX}"
 
 
 class CheckpointSave:

@@ -8,14 +8,14 @@ precision; the loaded CLIPs stay unchanged (`diffusion.encoders.text_encoder_fil
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from diffusion.contracts import TextEncoder
 from diffusion.encoders import text_encoder_files
 from nodes.environment import current_environment
-from nodes.image import SaveJournal, _split_prefix, plan_names, write_file
+from nodes.image import SaveJournal, plan_names, split_prefix, write_file
 from nodes.loaders import CLIPLoader
+from nodes.model_saving import prompt_metadata
 
 MERGING = "advanced/model_merging"
 CLIP_SAVE_EXTENSION = ".safetensors"
@@ -85,14 +85,6 @@ class CLIPMergeAdd:
         return (text_encoder_files.merge_clips(clip1, clip2, 1.0, 1.0),)
 
 
-def _metadata(prompt: Any, extra_pnginfo: Any) -> dict[str, str]:
-    """ComfyUI's CLIPSave metadata: the format, the prompt and the editor workflow as JSON strings."""
-    metadata = {"format": "pt", "prompt": json.dumps(prompt) if prompt is not None else ""}
-    for key, value in (extra_pnginfo or {}).items():
-        metadata[key] = json.dumps(value)
-    return metadata
-
-
 class CLIPSave:
     DESCRIPTION = ("Saves a CLIP's text encoders into the output folder as ComfyUI does: one .safetensors file per "
                    "encoder (<prefix>_clip_l_00001_.safetensors, _clip_g_, _t5xxl_), in the layout CLIPLoader "
@@ -120,12 +112,12 @@ class CLIPSave:
 
         folders = current_environment().folders
         files = text_encoder_files.comfy_files(clip)
-        metadata = _metadata(prompt, extra_pnginfo)
+        metadata = {"format": "pt", **prompt_metadata(prompt, extra_pnginfo)}
         # a node's save journal holds one file name list: a crashed re-run reuses names only for a single file
         journal = SaveJournal.for_current_node(folders.user_dir) if len(files) == 1 else None
         saved = []
         for part, tensors in files.items():
-            directory, subfolder, base = _split_prefix(folders.output_dir, f"{filename_prefix}_{part}")
+            directory, subfolder, base = split_prefix(folders.output_dir, f"{filename_prefix}_{part}")
             directory.mkdir(parents=True, exist_ok=True)
             (name,), replace = plan_names(directory, base, 1, CLIP_SAVE_EXTENSION, journal)
             # safetensors writes by path: into the hidden file `write_file` opened, which it then syncs and links
