@@ -185,3 +185,13 @@ from nodes import text_encoders as _text_encoders  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_text_encoders.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_text_encoders.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Small core extras: attention multiply (UNet self/cross, CLIP), latent concat/cut and LATENT_OPERATIONs,
+# image noise and the YCbCr split/join.
+from nodes import attention_multiply as _attention_multiply  # noqa: E402
+from nodes import image_extras as _image_extras  # noqa: E402
+from nodes import latent_operations as _latent_operations  # noqa: E402
+
+for _core_extras in (_attention_multiply, _latent_operations, _image_extras):
+    NODE_CLASS_MAPPINGS.update(_core_extras.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_core_extras.NODE_DISPLAY_NAME_MAPPINGS)
