@@ -28,7 +28,8 @@ Place = Callable[[Any], Any]
 @dataclass(frozen=True, eq=False)
 class LoraPatch:
     """One LoRA file to apply at a strength: its state dict in diffusers/peft keys (`unet.*`, `transformer.*`,
-    `text_encoder.*`), read with the key conventions of the family it is applied to."""
+    `text_encoder.*`), read with the key conventions of the family it is applied to, plus deferred keys (whole
+    differences, layers by the model's own names) that `diffusion.lora` resolves when applying it."""
 
     name: str
     state_dict: Mapping[str, torch.Tensor]

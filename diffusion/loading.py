@@ -140,7 +140,7 @@ def load_lora(models: ModelManager, path: Path, family_name: str,
         if family.read_lora is None:
             raise ValueError(f"{input_name}: {family.title} models take no LoRAs")
         state = read_safetensors(path, input_name)
-        if not state or not all("lora" in key or key.endswith(".alpha") for key in state):
+        if not state or not all("lora" in key or key.endswith((".alpha", ".diff", ".diff_b")) for key in state):
             raise ValueError(f"{input_name}: {path.name} is not a LoRA file (no lora_* tensors)")
         try:
             return family.read_lora(state)

@@ -9,10 +9,10 @@ fp16, as ComfyUI's. A text encoder's LoRA covers its transformer layers (`text_m
 its embeddings.
 
 Keys follow kohya's layout on diffusers module names (`lora_unet_down_blocks_1_attentions_0_proj_in.lora_up.weight`),
-what kohya's trainer writes for SD and SDXL, read by our LoraLoader (diffusers' reader) and by ComfyUI; without
-`.alpha` keys, as ComfyUI writes none: both readers then scale every layer by 1. Our LoraLoader reads only the
-low-rank `lora_up`/`lora_down` pairs: files with `.diff`/`.diff_b` keys (full_diff, bias_diff) load in ComfyUI only.
-Knows nothing of nodes or files.
+what kohya's trainer writes for SD and SDXL (text encoders as `lora_te_text_model_encoder_*`, whatever names the
+installed transformers gives CLIP's layers), read by our LoraLoader and by ComfyUI, `.diff`/`.diff_b` keys included;
+without `.alpha` keys, as ComfyUI writes none: both readers then scale every layer by 1. Knows nothing of nodes or
+files.
 """
 from __future__ import annotations
 
@@ -89,7 +89,8 @@ def extract_lora(model_diff: Any, text_encoder_diff: Any, rank: int, lora_type: 
             modules = text_encoder_diff.lora_modules()
             for component, module in modules:
                 state = effective_state_dict(module, component, text_encoder_diff.loras)
-                state = {key: tensor for key, tensor in state.items() if key.startswith("text_model.encoder.")}
+                state = {"text_model." + key.removeprefix("text_model."): tensor for key, tensor in state.items()
+                         if key.removeprefix("text_model.").startswith("encoder.")}  # transformers 5 drops text_model.
                 output.update(_extract(state, _text_encoder_prefix(component, len(modules)), rank, lora_type,
                                        bias_diff))
     return output

@@ -96,15 +96,16 @@ def block_ratio(key: str, ratios: Mapping[str, float]) -> float:
 def effective_state_dict(module: torch.nn.Module, component: str,
                          patches: Sequence[LoraPatch]) -> dict[str, torch.Tensor]:
     """The module's state dict with the LoRA patches merged into the weights (base + each adapter's scaled
-    delta), keyed as the module without LoRAs; the module's own tensors (not copies) where no LoRA touches them.
-    The module is unchanged afterwards."""
-    plain = module.state_dict()
+    delta, and the whole differences some LoRA files hold), keyed as the module without LoRAs; the module's own
+    tensors (not copies) where no LoRA touches them. The module is unchanged afterwards."""
+    parameters = module.state_dict(keep_vars=True)  # the objects, which hold the differences inside the block
     if not patches:
-        return dict(plain)
+        return {key: tensor.detach() for key, tensor in parameters.items()}
     from peft.tuners.lora import LoraLayer
 
     merged: dict[str, torch.Tensor] = {}
     with torch.no_grad(), lora_applied(module, component, patches):
+        plain = {key: tensor.detach() for key, tensor in parameters.items()}
         for name, layer in module.named_modules():
             if not isinstance(layer, LoraLayer):
                 continue

@@ -140,8 +140,8 @@ class VAESave:
 class LoraSave:
     DESCRIPTION = ("Extracts a LoRA from a difference model (ModelMergeSubtract: the fine-tune minus its base) by "
                    "truncated SVD, as ComfyUI does, and saves it in kohya's layout in the output folder; load it "
-                   "with LoraLoader onto the base. Standard LoRAs without bias/norm differences load here and in "
-                   "ComfyUI; full_diff and bias_diff files (whole differences) load in ComfyUI only.")
+                   "with LoraLoader onto the base (here or in ComfyUI), whole differences (full_diff, bias_diff) "
+                   "included.")
     CATEGORY = "_for_testing"
     EXPERIMENTAL = True
     RETURN_TYPES = ()
