@@ -63,9 +63,13 @@ def map_legacy(folder_name: str) -> str:
     return {"unet": "diffusion_models", "clip": "text_encoders"}.get(folder_name, folder_name)
 
 
+# ComfyUI's folder names that cover several model folders
+SHARED_FOLDERS = {"controlnet": ("controlnet", "t2i_adapter")}
+
+
 def get_folder_paths(folder_name: str) -> list[str]:
     folder_name = map_legacy(folder_name)
-    paths = [str(_folders().models_dir / folder_name)]
+    paths = [str(_folders().models_dir / name) for name in SHARED_FOLDERS.get(folder_name, (folder_name,))]
     return paths + [p for p in _extra_paths.get(folder_name, []) if p not in paths]
 
 

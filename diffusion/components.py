@@ -4,7 +4,9 @@ modules. (Each family's CLIP value lives in its own package: `diffusion.families
 A wrapper shares its module with the model cache, so it never changes the module's weights: derived values
 (a LoRA applied, another CLIP layer chosen) are new wrappers that record what to apply while running.
 Tensor conventions are ComfyUI's: IMAGE is float [batch, height, width, channels] in 0..1 on the CPU, latents
-are float32 [batch, 4, height/8, width/8] on the CPU. Knows nothing of nodes, files or the node environment.
+are the VAE's raw latents, float32 [batch, channels, height/8, width/8] on the CPU (the model's latent format,
+`DiffusionModel.latent_format`, maps them to its sampling space and back). Knows nothing of nodes, files or the
+node environment.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from diffusion.contracts import FamilySampling, LoraPatch
+from diffusion.latent_format import LatentFormat
 from diffusion.speedups import NO_SPEEDUPS, Speedups
 
 VAE_ACTIVATION_FACTOR = 3  # see Vae.activation_bytes
@@ -57,6 +60,11 @@ class DiffusionModel:
         return ModelSampling.from_scheduler_config(self.scheduler_config)
 
     @property
+    def latent_format(self) -> LatentFormat:
+        """How the raw VAE latents of a LATENT map to this model's sampling space and back (its family's)."""
+        return self.sampling.latent_format
+
+    @property
     def lora_component(self) -> str:
         """The LoRA key prefix of the network: "unet", or "transformer" for transformer families."""
         return self.sampling.lora_component
@@ -82,7 +90,8 @@ class DiffusionModel:
 
 @dataclass(frozen=True, eq=False)
 class Vae:
-    """VAE: a diffusers AutoencoderKL converting between IMAGE tensors and scaled latents."""
+    """VAE: a diffusers AutoencoderKL converting between IMAGE tensors and its raw latents (ComfyUI's LATENT; the
+    config's scaling and shift factors are not applied here but by the sampling model's latent format)."""
 
     autoencoder: Any
     name: str
@@ -95,7 +104,7 @@ class Vae:
 
     @property
     def shift_factor(self) -> float:
-        """Subtracted before scaling (SD3's and FLUX's VAEs have one; SD's has none)."""
+        """The autoencoder config's shift factor (SD3's and FLUX's VAEs have one; SD's has none)."""
         return float(getattr(self.autoencoder.config, "shift_factor", None) or 0.0)
 
     @property
@@ -146,21 +155,21 @@ class Vae:
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
-        """IMAGE [B, H, W, C] in 0..1 -> latents (the posterior's mode, times the scaling factor). Tiled (diffusers'
-        tiled encoder) when forced or when the image would not fit in free memory; untiled otherwise."""
+        """IMAGE [B, H, W, C] in 0..1 -> raw latents (the posterior's mode, unscaled). Tiled (diffusers' tiled
+        encoder) when forced or when the image would not fit in free memory; untiled otherwise."""
         autoencoder = self.autoencoder
         images = pixels[..., :3].movedim(-1, 1).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
         with self._tiling_for(tile_size, force_tiling, pixels.shape[0], pixels.shape[1], pixels.shape[2]):
-            latents = (autoencoder.encode(images).latent_dist.mode() - self.shift_factor) * self.scaling_factor
+            latents = autoencoder.encode(images).latent_dist.mode()
         return latents.float().cpu()
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
-        """Latents -> IMAGE [B, H, W, 3] in 0..1 (as diffusers' image processor denormalizes). Tiled (diffusers'
-        tiled decoder) when forced or when the image would not fit in free memory; untiled otherwise."""
+        """Raw latents -> IMAGE [B, H, W, 3] in 0..1 (as diffusers' image processor denormalizes). Tiled
+        (diffusers' tiled decoder) when forced or when the image would not fit in free memory; untiled otherwise."""
         autoencoder = self.autoencoder
-        scaled = latents.to(autoencoder.device, autoencoder.dtype) / self.scaling_factor + self.shift_factor
+        raw = latents.to(autoencoder.device, autoencoder.dtype)
         height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
         with self._tiling_for(tile_size, force_tiling, latents.shape[0], height, width):
-            images = autoencoder.decode(scaled, return_dict=False)[0]
+            images = autoencoder.decode(raw, return_dict=False)[0]
         return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)

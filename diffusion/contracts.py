@@ -6,7 +6,7 @@
   over diffusers' discrete schedulers) and `FlowSampling` (flow matching) are the two bases families extend.
 - `TextEncoder` (a Protocol): the CLIP value of a family, which turns a prompt into CONDITIONING and can carry
   LoRAs and a layer choice.
-- `VaeModel` (a Protocol): the VAE value, between IMAGE tensors and LATENT samples.
+- `VaeModel` (a Protocol): the VAE value, between IMAGE tensors and LATENT samples (raw VAE latents).
 
 Also the plain values these contracts speak of: CONDITIONING, a LoRA patch, the guidance rows of one step's
 network calls. Knows nothing of files, nodes or any particular family.
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import torch
+
+from diffusion.latent_format import IDENTITY, LatentFormat
 
 # [[embeddings [1, tokens, width] float32 CPU, {"pooled_output": [1, width], ...options}], ...]
 Conditioning = list[list[Any]]
@@ -71,10 +73,12 @@ class FamilySampling(ABC):
     """How the shared sampling loop drives one family's denoising network. `lora_component` is the LoRA key prefix
     of the network ("unet" or "transformer"); `sampler_names`/`scheduler_names` are the ComfyUI sampler and
     scheduler names the family can run (None: every one the shared tables offer), so that a prompt asking for
-    another is refused while it is validated, before any model is loaded."""
+    another is refused while it is validated, before any model is loaded. `latent_format` maps the raw VAE
+    latents a LATENT holds to the space the network samples in and back (`diffusion.latent_format`)."""
 
     lora_component: str
     family_title: str  # how error messages name the family's models ("SD3")
+    latent_format: LatentFormat = IDENTITY
     sampler_names: tuple[str, ...] | None = None
     scheduler_names: tuple[str, ...] | None = None
     limit_reason: str = ""  # why the sampler names are limited, for error messages (" (flow matching)")
@@ -155,7 +159,9 @@ class TextEncoder(Protocol):
 
 @runtime_checkable
 class VaeModel(Protocol):
-    """VAE: converts IMAGE [B, H, W, C] in 0..1 to LATENT samples and back, on CPU float32 tensors."""
+    """VAE: converts IMAGE [B, H, W, C] in 0..1 to LATENT samples (the VAE's raw latents, unscaled, as ComfyUI's
+    LATENT holds them) and back, on CPU float32 tensors. `scaling_factor` and `shift_factor` are the autoencoder
+    config's; sampling applies the model family's own (`FamilySampling.latent_format`)."""
 
     name: str
     autoencoder: Any
@@ -170,7 +176,7 @@ class VaeModel(Protocol):
     def downscale(self) -> int: ...
 
     def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
-        """Pixels to scaled latents."""
+        """Pixels to raw latents."""
 
     def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
-        """Scaled latents to pixels."""
+        """Raw latents to pixels."""

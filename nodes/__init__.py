@@ -186,6 +186,19 @@ from nodes import text_encoders as _text_encoders  # noqa: E402
 NODE_CLASS_MAPPINGS.update(_text_encoders.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_text_encoders.NODE_DISPLAY_NAME_MAPPINGS)
 
+# ControlNets: loaders, the apply nodes (attached to conditioning, run by the sampler), union types, inpainting
+# ControlNets and the Canny edge preprocessor.
+from nodes import controlnet as _controlnet  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_controlnet.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_controlnet.NODE_DISPLAY_NAME_MAPPINGS)
+
+# ComfyUI's .latent files: SaveLatent and LoadLatent (raw VAE latents, as ComfyUI's LATENT holds them).
+from nodes import latent_files as _latent_files  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_latent_files.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_latent_files.NODE_DISPLAY_NAME_MAPPINGS)
+
 # Small core extras: attention multiply (UNet self/cross, CLIP), latent concat/cut and LATENT_OPERATIONs,
 # image noise and the YCbCr split/join.
 from nodes import attention_multiply as _attention_multiply  # noqa: E402
@@ -195,3 +208,10 @@ from nodes import latent_operations as _latent_operations  # noqa: E402
 for _core_extras in (_attention_multiply, _latent_operations, _image_extras):
     NODE_CLASS_MAPPINGS.update(_core_extras.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_core_extras.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Sampling extras: SamplerEulerCFGpp, SamplerLCMUpscale, OptimalStepsScheduler, the guidance patches TCFG, FreSca,
+# Mahiro, RenormCFG, PerpNeg (deprecated) and SkipLayerGuidanceDiTSimple, and ModelComputeDtype.
+from nodes import sampling_extras as _sampling_extras  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_sampling_extras.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_sampling_extras.NODE_DISPLAY_NAME_MAPPINGS)

@@ -779,9 +779,7 @@ class AddNoise:
                   latent_image: dict[str, Any]) -> tuple[dict[str, Any]]:
         if len(sigmas) == 0:
             return (latent_image,)
-        level = torch.abs(sigmas[0] - sigmas[-1]) if len(sigmas) > 1 else sigmas[0]
-        noisy = model.model_sampling.noise_scaling(level, noise.generate(latent_image), latent_image["samples"])
-        return ({**latent_image, "samples": torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)},)
+        return ({**latent_image, "samples": custom.add_noise(model, noise, sigmas, latent_image)},)
 
 
 class BasicGuider:

@@ -131,23 +131,22 @@ class SelfAttentionGuidance:
         return (_with_post_cfg(model, patches.SelfAttentionGuidance(scale, blur_sigma)),)
 
 
-def _layer_numbers(text: str) -> tuple[int, ...]:
+def layer_numbers(text: str) -> tuple[int, ...]:
     """The layer numbers in a string such as "7, 8, 9" (every run of digits, as ComfyUI reads it)."""
     return tuple(int(number) for number in re.findall(r"\d+", text))
 
 
-def skip_layer_guidance(model: DiffusionModel, node: str, layers: dict[str, tuple[str, tuple[int, ...]]],
-                        scale: float, start_percent: float, end_percent: float,
-                        rescaling_scale: float = 0.0) -> DiffusionModel:
-    """The MODEL with a `SkipLayerGuidance` patch; `layers` maps a block kind ("double", "single") to the input
-    naming it and its layer numbers. The noise span is read off the model's schedule now, as ComfyUI does. No
-    layers at all leaves the model as it is (as in ComfyUI); a model without DiT blocks, a kind of block it lacks
-    and a layer past its last block are refused, except "single" layers on a model with no single blocks (SD3),
-    ignored as ComfyUI ignores them when there are others to skip."""
+def layers_to_skip(model: DiffusionModel, node: str,
+                   layers: dict[str, tuple[str, tuple[int, ...]]]) -> dict[str, tuple[int, ...]] | None:
+    """The DiT blocks a skip-layer node skips, by kind; `layers` maps a block kind ("double", "single") to the
+    input naming it and its layer numbers. None for no layers at all (the model is left as it is, as in
+    ComfyUI); a model without DiT blocks, a kind of block it lacks and a layer past its last block are refused,
+    except "single" layers on a model with no single blocks (SD3), ignored as ComfyUI ignores them when there
+    are others to skip."""
     counts = network_changes.dit_block_counts(model.network)
     wanted = {kind: numbers for kind, (_, numbers) in layers.items() if numbers}
     if not wanted:
-        return model
+        return None
     if not counts:
         raise ValueError(f"model: {node} skips blocks of a DiT model (SD3, FLUX); this "
                          f"{model.sampling.family_title} model ({model.name}) is a UNet, which has none")
@@ -164,6 +163,17 @@ def skip_layer_guidance(model: DiffusionModel, node: str, layers: dict[str, tupl
             raise ValueError(f"{input_name}: layer {past[0]} is past the last of this model's {counts[kind]} "
                              f"{kind} blocks (0-{counts[kind] - 1})")
         skipped[kind] = numbers
+    return skipped
+
+
+def skip_layer_guidance(model: DiffusionModel, node: str, layers: dict[str, tuple[str, tuple[int, ...]]],
+                        scale: float, start_percent: float, end_percent: float,
+                        rescaling_scale: float = 0.0) -> DiffusionModel:
+    """The MODEL with a `SkipLayerGuidance` patch skipping `layers_to_skip`; the noise span is read off the
+    model's schedule now, as ComfyUI does."""
+    skipped = layers_to_skip(model, node, layers)
+    if skipped is None:
+        return model
     model_sampling = model.model_sampling
     patch = patches.SkipLayerGuidance(skipped, scale, model_sampling.percent_to_sigma(start_percent),
                                       model_sampling.percent_to_sigma(end_percent), rescaling_scale)
@@ -203,7 +213,7 @@ class SkipLayerGuidanceSD3:
 
     def patch(self, model: DiffusionModel, layers: str, scale: float, start_percent: float,
               end_percent: float) -> tuple[DiffusionModel]:
-        return (skip_layer_guidance(model, "SkipLayerGuidanceSD3", {"double": ("layers", _layer_numbers(layers))},
+        return (skip_layer_guidance(model, "SkipLayerGuidanceSD3", {"double": ("layers", layer_numbers(layers))},
                                     scale, start_percent, end_percent),)
 
 
@@ -231,8 +241,8 @@ class SkipLayerGuidanceDiT:
 
     def patch(self, model: DiffusionModel, double_layers: str, single_layers: str, scale: float,
               start_percent: float, end_percent: float, rescaling_scale: float) -> tuple[DiffusionModel]:
-        layers = {"double": ("double_layers", _layer_numbers(double_layers)),
-                  "single": ("single_layers", _layer_numbers(single_layers))}
+        layers = {"double": ("double_layers", layer_numbers(double_layers)),
+                  "single": ("single_layers", layer_numbers(single_layers))}
         return (skip_layer_guidance(model, "SkipLayerGuidanceDiT", layers, scale, start_percent, end_percent,
                                     rescaling_scale),)
 

@@ -106,8 +106,7 @@ class InpaintModelConditioning:
                mask: torch.Tensor, noise_mask: bool = True) -> tuple[Conditioning, Conditioning, dict[str, Any]]:
         pixels, binary = _inpaint_inputs(vae, pixels, mask)
         masked = (pixels - 0.5) * (1.0 - binary).unsqueeze(-1) + 0.5
-        options = {"concat_latent_image": unscaled_latents(vae, masked),
-                   "concat_latent_scaling_factor": vae.scaling_factor, "concat_mask": binary.unsqueeze(1)}
+        options = {"concat_latent_image": vae.encode(masked), "concat_mask": binary.unsqueeze(1)}
         latent = {"samples": vae.encode(pixels)}
         if noise_mask:
             latent["noise_mask"] = binary.unsqueeze(1)
@@ -151,15 +150,6 @@ class SetLatentNoiseMask:
         return ({**samples, "noise_mask": mask.unsqueeze(1)},)
 
 
-@torch.inference_mode()
-def unscaled_latents(vae: Vae, pixels: torch.Tensor) -> torch.Tensor:
-    """The VAE posterior's mode without the scaling factor: what InstructPix2Pix UNets take, and what ComfyUI
-    keeps as `concat_latent_image`."""
-    autoencoder = vae.autoencoder
-    images = pixels.movedim(-1, 1).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
-    return autoencoder.encode(images).latent_dist.mode().float().cpu()
-
-
 class InstructPixToPixConditioning:
     DESCRIPTION = ("Prepares InstructPix2Pix editing: both conditionings show the model the source image (its VAE "
                    "latents), and the latent output is an empty latent of the image's size to sample from. Sides "
@@ -181,8 +171,8 @@ class InstructPixToPixConditioning:
     def encode(self, positive: Conditioning, negative: Conditioning, vae: Vae,
                pixels: torch.Tensor) -> tuple[Conditioning, Conditioning, dict[str, Any]]:
         pixels = fit_to_latent_grid(rgb_pixels(pixels, "pixels"), vae.downscale, "pixels")
-        latents = unscaled_latents(vae, pixels)
-        image = {"concat_latent_image": latents, "concat_latent_scaling_factor": vae.scaling_factor}
+        latents = vae.encode(pixels)
+        image = {"concat_latent_image": latents}
         return _with_options(positive, image), _with_options(negative, image), {"samples": torch.zeros_like(latents)}
 
 

@@ -6,12 +6,9 @@ width] (pixel size, 1 = repaint), optional "batch_index" (the noise draw of each
 one keeps the noise it would have had there)}. Every node returns a new dict with the input's other keys
 (a noise mask rides along untouched unless the node says otherwise, as in ComfyUI).
 
-Our "samples" are VAE latents as diffusers scales them, `(z - shift_factor) * scaling_factor`; ComfyUI's are raw
-`z`. Indexing, resizing and weighted means whose weights sum to 1 (composite, blend) commute with that map, so
-they give exactly ComfyUI's results in our scale. Add, Subtract, Multiply and Interpolate also commute with the
-scale alone, so on SD1/SD2/SDXL (no shift) they match ComfyUI too; on SD3 and FLUX (whose VAEs have a shift
-factor) they act on the shifted latents, which differs from ComfyUI by a constant offset (for Add, one
-`shift_factor * scaling_factor` per element). Knows nothing of models, HTTP or the executor.
+The samples are the VAE's raw latents `z`, as ComfyUI's are (the sampler applies the model's latent format), so
+every operation here, Add, Subtract, Multiply and Interpolate included, gives ComfyUI's numbers for every family.
+Knows nothing of models, HTTP or the executor.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ ENCODE_BATCH = 4
 
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
-    """DATASET: latents [images, 4, res/8, res/8] (and their mirrored twins), one caption per image."""
+    """DATASET: the VAE's raw latents [images, 4, res/8, res/8] (and their mirrored twins; the trainer applies the
+    model's latent format), one caption per image."""
 
     latents: torch.Tensor
     flipped_latents: torch.Tensor | None

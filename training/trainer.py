@@ -279,8 +279,9 @@ class LoraTrainer:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"model: cannot train a model predicting {prediction_type!r}")
         sampler = _Sampler(self.dataset, settings, noise_scheduler.config.num_train_timesteps)
-        latents_all = self.dataset.latents.to(device, model.dtype)
-        flipped_all = (self.dataset.flipped_latents.to(device, model.dtype)
+        # the dataset's raw VAE latents in the model's sampling space (its family's latent format)
+        latents_all = model.latent_format.process_in(self.dataset.latents).to(device, model.dtype)
+        flipped_all = (model.latent_format.process_in(self.dataset.flipped_latents).to(device, model.dtype)
                        if self.dataset.flipped_latents is not None else latents_all)
 
         # 4. Resume from the saved state, if asked and there is one.

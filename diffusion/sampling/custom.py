@@ -2,9 +2,11 @@
 latents out. KSampler and KSamplerAdvanced are this with RandomNoise, a CFGGuider, the named sampler and the
 named scheduler's sigmas (`diffusion.sampling.ksampler`).
 
-The run follows ComfyUI's: initial noise drawn on the CPU from the seed (`diffusion.sampling.noise`), scaled onto
-the latents by the model's `ModelSampling` (pure noise when the first sigma is the schedule's largest), the
-sampler's steps (`diffusion.sampling.samplers`), the inverse scaling at the end. A LATENT noise mask keeps the
+The run follows ComfyUI's: the LATENT's raw VAE latents taken into the model's sampling space by its latent format
+(`diffusion.latent_format`; an all-zero latent stays zero), initial noise drawn on the CPU from the seed
+(`diffusion.sampling.noise`), scaled onto the latents by the model's `ModelSampling` (pure noise when the first
+sigma is the schedule's largest), the sampler's steps (`diffusion.sampling.samplers`), the inverse scaling at the
+end, and the result taken back to raw latents. A LATENT noise mask keeps the
 unmasked latents for ordinary models, as ComfyUI's inpainting wrapper does: each step's input outside the mask is
 the source noised to that step's sigma, and its denoised estimate outside the mask is the source itself (the
 mask turned into each step's by the model's `denoise_mask_function` where it has one: Differential Diffusion). A
@@ -150,24 +152,26 @@ def interrupts_between_blocks(network: torch.nn.Module, speedups: Speedups) -> I
 
 def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, latent: Mapping[str, Any],
            noise_source: RandomNoise | DisableNoise, callback: StepCallback | None = None) -> torch.Tensor:
-    """Denoise `latent` (LATENT) along `sigmas`; float32 CPU latents. Nothing to do for fewer than two sigmas.
-    `callback` sees every step after progress is reported (SamplerCustom's denoised output keeps the last)."""
+    """Denoise `latent` (LATENT) along `sigmas`; float32 CPU latents, raw as LATENT holds them. Nothing to do for
+    fewer than two sigmas. `callback` sees every step after progress is reported, its latents and denoised
+    estimate raw too (SamplerCustom's denoised output keeps the last)."""
     latent_image = latent["samples"]
     if len(sigmas) < 2:
         return latent_image.clone()
     model = guider.model
     device = model.device
     model_sampling = model.model_sampling
+    latent_format = model.latent_format
     initial = noise_source.generate(latent).to(device)
-    source = latent_image.to(device, torch.float32)
+    source = latent_format.sampling_input(latent_image.float()).to(device)
     edit = editing.EditInputs.prepare(model, latent, guider.image_cfg)
     patch_run = _patch_run(latent, noise_source) if model.unet_patches else None
     steps = len(sigmas) - 1
 
     def on_step(index: int, latents: torch.Tensor, denoised: torch.Tensor) -> None:
-        report_progress(min(index + 1, steps), steps, preview=LatentPreview(denoised))
+        report_progress(min(index + 1, steps), steps, preview=LatentPreview(denoised, latent_format))
         if callback is not None:
-            callback(index, latents, denoised)
+            callback(index, latent_format.process_out(latents.float()), latent_format.process_out(denoised.float()))
 
     with torch.inference_mode(), lora_applied(model.network, model.lora_component, model.loras), \
             interrupts_between_blocks(model.network, model.speedups), \
@@ -183,4 +187,19 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
                                      initial, model.denoise_mask_function, sigmas.to(device))
         x = samplers.sample_from_noise(sampler.name, denoiser, initial, source, sigmas.to(device), noise_source.seed,
                                        on_step, **sampler.options)
-    return x.float().cpu()
+    return latent_format.process_out(x.float().cpu())
+
+
+def add_noise(model: Any, noise_source: RandomNoise | DisableNoise, sigmas: torch.Tensor,
+              latent: Mapping[str, Any]) -> torch.Tensor:
+    """ComfyUI's AddNoise: the LATENT's samples noised in the model's sampling space to the level the sigmas span
+    (their first minus their last; one sigma: that level) and taken back to raw latents, non-finite values zeroed;
+    the samples unchanged for no sigmas."""
+    samples = latent["samples"]
+    if len(sigmas) == 0:
+        return samples
+    level = torch.abs(sigmas[0] - sigmas[-1]) if len(sigmas) > 1 else sigmas[0]
+    latent_format = model.latent_format
+    noisy = model.model_sampling.noise_scaling(level, noise_source.generate(latent),
+                                               latent_format.sampling_input(samples.float()))
+    return torch.nan_to_num(latent_format.process_out(noisy), nan=0.0, posinf=0.0, neginf=0.0)

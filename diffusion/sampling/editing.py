@@ -10,10 +10,13 @@ carries them:
   step, exactly as diffusers' StableDiffusionInpaintPipeline does for 4-channel UNets (soft masks blend); an
   inpainting model gets it (binarized, nearest-resized as diffusers does) as its mask channel, with the latent
   samples (VAEEncodeForInpaint's masked image) as its masked-image channels, and is not blended, as in diffusers.
-- conditioning options `concat_latent_image` (the VAE's unscaled latents, as ComfyUI keeps them), with
-  `concat_latent_scaling_factor` (the VAE's), and `concat_mask` (MASK): the image an entry shows the model
-  (InstructPixToPixConditioning). InstructPix2Pix UNets take the unscaled latents, as in diffusers; inpainting
-  UNets take them scaled, like LATENT samples.
+- conditioning options `concat_latent_image` (the VAE's raw latents, as ComfyUI keeps them) and `concat_mask`
+  (MASK): the image an entry shows the model (InstructPixToPixConditioning, InpaintModelConditioning).
+  InstructPix2Pix UNets take the raw latents, as in diffusers and ComfyUI; inpainting UNets take them in the
+  model's sampling space (its latent format's `process_in`), as ComfyUI's concat_cond does.
+
+LATENT samples are raw VAE latents; `EditInputs` holds the source in the model's sampling space (ComfyUI's
+process_latent_in, an all-zero latent left at zero), where the mask blending happens.
 
 Knows nothing of nodes, files or schedulers.
 """
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.components import DiffusionModel
+from diffusion.latent_format import IDENTITY, LatentFormat
 
 LATENT_CHANNELS = 4
 MASK_AND_IMAGE_CHANNELS = 1 + LATENT_CHANNELS
@@ -76,23 +80,27 @@ def inpaint_model_mask(mask: torch.Tensor, latent_shape: torch.Size) -> torch.Te
 
 @dataclass(frozen=True)
 class EditInputs:
-    """The editing parts of one sampling run: the model variant, the source latents, the noise mask and the
-    image guidance scale (None for ordinary two-way guidance)."""
+    """The editing parts of one sampling run: the model variant, the source latents (model space), the noise
+    mask, the image guidance scale (None for ordinary two-way guidance) and the model's latent format."""
 
     variant: str
     source: torch.Tensor
     noise_mask: torch.Tensor | None
     image_cfg: float | None = None
+    latent_format: LatentFormat = IDENTITY
 
     @classmethod
     def prepare(cls, model: DiffusionModel, latent_image: Mapping[str, Any],
                 image_cfg: float | None = None) -> "EditInputs | None":
-        """The editing inputs of a run, or None when it is plain sampling (an ordinary model, no mask)."""
+        """The editing inputs of a run for a LATENT (raw samples), or None when it is plain sampling (an ordinary
+        model, no mask)."""
         variant = model_variant(model)
         noise_mask = latent_image.get("noise_mask")
         if variant == BASE and noise_mask is None and image_cfg is None:
             return None
-        return cls(variant, source_latents(latent_image), noise_mask, image_cfg)
+        latent_format = model.latent_format
+        return cls(variant, latent_format.sampling_input(source_latents(latent_image)), noise_mask, image_cfg,
+                   latent_format)
 
     @property
     def keeps_source(self) -> bool:
@@ -115,7 +123,7 @@ class EditInputs:
             mask = options.get("concat_mask", self.noise_mask)
             image = options.get("concat_latent_image")
             if image is not None:
-                image = image * float(options.get("concat_latent_scaling_factor", 1.0))
+                image = self.latent_format.process_in(image.float())
             else:
                 image = self.source if mask is not None else _blank_inpaint_latent(shape)
             mask_channel = inpaint_model_mask(mask, shape) if mask is not None else torch.ones(shape[0], 1, *shape[2:])
@@ -128,8 +136,8 @@ class EditInputs:
 
 
 def source_latents(latent_image: Mapping[str, Any]) -> torch.Tensor:
-    """The latents a masked run keeps outside the mask: the samples, or, after a hand-off with leftover noise,
-    the source the earlier sampler kept (`HANDOFF_SOURCE`)."""
+    """The latents a masked run keeps outside the mask (raw, as the LATENT holds them): the samples, or, after a
+    hand-off with leftover noise, the source the earlier sampler kept (`HANDOFF_SOURCE`)."""
     samples = latent_image["samples"]
     source = latent_image.get(HANDOFF_SOURCE)
     return source if source is not None and source.shape == samples.shape else samples

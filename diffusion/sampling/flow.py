@@ -2,7 +2,8 @@
 diffusers' flow-matching schedulers, with ComfyUI's scheduler names mapped onto their sigma spacing options.
 
 A family subclass names the sampler names it runs (`FLOW_SAMPLERS`: which diffusers scheduler each is) and how
-its network is called. Knows nothing of nodes, files or particular families.
+its network is called; `padded_to_patches` gives its patchifying transformer latents of any size (an area
+conditioning's crop can be odd-sized). Knows nothing of nodes, files or particular families.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import inspect
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
 
 from diffusion.contracts import FamilySampling
 from diffusion.lora import TRANSFORMER
@@ -21,6 +23,15 @@ FLOW_SCHEDULERS: dict[str, Mapping[str, Any]] = {
     "normal": {}, "simple": {}, "sgm_uniform": {}, "karras": {"use_karras_sigmas": True},
     "exponential": {"use_exponential_sigmas": True}, "beta": {"use_beta_sigmas": True},
 }
+
+
+def padded_to_patches(latents: torch.Tensor, patch_size: int = 2) -> torch.Tensor:
+    """`latents` [B, C, H, W] padded at the bottom and right to whole `patch_size` patches by wrapping around
+    (ComfyUI's pad_to_patch_size, circular); the network's output for them is cropped back to H x W. Latents of
+    whole patches as they are."""
+    height, width = latents.shape[-2:]
+    padding = (0, -width % patch_size, 0, -height % patch_size)
+    return F.pad(latents, padding, mode="circular") if any(padding) else latents
 
 
 class FlowSampling(FamilySampling):

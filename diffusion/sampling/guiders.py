@@ -8,6 +8,8 @@ and combines the rows: each side's entries blended by strength, then classifier-
 estimates, as ComfyUI's `cfg_function` does. The negative rows are skipped when cfg is 1 (ComfyUI's cfg1
 optimization). Entries with an area, a mask or a timestep range (`diffusion.sampling.regions`) run on their area
 while they are in range, blended per pixel, as ComfyUI's calc_cond_batch does.
+Entries carrying a ControlNet (ComfyUI's `control` option, `diffusion.controlnet`) get its residuals added to
+their rows of each network call while it is in range; rows without one share the call with zeros added.
 
 A model's patches hook in where ComfyUI's sampler functions do: each pre-CFG patch (`DiffusionModel.pre_cfg`,
 APG) turns the positive and negative estimates into new ones before guidance; each post-CFG patch
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mappi
 
 import torch
 
+from diffusion import controlnet
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, GuidanceBatch
 from diffusion.sampling import editing, regions
@@ -118,6 +121,24 @@ class ModelDenoiser:
         self.entry_options = [*guidance.options, *guidance.options[:len(guidance.unconditional_weights)]]
         self.regional = any(regions.is_regional(options) for options in self.entry_options)
         self._placements: dict[tuple[int, ...], list[_Placement]] = {}
+        # each entry's ControlNet (ComfyUI's `control` option), its hints prepared once per run
+        self.controls = controlnet.entry_controls(self.entry_options, len(guidance.negative_weights))
+        for control in self.controls:
+            if control is not None:
+                controlnet.check_family(control, model.family, model.sampling.family_title)
+        self.hints = controlnet.HintCache(model.latent_format)
+
+    def _network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                        embeddings: torch.Tensor, inputs: Mapping[str, Any], entries: Sequence[int],
+                        sigma: torch.Tensor) -> torch.Tensor:
+        """One network call for the rows of guidance `entries` (`batch` rows each), with the residuals of their
+        ControlNets added where they have any."""
+        controls = [self.controls[entry] for entry in entries]
+        if any(control is not None for control in controls):
+            inputs = {**inputs, **controlnet.network_kwargs(
+                controls, self.batch, model_input, float(sigma.reshape(-1)[0]), timestep, embeddings, inputs,
+                self.model_sampling.percent_to_sigma, self.hints)}
+        return self.model.sampling.network_output(network, model_input, timestep, embeddings, inputs).float()
 
     def estimates(self, x: torch.Tensor, sigma: torch.Tensor, change: NetworkChange | None = None
                   ) -> list[torch.Tensor]:
@@ -146,9 +167,10 @@ class ModelDenoiser:
             rows = slice(group.start, group.stop)
             concat = self.guidance.concat
             network = self.network if concat is None else editing.ExtraChannels(self.network, concat[rows])
-            outputs.append(self.model.sampling.network_output(
+            outputs.append(self._network_output(
                 network, model_input[rows], timestep[rows], group.embeddings,
-                _rows(self.inputs, rows, self.guidance.rows)).float())
+                _rows(self.inputs, rows, self.guidance.rows),
+                range(group.start // self.batch, group.stop // self.batch), sigma))
         output = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
         return self.model_sampling.calculate_denoised(sigma_rows, output, x_rows)
 
@@ -203,10 +225,10 @@ class ModelDenoiser:
             network = self.network if concat is None else editing.ExtraChannels(
                 self.network, crop(concat[index.to(concat.device)]))
             device_index = index.to(model_input.device)
-            output = self.model.sampling.network_output(
+            output = self._network_output(
                 network, crop(model_input[device_index]), timestep[device_index],
                 group.embeddings[(index - group.start).to(group.embeddings.device)],
-                _rows(self.inputs, device_index, self.guidance.rows)).float()
+                _rows(self.inputs, device_index, self.guidance.rows), [p.entry for p in members], sigma)
             denoised = self.model_sampling.calculate_denoised(sigma_rows[device_index], output,
                                                               crop(x_rows[device_index]))
             for placement, estimate in zip(members, denoised.split(batch)):

@@ -8,6 +8,9 @@ pipeline. What differs per family (scheduler, noise, network inputs, the call) a
 hooks. `denoise` follows ComfyUI: `steps` steps are run, taken from the end of a schedule of
 `int(steps / denoise)` steps (with diffusers' img2img noise at the first of them); for settings where
 `int(total * denoise) == steps` that is exactly StableDiffusionImg2ImgPipeline with `strength=denoise`.
+The LATENT's raw VAE latents are scaled into the model's sampling space by its latent format on the way in
+(`diffusion.latent_format`, as the pipelines scale what the VAE encodes; an all-zero latent stays zero) and back
+on the way out (as the pipelines unscale before decoding).
 Knows nothing of nodes; reports progress through `engine.progress` (which also raises on interrupt).
 """
 from __future__ import annotations
@@ -88,12 +91,14 @@ def _predict(family: FamilySampling, network: Any, scheduler: Any, model_input: 
 def sample(model: DiffusionModel, seed: int, cfg: float, sampler_name: str, scheduler_name: str,
            positive: Conditioning, negative: Conditioning, latent: torch.Tensor,
            steps: SamplingRange, edit: editing.EditInputs | None = None) -> torch.Tensor:
-    """Denoise `latent` (float32 [B, C, h, w]) over `steps`; returns float32 CPU latents. `edit` carries the
-    inputs of inpainting and InstructPix2Pix (`diffusion.sampling.editing`)."""
+    """Denoise `latent` (raw float32 [B, C, h, w], as LATENT holds it) over `steps`; returns raw float32 CPU
+    latents. `edit` carries the inputs of inpainting and InstructPix2Pix (`diffusion.sampling.editing`)."""
     if steps.start >= steps.end:
         return latent.clone()
     network, device, dtype = model.network, model.device, model.dtype
     family = model.sampling
+    latent_format = model.latent_format
+    latent = latent_format.sampling_input(latent.float())
     batch = latent.shape[0]
     generator = torch.Generator("cpu").manual_seed(seed)
 
@@ -123,6 +128,8 @@ def sample(model: DiffusionModel, seed: int, cfg: float, sampler_name: str, sche
 
     # 3. Conditioning for the network calls of each step.
     guidance = guidance_batch(positive, negative, batch, cfg, device, dtype, edit)
+    if any(options.get("control") is not None for options in guidance.options):
+        raise ValueError("scheduler: the 'diffusers' scheduler does not run ControlNets; choose another scheduler")
     inputs = family.network_inputs(guidance, batch, device, dtype)
     copies = guidance.rows // batch
     step_kwargs = _step_kwargs(scheduler, generator)
@@ -143,5 +150,5 @@ def sample(model: DiffusionModel, seed: int, cfg: float, sampler_name: str, sche
                 last = index == len(timesteps) - 1 and not leftover
                 next_timestep = None if last else scheduler.timesteps[steps.start * order + index + 1]
                 latents = editing.keep_unmasked(latents, keep_mask, source, noise, scheduler, next_timestep)
-            report_progress(index + 1, len(timesteps), preview=LatentPreview(latents))
-    return latents.float().cpu()
+            report_progress(index + 1, len(timesteps), preview=LatentPreview(latents, latent_format))
+    return latent_format.process_out(latents.float().cpu())

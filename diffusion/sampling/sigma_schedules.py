@@ -4,7 +4,7 @@
   (`SCHEDULER_NAMES`, in ComfyUI's order), each ending in 0; `basic_scheduler_sigmas` and `ksampler_sigmas` add
   the `denoise` handling of the BasicScheduler node and of KSampler.
 - the schedules behind ComfyUI's custom-sampling scheduler nodes, with their parameters (Karras, exponential,
-  polyexponential, VP, Laplace, beta, SD-Turbo, Align Your Steps, GITS);
+  polyexponential, VP, Laplace, beta, SD-Turbo, Align Your Steps, GITS, OptimalSteps);
 - the sigma manipulations of its sigma nodes (split, flip, set first, extend, percent to sigma).
 
 Every function is plain: tensors and a `ModelSampling` in, a float32 CPU tensor (or Python float) out, with
@@ -283,6 +283,29 @@ def align_your_steps_sigmas(model_type: str, steps: int, denoise: float = 1.0) -
     if model_type not in ALIGN_YOUR_STEPS_NOISE_LEVELS:
         raise ValueError(f"model_type: unknown {model_type!r}; known: {', '.join(ALIGN_YOUR_STEPS_NOISE_LEVELS)}")
     levels = list(ALIGN_YOUR_STEPS_NOISE_LEVELS[model_type])
+    if steps + 1 != len(levels):
+        levels = loglinear_interpolation(levels, steps + 1)
+    return _tabulated_sigmas(levels, steps, denoise)
+
+
+# OptimalSteps (Pei et al. 2025, "Optimal Stepsize for Diffusion Sampling"): searched schedules of flow models,
+# as ComfyUI's OptimalStepsScheduler tabulates them
+OPTIMAL_STEPS_NOISE_LEVELS: dict[str, tuple[float, ...]] = {
+    "FLUX": (0.9968, 0.9886, 0.9819, 0.975, 0.966, 0.9471, 0.9158, 0.8287, 0.5512, 0.2808, 0.001),
+    "Wan": (1.0, 0.997, 0.995, 0.993, 0.991, 0.989, 0.987, 0.985, 0.98, 0.975, 0.973, 0.968, 0.96, 0.946, 0.927,
+            0.902, 0.864, 0.776, 0.539, 0.208, 0.001),
+    "Chroma": (0.992, 0.99, 0.988, 0.985, 0.982, 0.978, 0.973, 0.968, 0.961, 0.953, 0.943, 0.931, 0.917, 0.9, 0.881,
+               0.858, 0.832, 0.802, 0.769, 0.731, 0.69, 0.646, 0.599, 0.55, 0.501, 0.451, 0.402, 0.355, 0.311, 0.27,
+               0.232, 0.199, 0.169, 0.143, 0.12, 0.101, 0.084, 0.07, 0.058, 0.048, 0.001),
+}
+
+
+def optimal_steps_sigmas(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """The OptimalStepsScheduler node: the `model_type`'s searched schedule (`OPTIMAL_STEPS_NOISE_LEVELS`, 10
+    steps for FLUX, 20 for Wan, 40 for Chroma), log-linearly interpolated to `steps`."""
+    if model_type not in OPTIMAL_STEPS_NOISE_LEVELS:
+        raise ValueError(f"model_type: unknown {model_type!r}; known: {', '.join(OPTIMAL_STEPS_NOISE_LEVELS)}")
+    levels = list(OPTIMAL_STEPS_NOISE_LEVELS[model_type])
     if steps + 1 != len(levels):
         levels = loglinear_interpolation(levels, steps + 1)
     return _tabulated_sigmas(levels, steps, denoise)

@@ -515,8 +515,9 @@ def test_sampler_custom_advanced_samples_the_tiny_sd1_model(sd1):
     noisy, estimate = _advanced(model, positive, negative, 11, high, latent)
     start = model.model_sampling.noise_scaling(high[0], cs.RandomNoise().get_noise(11)[0].generate(latent),
                                                latent["samples"], True)
-    moved_towards = start + (noisy["samples"] - start) * high[0] / (high[0] - high[1])
-    assert torch.allclose(estimate["samples"], moved_towards, atol=1e-3)
+    to_model = model.latent_format.process_in  # the step runs in model space; LATENT holds raw latents
+    moved_towards = start + (to_model(noisy["samples"]) - start) * high[0] / (high[0] - high[1])
+    assert torch.allclose(to_model(estimate["samples"]), moved_towards, atol=1e-3)
     assert not torch.allclose(estimate["samples"], noisy["samples"], atol=0.1)
 
 

@@ -102,7 +102,9 @@ def test_denoise_matches_flux_img2img_pipeline_strength(flux, flux_pipeline):
     image = VAEDecode().decode(vae, samples)[0].numpy()
     img2img = FluxImg2ImgPipeline(**flux_pipeline.components)
     img2img.set_progress_bar_config(disable=True)
-    expected = img2img(PROMPT, image=latent["samples"], strength=0.6, height=SIZE, width=SIZE, num_inference_steps=5,
+    # 16-channel images are latents to the pipeline, in model space (LATENT holds raw ones)
+    expected = img2img(PROMPT, image=model.latent_format.process_in(latent["samples"]), strength=0.6, height=SIZE,
+                       width=SIZE, num_inference_steps=5,
                        guidance_scale=3.5, generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
     assert np.abs(image - expected).max() <= TOLERANCE
 

@@ -233,7 +233,7 @@ def _counted_calls(network: torch.nn.Module, fail_when: Any = None):
 def _euler(model, positive, negative, sigmas, latent, cfg=CFG):
     (sampler,) = KSamplerSelect().get_sampler("euler")
     output, _ = SamplerCustom().sample(model, True, SEED, cfg, positive, negative, sampler, sigmas, latent)
-    return output["samples"]
+    return model.latent_format.process_in(output["samples"])  # in model space, as the pipelines' latent output
 
 
 def _processors(network) -> dict[str, Any]:

@@ -101,7 +101,9 @@ def test_inpaint_model_conditioning_matches_inpaint_pipeline_strength(inpainting
 
     pipeline = inpaint_pipeline
     pipeline.scheduler = _reference_scheduler(pipeline.scheduler.config, sampler_name, "normal")
-    expected = pipeline(PROMPT, image=latent["samples"], mask_image=mask, masked_image_latents=_masked_image_latents(
+    # 4-channel images are latents to the pipeline, in model space (LATENT holds raw ones)
+    expected = pipeline(PROMPT, image=model.latent_format.process_in(latent["samples"]), mask_image=mask,
+                        masked_image_latents=_masked_image_latents(
         pipeline, image, mask), height=64, width=64, num_inference_steps=int(steps / denoise), strength=denoise,
         guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
     difference = np.abs(result.numpy() - expected).max()
@@ -125,7 +127,9 @@ def test_noise_mask_on_ordinary_model_matches_inpaint_pipeline(sd1, sd_pipeline,
     pipeline.set_progress_bar_config(disable=True)
     pipeline.scheduler = _reference_scheduler(sd_pipeline.scheduler.config, sampler_name, "normal")
     total = int(steps / denoise)
-    expected = pipeline(PROMPT, image=source["samples"], mask_image=mask, masked_image_latents=torch.zeros_like(
+    # 4-channel images are latents to the pipeline, in model space (LATENT holds raw ones)
+    expected = pipeline(PROMPT, image=model.latent_format.process_in(source["samples"]), mask_image=mask,
+                        masked_image_latents=torch.zeros_like(
         source["samples"]), height=64, width=64, num_inference_steps=total, strength=denoise, guidance_scale=7.0,
         generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
     difference = np.abs(result.numpy() - expected).max()

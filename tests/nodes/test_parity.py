@@ -121,7 +121,7 @@ def test_vae_encode_matches_diffusers(sd1, sd_pipeline, input_image):
     (latent,) = VAEEncode().encode(sd1[2], pixels)
     with torch.no_grad():
         preprocessed = sd_pipeline.image_processor.preprocess(input_image)
-        expected = sd_pipeline.vae.encode(preprocessed).latent_dist.mode() * sd_pipeline.vae.config.scaling_factor
+        expected = sd_pipeline.vae.encode(preprocessed).latent_dist.mode()  # LATENT holds the raw latents
     assert torch.allclose(latent["samples"], expected, atol=TOLERANCE)
 
 
@@ -146,6 +146,8 @@ def test_img2img_denoise_matches_img2img_pipeline_strength(sd1, sd_pipeline, pip
     img2img = diffusers.StableDiffusionImg2ImgPipeline(**sd_pipeline.components)
     img2img.set_progress_bar_config(disable=True)
     img2img.scheduler = _reference_scheduler(pipeline_scheduler_config, sampler_name, "normal")
-    expected = img2img(PROMPT, image=latent["samples"], strength=denoise, num_inference_steps=total,
+    # 4-channel images are latents to the pipeline, in model space (LATENT holds raw ones)
+    expected = img2img(PROMPT, image=model.latent_format.process_in(latent["samples"]), strength=denoise,
+                       num_inference_steps=total,
                        guidance_scale=7.0, generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
     assert np.abs(image.numpy() - expected).max() <= TOLERANCE

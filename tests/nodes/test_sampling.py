@@ -75,7 +75,9 @@ def test_advanced_sampler_in_two_passes_equals_one_pass(inputs):
                             "enable")[0]
     second = advanced.sample(model, "disable", 7, 4, 6.0, "euler", "normal", positive, negative, first, 2, 10000,
                              "disable")[0]
-    assert torch.equal(second["samples"], _ksampler(inputs, steps=4))
+    # the hand-off goes through raw latents (process_out, then process_in), which rounds, as in ComfyUI
+    one_pass = _ksampler(inputs, steps=4)
+    assert (second["samples"] - one_pass).abs().max() <= 1e-5 * one_pass.abs().max()
 
 
 def test_stopping_early_without_leftover_noise_returns_the_clean_estimate(inputs):

@@ -149,7 +149,8 @@ def test_base_to_refiner_hand_off_matches_the_ensemble_of_experts(base, refiner,
     handed_over = base_pipeline(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=10, guidance_scale=6.0,
                                 height=SIZE, width=SIZE, denoising_end=0.8, generator=_generator(),
                                 output_type="latent").images
-    assert torch.allclose(noisy["samples"], handed_over, atol=TOLERANCE)
+    # LATENT holds raw latents; the pipeline hands over model-space ones
+    assert torch.allclose(base_model.latent_format.process_in(noisy["samples"]), handed_over, atol=TOLERANCE)
     expected = refiner_pipeline(PROMPT, negative_prompt=NEGATIVE, image=handed_over, num_inference_steps=10,
                                 guidance_scale=6.0, denoising_start=0.8, generator=_generator(),
                                 output_type="np").images
@@ -168,7 +169,9 @@ def test_refiner_img2img_denoise_matches_the_refiner_pipeline_strength(refiner, 
     (image,) = VAEDecode().decode(vae, samples)
 
     refiner_pipeline.scheduler = _scheduler(refiner_pipeline)
-    expected = refiner_pipeline(PROMPT, image=latent["samples"], strength=0.5, num_inference_steps=8,
+    # 4-channel images are latents to the pipeline, in model space (LATENT holds raw ones)
+    expected = refiner_pipeline(PROMPT, image=model.latent_format.process_in(latent["samples"]), strength=0.5,
+                                num_inference_steps=8,
                                 guidance_scale=7.0, generator=_generator(), output_type="np").images
     assert np.abs(image.numpy() - expected).max() <= TOLERANCE
 

@@ -28,7 +28,8 @@ def inputs(sd1):
 
 def _sample(model, inputs, steps=3, scheduler="diffusers"):
     _, positive, negative, latent = inputs
-    return KSampler().sample(model, 11, steps, 7.0, "euler", scheduler, positive, negative, latent)[0]["samples"]
+    samples = KSampler().sample(model, 11, steps, 7.0, "euler", scheduler, positive, negative, latent)[0]["samples"]
+    return model.latent_format.process_in(samples)  # in model space, where the tolerances are measured
 
 
 def _limit(plain, scheduler):

@@ -193,7 +193,8 @@ def test_first_loss_is_the_prediction_target_of_the_scheduler_config(trained, ch
 
     scheduler = DDPMScheduler.from_config(dict(model.scheduler_config))
     images, flips, timesteps, noise = _Sampler(dataset, settings, 1000).draw(0, dataset.latents.shape[1:])
-    latents = torch.where(flips.view(-1, 1, 1, 1), dataset.flipped_latents[images], dataset.latents[images])
+    raw = torch.where(flips.view(-1, 1, 1, 1), dataset.flipped_latents[images], dataset.latents[images])
+    latents = raw * 0.18215  # the dataset holds the VAE's raw latents; SD's latent format scales them
     ids = clip.tokenizer([dataset.captions[i] for i in images], max_length=77, padding="max_length",
                          truncation=True, return_tensors="pt").input_ids
     with torch.no_grad():

@@ -456,7 +456,8 @@ def _sample(model, clip, size=128, latent=None, scheduler="normal", sampler="eul
     positive = CLIPTextEncode().encode(clip, "a cat")[0]
     negative = CLIPTextEncode().encode(clip, "")[0]
     latent = latent or EmptyLatentImage().generate(size, size, 1)[0]
-    return KSampler().sample(model, 3, 3, 5.0, sampler, scheduler, positive, negative, latent)[0]["samples"]
+    samples = KSampler().sample(model, 3, 3, 5.0, sampler, scheduler, positive, negative, latent)[0]["samples"]
+    return model.latent_format.process_in(samples)  # in model space, where the tolerances are measured
 
 
 def _patched(name, model, **inputs):

@@ -20,7 +20,8 @@ TILE = 64
 
 
 def _latents(size=SIZE, seed=0):
-    return torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(seed))
+    """Raw VAE latents (as LATENT holds them) of unit-variance latents in SD's sampling space."""
+    return torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(seed)) / 0.18215
 
 
 def _pixels(size=SIZE, seed=0):
@@ -79,9 +80,9 @@ def test_small_images_are_untouched(sd1, monkeypatch):
     assert not vae.needs_tiling(1, SIZE, SIZE)
     latents, pixels = _latents(), _pixels()
     with torch.inference_mode():
-        expected_image = autoencoder.decode(latents / vae.scaling_factor, return_dict=False)[0]
+        expected_image = autoencoder.decode(latents, return_dict=False)[0]  # LATENT holds the raw latents
         expected_image = (expected_image / 2 + 0.5).clamp(0, 1).float().movedim(1, -1)
-        expected_latents = autoencoder.encode(pixels.movedim(-1, 1) * 2.0 - 1.0).latent_dist.mode() * vae.scaling_factor
+        expected_latents = autoencoder.encode(pixels.movedim(-1, 1) * 2.0 - 1.0).latent_dist.mode()
     assert torch.equal(vae.decode(latents), expected_image)
     assert torch.equal(vae.encode(pixels), expected_latents)
 

@@ -2,7 +2,8 @@
 1 .. 1/steps, shifted by `mu` computed from the image's token count), latents packed into 2x2 patches only for the
 transformer call (the scheduler's Euler step is elementwise, so it runs on the unpacked latents), the distilled
 guidance from the conditioning (`FluxGuidance`), and true classifier-free guidance when cfg is not 1
-(FluxPipeline's `true_cfg_scale`). LATENT holds the VAE's latents shifted and scaled as FluxPipeline samples them.
+(FluxPipeline's `true_cfg_scale`). Sampling runs on the VAE's latents shifted and scaled as FluxPipeline samples them
+(the family's latent format; LATENT holds them raw).
 Knows nothing of nodes or files.
 """
 from __future__ import annotations
@@ -13,7 +14,9 @@ import numpy as np
 import torch
 
 from diffusion.contracts import GuidanceBatch
-from diffusion.sampling.flow import FlowSampling
+from diffusion.files import config_beside
+from diffusion.latent_format import LatentFormat
+from diffusion.sampling.flow import FlowSampling, padded_to_patches
 from diffusion.sampling.model_sampling import ModelSampling
 
 DEFAULT_GUIDANCE = 3.5  # ComfyUI's FLUX guidance when no FluxGuidance node sets one
@@ -63,6 +66,7 @@ class FluxSampling(FlowSampling):
     """The shared sampling loop's hooks for a FluxTransformer2DModel."""
 
     family_title = "FLUX"
+    latent_format = LatentFormat.from_config(config_beside(__file__)["vae"])
     # FlowMatchEulerDiscreteScheduler is the flow-matching scheduler of diffusers that takes FLUX's shifted sigmas
     FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler"}
     sampler_names = tuple(FLOW_SAMPLERS)
@@ -96,15 +100,20 @@ class FluxSampling(FlowSampling):
 
     def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                        embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """The transformer's velocity for latents of any size: an odd height or width (an area's crop) is padded
+        to whole 2x2 patches and the output cropped back, as ComfyUI's FLUX does."""
         rows, _, height, width = model_input.shape
+        padded = padded_to_patches(model_input)
+        padded_height, padded_width = padded.shape[-2:]
         guidance = inputs["guidance"] if network.config.guidance_embeds else None
         text_ids = torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=embeddings.dtype)
         prediction = network(
-            hidden_states=pack(model_input), timestep=timestep.expand(rows).to(model_input.dtype),
+            hidden_states=pack(padded), timestep=timestep.expand(rows).to(model_input.dtype),
             guidance=guidance, pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings,
-            txt_ids=text_ids, img_ids=image_ids(height, width, model_input.device, model_input.dtype),
-            return_dict=False)[0]
-        return unpack(prediction, height, width)
+            txt_ids=text_ids, img_ids=image_ids(padded_height, padded_width, model_input.device, model_input.dtype),
+            controlnet_block_samples=inputs.get("controlnet_block_samples"),
+            controlnet_single_block_samples=inputs.get("controlnet_single_block_samples"), return_dict=False)[0]
+        return unpack(prediction, padded_height, padded_width)[..., :height, :width]
 
 
 FLUX_SAMPLING = FluxSampling()

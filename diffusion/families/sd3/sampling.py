@@ -12,13 +12,15 @@ import torch
 from diffusion.components import DiffusionModel
 from diffusion.contracts import GuidanceBatch
 from diffusion.files import config_beside
-from diffusion.sampling.flow import FlowSampling
+from diffusion.latent_format import LatentFormat
+from diffusion.sampling.flow import FlowSampling, padded_to_patches
 
 
 class Sd3Sampling(FlowSampling):
     """The shared sampling loop's hooks for an SD3Transformer2DModel (rectified flow, velocity prediction)."""
 
     family_title = "SD3"
+    latent_format = LatentFormat.from_config(config_beside(__file__)["vae"])
     # ComfyUI sampler names -> diffusers flow-matching schedulers (each checked against StableDiffusion3Pipeline)
     FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler"}
     sampler_names = tuple(FLOW_SAMPLERS)
@@ -40,9 +42,13 @@ class Sd3Sampling(FlowSampling):
             raise ValueError(f"conditioning: pooled text embedding of {pooled.shape[-1]} values, but this SD3 "
                              f"model takes {network.config.pooled_projection_dim}; use this model's CLIP")
         embeddings = with_t5_width(embeddings, int(network.config.joint_attention_dim))
-        rows = model_input.shape[0]
-        return network(hidden_states=model_input, timestep=timestep.expand(rows), encoder_hidden_states=embeddings,
-                       pooled_projections=pooled, return_dict=False)[0]
+        # an odd height or width (an area's crop) padded to whole patches, the output cropped back, as in ComfyUI
+        rows, _, height, width = model_input.shape
+        output = network(hidden_states=padded_to_patches(model_input, int(network.config.patch_size)),
+                         timestep=timestep.expand(rows), encoder_hidden_states=embeddings,
+                         pooled_projections=pooled, return_dict=False,
+                         block_controlnet_hidden_states=inputs.get("block_controlnet_hidden_states"))[0]
+        return output[..., :height, :width]
 
 
 SD3_SAMPLING = Sd3Sampling()

@@ -11,6 +11,7 @@ import torch
 
 from diffusion.contracts import GuidanceBatch
 from diffusion.files import config_beside
+from diffusion.latent_format import LatentFormat
 from diffusion.sampling.discrete import DiscreteSampling
 
 BASE_TIME_IDS = 6  # height, width, crop top, crop left, target height, target width
@@ -27,6 +28,7 @@ class SdxlSampling(DiscreteSampling):
     refiner: bool
     pooled_width: int
     family_title = "SDXL"
+    latent_format = LatentFormat.from_config(config_beside(__file__)["vae"])
 
     def time_ids(self, options: Mapping[str, Any], negative: bool) -> list[float]:
         defaults = config_beside(__file__)

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import torch
 
 from diffusion.contracts import GuidanceBatch
+from diffusion.latent_format import IDENTITY
 from diffusion.sampling.discrete import DiscreteSampling
 
 
@@ -17,6 +18,7 @@ class DecoderSampling(DiscreteSampling):
     schedulers without learned variance)."""
 
     family_title = "unCLIP decoder"
+    latent_format = IDENTITY  # the MoVQ latents are sampled unscaled, as KandinskyV22Pipeline does
 
     def network_inputs(self, guidance: GuidanceBatch, batch: int, device: torch.device,
                        dtype: torch.dtype) -> dict[str, Any]:

@@ -8,7 +8,9 @@ schedules that drop their next-to-last sigma, ddim's inpainting noise).
 The algorithms live in modules by family: `euler` (Euler, Heun, DPM-2, gradient estimation), `ancestral`,
 `dpmpp` (DPM-Solver++ 2S/2M, RES multistep), `sde` (DPM-Solver++ SDEs, ER-SDE, SEEDS), `linear_multistep` (LMS,
 iPNDM, DEIS), `dpm_solver` (dpm_fast, dpm_adaptive), `sa_solver` and `uni_pc`; their noise comes from
-`diffusion.sampling.noise`. Knows nothing of models, guidance, nodes or files.
+`diffusion.sampling.noise`. `NODE_SAMPLERS` are the samplers only a Sampler* node makes (`advanced`: LCM
+upscale, the alternative CFG++ Euler), run like the others but not in KSampler's list. Knows nothing of models,
+guidance, nodes or files.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 
 from diffusion.sampling.denoising import Denoiser, StepCallback
 from diffusion.sampling.samplers import (
+    advanced,
     ancestral,
     dpm_solver,
     dpmpp,
@@ -129,12 +132,19 @@ SAMPLERS: dict[str, SamplerSpec] = {
                               stops_above_zero_at=uni_pc.FINAL_SIGMA),
 }
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+# Samplers that only ComfyUI's Sampler* nodes make (their SAMPLER, not a name of KSampler's list)
+NODE_SAMPLERS: dict[str, SamplerSpec] = {
+    "lcm_upscale": SamplerSpec(advanced.lcm_upscale, {"total_upscale": 2.0, "upscale_method": "bislerp",
+                                                      "upscale_steps": None}),
+    "euler_cfg_pp_alternative": SamplerSpec(advanced.euler_cfg_pp_alternative, uses_unguided=True),
+}
 
 
 def sampler_spec(name: str) -> SamplerSpec:
-    if name not in SAMPLERS:
+    spec = SAMPLERS.get(name, NODE_SAMPLERS.get(name))
+    if spec is None:
         raise ValueError(f"unknown sampler {name!r}")
-    return SAMPLERS[name]
+    return spec
 
 
 def option_defaults(name: str) -> dict[str, Any]:

@@ -1,0 +1,58 @@
+"""A model family's latent format, as ComfyUI's `latent_formats` describe one: how the VAE's raw latents `z` map to
+the space the denoising network samples in, and how that space previews as RGB.
+
+LATENT values hold the raw latents (what the VAE encodes and decodes, what ComfyUI's LATENT holds and its
+`.latent` files store); sampling works in model space, `process_in(z) = (z - shift_factor) * scale_factor`, and
+hands back `process_out(x) = x / scale_factor + shift_factor` (the diffusers pipelines' scaling of the same
+numbers). `rgb_factors` and `rgb_bias` are the least-squares fits of model-space latents to RGB that ComfyUI's
+latent previews use. Each family keeps its numbers in its config file (`diffusion/families/*/`). Knows nothing
+of networks, nodes or files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+RGB = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class LatentFormat:
+    """The map between raw VAE latents and a model's sampling space, and the model-space preview factors
+    (rows: latent channels; columns: R, G, B; None: no known factors)."""
+
+    scale_factor: float = 1.0
+    shift_factor: float = 0.0
+    rgb_factors: tuple[RGB, ...] | None = None
+    rgb_bias: RGB | None = None
+
+    @classmethod
+    def from_config(cls, vae: Mapping[str, Any]) -> "LatentFormat":
+        """From a family config's "vae" section: `scaling_factor` (or the LDM name `scale_factor`),
+        `shift_factor`, `latent_rgb_factors` and `latent_rgb_factors_bias`."""
+        factors = vae.get("latent_rgb_factors")
+        bias = vae.get("latent_rgb_factors_bias")
+        return cls(float(vae.get("scaling_factor", vae.get("scale_factor", 1.0))), float(vae.get("shift_factor", 0.0)),
+                   tuple(tuple(row) for row in factors) if factors else None, tuple(bias) if bias else None)
+
+    def process_in(self, latents: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents -> the model's sampling space."""
+        if self.shift_factor:
+            return (latents - self.shift_factor) * self.scale_factor
+        return latents * self.scale_factor
+
+    def process_out(self, latents: torch.Tensor) -> torch.Tensor:
+        """The model's sampling space -> raw VAE latents."""
+        if self.shift_factor:
+            return latents / self.scale_factor + self.shift_factor
+        return latents / self.scale_factor
+
+    def sampling_input(self, latents: torch.Tensor) -> torch.Tensor:
+        """The latents a sampler starts from: `process_in`, except that an all-zero (empty) latent stays zero, as
+        ComfyUI leaves the empty latent image unshifted."""
+        return self.process_in(latents) if bool(torch.count_nonzero(latents)) else latents
+
+
+IDENTITY = LatentFormat()
