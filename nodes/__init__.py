@@ -215,3 +215,9 @@ from nodes import sampling_extras as _sampling_extras  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_sampling_extras.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_sampling_extras.NODE_DISPLAY_NAME_MAPPINGS)
+
+# SD2.1 unCLIP: unCLIPCheckpointLoader (MODEL, CLIP, VAE, CLIP_VISION of one checkpoint) and unCLIPConditioning.
+from nodes import sd_unclip as _sd_unclip  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_sd_unclip.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_sd_unclip.NODE_DISPLAY_NAME_MAPPINGS)

@@ -111,17 +111,24 @@ def _architecture(weights: Mapping[str, torch.Tensor], input_name: str, name: st
 
 def load_clip_vision(path: Path, place: Place, input_name: str) -> ClipVisionEncoder:
     """The image encoder of a ComfyUI clip_vision .safetensors file (transformers' key layout)."""
-    from transformers import CLIPVisionModelWithProjection, SiglipVisionModel
-
     weights = read_safetensors(path, input_name)
     if OPENCLIP_KEY in weights:
         raise ValueError(f"{input_name}: {path.name} is in OpenCLIP's layout (visual.transformer.*); use the "
                          "transformers-layout clip_vision file of the same model")
-    config, siglip = _architecture(weights, input_name, path.name)
+    return encoder_from_weights(weights, place, input_name, path.name)
+
+
+def encoder_from_weights(weights: Mapping[str, torch.Tensor], place: Place, input_name: str,
+                         name: str) -> ClipVisionEncoder:
+    """The image encoder of CLIP or SigLIP vision weights in transformers' key layout (a clip_vision file's, or
+    the image encoder of an all-in-one checkpoint re-keyed to it)."""
+    from transformers import CLIPVisionModelWithProjection, SiglipVisionModel
+
+    config, siglip = _architecture(weights, input_name, name)
     with empty_weights():
         model = (SiglipVisionModel if siglip else CLIPVisionModelWithProjection)(config)
     if "vision_model.embeddings.patch_embedding.weight" not in model.state_dict():  # transformers' SigLIP: no prefix
         weights = {key.removeprefix("vision_model."): value for key, value in weights.items()}
-    load_strict(model, weights, f"{input_name}: {path.name}")
+    load_strict(model, weights, f"{input_name}: {name}")
     mean, std = (SIGLIP_MEAN, SIGLIP_STD) if siglip else (CLIP_MEAN, CLIP_STD)
-    return ClipVisionEncoder(place(model).eval(), config.image_size, mean, std, path.name)
+    return ClipVisionEncoder(place(model).eval(), config.image_size, mean, std, name)

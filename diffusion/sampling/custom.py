@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.lora import lora_applied
-from diffusion.sampling import editing, noise, samplers, unet_patches
+from diffusion.sampling import editing, noise, run_seed, samplers, unet_patches
 from diffusion.sampling.denoising import Denoiser, StepCallback
 from diffusion.sampling.guiders import CFGGuider
 from diffusion.sampling.preview import LatentPreview
@@ -178,8 +178,9 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
             speedups_applied(model.network, model.speedups) as network, \
             unet_patches.patches_applied(model.network, model.unet_patches, patch_run):
         cfg1_optimization = not samplers.sampler_spec(sampler.name).uses_unguided
-        denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,
-                                             cfg1_optimization)
+        with run_seed.seeded(noise_source.seed):  # the conditioning's seeded inputs (unCLIP) are made here
+            denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,
+                                                 cfg1_optimization)
         if model.unet_patches:
             denoiser = _SigmaNoted(denoiser, patch_run)
         if edit is not None and edit.keeps_source:

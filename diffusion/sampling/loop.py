@@ -24,7 +24,7 @@ import torch
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, FamilySampling, GuidanceBatch
 from diffusion.lora import lora_applied
-from diffusion.sampling import editing
+from diffusion.sampling import editing, run_seed
 from diffusion.sampling.guidance import guidance_batch, guided
 from diffusion.sampling.preview import LatentPreview
 from diffusion.speedups import speedups_applied
@@ -130,7 +130,8 @@ def sample(model: DiffusionModel, seed: int, cfg: float, sampler_name: str, sche
     guidance = guidance_batch(positive, negative, batch, cfg, device, dtype, edit)
     if any(options.get("control") is not None for options in guidance.options):
         raise ValueError("scheduler: the 'diffusers' scheduler does not run ControlNets; choose another scheduler")
-    inputs = family.network_inputs(guidance, batch, device, dtype)
+    with run_seed.seeded(seed):
+        inputs = family.network_inputs(guidance, batch, device, dtype)
     copies = guidance.rows // batch
     step_kwargs = _step_kwargs(scheduler, generator)
     finish_clean = steps.end < steps.total and not steps.return_with_leftover_noise

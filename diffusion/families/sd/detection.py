@@ -1,6 +1,7 @@
 """Which Stable Diffusion 1.x/2.x checkpoint a single file holds: SD1.x (CLIP ViT-L text encoder) or SD2.x
-(OpenCLIP ViT-H), and whether it predicts noise or v. Read from tensor names (and, for SD2's v-prediction, one
-tensor's spread), never asked of the user. Knows nothing of nodes or files.
+(OpenCLIP ViT-H), whether it predicts noise or v, and whether it is SD2.1 unCLIP (an image-embedding input). Read
+from tensor names (and, for SD2's v-prediction, one tensor's spread), never asked of the user. Knows nothing of
+nodes or files.
 """
 from __future__ import annotations
 
@@ -15,11 +16,18 @@ OPEN_CLIP = "cond_stage_model.model."
 V_PREDICTION_MARKER = "v_pred"  # the key ComfyUI stores in v-prediction checkpoints
 V_PREDICTION_NORM_STD = 0.09  # SD2 768-v checkpoints have this spread in a late norm bias; 512 ones do not
 V_PREDICTION_PROBE = UNET + "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+UNCLIP_PROBE = UNET + "label_emb.0.0.weight"  # SD2.1 unCLIP: the UNet's image-embedding input
+UNCLIP_VISION = "embedder.model.visual."  # its image encoder (OpenCLIP's / OpenAI CLIP's layout)
 
 
 def is_checkpoint(keys: Collection[str]) -> bool:
     """An LDM-layout checkpoint with a UNet (SDXL's, which has the same names, is claimed by SDXL first)."""
     return UNET_PROBE in keys
+
+
+def is_unclip(keys: Collection[str]) -> bool:
+    """Whether an SD2 checkpoint's UNet takes an image embedding (SD2.1 unCLIP's `label_emb`)."""
+    return UNCLIP_PROBE in keys
 
 
 def detect_version(state: Mapping[str, torch.Tensor]) -> str:

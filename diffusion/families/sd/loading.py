@@ -4,7 +4,9 @@ layout and diffusers folders.
 The version (SD1.x with a CLIP text encoder, SD2.x with OpenCLIP) and the prediction type are detected from the
 tensors' names and shapes (`detection`); the architecture is read from the shapes, on top of the version's
 description shipped beside this module (`sd1.json`, `sd2.json`); the weights are re-keyed with diffusers' own
-single-file converters. Knows nothing of nodes or the node environment.
+single-file converters. SD2.1 unCLIP checkpoints load the same way, their UNet with its class embedding (the image
+embedding's input) and, with `load_unclip_checkpoint`, their image encoder re-keyed to transformers' layout. Knows
+nothing of nodes or the node environment.
 """
 from __future__ import annotations
 
@@ -19,8 +21,18 @@ from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders import text_encoder_files
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
-from diffusion.families.sd.detection import CLIP, OPEN_CLIP, UNET, detect_prediction_type, detect_version
-from diffusion.families.sd.sampling import SD_SAMPLING
+from diffusion.encoders.clip_vision import ClipVisionEncoder, encoder_from_weights
+from diffusion.families.sd.detection import (
+    CLIP,
+    OPEN_CLIP,
+    UNCLIP_PROBE,
+    UNCLIP_VISION,
+    UNET,
+    detect_prediction_type,
+    detect_version,
+    is_unclip,
+)
+from diffusion.families.sd.sampling import SD_SAMPLING, unclip_sampling_for
 from diffusion.families.sd.text_encoding import SdClip
 from diffusion.files import block_indices, config_beside, empty_weights, load_strict, public_config
 from diffusion.files import scheduler_config as folder_scheduler_config
@@ -84,6 +96,8 @@ def _unet_params(state: Mapping[str, torch.Tensor], version_params: Mapping[str,
                   model_channels=model_channels, channel_mult=channel_mult, num_res_blocks=res_blocks,
                   attention_resolutions=attention_resolutions, context_dim=context_dim,
                   transformer_depth=transformer_depth, use_linear_in_transformer=linear)
+    if UNCLIP_PROBE in state:  # SD2.1 unCLIP: the image embedding enters through a class embedding
+        params.update(num_classes="sequential", adm_in_channels=state[UNCLIP_PROBE].shape[1])
     head_channels = params.get("num_head_channels")
     if head_channels and any(model_channels * mult % head_channels for mult in channel_mult):
         raise ValueError(f"UNet widths {[model_channels * m for m in channel_mult]} are not multiples of the "
@@ -160,7 +174,9 @@ def build_text_encoder(state: Mapping[str, torch.Tensor], layout: CheckpointLayo
 
 
 def sd_model(unet: Any, scheduler_config: Mapping[str, Any], name: str) -> DiffusionModel:
-    return DiffusionModel(unet, dict(scheduler_config), name, FAMILY, SD_SAMPLING)
+    """MODEL of an SD UNet; an unCLIP UNet (with a class embedding) samples with its image-embedding input."""
+    sampling = SD_SAMPLING if getattr(unet, "class_embedding", None) is None else unclip_sampling_for(unet)
+    return DiffusionModel(unet, dict(scheduler_config), name, FAMILY, sampling)
 
 
 def load_checkpoint(state: Mapping[str, torch.Tensor], name: str, place: Place) -> tuple[DiffusionModel, SdClip, Vae]:
@@ -171,6 +187,51 @@ def load_checkpoint(state: Mapping[str, torch.Tensor], name: str, place: Place) 
     text_encoder = place(build_text_encoder(state, layout))
     tokenizer = clip_tokenizer(layout.text_encoder_config["vocab_size"], layout.pad_token)
     return sd_model(unet, layout.scheduler_config, name), SdClip(tokenizer, text_encoder, name), Vae(vae, name)
+
+
+def load_unclip_checkpoint(state: Mapping[str, torch.Tensor], name: str,
+                           place: Place) -> tuple[DiffusionModel, SdClip, Vae, ClipVisionEncoder]:
+    """MODEL, CLIP, VAE and CLIP_VISION of an SD2.1 unCLIP single-file checkpoint (sd21-unclip-h/-l); ValueError
+    for a checkpoint without the UNet's image-embedding input or without the image encoder."""
+    if not is_unclip(state):
+        raise ValueError("not an unCLIP checkpoint: its UNet takes no image embedding (no label_emb); load it with "
+                         "CheckpointLoaderSimple")
+    vision = unclip_vision_weights(state)
+    if not vision:
+        raise ValueError(f"this unCLIP checkpoint has no image encoder (no {UNCLIP_VISION}* tensors)")
+    encoder = encoder_from_weights(vision, place, "image encoder", name)
+    return (*load_checkpoint(state, name, place), encoder)
+
+
+def unclip_vision_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The checkpoint's image encoder (`embedder.model.visual.*`, OpenCLIP's layout, which OpenAI's CLIP shares)
+    re-keyed to transformers' CLIPVisionModelWithProjection."""
+    visual = {key[len(UNCLIP_VISION):]: tensor for key, tensor in state.items() if key.startswith(UNCLIP_VISION)}
+    named = {"conv1.weight": "embeddings.patch_embedding.weight", "class_embedding": "embeddings.class_embedding",
+             "positional_embedding": "embeddings.position_embedding.weight", "ln_pre.weight": "pre_layrnorm.weight",
+             "ln_pre.bias": "pre_layrnorm.bias", "ln_post.weight": "post_layernorm.weight",
+             "ln_post.bias": "post_layernorm.bias"}
+    parts = {"ln_1.": "layer_norm1.", "ln_2.": "layer_norm2.", "attn.out_proj.": "self_attn.out_proj.",
+             "mlp.c_fc.": "mlp.fc1.", "mlp.c_proj.": "mlp.fc2."}
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in visual.items():
+        if key in named:
+            out["vision_model." + named[key]] = tensor
+        elif key == "proj":
+            out["visual_projection.weight"] = tensor.t().contiguous()
+        elif key.startswith("transformer.resblocks."):
+            index, rest = key[len("transformer.resblocks."):].split(".", 1)
+            layer = f"vision_model.encoder.layers.{index}."
+            if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
+                kind = rest.rsplit("_", 1)[1]
+                for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3)):
+                    out[f"{layer}self_attn.{name}.{kind}"] = part.contiguous()
+            else:
+                prefix = next((old for old in parts if rest.startswith(old)), None)
+                out[layer + (rest if prefix is None else parts[prefix] + rest[len(prefix):])] = tensor
+        else:
+            out["vision_model." + key] = tensor
+    return out
 
 
 def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, SdClip, Vae]:
