@@ -221,3 +221,10 @@ from nodes import sd_unclip as _sd_unclip  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_sd_unclip.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_sd_unclip.NODE_DISPLAY_NAME_MAPPINGS)
+
+# ComfyUI's training nodes: TrainLoraNode (LATENT + CONDITIONING -> LORA_MODEL), LoraModelLoader, SaveLoRANode,
+# LossGraphNode and the image (and caption) folder loaders, on our LoRA trainer.
+from nodes import comfy_training as _comfy_training  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_comfy_training.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_comfy_training.NODE_DISPLAY_NAME_MAPPINGS)

@@ -119,7 +119,7 @@ def base_model_hash(model: DiffusionModel, clip: SdClip) -> str:
 
 
 @contextlib.contextmanager
-def _flags_restored(*modules: Any) -> Iterator[None]:
+def flags_restored(*modules: Any) -> Iterator[None]:
     """Put back the `requires_grad` flag of every shared tensor when the block ends."""
     flags = [(parameter, parameter.requires_grad) for module in modules for parameter in module.parameters()]
     try:
@@ -129,7 +129,7 @@ def _flags_restored(*modules: Any) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def _adapter_copy(module: Any, targets: tuple[str, ...], settings: TrainingSettings,
+def adapter_copy(module: Any, targets: tuple[str, ...], settings: TrainingSettings,
                   generator: torch.Generator) -> Any:
     """A copy of `module`'s tree that shares its tensors, with a trainable float32 LoRA adapter added."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -149,7 +149,7 @@ def _adapter_copy(module: Any, targets: tuple[str, ...], settings: TrainingSetti
     return trainable.train()
 
 
-def _adapter_parameters(module: Any) -> dict[str, torch.nn.Parameter]:
+def adapter_parameters(module: Any) -> dict[str, torch.nn.Parameter]:
     return {name: parameter for name, parameter in module.named_parameters() if "lora_" in name}
 
 
@@ -240,7 +240,7 @@ class LoraTrainer:
         self.metadata = dict(metadata or {})
 
     def run(self, resume: bool = False, on_step: StepCallback | None = None) -> TrainingResult:
-        with _flags_restored(self.model.network, self.clip.text_encoder):
+        with flags_restored(self.model.network, self.clip.text_encoder):
             return self._run(resume, on_step)
 
     def _run(self, resume: bool, on_step: StepCallback | None) -> TrainingResult:
@@ -254,15 +254,15 @@ class LoraTrainer:
 
         # 1. Trainable copies of the UNet (and the text encoder) with LoRA adapters.
         generator = torch.Generator().manual_seed(settings.seed)
-        unet = _adapter_copy(model.network, UNET_TARGETS, settings, generator)
-        text_encoder = (_adapter_copy(self.clip.text_encoder, TEXT_ENCODER_TARGETS, settings, generator)
+        unet = adapter_copy(model.network, UNET_TARGETS, settings, generator)
+        text_encoder = (adapter_copy(self.clip.text_encoder, TEXT_ENCODER_TARGETS, settings, generator)
                         if settings.train_text_encoder else None)
         if settings.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
             if text_encoder is not None:
                 text_encoder.gradient_checkpointing_enable()
         modules = {"unet": unet, **({"text_encoder": text_encoder} if text_encoder is not None else {})}
-        parameters = {name: _adapter_parameters(module) for name, module in modules.items()}
+        parameters = {name: adapter_parameters(module) for name, module in modules.items()}
 
         # 2. Captions: encoded once, unless the text encoder is being trained.
         ids = tokenize_captions(self.clip, self.dataset.captions).to(device)
