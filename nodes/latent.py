@@ -51,7 +51,7 @@ class LatentUpscale:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The latents to resize."}),
-            "upscale_method": (list(resize.TENSOR_METHODS), {"tooltip": "The interpolation method."}),
+            "upscale_method": (list(resize.LATENT_METHODS), {"tooltip": "The interpolation method."}),
             "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
                               "tooltip": "Target width in pixels (a multiple of 8; 0 follows the height)."}),
             "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
@@ -76,7 +76,7 @@ class LatentUpscaleBy:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The latents to resize."}),
-            "upscale_method": (list(resize.TENSOR_METHODS), {"tooltip": "The interpolation method."}),
+            "upscale_method": (list(resize.LATENT_METHODS), {"tooltip": "The interpolation method."}),
             "scale_by": ("FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01,
                                    "tooltip": "The factor to scale both sides by."}),
         }}

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 TENSOR_METHODS = ("nearest-exact", "bilinear", "area", "bicubic")
 IMAGE_METHODS = TENSOR_METHODS + ("lanczos",)
+LATENT_METHODS = TENSOR_METHODS + ("bislerp",)
 CROP_MODES = ("disabled", "center")
 
 
@@ -41,7 +42,8 @@ def _lanczos(samples: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
     resized = []
     for image in samples.movedim(1, -1).clamp(0, 1).cpu().numpy():
-        pil = Image.fromarray(np.round(image * 255).astype(np.uint8).squeeze())
+        # truncated to 8 bits, as ComfyUI's lanczos does
+        pil = Image.fromarray((image * 255).astype(np.uint8).squeeze())
         array = np.asarray(pil.resize((width, height), Image.Resampling.LANCZOS)).astype(np.float32) / 255
         resized.append(torch.from_numpy(array.reshape(height, width, -1)))
     return torch.stack(resized).movedim(-1, 1).to(samples.dtype)
@@ -54,6 +56,10 @@ def upscale(samples: torch.Tensor, width: int, height: int, method: str, crop: s
         samples = center_crop_to_aspect(samples, new_width, new_height)
     if method == "lanczos":
         return _lanczos(samples, new_width, new_height)
+    if method == "bislerp":
+        from diffusion.sampling.unet_patches import bislerp
+
+        return bislerp(samples, new_width, new_height)
     if method not in TENSOR_METHODS:
         raise ValueError(f"upscale_method: unknown method {method!r}")
     return F.interpolate(samples, size=(new_height, new_width), mode=method)
