@@ -228,3 +228,9 @@ from nodes import comfy_training as _comfy_training  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_comfy_training.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_comfy_training.NODE_DISPLAY_NAME_MAPPINGS)
+
+# GLIGEN for SD1.x: GLIGENLoader and GLIGENTextBoxApply (boxed phrases, applied by the SD sampling hooks).
+from nodes import gligen as _gligen  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_gligen.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_gligen.NODE_DISPLAY_NAME_MAPPINGS)

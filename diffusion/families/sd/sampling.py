@@ -1,5 +1,6 @@
 """How the shared sampling loop drives an SD1.x/SD2.x UNet: the discrete-schedule hooks unchanged (noise or v
 prediction, every sampler and scheduler of the shared tables), and for SD2.1 unCLIP UNets their image-embedding input.
+SD1.x UNets also take GLIGEN's boxes when the conditioning carries them (`diffusion.gligen`).
 
 SD2.1 unCLIP (sd21-unclip-h / -l) takes a CLIP image embedding through the UNet's class embedding (LDM `label_emb`,
 diffusers' `class_embed_type="projection"`), as ComfyUI's SD21UNCLIP gives it (StableUnCLIPImg2ImgPipeline's
@@ -22,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from diffusion import gligen
 from diffusion.contracts import GuidanceBatch
 from diffusion.files import config_beside
 from diffusion.latent_format import LatentFormat
@@ -41,8 +43,8 @@ class SdSampling(DiscreteSampling):
 
     def network_inputs(self, guidance: GuidanceBatch, batch: int, device: torch.device,
                        dtype: torch.dtype) -> dict[str, Any]:
-        """No extra inputs: a plain UNet takes no image embedding, so unCLIP conditioning is refused with an error
-        naming the input (ComfyUI ignores it silently)."""
+        """GLIGEN's boxes where the conditioning has any (`diffusion.gligen`). A plain UNet takes no image
+        embedding, so unCLIP conditioning is refused with an error naming the input (ComfyUI ignores it silently)."""
         negatives = len(guidance.negative_weights)
         for index, options in enumerate(guidance.options):
             if options.get(UNCLIP_OPTION):
@@ -50,7 +52,14 @@ class SdSampling(DiscreteSampling):
                 raise ValueError(f"{side}: it carries unCLIP image embeddings (unCLIPConditioning), which this "
                                  f"{self.family_title} model cannot take; load an SD2.1 unCLIP checkpoint "
                                  "(unCLIPCheckpointLoader)")
-        return {}
+        return gligen.network_inputs(guidance.options, negatives, len(guidance.unconditional_weights), batch,
+                                     device, dtype)
+
+    def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                       embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """The UNet's output, with GLIGEN's layers for the rows whose conditioning carries boxes
+        (`diffusion.gligen`)."""
+        return gligen.grounded_output(super().network_output, network, model_input, timestep, embeddings, inputs)
 
 
 SD_SAMPLING = SdSampling()
