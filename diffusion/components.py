@@ -49,6 +49,9 @@ class DiffusionModel:
     # `diffusion.sampling.unet_patches`.
     unet_patches: tuple[Any, ...] = ()
     denoise_mask_function: Any = None
+    # Wrappers of each network call or of the guided prediction, with state per sampling run (EasyCache,
+    # LazyCache: `diffusion.sampling.caching`).
+    sampling_wrappers: tuple[Any, ...] = ()
 
     @property
     def model_sampling(self) -> Any:

@@ -19,8 +19,10 @@ takes (`down_block_additional_residuals`/`mid_block_additional_residual` for UNe
 residuals` for T2I-Adapters, the block samples for SD3 and FLUX transformers). ComfyUI's details kept: hints are
 cropped from the centre and resized ("nearest-exact") to the latents' pixels, VAE-encoded hints are put into the
 model's latent space, a difference ControlNet gets its model's weights added, a shuffle ControlNet's residuals are
-pooled over the image, and a union ControlNet told no type runs without its type tokens. Knows nothing of nodes or
-folders: callers pass resolved paths and the input name.
+pooled over the image, and a union ControlNet told no type runs without its type tokens. An entry whose options hold
+`cross_attn_controlnet` (CLIPTextEncodeControlnet) gives its ControlNets that text instead of its own, as ComfyUI's
+get_control does; the network itself keeps the entry's text. Knows nothing of nodes or folders: callers pass
+resolved paths and the input name.
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ OTHER_TRANSFORMER_CONTROLNETS = {
 # ControlNetUnionModel's control types in xinsir's order; ComfyUI's SetUnionControlNetType names them like this
 UNION_TYPES = ("openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd", "normal",
                "segment", "tile", "repaint")
+CONTROL_TEXT = "cross_attn_controlnet"  # the conditioning option with the text an entry's ControlNets read
 
 
 # -- what a file holds ------------------------------------------------------------------------------------------
@@ -518,16 +521,16 @@ def control_output(control: AppliedControl, hint: torch.Tensor, model_input: tor
                              pooled_projections=inputs["pooled_projections"].to(dtype),
                              timestep=timestep.expand(rows).to(dtype), return_dict=False)
         return {"block_controlnet_hidden_states": list(samples)}
-    from diffusion.families.flux.sampling import image_ids, pack
+    from diffusion.families.flux.sampling import guidance_left_out, image_ids, pack
 
     height, width = model_input.shape[-2:]
-    guidance = inputs.get("guidance") if network.config.guidance_embeds else None
-    double, single = network(
-        hidden_states=pack(model_input.to(dtype)), controlnet_cond=pack(hint), conditioning_scale=control.strength,
-        encoder_hidden_states=embeddings.to(dtype), pooled_projections=inputs["pooled_projections"].to(dtype),
-        timestep=timestep.expand(rows).to(dtype), guidance=guidance,
-        txt_ids=torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=dtype),
-        img_ids=image_ids(height, width, model_input.device, dtype), return_dict=False)
+    with guidance_left_out(network, inputs.get("guidance") if network.config.guidance_embeds else None) as guidance:
+        double, single = network(
+            hidden_states=pack(model_input.to(dtype)), controlnet_cond=pack(hint), conditioning_scale=control.strength,
+            encoder_hidden_states=embeddings.to(dtype), pooled_projections=inputs["pooled_projections"].to(dtype),
+            timestep=timestep.expand(rows).to(dtype), guidance=guidance,
+            txt_ids=torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=dtype),
+            img_ids=image_ids(height, width, model_input.device, dtype), return_dict=False)
     return {"controlnet_block_samples": list(double or []), "controlnet_single_block_samples": list(single or [])}
 
 
@@ -590,11 +593,13 @@ def check_family(control: AppliedControl, family: str, family_title: str) -> Non
 
 def network_kwargs(controls: Sequence[AppliedControl | None], batch: int, model_input: torch.Tensor,
                    sigma: float, timestep: torch.Tensor, embeddings: torch.Tensor, inputs: Mapping[str, Any],
-                   percent_to_sigma: Callable[[float], float], hints: HintCache) -> dict[str, Any]:
+                   percent_to_sigma: Callable[[float], float], hints: HintCache,
+                   texts: Sequence[torch.Tensor | None] | None = None) -> dict[str, Any]:
     """The network keyword arguments adding the ControlNets' residuals to one call of the network whose rows are
     `len(controls)` entries of `batch` rows each (`controls[i]`: entry i's control, None for none): each entry's
     active controls' residuals summed (chained controls add up), zeros for entries without one; {} when no
-    control acts at `sigma`."""
+    control acts at `sigma`. `texts[i]`: the text entry i's controls read (its `CONTROL_TEXT` option), None for
+    the entry's own rows of `embeddings`."""
     per_entry: list[dict[str, list[torch.Tensor]]] = []
     for index, control in enumerate(controls):
         total: dict[str, list[torch.Tensor]] = {}
@@ -603,7 +608,9 @@ def network_kwargs(controls: Sequence[AppliedControl | None], batch: int, model_
                 continue
             rows = slice(index * batch, (index + 1) * batch)
             hint = hints.hint(applied, model_input, batch)
-            outputs = control_output(applied, hint, model_input[rows], timestep[rows], embeddings[rows],
+            text = embeddings[rows] if texts is None or texts[index] is None else \
+                _control_text(texts[index], embeddings[rows])
+            outputs = control_output(applied, hint, model_input[rows], timestep[rows], text,
                                      _rows_of(inputs, rows, model_input.shape[0]))
             for key, values in outputs.items():  # chained controls add up (a ControlNet and a T2I-Adapter both act)
                 total[key] = [a + b for a, b in zip(total[key], values)] if key in total else values
@@ -615,6 +622,15 @@ def network_kwargs(controls: Sequence[AppliedControl | None], batch: int, model_
         filled = [total.get(key) or [torch.zeros_like(tensor) for tensor in template] for total in per_entry]
         merged[key] = [torch.cat(torch.broadcast_tensors(*parts)) for parts in zip(*filled)]  # pooled ones: 1x1
     return _as_network_kwargs(merged)
+
+
+def _control_text(text: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """An entry's ControlNet text as its rows of the network call (repeated to their batch, as ComfyUI repeats a
+    conditioning to the batch size); a ValueError when another text encoder made it."""
+    if text.ndim != 3 or text.shape[-1] != embeddings.shape[-1]:
+        raise ValueError(f"conditioning: the ControlNet text (CLIPTextEncodeControlnet) is {text.shape[-1]} wide, the "
+                         f"prompt's embeddings {embeddings.shape[-1]}; encode both with the model's CLIP")
+    return _batched(text, embeddings.shape[0]).to(embeddings)
 
 
 def _rows_of(value: Any, rows: slice, total: int) -> Any:

@@ -234,3 +234,9 @@ from nodes import gligen as _gligen  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_gligen.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_gligen.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Step caches: EasyCache and LazyCache (MODEL -> MODEL; network calls skipped on steps predicted to change little).
+from nodes import caching as _caching  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_caching.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_caching.NODE_DISPLAY_NAME_MAPPINGS)

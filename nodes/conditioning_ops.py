@@ -1,6 +1,7 @@
 """Conditioning arithmetic and regional prompting: ComfyUI's ConditioningCombine, Average, Concat, ZeroOut and the
 nodes that say where and when an entry applies (SetArea, SetAreaPercentage, SetAreaStrength, SetMask,
-SetTimestepRange), with ComfyUI's names, inputs and outputs.
+SetTimestepRange), and CLIPTextEncodeControlnet (a separate text for the ControlNets), with ComfyUI's names, inputs
+and outputs.
 
 A CONDITIONING is a list of [embeddings, options] entries; these nodes return new lists with new option dicts and
 never change their inputs. Areas, masks, strengths and timestep ranges are options that the sampler honours
@@ -14,7 +15,9 @@ from typing import Any, Mapping
 
 import torch
 
-from diffusion.contracts import Conditioning
+from diffusion.contracts import Conditioning, TextEncoder
+from diffusion.controlnet import CONTROL_TEXT
+from nodes.environment import release_text_encoders
 from nodes.latent import MAX_RESOLUTION
 
 LATENT_SCALE = 8  # pixels per latent pixel: areas are stored in latent units, as ComfyUI stores them
@@ -280,6 +283,32 @@ class ConditioningSetTimestepRange:
         return (with_options(conditioning, {"start_percent": start, "end_percent": end}),)
 
 
+class CLIPTextEncodeControlnet:
+    DESCRIPTION = ("Gives the ControlNets of every entry their own text: the entries keep their prompt for the model, "
+                   "while a ControlNet applied to them reads this text's embeddings instead (ComfyUI's experimental "
+                   "node; the text's pooled output is stored beside it).")
+    CATEGORY = "_for_testing/conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("The conditioning whose ControlNets read the text.",)
+    FUNCTION = "encode"
+    EXPERIMENTAL = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip": ("CLIP", {"tooltip": "The text encoder the conditioning was made with."}),
+            "conditioning": COND_IN,
+            "text": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                "tooltip": "The text the ControlNets read."}),
+        }}
+
+    def encode(self, clip: TextEncoder, conditioning: Conditioning, text: str) -> tuple[Conditioning]:
+        encoded = _first_of(clip.encode_prompt(text), "CLIPTextEncodeControlnet", "clip")
+        release_text_encoders(clip)
+        pooled = encoded[1].get("pooled_output") if len(encoded) > 1 else None
+        return (with_options(conditioning, {CONTROL_TEXT: encoded[0], "pooled_output_controlnet": pooled}),)
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "ConditioningCombine": ConditioningCombine,
     "ConditioningAverage": ConditioningAverage,
@@ -290,6 +319,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "ConditioningSetMask": ConditioningSetMask,
     "ConditioningZeroOut": ConditioningZeroOut,
     "ConditioningSetTimestepRange": ConditioningSetTimestepRange,
+    "CLIPTextEncodeControlnet": CLIPTextEncodeControlnet,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -302,4 +332,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "ConditioningSetMask": "Conditioning (Set Mask)",
     "ConditioningZeroOut": "ConditioningZeroOut",
     "ConditioningSetTimestepRange": "ConditioningSetTimestepRange",
+    "CLIPTextEncodeControlnet": "CLIPTextEncodeControlnet",
 }

@@ -1,5 +1,5 @@
-"""FLUX nodes with ComfyUI's names: CLIPTextEncodeFlux, FluxGuidance and the 16-channel empty latents
-(EmptySD3LatentImage, shared with SD3, and EmptyFluxLatentImage).
+"""FLUX nodes with ComfyUI's names: CLIPTextEncodeFlux, FluxGuidance, FluxDisableGuidance, FluxKontextImageScale
+and the 16-channel empty latents (EmptySD3LatentImage, shared with SD3, and EmptyFluxLatentImage).
 
 FLUX files load with UNETLoader, DualCLIPLoader (type flux), VAELoader or DiffusersLoader (`nodes.loaders`);
 sampling goes through KSampler (cfg 1 for guidance-distilled models; the MODEL carries FLUX's sampling hooks),
@@ -18,8 +18,15 @@ from diffusion.families.flux.text_encoding import FluxClip
 from nodes.environment import release_text_encoders
 from nodes.latent import MAX_RESOLUTION
 from nodes.model_facts import requires_family
+from nodes.resize import upscale
 
 FLUX_LATENT_CHANNELS = 16
+# (width, height) of the images FLUX.1 Kontext was trained on (ComfyUI's PREFERED_KONTEXT_RESOLUTIONS)
+KONTEXT_RESOLUTIONS = (
+    (672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248), (880, 1184), (944, 1104),
+    (1024, 1024), (1104, 944), (1184, 880), (1248, 832), (1328, 800), (1392, 752), (1456, 720), (1504, 688),
+    (1568, 672),
+)
 
 
 class CLIPTextEncodeFlux:
@@ -69,6 +76,49 @@ class FluxGuidance:
         return ([[entry[0], {**entry[1], "guidance": guidance}] for entry in conditioning],)
 
 
+class FluxDisableGuidance:
+    DESCRIPTION = ("Turns the guidance embedding of FLUX and FLUX-like models off for this conditioning: the model "
+                   "gets no guidance input at all (not guidance 0), as models trained without it expect.")
+    CATEGORY = "advanced/conditioning/flux"
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("The conditioning with its guidance set to none.",)
+    FUNCTION = "append"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"conditioning": ("CONDITIONING", {"tooltip": "The encoded prompt."})}}
+
+    def append(self, conditioning: Conditioning) -> tuple[Conditioning]:
+        return ([[entry[0], {**entry[1], "guidance": None}] for entry in conditioning],)
+
+
+def kontext_size(width: int, height: int) -> tuple[int, int]:
+    """The (width, height) of `KONTEXT_RESOLUTIONS` closest in aspect ratio to width x height (ties: the
+    narrower, as ComfyUI picks)."""
+    aspect = width / height
+    _, best_width, best_height = min((abs(aspect - w / h), w, h) for w, h in KONTEXT_RESOLUTIONS)
+    return best_width, best_height
+
+
+class FluxKontextImageScale:
+    DESCRIPTION = ("Resizes images to the FLUX.1 Kontext resolution closest in aspect ratio (about one megapixel), "
+                   "cropping the rest from the centre, with Lanczos filtering.")
+    CATEGORY = "advanced/conditioning/flux"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The images at a size Kontext works best with.",)
+    FUNCTION = "scale"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"image": ("IMAGE", {"tooltip": "The images to resize (one size for the batch)."})}}
+
+    def scale(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        if image.ndim != 4:
+            raise ValueError(f"image: expected [batch, height, width, channels], got shape {list(image.shape)}")
+        width, height = kontext_size(image.shape[2], image.shape[1])
+        return (upscale(image.movedim(-1, 1), width, height, "lanczos", "center").movedim(1, -1),)
+
+
 def _empty_16_channel(width: int, height: int, batch_size: int) -> dict[str, Any]:
     return {"samples": torch.zeros([batch_size, FLUX_LATENT_CHANNELS, height // 8, width // 8])}
 
@@ -115,6 +165,8 @@ class EmptyFluxLatentImage:
 NODE_CLASS_MAPPINGS: dict[str, type] = {
     "CLIPTextEncodeFlux": CLIPTextEncodeFlux,
     "FluxGuidance": FluxGuidance,
+    "FluxDisableGuidance": FluxDisableGuidance,
+    "FluxKontextImageScale": FluxKontextImageScale,
     "EmptySD3LatentImage": EmptySD3LatentImage,
     "EmptyFluxLatentImage": EmptyFluxLatentImage,
 }
@@ -122,6 +174,8 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "CLIPTextEncodeFlux": "CLIP Text Encode (FLUX)",
     "FluxGuidance": "FluxGuidance",
+    "FluxDisableGuidance": "FluxDisableGuidance",
+    "FluxKontextImageScale": "FluxKontextImageScale",
     "EmptySD3LatentImage": "EmptySD3LatentImage",
     "EmptyFluxLatentImage": "Empty FLUX Latent Image",
 }

@@ -1,6 +1,6 @@
 """Text encoder nodes beside the loaders: merging two CLIPs' weights (CLIPMergeSimple, CLIPMergeAdd,
-CLIPMergeSubtract) and saving a CLIP as ComfyUI's text encoder files (CLIPSave); also registers CLIPLoader (in
-`nodes.loaders` with the other loaders).
+CLIPMergeSubtract), saving a CLIP as ComfyUI's text encoder files (CLIPSave) and T5's tokenizer options
+(T5TokenizerOptions); also registers CLIPLoader (in `nodes.loaders` with the other loaders).
 
 Merges follow ComfyUI's key patches: each tensor of clip1 that clip2 has under the same name and shape becomes
 `a * clip1 + b * clip2` (position ids and logit scales excepted), computed in float32 and stored in clip1's
@@ -8,10 +8,12 @@ precision; the loaded CLIPs stay unchanged (`diffusion.encoders.text_encoder_fil
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from diffusion.contracts import TextEncoder
 from diffusion.encoders import text_encoder_files
+from diffusion.encoders.t5 import T5Padding
 from nodes.environment import current_environment
 from nodes.image import SaveJournal, plan_names, split_prefix, write_file
 from nodes.loaders import CLIPLoader
@@ -19,6 +21,9 @@ from nodes.model_saving import prompt_metadata
 
 MERGING = "advanced/model_merging"
 CLIP_SAVE_EXTENSION = ".safetensors"
+TOKEN_COUNT = {"default": 0, "min": 0, "max": 10000, "step": 1}
+
+log = logging.getLogger(__name__)
 
 
 class CLIPMergeSimple:
@@ -128,12 +133,41 @@ class CLIPSave:
         return {"ui": {"text_encoders": saved}}
 
 
+class T5TokenizerOptions:
+    DESCRIPTION = ("Sets how the CLIP's T5 encoder (SD3, FLUX) pads prompts, as ComfyUI's T5 tokenizer does: the "
+                   "prompt's tokens and the end token, never cut, then min_padding pad tokens, then pad tokens up to "
+                   "min_length. Without it SD3's T5 gets 256 tokens and FLUX's 512, as diffusers' pipelines give "
+                   "them. A CLIP without T5 is returned as it is.")
+    CATEGORY = "_for_testing/conditioning"
+    RETURN_TYPES = ("CLIP",)
+    OUTPUT_TOOLTIPS = ("The same text encoders, tokenizing T5 prompts with these options.",)
+    FUNCTION = "set_options"
+    EXPERIMENTAL = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "clip": ("CLIP", {"tooltip": "The text encoders whose T5 to set (the input stays unchanged)."}),
+            "min_padding": ("INT", {**TOKEN_COUNT, "tooltip": "Pad tokens always added after the end token."}),
+            "min_length": ("INT", {**TOKEN_COUNT, "tooltip": "The fewest tokens T5 gets; shorter prompts are padded "
+                                                             "to it (0: no padding beyond min_padding)."}),
+        }}
+
+    def set_options(self, clip: TextEncoder, min_padding: int, min_length: int) -> tuple[TextEncoder]:
+        with_t5_padding = getattr(clip, "with_t5_padding", None)
+        if with_t5_padding is None:  # ComfyUI sets the options on any CLIP; those without T5 never read them
+            log.info("T5TokenizerOptions: %s has no T5 encoder; the options change nothing", clip.name)
+            return (clip,)
+        return (with_t5_padding(T5Padding(min_padding, min_length)),)
+
+
 NODE_CLASS_MAPPINGS = {
     "CLIPLoader": CLIPLoader,
     "CLIPMergeSimple": CLIPMergeSimple,
     "CLIPMergeSubtract": CLIPMergeSubtract,
     "CLIPMergeAdd": CLIPMergeAdd,
     "CLIPSave": CLIPSave,
+    "T5TokenizerOptions": T5TokenizerOptions,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -142,4 +176,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CLIPMergeSubtract": "CLIPMergeSubtract",
     "CLIPMergeAdd": "CLIPMergeAdd",
     "CLIPSave": "CLIPSave",
+    "T5TokenizerOptions": "T5TokenizerOptions",
 }

@@ -4,12 +4,15 @@ A T5 encoder file in the transformers key layout (`shared.weight`, `encoder.bloc
 `t5xxl_*.safetensors` files are) is rebuilt from its shapes. The tokenizer is chosen by the embedding's row
 count, as for CLIP: the tiny test models use the project's own Unigram vocabulary (built here, deterministic,
 no sentencepiece model and no training); the real 32,128-token vocabulary is not shipped, so a real T5 file
-needs its tokenizer from a diffusers folder. Knows nothing of nodes, the node environment or other families.
+needs its tokenizer from a diffusers folder. `T5Padding` holds ComfyUI's T5 tokenizer options (T5TokenizerOptions),
+which the families' CLIPs tokenize with instead of their pipelines' fixed length when set. Knows nothing of nodes,
+the node environment or other families.
 """
 from __future__ import annotations
 
 import functools
 import string
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -42,6 +45,23 @@ def tiny_t5_tokenizer() -> Any:
     from transformers import T5Tokenizer
 
     return T5Tokenizer(vocab=_tiny_pieces(), extra_ids=0, model_max_length=MAX_LENGTH)
+
+
+@dataclass(frozen=True)
+class T5Padding:
+    """ComfyUI's T5 tokenizer options: the text's tokens and the end token, never cut, then `min_padding` pad
+    tokens, then pad tokens up to `min_length` tokens in all (ComfyUI's SDTokenizer with {t5}_min_padding and
+    {t5}_min_length set)."""
+
+    min_padding: int = 0
+    min_length: int = 0
+
+    def token_ids(self, tokenizer: Any, text: str) -> torch.Tensor:
+        """[1, length] token ids of `text`."""
+        ids = list(tokenizer(text, add_special_tokens=True, truncation=False, verbose=False).input_ids)
+        ids += [tokenizer.pad_token_id] * self.min_padding
+        ids += [tokenizer.pad_token_id] * max(0, self.min_length - len(ids))
+        return torch.tensor([ids])
 
 
 def t5_tokenizer_for_vocab(vocab_size: int, input_name: str) -> Any:

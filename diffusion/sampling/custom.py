@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.lora import lora_applied
-from diffusion.sampling import editing, noise, run_seed, samplers, unet_patches
+from diffusion.sampling import caching, editing, noise, run_seed, samplers, unet_patches
 from diffusion.sampling.denoising import Denoiser, StepCallback
 from diffusion.sampling.guiders import CFGGuider
 from diffusion.sampling.preview import LatentPreview
@@ -181,6 +181,7 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
         with run_seed.seeded(noise_source.seed):  # the conditioning's seeded inputs (unCLIP) are made here
             denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,
                                                  cfg1_optimization)
+        denoiser = caching.wrapped_prediction(denoiser, model)  # LazyCache, fresh per run
         if model.unet_patches:
             denoiser = _SigmaNoted(denoiser, patch_run)
         if edit is not None and edit.keeps_source:

@@ -35,7 +35,7 @@ import torch
 from diffusion import controlnet
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, GuidanceBatch
-from diffusion.sampling import editing, regions
+from diffusion.sampling import caching, editing, regions
 from diffusion.sampling.guidance import guidance_batch
 
 if TYPE_CHECKING:
@@ -127,6 +127,10 @@ class ModelDenoiser:
             if control is not None:
                 controlnet.check_family(control, model.family, model.sampling.family_title)
         self.hints = controlnet.HintCache(model.latent_format)
+        # the run's wrappers of each network call (EasyCache), fresh per run
+        self.wrappers = caching.network_wrappers(model, model_sampling)
+        if self.wrappers:
+            self._network_output = caching.wrapped_network_output(self._network_output, self.wrappers)
 
     def _network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                         embeddings: torch.Tensor, inputs: Mapping[str, Any], entries: Sequence[int],
@@ -137,13 +141,15 @@ class ModelDenoiser:
         if any(control is not None for control in controls):
             inputs = {**inputs, **controlnet.network_kwargs(
                 controls, self.batch, model_input, float(sigma.reshape(-1)[0]), timestep, embeddings, inputs,
-                self.model_sampling.percent_to_sigma, self.hints)}
+                self.model_sampling.percent_to_sigma, self.hints,
+                [self.entry_options[entry].get(controlnet.CONTROL_TEXT) for entry in entries])}
         return self.model.sampling.network_output(network, model_input, timestep, embeddings, inputs).float()
 
     def estimates(self, x: torch.Tensor, sigma: torch.Tensor, change: NetworkChange | None = None
                   ) -> list[torch.Tensor]:
         """The denoised estimate [batch, C, H, W] of every side for `x` ([batch, C, H, W] at `sigma`, [batch]),
         with the model's network module changed by `change` for these calls when given."""
+        caching.new_pass(self.wrappers)
         with contextlib.nullcontext() if change is None else change(self.model.network):
             if self.regional:
                 return self._regional(x, sigma)

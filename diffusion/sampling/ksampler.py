@@ -78,6 +78,9 @@ def ksample(model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_na
         if model.unet_patches or model.denoise_mask_function is not None:
             raise ValueError(f"scheduler: {DIFFUSERS_SCHEDULER!r} runs the model's diffusers scheduler, which takes no "
                              "UNet patches (FreeU, deep shrink, HyperTile, ...); use one of ComfyUI's schedulers")
+        if model.sampling_wrappers:
+            raise ValueError(f"scheduler: {DIFFUSERS_SCHEDULER!r} runs the model's diffusers scheduler, which takes no "
+                             "step caches (EasyCache, LazyCache); use one of ComfyUI's schedulers")
         problem = regional_problem({"positive": positive, "negative": negative},
                                    f"by the {DIFFUSERS_SCHEDULER!r} scheduler")
         if problem is not None:

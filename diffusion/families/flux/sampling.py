@@ -1,14 +1,18 @@
 """How the shared sampling loop drives a FLUX transformer: flow matching with FluxPipeline's schedule (sigmas
 1 .. 1/steps, shifted by `mu` computed from the image's token count), latents packed into 2x2 patches only for the
 transformer call (the scheduler's Euler step is elementwise, so it runs on the unpacked latents), the distilled
-guidance from the conditioning (`FluxGuidance`), and true classifier-free guidance when cfg is not 1
+guidance from the conditioning (`FluxGuidance`; None, from FluxDisableGuidance, leaves the guidance term out of the
+time embedding, as ComfyUI's FLUX does), and true classifier-free guidance when cfg is not 1
 (FluxPipeline's `true_cfg_scale`). Sampling runs on the VAE's latents shifted and scaled as FluxPipeline samples them
 (the family's latent format; LATENT holds them raw).
 Knows nothing of nodes or files.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+import contextlib
+import inspect
+import threading
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -20,6 +24,7 @@ from diffusion.sampling.flow import FlowSampling, padded_to_patches
 from diffusion.sampling.model_sampling import ModelSampling
 
 DEFAULT_GUIDANCE = 3.5  # ComfyUI's FLUX guidance when no FluxGuidance node sets one
+NO_GUIDANCE = float("nan")  # a row's guidance when its conditioning's is None (FluxDisableGuidance)
 # FLUX.1-schnell's scheduler config differs from FLUX.1-dev's (`config.json`) in these: a plain flow schedule
 SCHNELL_SCHEDULER_CHANGES = {"shift": 1.0, "use_dynamic_shifting": False}
 
@@ -88,7 +93,8 @@ class FluxSampling(FlowSampling):
                 raise ValueError("conditioning: FLUX needs CLIP-L's pooled output; encode the prompt with a FLUX "
                                  "CLIP (DualCLIPLoader type flux, or a FLUX model folder)")
             pooled.append(options["pooled_output"].to(device, dtype).expand(batch, -1))
-            distilled.append(torch.full([batch], float(options.get("guidance", DEFAULT_GUIDANCE))))
+            guidance = options.get("guidance", DEFAULT_GUIDANCE)
+            distilled.append(torch.full([batch], NO_GUIDANCE if guidance is None else float(guidance)))
         return {"pooled_projections": torch.cat(pooled), "guidance": torch.cat(distilled).to(device)}
 
     def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
@@ -105,15 +111,45 @@ class FluxSampling(FlowSampling):
         rows, _, height, width = model_input.shape
         padded = padded_to_patches(model_input)
         padded_height, padded_width = padded.shape[-2:]
-        guidance = inputs["guidance"] if network.config.guidance_embeds else None
         text_ids = torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=embeddings.dtype)
-        prediction = network(
-            hidden_states=pack(padded), timestep=timestep.expand(rows).to(model_input.dtype),
-            guidance=guidance, pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings,
-            txt_ids=text_ids, img_ids=image_ids(padded_height, padded_width, model_input.device, model_input.dtype),
-            controlnet_block_samples=inputs.get("controlnet_block_samples"),
-            controlnet_single_block_samples=inputs.get("controlnet_single_block_samples"), return_dict=False)[0]
+        with guidance_left_out(network, inputs["guidance"] if network.config.guidance_embeds else None) as guidance:
+            prediction = network(
+                hidden_states=pack(padded), timestep=timestep.expand(rows).to(model_input.dtype),
+                guidance=guidance, pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings,
+                txt_ids=text_ids, img_ids=image_ids(padded_height, padded_width, model_input.device, model_input.dtype),
+                controlnet_block_samples=inputs.get("controlnet_block_samples"),
+                controlnet_single_block_samples=inputs.get("controlnet_single_block_samples"), return_dict=False)[0]
         return unpack(prediction, padded_height, padded_width)[..., :height, :width]
+
+
+@contextlib.contextmanager
+def guidance_left_out(network: Any, guidance: torch.Tensor | None) -> Iterator[torch.Tensor | None]:
+    """The `guidance` to call a FLUX transformer or ControlNet with, its `NO_GUIDANCE` rows left out of the time
+    embedding while the context is open: ComfyUI's FLUX adds no guidance term for a conditioning whose guidance is
+    None, but diffusers' networks with guidance_embeds always add one, so their time embedding is recomputed for
+    the call with the term zeroed in those rows (the other rows' sums unchanged)."""
+    if guidance is None or not torch.isnan(guidance).any():
+        yield guidance
+        return
+    kept = ~torch.isnan(guidance)
+    embedding = network.time_text_embed
+    caller = threading.get_ident()  # another run calling the same network meanwhile is left alone
+
+    def without_guidance(module: Any, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor | None:
+        if threading.get_ident() != caller:
+            return None
+        named = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+        timestep, scaled, pooled = named["timestep"], named["guidance"], named["pooled_projection"]
+        time = module.timestep_embedder(module.time_proj(timestep).to(dtype=pooled.dtype))
+        guided = module.guidance_embedder(module.time_proj(scaled).to(dtype=pooled.dtype))
+        guided = torch.where(kept.to(guided.device)[:, None], guided, torch.zeros_like(guided))
+        return time + guided + module.text_embedder(pooled)
+
+    handle = embedding.register_forward_hook(without_guidance, with_kwargs=True)
+    try:
+        yield torch.nan_to_num(guidance, nan=0.0)
+    finally:
+        handle.remove()
 
 
 FLUX_SAMPLING = FluxSampling()

@@ -1,5 +1,6 @@
 """The CLIP value of FLUX (`FluxClip`): T5 hidden states as the sequence, CLIP-L's pooled output as
-`pooled_output`, tokenized as FluxPipeline does (no emphasis syntax, CLIP-L to 77 tokens, T5 padded to 512).
+`pooled_output`, tokenized as FluxPipeline does (no emphasis syntax, CLIP-L to 77 tokens, T5 padded to 512; with
+ComfyUI's T5 tokenizer options set, T5 as `T5Padding` says).
 Knows nothing of nodes or files."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Mapping
 import torch
 
 from diffusion.contracts import Conditioning, LoraPatch
+from diffusion.encoders.t5 import T5Padding
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 from diffusion.lora import TEXT_ENCODER, lora_applied
@@ -25,6 +27,7 @@ class FluxClip:
     t5_model: Any
     name: str
     loras: tuple[LoraPatch, ...] = ()
+    t5_padding: T5Padding | None = None  # ComfyUI's T5 tokenizer options (T5TokenizerOptions)
     family = "flux"
 
     def lora_modules(self) -> list[tuple[str, Any]]:
@@ -43,6 +46,9 @@ class FluxClip:
         return dataclasses.replace(self, clip_model=parts.get("clip_l", self.clip_model),
                                    t5_model=parts.get("t5xxl", self.t5_model))
 
+    def with_t5_padding(self, padding: T5Padding) -> "FluxClip":
+        return dataclasses.replace(self, t5_padding=padding)
+
     def with_lora(self, patch: LoraPatch) -> "FluxClip":
         return dataclasses.replace(self, loras=self.loras + (patch,))
 
@@ -56,15 +62,19 @@ class FluxClip:
 
     @torch.inference_mode()
     def encode_prompt(self, text: str, t5_text: str | None = None) -> Conditioning:
-        """[[T5 hidden states [1, 512, width], {"pooled_output": CLIP-L pooled [1, width]}]], float32 CPU;
-        `t5_text` gives T5 a different prompt than CLIP-L (CLIPTextEncodeFlux)."""
+        """[[T5 hidden states [1, 512, width], {"pooled_output": CLIP-L pooled [1, width]}]], float32 CPU (T5's
+        length as `t5_padding` says when set); `t5_text` gives T5 another prompt than CLIP-L (CLIPTextEncodeFlux)."""
         lengths = config_beside(__file__)
         clip_ids = self.clip_tokenizer(text, padding="max_length", max_length=lengths["clip_max_length"],
                                        truncation=True, return_tensors="pt").input_ids
         with lora_applied(self.clip_model, TEXT_ENCODER, self.loras):
             pooled = self.clip_model(clip_ids.to(self.clip_model.device), output_hidden_states=False).pooler_output
-        t5_ids = self.t5_tokenizer(text if t5_text is None else t5_text, padding="max_length",
-                                   max_length=lengths["t5_max_length"], truncation=True, return_tensors="pt").input_ids
+        t5_text = text if t5_text is None else t5_text
+        if self.t5_padding is not None:
+            t5_ids = self.t5_padding.token_ids(self.t5_tokenizer, t5_text)
+        else:
+            t5_ids = self.t5_tokenizer(t5_text, padding="max_length", max_length=lengths["t5_max_length"],
+                                       truncation=True, return_tensors="pt").input_ids
         t5_model = resolve(self.t5_model)
         hidden = t5_model(t5_ids.to(t5_model.device), output_hidden_states=False)[0]
         return [[hidden.float().cpu(), {"pooled_output": pooled.float().cpu()}]]

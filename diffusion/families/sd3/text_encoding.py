@@ -14,6 +14,7 @@ import torch
 
 from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders.clip import TextEncoderSlot, check_layer, encode_chunks
+from diffusion.encoders.t5 import T5Padding
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 from diffusion.lora import TEXT_ENCODER, TEXT_ENCODER_2
@@ -22,7 +23,8 @@ from diffusion.lora import TEXT_ENCODER, TEXT_ENCODER_2
 @dataclass(frozen=True, eq=False)
 class Sd3Clip:
     """CLIP of SD3: CLIP-L and CLIP-G with projections (read at `layer_index`, the penultimate by default; either
-    may be absent) and an optional T5 encoder with its tokenizer; LoRAs apply to the CLIPs."""
+    may be absent) and an optional T5 encoder with its tokenizer; LoRAs apply to the CLIPs. `t5_padding`: ComfyUI's
+    T5 tokenizer options (T5TokenizerOptions), which replace the pipeline's padding to 256 tokens."""
 
     clip_l: TextEncoderSlot | None
     clip_g: TextEncoderSlot | None
@@ -31,6 +33,7 @@ class Sd3Clip:
     name: str
     layer_index: int = -2
     loras: tuple[LoraPatch, ...] = ()
+    t5_padding: T5Padding | None = None
     family = "sd3"
 
     @property
@@ -63,6 +66,9 @@ class Sd3Clip:
     def offloadable(self) -> list[Any]:
         """The big text encoders that may be freed after encoding (T5; the CLIPs are small)."""
         return [] if self.t5 is None else [self.t5]
+
+    def with_t5_padding(self, padding: T5Padding) -> "Sd3Clip":
+        return dataclasses.replace(self, t5_padding=padding)
 
     def without_t5(self) -> "Sd3Clip":
         return dataclasses.replace(self, t5_tokenizer=None, t5=None)
@@ -116,7 +122,9 @@ class Sd3Clip:
         return joined, torch.cat(pooled, dim=-1)
 
     def _encode_t5(self, text: str, padded: bool) -> torch.Tensor:
-        if padded:
+        if padded and self.t5_padding is not None:
+            ids = self.t5_padding.token_ids(self.t5_tokenizer, text)
+        elif padded:
             ids = self.t5_tokenizer(text, padding="max_length", max_length=config_beside(__file__)["t5_max_length"],
                                     truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
         else:
