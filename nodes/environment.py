@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from diffusion.manager import ModelManager
 
 MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae", "diffusion_models", "text_encoders", "upscale_models",
-               "clip_vision", "style_models", "controlnet", "t2i_adapter", "gligen")
+               "clip_vision", "style_models", "controlnet", "t2i_adapter", "gligen",
+               "hypernetworks", "configs")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 

@@ -19,7 +19,7 @@ import torch
 
 from diffusion import hypernetwork
 from diffusion.components import DiffusionModel
-from nodes.environment import current_environment, resolve_inside
+from nodes.environment import current_environment
 from nodes.loaders import CheckpointLoaderSimple
 
 CONFIG_EXTENSIONS = (".yaml",)
@@ -27,24 +27,6 @@ HYPERNETWORK_EXTENSIONS = (".pt", ".pth")
 # `model.target` of the original configs whose models this engine runs (SD1.x/2.x incl. inpainting, SDXL)
 CONFIG_TARGETS = ("ldm.models.diffusion.ddpm.LatentDiffusion", "ldm.models.diffusion.ddpm.LatentInpaintDiffusion",
                   "sgm.models.diffusion.DiffusionEngine")
-
-
-def _folder(kind: str) -> Path:
-    """A models subfolder these loaders read (configs/, hypernetworks/), beside the ones Folders knows."""
-    return current_environment().folders.models_dir / kind
-
-
-def _list(kind: str, extensions: tuple[str, ...]) -> list[str]:
-    folders = current_environment().folders
-    if not _folder(kind).is_dir():
-        return []
-    return folders.listings.files(_folder(kind), extensions, folders.follow_model_links)
-
-
-def _file(kind: str, name: str, input_name: str) -> Path:
-    folders = current_environment().folders
-    return resolve_inside(_folder(kind), name, input_name, folders.follow_model_links,
-                          links_flag="--allow-model-links")
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -80,14 +62,16 @@ class CheckpointLoader:
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        checkpoints = current_environment().folders.list_models("checkpoints")
+        folders = current_environment().folders
         return {"required": {
-            "config_name": (_list("configs", CONFIG_EXTENSIONS), {"tooltip": "The yaml config in models/configs."}),
-            "ckpt_name": (checkpoints, {"tooltip": "The checkpoint file in models/checkpoints."}),
+            "config_name": (folders.list_models("configs", CONFIG_EXTENSIONS),
+                            {"tooltip": "The yaml config in models/configs."}),
+            "ckpt_name": (folders.list_models("checkpoints"),
+                          {"tooltip": "The checkpoint file in models/checkpoints."}),
         }}
 
     def load_checkpoint(self, config_name: str, ckpt_name: str) -> tuple[Any, Any, Any]:
-        params = read_config(_file("configs", config_name, "config_name"))
+        params = read_config(current_environment().folders.model_file("configs", config_name, "config_name"))
         model, clip, vae = CheckpointLoaderSimple().load_checkpoint(ckpt_name)
         if params.get("parameterization") == "v" and model.prediction_type != "v_prediction":
             model = dataclasses.replace(model, scheduler_config={**model.scheduler_config,
@@ -121,7 +105,7 @@ class HypernetworkLoader:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "model": ("MODEL", {"tooltip": "The model the hypernetwork is applied to."}),
-            "hypernetwork_name": (_list("hypernetworks", HYPERNETWORK_EXTENSIONS),
+            "hypernetwork_name": (current_environment().folders.list_models("hypernetworks", HYPERNETWORK_EXTENSIONS),
                                   {"tooltip": "The hypernetwork file in models/hypernetworks."}),
             "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
                                    "tooltip": "How strongly the hypernetwork changes the attention inputs."}),
@@ -129,7 +113,7 @@ class HypernetworkLoader:
 
     def load_hypernetwork(self, model: DiffusionModel, hypernetwork_name: str,
                           strength: float) -> tuple[DiffusionModel]:
-        path = _file("hypernetworks", hypernetwork_name, "hypernetwork_name")
+        path = current_environment().folders.model_file("hypernetworks", hypernetwork_name, "hypernetwork_name")
         networks = read_hypernetwork_file(path, "hypernetwork_name")
         return (hypernetwork.with_hypernetwork(model, networks, strength, hypernetwork_name),)
 

@@ -88,10 +88,10 @@ def own_env(tmp_path, tiny_models_dir, shared_model_manager):
                       tmp_path / "user")
     folders.create()
     shutil.copy(tiny_models_dir / "checkpoints" / DEMO_CHECKPOINT, folders.model_dir("checkpoints"))
-    (folders.models_dir / "configs").mkdir()
+    (folders.models_dir / "configs").mkdir(exist_ok=True)
     for name, text in CONFIGS.items():
         (folders.models_dir / "configs" / name).write_text(text)
-    (folders.models_dir / "hypernetworks").mkdir()
+    (folders.models_dir / "hypernetworks").mkdir(exist_ok=True)
     torch.save(hypernetwork_file(), folders.models_dir / "hypernetworks" / HYPERNETWORK)
     return NodeEnvironment(folders, torch.device("cpu"), torch.float32, shared_model_manager)
 
