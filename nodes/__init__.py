@@ -240,3 +240,10 @@ from nodes import caching as _caching  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_caching.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_caching.NODE_DISPLAY_NAME_MAPPINGS)
+
+# Hooks: ComfyUI's conditioning property nodes (Cond Set Props ..., Timesteps Range), HOOKS and keyframe makers,
+# CombineHooks and SetClipHooks.
+from nodes import hooks as _hooks  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_hooks.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_hooks.NODE_DISPLAY_NAME_MAPPINGS)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mappi
 
 import torch
 
-from diffusion import controlnet
+from diffusion import controlnet, hooks
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, GuidanceBatch
 from diffusion.sampling import caching, editing, regions
@@ -119,7 +119,8 @@ class ModelDenoiser:
         self.sides = list(sides) if sides is not None else _default_sides(guidance)
         # the unconditional rows are the negative entries again, without the image
         self.entry_options = [*guidance.options, *guidance.options[:len(guidance.unconditional_weights)]]
-        self.regional = any(regions.is_regional(options) for options in self.entry_options)
+        self.regional = any(regions.is_regional(options) for options in self.entry_options) \
+            or hooks.has_default_entries(self.entry_options)
         self._placements: dict[tuple[int, ...], list[_Placement]] = {}
         # each entry's ControlNet (ComfyUI's `control` option), its hints prepared once per run
         self.controls = controlnet.entry_controls(self.entry_options, len(guidance.negative_weights))
@@ -127,6 +128,11 @@ class ModelDenoiser:
             if control is not None:
                 controlnet.check_family(control, model.family, model.sampling.family_title)
         self.hints = controlnet.HintCache(model.latent_format)
+        # the entries' weight hooks (ComfyUI's HOOKS): entries with different hooks run in separate calls
+        self.hooks = hooks.SamplingHooks.for_entries(model.network, model.lora_component, model.family,
+                                                     self.entry_options, model_sampling.percent_to_sigma)
+        if self.hooks is not None:
+            self._network_output = self.hooks.wrapped_network_output(self._network_output, batch)
         # the run's wrappers of each network call (EasyCache), fresh per run
         self.wrappers = caching.network_wrappers(model, model_sampling)
         if self.wrappers:
@@ -215,7 +221,7 @@ class ModelDenoiser:
         x_rows, sigma_rows, model_input, timestep = self._network_rows(x, sigma)
         level = float(sigma.reshape(-1)[0])
         calls: dict[tuple[int, Any], list[_Placement]] = {}
-        for placement in self._placements_for(x.shape):
+        for placement in hooks.with_default_weights(self._placements_for(x.shape), self.entry_options, x.shape, level):
             if placement.region is None or placement.region.active(level):
                 area = None if placement.region is None else placement.region.area
                 calls.setdefault((self._group_of(placement.entry), area), []).append(placement)

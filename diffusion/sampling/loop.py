@@ -130,6 +130,9 @@ def sample(model: DiffusionModel, seed: int, cfg: float, sampler_name: str, sche
     guidance = guidance_batch(positive, negative, batch, cfg, device, dtype, edit)
     if any(options.get("control") is not None for options in guidance.options):
         raise ValueError("scheduler: the 'diffusers' scheduler does not run ControlNets; choose another scheduler")
+    if any(options.get("hooks") is not None for options in guidance.options):
+        raise ValueError("scheduler: the 'diffusers' scheduler does not apply conditioning hooks (CreateHookLora, "
+                         "SetClipHooks with apply_to_conds, ...); choose another scheduler")
     with run_seed.seeded(seed):
         inputs = family.network_inputs(guidance, batch, device, dtype)
     copies = guidance.rows // batch
