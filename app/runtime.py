@@ -202,4 +202,20 @@ def load_custom_nodes(settings: Settings, registry: NodeRegistry) -> list[Plugin
     """Import the plugins, with the ComfyUI compatibility modules importable (`folder_paths`, `comfy.utils`)."""
     if str(COMPAT_DIR) not in sys.path:
         sys.path.append(str(COMPAT_DIR))
-    return load_plugins(list(settings.custom_nodes_dirs), registry)
+    records = load_plugins(list(settings.custom_nodes_dirs), registry)
+    share_web_directories(records)
+    return records
+
+
+def share_web_directories(records: list[PluginRecord]) -> None:
+    """ComfyUI's `nodes.EXTENSION_WEB_DIRS` both ways: a loaded plugin's WEB_DIRECTORY is listed there, and a
+    plugin that put its own folder there (by its name) instead of exporting WEB_DIRECTORY gets it served."""
+    from nodes import EXTENSION_WEB_DIRS
+
+    for record in records:
+        if record.status != "loaded":
+            continue
+        if record.web_directory is not None:
+            EXTENSION_WEB_DIRS.setdefault(record.name, str(record.web_directory))
+        elif record.name in EXTENSION_WEB_DIRS and Path(EXTENSION_WEB_DIRS[record.name]).is_dir():
+            record.web_directory = Path(EXTENSION_WEB_DIRS[record.name]).resolve()

@@ -7,22 +7,50 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from nodes.environment import current_environment, resolve_inside
 
 supported_pt_extensions = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
-_extra_paths: dict[str, list[str]] = {}
-_extra_extensions: dict[str, set[str]] = {}
+CUSTOM_NODES_DIR = Path(__file__).resolve().parents[1] / "custom_nodes"
 
-KNOWN_MODEL_FOLDERS = ("checkpoints", "configs", "loras", "vae", "text_encoders", "clip", "diffusion_models", "unet",
-                       "clip_vision", "style_models", "embeddings", "diffusers", "vae_approx", "controlnet",
-                       "gligen", "upscale_models", "hypernetworks", "photomaker", "classifiers")
+# ComfyUI's model kinds with their folders: one kind can list several folders (text_encoders also reads clip/,
+# diffusion_models also unet/), and the legacy names map onto the new ones (`map_legacy`).
+_SEVERAL_FOLDERS = {"text_encoders": ("text_encoders", "clip"), "diffusion_models": ("unet", "diffusion_models"),
+                    "controlnet": ("controlnet", "t2i_adapter")}
+_OWN_EXTENSIONS = {"configs": {".yaml"}, "diffusers": {"folder"}, "classifiers": {""}}
+KNOWN_MODEL_FOLDERS = ("checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
+                       "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen",
+                       "upscale_models", "hypernetworks", "photomaker", "classifiers", "model_patches",
+                       "audio_encoders")
+
+
+@dataclass
+class _ModelsTables:
+    """The mutable tables of one models folder: plugins add kinds and folders to `folder_names_and_paths` and
+    they stay (one instance per models folder, so a test's environment gets its own)."""
+
+    folder_names_and_paths: dict[str, tuple[list[str], set[str]]]
+    filename_list_cache: dict[str, tuple[list[str], dict[str, float], float]] = field(default_factory=dict)
+
+
+_tables: dict[Path, _ModelsTables] = {}
 
 
 def _folders():
     return current_environment().folders
+
+
+def _state() -> _ModelsTables:
+    models_dir = _folders().models_dir
+    if models_dir not in _tables:
+        table = {kind: ([str(models_dir / name) for name in _SEVERAL_FOLDERS.get(kind, (kind,))],
+                        _OWN_EXTENSIONS.get(kind, supported_pt_extensions)) for kind in KNOWN_MODEL_FOLDERS}
+        table["custom_nodes"] = ([str(CUSTOM_NODES_DIR)], set())
+        _tables[models_dir] = _ModelsTables(table)
+    return _tables[models_dir]
 
 
 def get_input_directory() -> str:
@@ -51,9 +79,8 @@ def __getattr__(name: str) -> Any:
                   "input_directory": get_input_directory, "temp_directory": get_temp_directory,
                   "user_directory": get_user_directory,
                   "base_path": lambda: str(Path(get_output_directory()).parent),
-                  "folder_names_and_paths": lambda: {
-                      name: (get_folder_paths(name), set(supported_pt_extensions) | _extra_extensions.get(name, set()))
-                      for name in sorted(set(KNOWN_MODEL_FOLDERS) | set(_extra_paths))}}
+                  "folder_names_and_paths": lambda: _state().folder_names_and_paths,
+                  "filename_list_cache": lambda: _state().filename_list_cache}
     if name in attributes:
         return attributes[name]()
     raise AttributeError(f"module 'folder_paths' has no attribute {name!r}")
@@ -63,22 +90,28 @@ def map_legacy(folder_name: str) -> str:
     return {"unet": "diffusion_models", "clip": "text_encoders"}.get(folder_name, folder_name)
 
 
-# ComfyUI's folder names that cover several model folders
-SHARED_FOLDERS = {"controlnet": ("controlnet", "t2i_adapter")}
-
-
 def get_folder_paths(folder_name: str) -> list[str]:
-    folder_name = map_legacy(folder_name)
-    paths = [str(_folders().models_dir / name) for name in SHARED_FOLDERS.get(folder_name, (folder_name,))]
-    return paths + [p for p in _extra_paths.get(folder_name, []) if p not in paths]
+    """The folders of a model kind (a copy); KeyError for a kind nobody registered, as in ComfyUI."""
+    return list(_state().folder_names_and_paths[map_legacy(folder_name)][0])
 
 
 def add_model_folder_path(folder_name: str, full_folder_path: str, is_default: bool = False) -> None:
+    """Add a folder to a model kind (first with `is_default`), or register a new kind that lists every file.
+    For plugins' own use: the built-in loaders read only the models folder."""
+    table = _state().folder_names_and_paths
     folder_name = map_legacy(folder_name)
-    paths = _extra_paths.setdefault(folder_name, [])
+    if folder_name not in table:
+        table[folder_name] = ([full_folder_path], set())
+        return
+    paths = table[folder_name][0]
     if full_folder_path in paths:
-        paths.remove(full_folder_path)
-    paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
+        if is_default and paths[0] != full_folder_path:
+            paths.remove(full_folder_path)
+            paths.insert(0, full_folder_path)
+    elif is_default:
+        paths.insert(0, full_folder_path)
+    else:
+        paths.append(full_folder_path)
 
 
 def filter_files_extensions(files: list[str], extensions: set[str] | list[str]) -> list[str]:
@@ -100,17 +133,41 @@ def recursive_search(directory: str, excluded_dir_names: list[str] | None = None
     return found, folders
 
 
+def _cached_listing(folder_name: str) -> tuple[list[str], dict[str, float], float] | None:
+    """The cached listing while none of its folders changed and no new folder of that kind appeared."""
+    cached = _state().filename_list_cache.get(folder_name)
+    if cached is None:
+        return None
+    for folder, modified in cached[1].items():
+        if not os.path.isdir(folder) or os.path.getmtime(folder) != modified:
+            return None
+    if any(os.path.isdir(folder) and folder not in cached[1] for folder in get_folder_paths(folder_name)):
+        return None
+    return cached
+
+
 def get_filename_list(folder_name: str) -> list[str]:
-    extensions = set(supported_pt_extensions) | _extra_extensions.get(map_legacy(folder_name), set())
-    names: set[str] = set()
-    for folder in get_folder_paths(folder_name):
-        names.update(filter_files_extensions(recursive_search(folder, [".git"])[0], extensions))
-    return sorted(names)
+    """The model files of a kind (relative names with `/`), cached in `filename_list_cache` as ComfyUI does."""
+    folder_name = map_legacy(folder_name)
+    listing = _cached_listing(folder_name)
+    if listing is None:
+        folders, extensions = _state().folder_names_and_paths[folder_name]
+        names: set[str] = set()
+        modified: dict[str, float] = {}
+        for folder in folders:
+            found, seen = recursive_search(folder, [".git"])
+            names.update(filter_files_extensions(found, extensions))
+            modified.update(seen)
+        listing = (sorted(names), modified, time.perf_counter())
+        _state().filename_list_cache[folder_name] = listing
+    return list(listing[0])
 
 
 def get_full_path(folder_name: str, filename: str) -> str | None:
     """The file's path in the first folder of that kind that has it; never a path outside those folders, except
     through a symbolic link the machine's owner put there when `--allow-model-links` follows them."""
+    if map_legacy(folder_name) not in _state().folder_names_and_paths:
+        return None
     follow_links = _folders().follow_model_links
     for folder in get_folder_paths(folder_name):
         try:

@@ -247,3 +247,17 @@ from nodes import hooks as _hooks  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_hooks.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_hooks.NODE_DISPLAY_NAME_MAPPINGS)
+
+# ComfyUI's `nodes` module as plugins import it (`import nodes`): every registered class by name (looked up when
+# asked, so nodes registered by blocks below count too), common_ksampler, and EXTENSION_WEB_DIRS (plugin name ->
+# folder of its JavaScript; app/runtime.py serves the entries of loaded plugins).
+from nodes.sampling import common_ksampler  # noqa: E402,F401
+
+EXTENSION_WEB_DIRS: dict[str, str] = {}
+
+
+def __getattr__(name: str) -> type:
+    node_class = NODE_CLASS_MAPPINGS.get(name)
+    if node_class is None:
+        raise AttributeError(f"module 'nodes' has no attribute {name!r}")
+    return node_class

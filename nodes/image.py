@@ -332,17 +332,19 @@ class ImageScale:
     CATEGORY = "image/upscaling"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "upscale"
+    upscale_methods = list(resize.IMAGE_METHODS)  # ComfyUI's class attributes, which plugins read
+    crop_methods = list(resize.CROP_MODES)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "image": ("IMAGE", {"tooltip": "The images to resize."}),
-            "upscale_method": (list(resize.IMAGE_METHODS), {"tooltip": "The interpolation method."}),
+            "upscale_method": (list(cls.upscale_methods), {"tooltip": "The interpolation method."}),
             "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1,
                               "tooltip": "Target width (0 follows the height)."}),
             "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 1,
                                "tooltip": "Target height (0 follows the width)."}),
-            "crop": (list(resize.CROP_MODES), {"tooltip": "Crop to the target aspect ratio first."}),
+            "crop": (list(cls.crop_methods), {"tooltip": "Crop to the target aspect ratio first."}),
         }}
 
     def upscale(self, image: torch.Tensor, upscale_method: str, width: int, height: int,

@@ -46,17 +46,19 @@ class LatentUpscale:
     CATEGORY = "latent"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "upscale"
+    upscale_methods = list(resize.LATENT_METHODS)  # ComfyUI's class attributes, which plugins read
+    crop_methods = list(resize.CROP_MODES)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The latents to resize."}),
-            "upscale_method": (list(resize.LATENT_METHODS), {"tooltip": "The interpolation method."}),
+            "upscale_method": (list(cls.upscale_methods), {"tooltip": "The interpolation method."}),
             "width": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
                               "tooltip": "Target width in pixels (a multiple of 8; 0 follows the height)."}),
             "height": ("INT", {"default": 512, "min": 0, "max": MAX_RESOLUTION, "step": 8, "multiple_of": 8,
                                "tooltip": "Target height in pixels (a multiple of 8; 0 follows the width)."}),
-            "crop": (list(resize.CROP_MODES), {"tooltip": "Crop to the target aspect ratio first."}),
+            "crop": (list(cls.crop_methods), {"tooltip": "Crop to the target aspect ratio first."}),
         }}
 
     def upscale(self, samples: dict[str, Any], upscale_method: str, width: int, height: int,
@@ -71,12 +73,13 @@ class LatentUpscaleBy:
     CATEGORY = "latent"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "upscale"
+    upscale_methods = list(resize.LATENT_METHODS)  # ComfyUI's class attribute, which plugins read
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The latents to resize."}),
-            "upscale_method": (list(resize.LATENT_METHODS), {"tooltip": "The interpolation method."}),
+            "upscale_method": (list(cls.upscale_methods), {"tooltip": "The interpolation method."}),
             "scale_by": ("FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0, "step": 0.01,
                                    "tooltip": "The factor to scale both sides by."}),
         }}

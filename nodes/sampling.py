@@ -37,6 +37,19 @@ def _with_samples(latent: dict[str, Any], samples: Any) -> dict[str, Any]:
     return result
 
 
+def common_ksampler(model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                    positive: Conditioning, negative: Conditioning, latent: dict[str, Any], denoise: float = 1.0,
+                    disable_noise: bool = False, start_step: int | None = None, last_step: int | None = None,
+                    force_full_denoise: bool = False) -> tuple[dict[str, Any]]:
+    """ComfyUI's `nodes.common_ksampler`, which plugins call: sample `latent` and return `(LATENT,)`, the input
+    latent dict with the denoised samples (steps start_step..last_step of `steps` when given)."""
+    samples = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise,
+                      add_noise=not disable_noise, start_step=start_step, last_step=last_step,
+                      force_full_denoise=force_full_denoise)
+    leftover = not force_full_denoise and last_step is not None and last_step < steps
+    return (hand_off(_with_samples(latent, samples), latent, leftover),)
+
+
 class KSampler:
     DESCRIPTION = ("Denoises a latent image with the model, guided by the positive and negative conditioning. "
                    "denoise below 1 keeps part of the input (img2img): steps run from the end of a longer schedule.")
@@ -65,8 +78,8 @@ class KSampler:
     def sample(self, model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
                positive: Conditioning, negative: Conditioning, latent_image: dict[str, Any],
                denoise: float = 1.0) -> tuple[dict[str, Any]]:
-        samples = ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise)
-        return (hand_off(_with_samples(latent_image, samples), latent_image, False),)
+        return common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                               denoise=denoise)
 
 
 class KSamplerAdvanced:
@@ -102,8 +115,6 @@ class KSamplerAdvanced:
                sampler_name: str, scheduler: str, positive: Conditioning, negative: Conditioning,
                latent_image: dict[str, Any], start_at_step: int, end_at_step: int,
                return_with_leftover_noise: str) -> tuple[dict[str, Any]]:
-        leftover = return_with_leftover_noise == "enable"
-        samples = ksample(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
-                          add_noise=add_noise == "enable", start_step=start_at_step, last_step=end_at_step,
-                          force_full_denoise=not leftover)
-        return (hand_off(_with_samples(latent_image, samples), latent_image, leftover and end_at_step < steps),)
+        return common_ksampler(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                               latent_image, disable_noise=add_noise != "enable", start_step=start_at_step,
+                               last_step=end_at_step, force_full_denoise=return_with_leftover_noise != "enable")

@@ -73,12 +73,13 @@ class ImageScaleBy:
     CATEGORY = "image/upscaling"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "upscale"
+    upscale_methods = list(resize.IMAGE_METHODS)  # ComfyUI's class attribute, which plugins read
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "image": ("IMAGE", {"tooltip": "The images to resize."}),
-            "upscale_method": (list(resize.IMAGE_METHODS), {"tooltip": "The interpolation method."}),
+            "upscale_method": (list(cls.upscale_methods), {"tooltip": "The interpolation method."}),
             "scale_by": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 8.0, "step": 0.01,
                                    "tooltip": "The factor; below 1 shrinks."}),
         }}

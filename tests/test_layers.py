@@ -38,7 +38,7 @@ ALLOWED_LAYERS: dict[str, set[str]] = {
     "app": {"engine", "nodes", "diffusion"},
     "server": {"app", "engine"},
     "distributed": {"app", "engine"},
-    "compat": {"engine", "nodes"},
+    "compat": {"engine", "diffusion", "nodes"},
     "custom_nodes": {"compat", "engine", "nodes"},
 }
 COMPOSITION_ROOT = {"main", "serve"}
