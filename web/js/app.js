@@ -342,6 +342,8 @@ export class App {
     }
     const request = { prompt, workflow };
     await this.extensions.beforeQueue(request);
+    // cleared before sending: the run may fail, and mark its node, before the response to the POST arrives
+    this.execution.clearErrors();
     try {
       await this.api.queuePrompt({ ...request, clientId: this.clientId, front });
     } catch (error) {
@@ -352,7 +354,6 @@ export class App {
       }
       return false;
     }
-    this.execution.clearErrors();
     this.applyControlsAfterGenerate();
     this.queuePanel.scheduleRefresh();
     return true;
