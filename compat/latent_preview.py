@@ -6,6 +6,7 @@ ComfyUI's TAESD previews are left out: our samplers preview with each family's L
 """
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,11 +31,12 @@ def _first_frame(x0: torch.Tensor) -> torch.Tensor:
     return x0[:, :, 0] if x0.ndim == 5 else x0
 
 
-class LatentPreviewer:
+class LatentPreviewer(abc.ABC):
     """A previewer: `decode_latent_to_preview(x0)` makes a picture of the first latent of a batch."""
 
+    @abc.abstractmethod
     def decode_latent_to_preview(self, x0: torch.Tensor) -> Image.Image:
-        raise NotImplementedError
+        """The picture of the first latent of `x0`."""
 
     def decode_latent_to_preview_image(self, preview_format: str, x0: torch.Tensor) -> tuple[str, Image.Image, int]:
         return ("JPEG", self.decode_latent_to_preview(x0), MAX_PREVIEW_RESOLUTION)
