@@ -146,7 +146,7 @@ class PromptWorker:
             finally:
                 self.current = None
                 self.current_node = None
-                self.sink.send_from_thread("status", {"status": self.status()})
+                self._announce_end(item)
 
     def _run(self, executor: Executor, item: QueueItem) -> ExecutionResult:
         """Run `item` and return its result; when its node ignores an interrupt for longer than the grace
@@ -184,10 +184,18 @@ class PromptWorker:
     def _record(self, item: QueueItem, result: ExecutionResult) -> None:
         self.store.finish(item, *history_record(result))
 
+    def _announce_end(self, item: QueueItem) -> None:
+        """Tell the client its prompt ended (`executing` with node None), as ComfyUI's worker does: only once
+        the prompt is in history, since clients fetch `/history/<prompt id>` as soon as they read it."""
+        self.sink.send_from_thread(events.EXECUTING, {"node": None, "prompt_id": item.prompt_id}, item.client_id)
+        self.sink.send_from_thread("status", {"status": self.status()})
+
     def _forward(self, name: str, data: dict[str, Any]) -> None:
         item = self.current
         client_id = item.client_id if item is not None else None
         if name == events.EXECUTING:
+            if data.get("node") is None:  # the run's end: announced by `_announce_end` once history has it
+                return
             self.current_node = data.get("node")
         preview = None
         if name == events.PROGRESS and "preview" in data:

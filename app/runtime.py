@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.settings import PROJECT_DIR, TEXT_ENCODER_OFFLOAD, Settings, default_thread_count
-from engine.cache import OutputCache
+from engine.cache import LastPromptCache, OutputCache
 from engine.executor import Executor
 from engine.plugin_loader import PluginRecord, load_plugins
 from engine.registry import NodeRegistry
@@ -174,7 +174,7 @@ def build_runtime(settings: Settings) -> Runtime:
         log.info("this CPU computes bf16 natively, so models run in bf16 (faster); --fp32 for full precision")
     registry = build_registry()
     plugins = [] if settings.disable_custom_nodes else load_custom_nodes(settings, registry)
-    cache = OutputCache(settings.cache_size)
+    cache = LastPromptCache() if settings.cache_classic else OutputCache(settings.cache_size)
     environment.models.add_eviction_listener(lambda value: drop_cached_outputs_holding(cache, value))
     return Runtime(settings, registry, build_executor(registry, cache), environment, plugins)
 

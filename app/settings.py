@@ -20,7 +20,7 @@ class Settings:
     output_dir: Path
     temp_dir: Path
     user_dir: Path
-    cache_size: int
+    cache_size: int  # LRU entries (0: no cache); unused with cache_classic
     cpu: bool
     threads: int | None
     custom_nodes_dirs: tuple[Path, ...] = ()
@@ -33,6 +33,7 @@ class Settings:
     allow_model_links: bool = False
     text_encoder_dtype: str | None = None
     interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S  # seconds a node may ignore an interrupt before it is abandoned
+    cache_classic: bool = False  # ComfyUI's classic cache (the latest prompt's outputs) instead of the LRU
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
@@ -53,8 +54,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
                          help="list and load model files that are symbolic links to places outside the models "
                               "folder (another disk); without it they are left out, with a warning")
     engine = parser.add_argument_group("engine")
-    engine.add_argument("--cache-size", type=int, default=default(DEFAULT_CACHE_SIZE),
-                        help=f"node outputs kept for re-runs (LRU entries, default {DEFAULT_CACHE_SIZE}; 0 disables)")
+    caching = engine.add_mutually_exclusive_group()
+    caching.add_argument("--cache-size", type=int, default=default(DEFAULT_CACHE_SIZE),
+                         help=f"node outputs kept for re-runs (LRU entries, default {DEFAULT_CACHE_SIZE}; 0 disables)")
+    caching.add_argument("--cache-lru", type=int, default=default(None), metavar="N",
+                         help="ComfyUI's flag: keep the N most recently used node outputs across prompts (as "
+                              "--cache-size N); 0 means --cache-classic, as in ComfyUI")
+    caching.add_argument("--cache-classic", action="store_true", default=default(False),
+                         help="ComfyUI's default cache: keep every output of the latest prompt and nothing older")
+    caching.add_argument("--cache-none", action="store_true", default=default(False),
+                         help="keep no node outputs: every node runs every time (as --cache-size 0)")
     engine.add_argument("--cpu", action="store_true", default=default(False),
                         help="run on the CPU even when a GPU is present")
     precision = engine.add_mutually_exclusive_group()
@@ -93,8 +102,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    if args.cache_size < 0:
-        raise SystemExit("--cache-size must be 0 or more")
+    cache_size, cache_classic = _cache_choice(args)
     if args.threads is not None and args.threads < 1:
         raise SystemExit("--threads must be 1 or more")
     max_ram = getattr(args, "max_ram", None)
@@ -117,7 +125,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         output_dir=(args.output_dir or PROJECT_DIR / "output").resolve(),
         temp_dir=(args.temp_dir or PROJECT_DIR / "temp").resolve(),
         user_dir=(args.user_dir or PROJECT_DIR / "user").resolve(),
-        cache_size=args.cache_size,
+        cache_size=cache_size,
+        cache_classic=cache_classic,
         cpu=args.cpu,
         threads=args.threads,
         custom_nodes_dirs=(PROJECT_DIR / "custom_nodes", *(d.resolve() for d in args.custom_nodes_dirs)),
@@ -136,3 +145,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def default_thread_count() -> int:
     """Leave a core for the rest of the machine: oversubscribed torch threads are far slower than fewer."""
     return max(1, (os.cpu_count() or 2) - 1)
+
+
+def _cache_choice(args: argparse.Namespace) -> tuple[int, bool]:
+    """(LRU size, classic?) from --cache-size and ComfyUI's --cache-lru/--cache-classic/--cache-none."""
+    lru = getattr(args, "cache_lru", None)
+    if args.cache_size < 0 or (lru is not None and lru < 0):
+        raise SystemExit("--cache-size and --cache-lru must be 0 or more")
+    if getattr(args, "cache_classic", False) or lru == 0:
+        return args.cache_size, True
+    if getattr(args, "cache_none", False):
+        return 0, False
+    return (lru if lru is not None else args.cache_size), False

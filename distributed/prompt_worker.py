@@ -209,10 +209,15 @@ class RayPromptWorker:
             result.outputs = {node: self.placer.rename(run.source, ui) for node, ui in result.outputs.items()}
             self.store.finish(run.item, *history_record(result))
             run.recorded = True
+            # the run's end, as ComfyUI announces it: only now that history has it (clients fetch it at once)
+            self.sink.send_from_thread(events.EXECUTING, {"node": None, "prompt_id": run.item.prompt_id},
+                                       run.item.client_id)
             self._release(run)
             return
         data = message.data
         if message.name == events.EXECUTING:
+            if data.get("node") is None:  # sent above, once the result is recorded
+                return
             run.node = data.get("node")
             run.node_since = time.monotonic()
         elif message.name == events.EXECUTED:

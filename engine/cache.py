@@ -2,8 +2,11 @@
 
 A signature is built from the node's class, its constant inputs, the signatures of the nodes it links to
 (with the output index) and its `IS_CHANGED` value, so it is the same for the same computation in any
-workflow and any node id. Re-running an unchanged graph finds every node here; changing one widget changes
-the signatures of that node and its dependents only. Knows nothing of what the outputs are.
+workflow and any node id (except for nodes that are not idempotent or get their own id as UNIQUE_ID, whose
+signature includes it). Re-running an unchanged graph finds every node here; changing one widget changes
+the signatures of that node and its dependents only. `OutputCache` keeps the most recently used entries across
+prompts; `LastPromptCache` is ComfyUI's classic cache, only the latest prompt's. Knows nothing of what the
+outputs are.
 """
 from __future__ import annotations
 
@@ -66,11 +69,32 @@ class OutputCache:
                 del self._entries[signature]
             return len(doomed)
 
+    def prompt_finished(self, signatures: set[str]) -> None:
+        """A prompt ended having computed or looked up `signatures`. An LRU keeps everything within its bound;
+        `LastPromptCache` forgets the rest."""
+
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, signature: object) -> bool:
         return signature in self._entries
+
+
+class LastPromptCache(OutputCache):
+    """ComfyUI's classic cache: every output of the latest prompt, however many, and nothing older. Re-running
+    or editing the same workflow reuses its unchanged nodes; another workflow starts from an empty cache."""
+
+    def __init__(self) -> None:
+        super().__init__(max_entries=0)
+
+    def put(self, signature: str, entry: CacheEntry) -> None:
+        with self._lock:
+            self._entries[signature] = entry
+
+    def prompt_finished(self, signatures: set[str]) -> None:
+        with self._lock:
+            for signature in [known for known in self._entries if known not in signatures]:
+                del self._entries[signature]
 
 
 @dataclass
@@ -103,6 +127,10 @@ class SignatureBuilder:
             stack.pop()
         return self._memo[node_id]
 
+    def known(self) -> set[str]:
+        """The signatures computed so far (every node of the prompt looked at, expansions included)."""
+        return set(self._memo.values())
+
     def _own_signature(self, node_id: str) -> str:
         node = self.prompt[node_id]
         class_type = node["class_type"]
@@ -116,12 +144,19 @@ class SignatureBuilder:
                 inputs.append([name, "value", value])
         parts: list[Any] = [class_type, inputs]
         if cls is not None:
-            if getattr(cls, "NOT_IDEMPOTENT", False):
+            if getattr(cls, "NOT_IDEMPOTENT", False) or _receives_its_id(cls):
                 parts.append(["node_id", node_id])
             if hasattr(cls, "IS_CHANGED"):
                 parts.append(["is_changed", _stable_token(self.is_changed(node_id, cls))])
         encoded = json.dumps(parts, sort_keys=True, default=repr, separators=(",", ":"))
         return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _receives_its_id(cls: type) -> bool:
+    """Whether the node gets its own id (a UNIQUE_ID hidden input): its outputs may depend on it (progress bars,
+    expansion prefixes), so as in ComfyUI they are never reused for another node id."""
+    hidden = cls.INPUT_TYPES().get("hidden") or {}
+    return any((kind[0] if isinstance(kind, (list, tuple)) else kind) == "UNIQUE_ID" for kind in hidden.values())
 
 
 def _stable_token(value: Any) -> Any:

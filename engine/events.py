@@ -19,6 +19,7 @@ EXECUTED = "executed"
 EXECUTION_ERROR = "execution_error"
 EXECUTION_INTERRUPTED = "execution_interrupted"
 EXECUTION_SUCCESS = "execution_success"
+PROGRESS_STATE = "progress_state"  # every started node's state (running/finished, value/max) of one prompt
 
 Subscriber = Callable[[str, dict[str, Any]], None]
 

@@ -2,7 +2,8 @@
 
 The scheduler is dynamic because the graph is: a lazy input pulls in its upstream only when
 `check_lazy_status` asks for it, and a node may expand into a subgraph at run time (how loops are built).
-Ready nodes run in topological order of the prompt (networkx); nodes found in the output cache never run.
+Ready nodes start in topological order of the prompt (networkx), each as an asyncio task, so async nodes that
+await overlap with the nodes after them; nodes found in the output cache never run.
 Whatever a node raises ends its prompt as that node's error, `SystemExit` and `KeyboardInterrupt` included,
 and a caller may abandon a run whose node ignores an interrupt (`engine.interrupt.Abandonment`).
 Knows nothing of diffusion or HTTP: it reads nodes through the registry and reports through an `EventBus`;
@@ -27,13 +28,14 @@ import networkx as nx
 
 from engine import events, input_spec
 from engine.cache import CacheEntry, OutputCache, SignatureBuilder
-from engine.control_flow import ExecutionBlocker
+from engine.control_flow import DynamicPrompt, ExecutionBlocker
 from engine.events import EventBus
 from engine.input_spec import is_link
 from engine.interrupt import Abandonment, ExecutionInterrupted, InterruptFlag, RunInterrupt
 from engine.progress import NodeRunContext, bind_node_context
 from engine.registry import NodeRegistry
 
+ASYNC_POLL_S = 0.05  # how often the scheduler looks at the interrupt flag while only async nodes are running
 HIDDEN_VALUES = ("PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT")
 
 NodeCallGuard = Callable[[Mapping[str, Any]], ContextManager[Any]]
@@ -78,6 +80,9 @@ class _Run:
         self.values: dict[str, tuple[list[Any], ...]] = {}
         self.ui: dict[str, dict[str, Any]] = {}
         self.display_node: dict[str, str] = {}
+        self.parent: dict[str, str] = {}  # expanded node -> the node whose expansion made it
+        self.node_states: dict[str, dict[str, Any]] = {}  # started nodes' progress, as ComfyUI's progress_state
+        self.dynamic_prompt = DynamicPrompt(self.original_prompt, self.prompt, self.parent, self.display_node)
         self.rank: dict[str, int] = {}
         self.waiting_on: dict[str, set[str]] = {}
         self.dependents: dict[str, set[str]] = {}
@@ -153,18 +158,17 @@ class Executor:
         signatures = self._signatures(run)
         try:
             self._rank_nodes(run)
+            # ComfyUI lists every node of the prompt whose output is cached, needed or not: clients count a node
+            # as done when it is listed or runs, and a lazy input may yet need it
+            run.cached.extend(node_id for node_id in run.prompt if signatures.signature(node_id) in self.cache)
             for target in targets:
                 self._require(run, target, signatures)
-            self._note_cached_upstream(run, targets, signatures)
             emit(events.EXECUTION_CACHED, {"nodes": list(run.cached), "prompt_id": prompt_id,
                                           "timestamp": _now_ms()})
             for node_id in list(run.cached):
                 if node_id in run.ui:
                     self._emit_executed(run, emit, node_id)
-            while run.ready:
-                run.interrupt.raise_if_set()
-                _, _, node_id = heapq.heappop(run.ready)
-                await self._run_node(run, node_id, signatures, emit)
+            await self._run_ready_nodes(run, signatures, emit)
             unresolved = [node_id for node_id, waits in run.waiting_on.items() if waits]
             if unresolved:
                 raise RuntimeError(f"nodes {sorted(unresolved)} could never run: dependency cycle")
@@ -183,6 +187,33 @@ class Executor:
                             "exception_type": type(failure).__name__,
                             "traceback": traceback.format_exception(failure), "current_inputs": {},
                             "current_outputs": []}
+        with run.abandonment.unless_abandoned() as live:
+            if live:
+                self.cache.prompt_finished(signatures.known())
+
+    async def _run_ready_nodes(self, run: _Run, signatures: SignatureBuilder, emit) -> None:
+        """Run ready nodes in rank order until none is ready or running. Each node runs as a task: a synchronous
+        node finishes within its first step, while an async FUNCTION awaiting something (a sleep, an API call)
+        lets the nodes after it start, so independent async nodes overlap as in ComfyUI. The first failure
+        cancels the nodes still running."""
+        running: set[asyncio.Task] = set()
+        try:
+            while run.ready or running:
+                run.interrupt.raise_if_set()
+                if run.ready:
+                    _, _, node_id = heapq.heappop(run.ready)
+                    running.add(asyncio.create_task(self._run_node(run, node_id, signatures, emit)))
+                    await asyncio.sleep(0)  # the task's first step: all of a synchronous node
+                    finished = {task for task in running if task.done()}
+                else:  # only async nodes left running: wait for one, looking at the interrupt now and then
+                    finished, _ = await asyncio.wait(running, timeout=ASYNC_POLL_S,
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                running -= finished
+                for task in finished:
+                    task.result()  # a node's failure ends the run here
+        finally:
+            for task in running:
+                task.cancel()
 
     def _give_up(self, run: _Run, result: ExecutionResult, emit) -> ExecutionResult:
         """An abandoned run's end, reported from the abandoning thread as an interrupt at the node it is stuck
@@ -199,7 +230,7 @@ class Executor:
             with abandonment.unless_abandoned() as live:
                 if not live:  # an abandoned run's late events would reach whoever runs the next prompt
                     return
-                if name != events.PROGRESS:
+                if name not in (events.PROGRESS, events.PROGRESS_STATE):  # many per prompt, for live views only
                     result.messages.append((name, data))
                 self.events.emit(name, data)
         return emit
@@ -239,14 +270,16 @@ class Executor:
         return SignatureBuilder(run.prompt, self.registry.get, is_changed)
 
     def _hidden_and_constants(self, run: _Run, node_id: str, cls: type, node_inputs: dict[str, Any]) -> dict[str, Any]:
-        arguments = {name: value for name, value in node_inputs.items() if not is_link(value)}
+        """IS_CHANGED's arguments: the constants, hidden values, and linked inputs as None (their values do
+        not exist yet), as ComfyUI passes them."""
+        arguments = {name: None if is_link(value) else value for name, value in node_inputs.items()}
         arguments.update(self._hidden_inputs(run, node_id, cls))
         return arguments
 
     def _hidden_inputs(self, run: _Run, node_id: str, cls: type) -> dict[str, Any]:
         hidden = (cls.INPUT_TYPES().get("hidden") or {})
         values = {"PROMPT": run.original_prompt, "EXTRA_PNGINFO": run.extra_data.get("extra_pnginfo"),
-                  "UNIQUE_ID": node_id, "DYNPROMPT": run.prompt}
+                  "UNIQUE_ID": node_id, "DYNPROMPT": run.dynamic_prompt}
         result = {}
         for name, kind in hidden.items():
             kind = kind[0] if isinstance(kind, (list, tuple)) else kind
@@ -288,25 +321,12 @@ class Executor:
                         stack.append(source)
             self._schedule(run, current, waits)
 
-    def _note_cached_upstream(self, run: _Run, targets: list[str], signatures: SignatureBuilder) -> None:
-        """List as cached the nodes behind a cache hit that are cached too, as ComfyUI clients expect;
-        they are not needed, so their outputs are not loaded."""
-        stack = [source for node_id in run.cached for source in _link_sources(run.prompt[node_id])]
-        seen = set(run.values) | set(run.waiting_on)
-        while stack:
-            node_id = stack.pop()
-            if node_id in seen or node_id not in run.prompt:
-                continue
-            seen.add(node_id)
-            if signatures.signature(node_id) in self.cache:
-                run.cached.append(node_id)
-                stack.extend(_link_sources(run.prompt[node_id]))
-
     def _use_cached(self, run: _Run, node_id: str, entry: CacheEntry) -> None:
         run.values[node_id] = entry.outputs
         if entry.ui:
             run.ui[node_id] = entry.ui
-        run.cached.append(node_id)
+        if node_id not in run.cached:  # an expanded node, or one cached since the run started
+            run.cached.append(node_id)
         self._resolve(run, node_id)
 
     def _schedule(self, run: _Run, node_id: str, waits: set[str]) -> None:
@@ -340,7 +360,7 @@ class Executor:
     # ---- running one node ------------------------------------------------------------------------------
     async def _run_node(self, run: _Run, node_id: str, signatures: SignatureBuilder, emit) -> None:
         if node_id in run.pending_expansions:
-            self._finish_expansion(run, node_id, signatures)
+            self._finish_expansion(run, node_id, signatures, emit)
             return
         cls = self._node_class(run, node_id)
         class_type = run.prompt[node_id]["class_type"]
@@ -351,6 +371,7 @@ class Executor:
         run.current_node = node_id
         emit(events.EXECUTING, {"node": node_id, "display_node": run.display_node.get(node_id, node_id),
                                 "prompt_id": run.prompt_id})
+        self._report_state(run, emit, node_id, "running", 0.0, 1.0)
         inputs = self._gather_inputs(run, node_id, cls)
         try:
             instance = cls()
@@ -370,12 +391,17 @@ class Executor:
             run.ui[node_id] = ui
             self._emit_executed(run, emit, node_id)
         if expansions:
-            self._start_expansion(run, node_id, results, expansions, signatures)
+            try:
+                self._start_expansion(run, node_id, results, expansions, signatures)
+            except Exception as exc:  # a bad expansion graph (unknown node, a cycle) is the expanding node's error
+                raise NodeExecutionError(node_id, class_type, exc, inputs) from exc
             return
-        self._store(run, node_id, _merge_outputs(cls, results, run), signatures)
+        self._store(run, node_id, _merge_outputs(cls, results, run), signatures, emit)
 
-    def _store(self, run: _Run, node_id: str, outputs: tuple[list[Any], ...], signatures: SignatureBuilder) -> None:
+    def _store(self, run: _Run, node_id: str, outputs: tuple[list[Any], ...], signatures: SignatureBuilder,
+               emit) -> None:
         run.values[node_id] = outputs
+        self._report_state(run, emit, node_id, "finished")
         signature = signatures.signature(node_id)
         with run.abandonment.unless_abandoned() as live:
             if live:  # an abandoned node's late outputs must not serve later prompts from the cache
@@ -388,7 +414,26 @@ class Executor:
             if preview is not None:
                 data["preview"] = preview
             emit(events.PROGRESS, data)
+            self._report_state(run, emit, node_id, "running", value, total)
         return on_progress
+
+    def _report_state(self, run: _Run, emit, node_id: str, state: str, value: float | None = None,
+                      total: float | None = None) -> None:
+        """Record `node_id`'s progress and send ComfyUI's `progress_state`: every started node of the prompt
+        with its state, value and max, and the ids of the node it shows on, its parent and its prompt node.
+        A finished node's value is its max."""
+        entry = run.node_states.setdefault(node_id, {"value": 0.0, "max": 1.0})
+        if total is not None:
+            entry["max"] = total
+        entry["value"] = entry["max"] if state == "finished" else value
+        entry["state"] = state
+        dynamic = run.dynamic_prompt
+        nodes = {known: {**progress, "node_id": known, "prompt_id": run.prompt_id,
+                         "display_node_id": dynamic.get_display_node_id(known),
+                         "parent_node_id": dynamic.get_parent_node_id(known),
+                         "real_node_id": dynamic.get_real_node_id(known)}
+                 for known, progress in list(run.node_states.items())}
+        emit(events.PROGRESS_STATE, {"prompt_id": run.prompt_id, "nodes": nodes})
 
     def _gather_inputs(self, run: _Run, node_id: str, cls: type) -> dict[str, list[Any]]:
         """Every input as a list (ComfyUI list semantics): linked outputs are lists, constants become [value]."""
@@ -400,7 +445,9 @@ class Executor:
         for name, value in run.prompt[node_id].get("inputs", {}).items():
             if name not in specs and not takes_any:
                 continue
-            if is_link(value):
+            if is_link(value) and specs.get(name) is not None and specs[name].options.get("rawLink"):
+                gathered[name] = [value]  # ComfyUI's rawLink: the node gets the link itself (loops use its node id)
+            elif is_link(value):
                 source = str(value[0])
                 # a lazy input not (yet) evaluated is passed as None, as ComfyUI does
                 gathered[name] = run.values[source][int(value[1])] if source in run.values else [None]
@@ -429,8 +476,9 @@ class Executor:
         run.requested_lazy.setdefault(node_id, set()).update(missing)
         sources = {lazy_links[name] for name in missing}
         run.waiting_on[node_id] = set(sources)
-        for source in sources:
+        for source in sources:  # all registered first: requiring one may resolve another (a cache hit upstream)
             run.dependents.setdefault(source, set()).add(node_id)
+        for source in sources:
             self._require(run, source, signatures)
         return True
 
@@ -480,7 +528,9 @@ class Executor:
                 if new_id in run.prompt:
                     raise RuntimeError(f"node {node_id} expanded into node id {new_id!r}, which already exists")
                 run.prompt[new_id] = {"class_type": new_node["class_type"], "inputs": dict(new_node.get("inputs", {}))}
-                run.display_node[new_id] = display
+                override = new_node.get("override_display_id")
+                run.display_node[new_id] = run.display_node.get(override, override) if override else display
+                run.parent[new_id] = node_id
                 new_ids.append(new_id)
         for new_id in new_ids:
             if run.prompt[new_id]["class_type"] not in self.registry:
@@ -499,9 +549,10 @@ class Executor:
         if not waits:
             self._push_ready(run, node_id)
 
-    def _finish_expansion(self, run: _Run, node_id: str, signatures: SignatureBuilder) -> None:
+    def _finish_expansion(self, run: _Run, node_id: str, signatures: SignatureBuilder, emit) -> None:
         results = run.pending_expansions.pop(node_id)
-        self._store(run, node_id, _merge_outputs(self._node_class(run, node_id), results, run, links=True), signatures)
+        self._store(run, node_id, _merge_outputs(self._node_class(run, node_id), results, run, links=True), signatures,
+                    emit)
 
 
 def _fails_only_the_prompt(error: BaseException) -> bool:

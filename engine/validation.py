@@ -9,6 +9,7 @@ fact means is between the node that states it and the node that reads it.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
@@ -205,9 +206,11 @@ class _PromptValidator:
         validate = cls.VALIDATE_INPUTS
         parameters = inspect.signature(validate).parameters
         accepts_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        arguments = {name: value for name, value in self.prompt[node_id]["inputs"].items()
-                     if not is_link(value) and (accepts_all or name in parameters)}
-        named_inputs = list(arguments)
+        # a linked input has no value before the run: ComfyUI passes it as None
+        arguments = {name: None if is_link(value) else value for name, value in self.prompt[node_id]["inputs"].items()
+                     if accepts_all or name in parameters}
+        named_inputs = [name for name, value in self.prompt[node_id]["inputs"].items()
+                        if name in arguments and not is_link(value)]
         if custom.wants_input_types:
             arguments["input_types"] = received_types
         if custom.wants_input_facts:
@@ -215,6 +218,8 @@ class _PromptValidator:
             named_inputs += list(arguments["input_facts"])
         try:
             outcome = validate(**arguments)
+            if inspect.iscoroutine(outcome):  # an async VALIDATE_INPUTS, as ComfyUI allows; validation has no loop
+                outcome = asyncio.run(outcome)
         except Exception as exc:
             outcome = f"{type(exc).__name__}: {exc}"
         if outcome is True:
@@ -304,8 +309,10 @@ def _first_named_input(message: str, input_names: Iterable[str]) -> str | None:
 
 class _CustomValidation(NamedTuple):
     """What a node's VALIDATE_INPUTS declares, as in ComfyUI: the inputs it checks itself (the engine skips
-    its own checks for them), whether it asks for `input_types` (then linked types are its job too) and
-    whether it asks for `input_facts`."""
+    its own checks for them; all of them when it takes **kwargs, as ComfyUI's nodes expect, unless it also asks
+    for this engine's `input_facts` or the class sets `ENGINE_CHECKS_ALL_INPUTS`: then its `**widgets` only add
+    to the engine's checks), whether it asks for `input_types` (then linked types are its job too) and whether it
+    asks for `input_facts`."""
 
     checked_inputs: frozenset[str]
     wants_input_types: bool
@@ -319,9 +326,16 @@ def _custom_validation_signature(cls: type) -> _CustomValidation:
     validate = getattr(cls, "VALIDATE_INPUTS", None)
     if validate is None:
         return _CustomValidation(frozenset(), False, False)
-    parameters = set(inspect.signature(validate).parameters) - {"self", "cls", "s"}
+    signature = inspect.signature(validate).parameters
+    parameters = {name for name, parameter in signature.items()
+                  if parameter.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)}
+    parameters -= {"self", "cls", "s"}
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values())
+    wants_facts = "input_facts" in parameters
+    if takes_kwargs and not wants_facts and not getattr(cls, "ENGINE_CHECKS_ALL_INPUTS", False):
+        parameters |= set(input_spec.input_specs(cls))
     return _CustomValidation(frozenset(parameters - _SPECIAL_PARAMETERS), "input_types" in parameters,
-                             "input_facts" in parameters)
+                             wants_facts)
 
 
 def _raw_spec(spec: InputSpec) -> tuple[Any, dict[str, Any]]:

@@ -226,6 +226,8 @@ class KarrasScheduler:
             "rho": _float(7.0, 0.0, 100.0, 0.01, "Larger values spend more steps at low noise.", round=False),
         }}
 
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
+
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
         return _verdict(_above_zero(widgets, "rho"))
@@ -244,6 +246,8 @@ class ExponentialScheduler:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {"steps": _steps(), **_sigma_range()}}
+
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
 
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
@@ -267,6 +271,8 @@ class PolyexponentialScheduler:
             "steps": _steps(), **_sigma_range(),
             "rho": _float(1.0, 0.0, 100.0, 0.01, "Larger values spend more steps at low noise.", round=False),
         }}
+
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
 
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
@@ -333,6 +339,8 @@ class BetaSamplingScheduler:
             "beta": _float(0.6, 0.0, 50.0, 0.01, "The Beta distribution's beta: lower puts more steps at low "
                                                  "noise.", round=False),
         }}
+
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
 
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
@@ -405,6 +413,8 @@ class GITSScheduler:
                                        "interpolated)."),
             "denoise": _denoise(),
         }}
+
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
 
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:

@@ -166,6 +166,8 @@ class CLIPLoader:
             "optional": {"device": DEVICE_INPUT},
         }
 
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
+
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
         return _type_problem(CLIP_LOADER_TYPES, widgets.get("type", "stable_diffusion"))
@@ -201,6 +203,8 @@ class DualCLIPLoader:
             },
             "optional": {"device": DEVICE_INPUT},
         }
+
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
 
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:

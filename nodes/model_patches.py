@@ -139,6 +139,8 @@ class ModelSamplingAuraFlow:
                                 "tooltip": "The timestep shift of the flow schedule (1.73 is AuraFlow's)."}),
         }}
 
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
+
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
         return _verdict(_shift_problem(widgets))
@@ -194,6 +196,8 @@ class ModelSamplingContinuousEDM:
             **_continuous_range(120.0, 0.002),
         }}
 
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
+
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:
         return _verdict(_continuous_edm_problem(widgets))
@@ -226,6 +230,8 @@ class ModelSamplingContinuousV:
             "sampling": (["v_prediction"], {"tooltip": "What the network predicts (v)."}),
             **_continuous_range(500.0, 0.03),
         }}
+
+    ENGINE_CHECKS_ALL_INPUTS = True  # VALIDATE_INPUTS(**widgets) adds to the range and choice checks
 
     @classmethod
     def VALIDATE_INPUTS(cls, **widgets: Any) -> bool | str:

@@ -1,4 +1,5 @@
-"""`comfy_execution.graph.ExecutionBlocker` for plugins: the engine's own class."""
-from engine.control_flow import ExecutionBlocker
+"""`comfy_execution.graph` for plugins: the engine's `ExecutionBlocker`, and `DynamicPrompt` (what a `DYNPROMPT`
+hidden input receives) with its `NodeNotFoundError`."""
+from engine.control_flow import DynamicPrompt, ExecutionBlocker, NodeNotFoundError
 
-__all__ = ["ExecutionBlocker"]
+__all__ = ["DynamicPrompt", "ExecutionBlocker", "NodeNotFoundError"]

@@ -55,7 +55,7 @@ async def test_txt2img_over_the_websocket_with_previews(real_client):
     assert response.status == 200, await response.text()
     prompt_id = (await response.json())["prompt_id"]
     received = await collect_until_done(socket, prompt_id, timeout=120)
-    kinds = [kind for kind, _ in received if kind not in ("status", "progress", "binary")]
+    kinds = [kind for kind, _ in received if kind not in ("status", "progress", "progress_state", "binary")]
     assert kinds[:2] == ["execution_start", "execution_cached"]
     assert kinds[-3:] == ["executed", "execution_success", "executing"]
     executing = [data["node"] for kind, data in received if kind == "executing"]
