@@ -132,15 +132,18 @@ class Vae:
         return self.activation_bytes(batch, height, width) > memory.free_memory_bytes(self.autoencoder.device)
 
     @contextlib.contextmanager
-    def _tiling(self, tile_size: int | None):
+    def _tiling(self, tile_size: int | None, overlap_factor: float | None = None):
         """diffusers' own AutoencoderKL tiling for one call: tiles of `tile_size` pixels (None: the model config's
-        `sample_size`, as `enable_tiling` uses), overlapping by diffusers' tile_overlap_factor; restored after."""
+        `sample_size`, as `enable_tiling` uses), overlapping by `overlap_factor` of a tile (None: diffusers'
+        tile_overlap_factor); restored after."""
         autoencoder = self.autoencoder
         saved = {name: getattr(autoencoder, name) for name in ("use_tiling", "tile_sample_min_size",
-                                                                "tile_latent_min_size")}
+                                                                "tile_latent_min_size", "tile_overlap_factor")}
         sample = tile_size or autoencoder.config.sample_size
         sample = int(sample[0] if isinstance(sample, (list, tuple)) else sample)
         try:
+            if overlap_factor is not None:
+                autoencoder.tile_overlap_factor = overlap_factor
             autoencoder.use_tiling = True
             autoencoder.tile_sample_min_size = sample
             autoencoder.tile_latent_min_size = max(1, sample // self.downscale)
@@ -149,30 +152,121 @@ class Vae:
             for name, value in saved.items():
                 setattr(autoencoder, name, value)
 
-    def _tiling_for(self, tile_size: int | None, force: bool, batch: int, height: int, width: int):
+    def _tiling_for(self, tile_size: int | None, force: bool, batch: int, height: int, width: int,
+                    overlap_factor: float | None = None):
         if force:
-            return self._tiling(tile_size)
+            return self._tiling(tile_size, overlap_factor)
         if self.needs_tiling(batch, height, width):
-            return self._tiling(tile_size or self.AUTO_TILE_SIZE)
+            return self._tiling(tile_size or self.AUTO_TILE_SIZE, overlap_factor)
         return contextlib.nullcontext()
 
+    def crop_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """IMAGE centre-cropped so both sides are multiples of `downscale` (ComfyUI's `vae_encode_crop_pixels`)."""
+        scale = self.downscale
+        height, width = pixels.shape[1] // scale * scale, pixels.shape[2] // scale * scale
+        if height == 0 or width == 0:
+            raise ValueError(f"pixels: images of {pixels.shape[2]}x{pixels.shape[1]} are smaller than {scale} pixels")
+        top, left = (pixels.shape[1] - height) // 2, (pixels.shape[2] - width) // 2
+        return pixels[:, top:top + height, left:left + width, :]
+
     @torch.inference_mode()
-    def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
-        """IMAGE [B, H, W, C] in 0..1 -> raw latents (the posterior's mode, unscaled). Tiled (diffusers' tiled
-        encoder) when forced or when the image would not fit in free memory; untiled otherwise."""
+    def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False,
+               overlap_factor: float | None = None) -> torch.Tensor:
+        """IMAGE [B, H, W, C] in 0..1 -> raw latents (the posterior's mode, unscaled), sides first centre-cropped to
+        multiples of `downscale` as ComfyUI's `VAE.encode` does. Tiled (diffusers' tiled encoder, tiles overlapping
+        by `overlap_factor` when given) when forced or when the image would not fit in free memory."""
         autoencoder = self.autoencoder
+        pixels = self.crop_pixels(pixels)
         images = pixels[..., :3].movedim(-1, 1).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
-        with self._tiling_for(tile_size, force_tiling, pixels.shape[0], pixels.shape[1], pixels.shape[2]):
+        with self._tiling_for(tile_size, force_tiling, pixels.shape[0], pixels.shape[1], pixels.shape[2],
+                              overlap_factor):
             latents = autoencoder.encode(images).latent_dist.mode()
         return latents.float().cpu()
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False,
+               overlap_factor: float | None = None) -> torch.Tensor:
         """Raw latents -> IMAGE [B, H, W, 3] in 0..1 (as diffusers' image processor denormalizes). Tiled
-        (diffusers' tiled decoder) when forced or when the image would not fit in free memory; untiled otherwise."""
+        (diffusers' tiled decoder, tiles overlapping by `overlap_factor` when given) when forced or when the image
+        would not fit in free memory; untiled otherwise."""
         autoencoder = self.autoencoder
         raw = latents.to(autoencoder.device, autoencoder.dtype)
         height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
-        with self._tiling_for(tile_size, force_tiling, latents.shape[0], height, width):
+        with self._tiling_for(tile_size, force_tiling, latents.shape[0], height, width, overlap_factor):
             images = autoencoder.decode(raw, return_dict=False)[0]
         return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)
+
+    # ComfyUI's `comfy.sd.VAE` names, for node packs (the same encode and decode as VAEEncode and VAEDecode)
+
+    @property
+    def downscale_ratio(self) -> int:
+        return self.downscale
+
+    @property
+    def upscale_ratio(self) -> int:
+        return self.downscale
+
+    def spacial_compression_encode(self) -> int:
+        return self.downscale
+
+    def spacial_compression_decode(self) -> int:
+        return self.downscale
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.autoencoder.config.latent_channels)
+
+    @property
+    def first_stage_model(self) -> Any:
+        """The autoencoder module (diffusers' AutoencoderKL, not ComfyUI's AutoencoderKL class)."""
+        return self.autoencoder
+
+    @property
+    def device(self) -> torch.device:
+        return self.autoencoder.device
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return self.autoencoder.dtype
+
+    def memory_used_encode(self, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> int:
+        """Bytes to encode IMAGE of `shape` [B, H, W, C] (`activation_bytes`; `dtype` unused: the VAE's own)."""
+        return self.activation_bytes(shape[0], shape[1], shape[2])
+
+    def memory_used_decode(self, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> int:
+        """Bytes to decode latents of `shape` [B, C, h, w] (`activation_bytes`; `dtype` unused: the VAE's own)."""
+        return self.activation_bytes(shape[0], shape[-2] * self.downscale, shape[-1] * self.downscale)
+
+    def encode_tiled(self, pixel_samples: torch.Tensor, tile_x: int | None = None, tile_y: int | None = None,
+                     overlap: int | None = None, tile_t: int | None = None,
+                     overlap_t: int | None = None) -> torch.Tensor:
+        """ComfyUI's `VAE.encode_tiled`: square tiles of `tile_x` pixels (default 512) overlapping by `overlap`
+        pixels (default 64), on diffusers' tiled encoder (seams blended its way). `tile_t`/`overlap_t` are for
+        video VAEs; as ComfyUI does for image VAEs, they are not used."""
+        tile, overlap = self._square_tile("encode_tiled", tile_x, tile_y, overlap, 512, 64)
+        return self.encode(pixel_samples, tile_size=tile, force_tiling=True, overlap_factor=overlap / tile)
+
+    def decode_tiled(self, samples: torch.Tensor, tile_x: int | None = None, tile_y: int | None = None,
+                     overlap: int | None = None, tile_t: int | None = None,
+                     overlap_t: int | None = None) -> torch.Tensor:
+        """ComfyUI's `VAE.decode_tiled`: square tiles of `tile_x` latent pixels (default 64) overlapping by
+        `overlap` latent pixels (default 16), on diffusers' tiled decoder (seams blended its way). `tile_t`/
+        `overlap_t` are for video VAEs; as ComfyUI does for image VAEs, they are not used."""
+        tile, overlap = self._square_tile("decode_tiled", tile_x, tile_y, overlap, 64, 16)
+        return self.decode(samples, tile_size=tile * self.downscale, force_tiling=True, overlap_factor=overlap / tile)
+
+
+    def _square_tile(self, method: str, tile_x: int | None, tile_y: int | None, overlap: int | None,
+                     default_tile: int, default_overlap: int) -> tuple[int, int]:
+        """(tile side, overlap) of a ComfyUI tiled call; a RuntimeError for what diffusers' tiling cannot do."""
+        if not hasattr(self.autoencoder, "enable_tiling"):
+            raise RuntimeError(f"vae.{method}: not supported by nodeflow for {self.name}: its autoencoder "
+                               f"({type(self.autoencoder).__name__}) has no tiled mode")
+        tile_x, tile_y = tile_x or tile_y or default_tile, tile_y or tile_x or default_tile
+        overlap = default_overlap if overlap is None else overlap
+        if tile_x != tile_y:
+            raise RuntimeError(f"vae.{method}: tiles of {tile_x}x{tile_y} are not supported by nodeflow: its VAE "
+                               "tiling (diffusers') uses square tiles; pass tile_x equal to tile_y")
+        if not 0 <= overlap < tile_x:
+            raise ValueError(f"vae.{method}: overlap {overlap} must be at least 0 and smaller than the tile ({tile_x})")
+        return tile_x, overlap

@@ -64,23 +64,29 @@ def load_vae(models: ModelManager, path: Path, input_name: str = "vae_name") -> 
     path = Path(path)
 
     def load() -> Vae:
-        state = read_safetensors(path, input_name, models.dtype)
-        prefix = ldm.vae_prefix(state)
-        if prefix is None:
-            raise ValueError(f"{input_name}: {path.name} is not a VAE in the original (LDM) layout")
-        try:
-            factors = registry.standalone_vae_factors(state[prefix + "decoder.conv_in.weight"].shape[1])
-            config = ldm.vae_config(state, prefix, factors[0] if factors else None)
-            if factors and factors[1]:
-                config["shift_factor"] = factors[1]
-            autoencoder = ldm.build_vae(state, config)
-        except (KeyError, IndexError) as error:
-            raise ValueError(f"{input_name}: {path.name}: VAE tensors incomplete ({error})") from error
-        except ValueError as error:
-            raise ValueError(f"{input_name}: {path.name}: {error}") from error
-        return Vae(models.place(autoencoder), path.name)
+        return vae_from_state_dict(models, read_safetensors(path, input_name, models.dtype), path.name, input_name)
 
     return models.cached("vae", path, input_name, load)
+
+
+def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor], name: str,
+                        input_name: str = "vae_name") -> Vae:
+    """A VAE from LDM-layout tensors (a standalone VAE's, or those inside a full checkpoint), placed by the manager
+    but not cached (the caller holds the tensors, not a file)."""
+    prefix = ldm.vae_prefix(state)
+    if prefix is None:
+        raise ValueError(f"{input_name}: {name} is not a VAE in the original (LDM) layout")
+    try:
+        factors = registry.standalone_vae_factors(state[prefix + "decoder.conv_in.weight"].shape[1])
+        config = ldm.vae_config(state, prefix, factors[0] if factors else None)
+        if factors and factors[1]:
+            config["shift_factor"] = factors[1]
+        autoencoder = ldm.build_vae(state, config)
+    except (KeyError, IndexError) as error:
+        raise ValueError(f"{input_name}: {name}: VAE tensors incomplete ({error})") from error
+    except ValueError as error:
+        raise ValueError(f"{input_name}: {name}: {error}") from error
+    return Vae(models.place(autoencoder), name)
 
 
 def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "unet_name") -> DiffusionModel:
@@ -137,17 +143,26 @@ def load_lora(models: ModelManager, path: Path, family_name: str,
     path = Path(path)
 
     def load() -> tuple[Mapping[str, torch.Tensor], Any]:
-        if family.read_lora is None:
+        if family.read_lora is None:  # before reading the file
             raise ValueError(f"{input_name}: {family.title} models take no LoRAs")
-        state = read_safetensors(path, input_name)
-        if not state or not all("lora" in key or key.endswith((".alpha", ".diff", ".diff_b")) for key in state):
-            raise ValueError(f"{input_name}: {path.name} is not a LoRA file (no lora_* tensors)")
-        try:
-            return family.read_lora(state)
-        except (ValueError, KeyError) as error:
-            raise ValueError(f"{input_name}: {path.name}: unsupported LoRA layout ({error})") from error
+        return read_lora_state_dict(read_safetensors(path, input_name), family_name, path.name, input_name)
 
     return models.cached(f"lora-{family.name}", path, input_name, load)
+
+
+def read_lora_state_dict(state: Mapping[str, torch.Tensor], family_name: str, name: str,
+                         input_name: str = "lora_name") -> tuple[Mapping[str, torch.Tensor], Any]:
+    """A LoRA's tensors (a file's, or a state dict a caller holds) in diffusers/peft keys and its network alphas,
+    read with the key conventions of the family it is applied to (kohya and other layouts converted)."""
+    family = registry.family(family_name)
+    if family.read_lora is None:
+        raise ValueError(f"{input_name}: {family.title} models take no LoRAs")
+    if not state or not all("lora" in key or key.endswith((".alpha", ".diff", ".diff_b")) for key in state):
+        raise ValueError(f"{input_name}: {name} is not a LoRA file (no lora_* tensors)")
+    try:
+        return family.read_lora(state)
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"{input_name}: {name}: unsupported LoRA layout ({error})") from error
 
 
 def file_family(path: Path, input_name: str) -> str | None:

@@ -267,11 +267,16 @@ def lora_model(model: DiffusionModel, lora_name: str, strength: float, required:
     """A MODEL that applies the LoRA's UNet part at `strength` while it computes (unchanged at strength 0)."""
     if strength == 0:
         return model
-    patch = _lora_patch(lora_name, strength, model.family)
+    return model_with_lora(model, _lora_patch(lora_name, strength, model.family), required)
+
+
+def model_with_lora(model: DiffusionModel, patch: LoraPatch, required: bool) -> DiffusionModel:
+    """`model` applying the patch's UNet (or transformer) part; unchanged, or with `required` a ValueError, when
+    the patch has none."""
     component = model.lora_component
     if not lora_targets(patch)[component]:
         if required:
-            raise ValueError(f"lora_name: {lora_name} has no {component} layers")
+            raise ValueError(f"lora_name: {patch.name} has no {component} layers")
         return model
     _check_fits(model.network, component, patch)
     return model.with_lora(patch)
@@ -281,7 +286,11 @@ def lora_clip(clip: TextEncoder, lora_name: str, strength: float) -> TextEncoder
     """A CLIP that applies the LoRA's text-encoder part at `strength` while it encodes."""
     if strength == 0:
         return clip
-    patch = _lora_patch(lora_name, strength, clip.family)
+    return clip_with_lora(clip, _lora_patch(lora_name, strength, clip.family))
+
+
+def clip_with_lora(clip: TextEncoder, patch: LoraPatch) -> TextEncoder:
+    """`clip` applying the patch's text-encoder part; unchanged when the patch has none."""
     targets = lora_targets(patch)
     modules = [(component, module) for component, module in clip.lora_modules() if targets[component]]
     if not modules:

@@ -7,6 +7,7 @@ Knows nothing of HTTP.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from diffusion.components import DiffusionModel, Vae
@@ -43,17 +44,22 @@ class unCLIPCheckpointLoader:
 
     def load_checkpoint(self, ckpt_name: str) -> tuple[DiffusionModel, SdClip, Vae, ClipVisionEncoder]:
         environment = current_environment()
-        models = environment.models
         path = environment.folders.model_file("checkpoints", ckpt_name, "ckpt_name")
+        return load_unclip_file(environment.models, path, "ckpt_name")
 
-        def load() -> tuple[DiffusionModel, SdClip, Vae, ClipVisionEncoder]:
-            state = read_safetensors(path, "ckpt_name", models.dtype)
-            try:
-                return load_unclip_checkpoint(state, path.name, models.place)
-            except ValueError as error:
-                raise ValueError(f"ckpt_name: {path.name}: {error}") from error
 
-        return models.cached("unclip-checkpoint", path, "ckpt_name", load)
+def load_unclip_file(models: Any, path: Path, input_name: str) -> tuple[DiffusionModel, SdClip, Vae,
+                                                                        ClipVisionEncoder]:
+    """MODEL, CLIP, VAE and CLIP_VISION of an unCLIP checkpoint file, cached by the model manager (`models`)."""
+
+    def load() -> tuple[DiffusionModel, SdClip, Vae, ClipVisionEncoder]:
+        state = read_safetensors(path, input_name, models.dtype)
+        try:
+            return load_unclip_checkpoint(state, path.name, models.place)
+        except ValueError as error:
+            raise ValueError(f"{input_name}: {path.name}: {error}") from error
+
+    return models.cached("unclip-checkpoint", path, input_name, load)
 
 
 class unCLIPConditioning:

@@ -19,7 +19,7 @@ from diffusion.contracts import LoraPatch
 from diffusion.encoders.prompt import tokenize_weighted
 from diffusion.lora import lora_applied
 
-TokenChunks = list[list[tuple[int, float]]]
+TokenChunks = list[list[tuple[Any, ...]]]  # (token, weight) or (token, weight, word id)
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,11 +30,11 @@ class TextEncoderSlot:
     model: Any
     lora_component: str
 
-    def chunks(self, text: str, count: int = 0) -> TokenChunks:
+    def chunks(self, text: str, count: int = 0, word_ids: bool = False) -> TokenChunks:
         """77-token chunks of `text`, padded with empty-prompt chunks up to `count` (as ComfyUI pads SDXL's
-        shorter prompt)."""
-        chunks = tokenize_weighted(self.tokenizer, text)
-        empty = tokenize_weighted(self.tokenizer, "")[0]
+        shorter prompt); with `word_ids`, (token, weight, word id) triples (`tokenize_weighted`)."""
+        chunks = tokenize_weighted(self.tokenizer, text, word_ids)
+        empty = tokenize_weighted(self.tokenizer, "", word_ids)[0]
         return chunks + [empty] * max(0, count - len(chunks))
 
 
@@ -44,8 +44,8 @@ def encode_chunks(slot: TextEncoderSlot, chunks: TokenChunks, layer_index: int,
     """([1, 77*chunks, width] hidden states of `layer_index`, [1, projection] pooled output of the first chunk or
     None for a model without projection), float32 on the CPU. A weight w moves a token's hidden state away from
     the empty prompt's at that position by w."""
-    weights = torch.tensor([[weight for _, weight in chunk] for chunk in chunks])
-    ids = torch.tensor([[token for token, _ in chunk] for chunk in chunks])
+    weights = torch.tensor([[entry[1] for entry in chunk] for chunk in chunks])
+    ids = torch.tensor([[entry[0] for entry in chunk] for chunk in chunks])  # (token, weight[, word id])
     weighted = bool((weights != 1.0).any())
     if weighted:
         empty = slot.chunks("")[0]

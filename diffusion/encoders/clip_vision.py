@@ -69,6 +69,20 @@ class ClipVisionEncoder:
     std: tuple[float, ...]
     name: str
 
+    @property
+    def image_mean(self) -> list[float]:
+        """ComfyUI's `ClipVisionModel.image_mean`: the per-channel mean images are normalised with."""
+        return list(self.mean)
+
+    @property
+    def image_std(self) -> list[float]:
+        """ComfyUI's `ClipVisionModel.image_std`."""
+        return list(self.std)
+
+    def get_sd(self) -> dict[str, torch.Tensor]:
+        """ComfyUI's `ClipVisionModel.get_sd`: the weights in transformers' key layout, which ComfyUI's files use."""
+        return self.model.state_dict()
+
     @torch.inference_mode()
     def encode_image(self, images: torch.Tensor, crop: bool = True) -> ClipVisionOutput:
         """IMAGE [B, H, W, C] -> ClipVisionOutput (ComfyUI's ClipVisionModel.encode_image)."""

@@ -80,16 +80,18 @@ def parse_prompt_weights(text: str) -> list[tuple[str, float]]:
     return [(_unescape(segment), weight) for segment, weight in _weighted(_escape(text), 1.0) if segment]
 
 
-def tokenize_weighted(tokenizer: Any, text: str) -> list[list[tuple[int, float]]]:
-    """(token id, weight) chunks of exactly 77 positions: start, up to 75 tokens, end, padding."""
-    words: list[list[tuple[int, float]]] = []
+def tokenize_weighted(tokenizer: Any, text: str, word_ids: bool = False) -> list[list[tuple[Any, ...]]]:
+    """(token id, weight) chunks of exactly 77 positions: start, up to 75 tokens, end, padding. With `word_ids`,
+    (token id, weight, word id) as ComfyUI's `tokenize(return_word_ids=True)` gives them: each word of the prompt
+    numbered from 1 in order, 0 for the start, end and padding tokens."""
+    words: list[list[tuple[int, float, int]]] = []
     for segment, weight in parse_prompt_weights(text):
         for word in segment.replace("\n", " ").split(" "):
             if word:
                 ids = tokenizer(word, add_special_tokens=False)["input_ids"]
-                words.append([(token, weight) for token in ids])
-    chunks: list[list[tuple[int, float]]] = []
-    current: list[tuple[int, float]] = []
+                words.append([(token, weight, len(words) + 1) for token in ids])
+    chunks: list[list[tuple[int, float, int]]] = []
+    current: list[tuple[int, float, int]] = []
     for word in words:
         while word:
             room = CHUNK_TOKENS - len(current)
@@ -107,5 +109,6 @@ def tokenize_weighted(tokenizer: Any, text: str) -> list[list[tuple[int, float]]
     if current or not chunks:
         chunks.append(current)
     start, end, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    padding = [(pad, 1.0)] * CHUNK_TOKENS
-    return [[(start, 1.0)] + chunk + [(end, 1.0)] + padding[:CHUNK_TOKENS - len(chunk)] for chunk in chunks]
+    padding = [(pad, 1.0, 0)] * CHUNK_TOKENS
+    full = [[(start, 1.0, 0)] + chunk + [(end, 1.0, 0)] + padding[:CHUNK_TOKENS - len(chunk)] for chunk in chunks]
+    return full if word_ids else [[entry[:2] for entry in chunk] for chunk in full]

@@ -1,14 +1,14 @@
 """The ComfyUI compatibility modules that plugins import, each checked against its documented behaviour."""
 import os
 
+import folder_paths
 import pytest
 import torch
-
-import folder_paths
 from comfy import model_management
 from comfy.comfy_types import IO, ComfyNodeABC, InputTypeDict
 from comfy.utils import common_upscale
 from comfy_execution.graph_utils import GraphBuilder
+
 from engine.interrupt import ExecutionInterrupted, InterruptFlag
 from engine.progress import NodeRunContext, bind_node_context
 from nodes.environment import Folders, NodeEnvironment, use_environment

@@ -14,14 +14,15 @@ from typing import Any, Mapping
 import torch
 
 from diffusion.contracts import Conditioning, LoraPatch
+from diffusion.encoders.clip_api import ComfyClipApi, Tokens
 from diffusion.encoders.prompt import tokenize_weighted
 from diffusion.lora import TEXT_ENCODER, lora_applied
 
 
 @dataclass(frozen=True, eq=False)
-class SdClip:
+class SdClip(ComfyClipApi):
     """CLIP: tokenizer, text encoder, the layer whose output is used (-1 the last, -2 the one before, as
-    ComfyUI's CLIPSetLastLayer counts) and LoRAs to apply."""
+    ComfyUI's CLIPSetLastLayer counts) and LoRAs to apply. Answers ComfyUI's CLIP methods (`ComfyClipApi`)."""
 
     tokenizer: Any
     text_encoder: Any
@@ -70,12 +71,30 @@ class SdClip:
         final_norm = getattr(text_encoder, "final_layer_norm", None) or text_encoder.text_model.final_layer_norm
         return final_norm(output.hidden_states[self.layer_index]), output.pooler_output
 
-    @torch.inference_mode()
+    @property
+    def token_key(self) -> str:
+        """The key of ComfyUI's tokens dict for this encoder: "l" (SD1's CLIP-L) or "h" (SD2's OpenCLIP-H)."""
+        (part,) = self.parts()
+        return part.removeprefix("clip_")
+
+    def tokenize_prompt(self, text: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
+        """ComfyUI's tokens dict of a prompt: {"l" or "h": weighted 77-token chunks}."""
+        return {self.token_key: tokenize_weighted(self.tokenizer, text, word_ids)}
+
     def encode_prompt(self, text: str) -> Conditioning:
         """A prompt as ComfyUI CONDITIONING: [[embeddings [1, 77*chunks, width] float32 CPU, {"pooled_output"}]]."""
-        chunks = tokenize_weighted(self.tokenizer, text)
-        weights = torch.tensor([[weight for _, weight in chunk] for chunk in chunks])
-        ids = torch.tensor([[token for token, _ in chunk] for chunk in chunks])
+        return self.encode_tokens(self.tokenize_prompt(text))
+
+    @torch.inference_mode()
+    def encode_tokens(self, tokens: Tokens) -> Conditioning:
+        """CONDITIONING of a tokens dict (`tokenize_prompt`'s, or a pack's edit of it): the chunks are encoded and
+        concatenated; a weight w moves a token's embedding away from the empty prompt's by w."""
+        if self.token_key not in tokens:
+            raise ValueError(f"tokens: no {self.token_key!r} entry for {self.name}'s text encoder "
+                             f"(got {', '.join(map(repr, tokens)) or 'none'})")
+        chunks = tokens[self.token_key]
+        weights = torch.tensor([[entry[1] for entry in chunk] for chunk in chunks])
+        ids = torch.tensor([[entry[0] for entry in chunk] for chunk in chunks])
         weighted = bool((weights != 1.0).any())
         if weighted:
             ids = torch.cat([ids, torch.tensor([[token for token, _ in tokenize_weighted(self.tokenizer, "")[0]]])])

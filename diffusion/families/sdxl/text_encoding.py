@@ -11,12 +11,14 @@ import torch
 
 from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders.clip import TextEncoderSlot, check_layer, encode_chunks
+from diffusion.encoders.clip_api import ComfyClipApi, Tokens
 
 
 @dataclass(frozen=True, eq=False)
-class SdxlClip:
+class SdxlClip(ComfyClipApi):
     """CLIP of SDXL: CLIP-L (absent in the refiner) and OpenCLIP-G with projection, read at `layer_index`
-    (-2, the penultimate layer, by default), and LoRAs to apply to either."""
+    (-2, the penultimate layer, by default), and LoRAs to apply to either. Answers ComfyUI's CLIP methods
+    (`ComfyClipApi`)."""
 
     clip_l: TextEncoderSlot | None
     clip_g: TextEncoderSlot
@@ -64,17 +66,34 @@ class SdxlClip:
     def encode_prompt(self, text: str) -> Conditioning:
         return self.encode(text, text, {})
 
+    def tokenize_prompt(self, text: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
+        return self.tokenize_pair(text, text, word_ids)
+
+    def tokenize_pair(self, text_g: str, text_l: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
+        """ComfyUI's SDXL tokens dict: {"g": OpenCLIP-G's chunks, "l": CLIP-L's (not for the refiner)}, the shorter
+        prompt padded with empty chunks to the longer one's length."""
+        g_chunks = self.clip_g.chunks(text_g, 0, word_ids)
+        if self.clip_l is None:
+            return {"g": g_chunks}
+        l_chunks = self.clip_l.chunks(text_l, len(g_chunks), word_ids)
+        return {"g": self.clip_g.chunks(text_g, len(l_chunks), word_ids), "l": l_chunks}
+
     def encode(self, text_g: str, text_l: str, options: Mapping[str, Any]) -> Conditioning:
-        """[[CLIP-L and OpenCLIP-G hidden states side by side, {"pooled_output": G's projection, **options}]];
-        the shorter prompt is padded with empty chunks to the longer one's length."""
-        g_chunks = self.clip_g.chunks(text_g)
-        l_chunks = self.clip_l.chunks(text_l, len(g_chunks)) if self.clip_l else []
-        g_chunks = self.clip_g.chunks(text_g, len(l_chunks))
-        hidden, pooled = encode_chunks(self.clip_g, g_chunks, self.layer_index, self.loras)
+        """[[CLIP-L and OpenCLIP-G hidden states side by side, {"pooled_output": G's projection, **options}]]."""
+        return self.encode_tokens(self.tokenize_pair(text_g, text_l), options)
+
+    def encode_tokens(self, tokens: Tokens, options: Mapping[str, Any] | None = None) -> Conditioning:
+        """CONDITIONING of a tokens dict (`tokenize_pair`'s, or a pack's edit of it); "g" and "l" must have as many
+        chunks (their hidden states are joined side by side)."""
+        wanted = ("g",) if self.clip_l is None else ("g", "l")
+        if any(key not in tokens for key in wanted) or (self.clip_l and len(tokens["g"]) != len(tokens["l"])):
+            raise ValueError(f"tokens: {self.name} needs {' and '.join(map(repr, wanted))} token chunks, as many of "
+                             f"each (got {', '.join(f'{key!r}: {len(value)}' for key, value in tokens.items())})")
+        hidden, pooled = encode_chunks(self.clip_g, tokens["g"], self.layer_index, self.loras)
         if self.clip_l is not None:
-            hidden_l, _ = encode_chunks(self.clip_l, l_chunks, self.layer_index, self.loras)
+            hidden_l, _ = encode_chunks(self.clip_l, tokens["l"], self.layer_index, self.loras)
             hidden = torch.cat([hidden_l, hidden], dim=-1)
-        return [[hidden, {"pooled_output": pooled, **options}]]
+        return [[hidden, {"pooled_output": pooled, **(options or {})}]]
 
 
 def require_sdxl_clip(clip: Any) -> SdxlClip:
