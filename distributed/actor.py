@@ -32,7 +32,7 @@ from distributed.messages import Event, Finished, Message, Preview
 from distributed.outputs import OutputCollector
 from engine import events
 from engine.interrupt import InterruptFlag
-from server import PromptServer
+from server import PluginApp, PromptServer
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,8 @@ class WorkerPromptServer(PromptServer):
     def __init__(self, worker: EngineWorker) -> None:  # no ServerState here: the base class is not initialised
         self._worker = worker
         self.routes = web.RouteTableDef()
+        self._app_routes: list[web.AbstractRouteDef] = []
+        self.app = PluginApp(self._app_routes.extend)
         self.flag: InterruptFlag | None = None
 
     @property
@@ -192,15 +194,21 @@ class WorkerPromptServer(PromptServer):
         run = self._worker.current
         return run.node if run is not None else None
 
-    def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
+    def send_bytes(self, frame: bytes, sid: str | None) -> None:
+        run = self._current_run("a binary frame")
+        if run is not None:
+            run.outbox.put(Preview(frame, sid))
+
+    def send_event(self, event: str, data: Any, sid: str | None) -> None:
+        run = self._current_run(event)
+        if run is not None:
+            run.outbox.put(Event(event, data, sid))
+
+    def _current_run(self, what: str):
         run = self._worker.current
         if run is None:
-            log.debug("plugin message %s sent while no prompt runs on %s: dropped", event, self._worker.name)
-            return
-        if isinstance(data, (bytes, bytearray)):
-            run.outbox.put(Preview(bytes(data), sid))
-        else:
-            run.outbox.put(Event(event, data, sid))
+            log.debug("plugin message %s sent while no prompt runs on %s: dropped", what, self._worker.name)
+        return run
 
     def interrupt_flag(self) -> InterruptFlag | None:
         return self.flag

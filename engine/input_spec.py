@@ -68,7 +68,8 @@ def input_specs(node_class: type) -> dict[str, InputSpec]:
 
 def return_types(node_class: type) -> tuple[str, ...]:
     types = getattr(node_class, "RETURN_TYPES", ())
-    return tuple("COMBO" if isinstance(t, (list, tuple)) else str(t) for t in types)
+    # a str subclass is kept as declared: its own __ne__ may widen what it connects to (`types_compatible`)
+    return tuple("COMBO" if isinstance(t, (list, tuple)) else t if isinstance(t, str) else str(t) for t in types)
 
 
 def return_names(node_class: type) -> tuple[str, ...]:
@@ -95,8 +96,11 @@ def _type_set(type_name: str) -> set[str]:
 def types_compatible(output_type: str, input_type: str) -> bool:
     """Whether an output of `output_type` may feed an input of `input_type`.
 
-    `*` matches anything; "A,B" is a union and matches when the two sides share a member.
+    `*` matches anything; "A,B" is a union and matches when the two sides share a member. A type name that is a
+    str subclass overriding `__ne__` decides itself first (ComfyUI's rule, which packs' "any type" classes rely on).
     """
+    if not output_type != input_type:
+        return True
     if output_type == ANY_TYPE or input_type == ANY_TYPE:
         return True
     outputs, inputs = _type_set(output_type), _type_set(input_type)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import sys
 import time
 import traceback
@@ -31,13 +32,15 @@ class PluginRecord:
     status: str  # "loaded", "failed" or "skipped"
     load_seconds: float = 0.0
     error: str | None = None
+    missing: str | None = None  # the module or name a failed plugin imports that does not exist here
     nodes: list[str] = field(default_factory=list)
     collisions: list[str] = field(default_factory=list)
     web_directory: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "status": self.status,
-                "load_time": round(self.load_seconds, 4), "error": self.error, "nodes": self.nodes,
+                "load_time": round(self.load_seconds, 4), "error": self.error, "missing": self.missing,
+                "nodes": self.nodes,
                 "collisions": self.collisions,
                 "web_directory": str(self.web_directory) if self.web_directory else None}
 
@@ -117,11 +120,27 @@ def load_plugin(path: Path, registry: NodeRegistry) -> PluginRecord:
         if isinstance(exc, KeyboardInterrupt):
             raise
         record.error = "".join(traceback.format_exception(exc))
+        record.missing = missing_name(exc)
         log.error("plugin %s failed to import and was skipped:\n%s", name, record.error)
     record.load_seconds = time.perf_counter() - began
     for collision in record.collisions:
         log.warning("plugin %s: node %r is already registered; the first one is kept", name, collision)
     return record
+
+
+def missing_name(exc: BaseException) -> str | None:
+    """What an import failure says is missing: "comfy.foo" for `No module named 'comfy.foo'`, "comfy.utils.bar" for
+    `cannot import name 'bar' from 'comfy.utils'`, "module.attr" for a module without an attribute; else None."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return exc.name
+    message = str(exc)
+    found = re.search(r"cannot import name '([^']+)' from '([^']+)'", message)
+    if found:
+        return f"{found.group(2)}.{found.group(1)}"
+    found = re.search(r"module '([^']+)' has no attribute '([^']+)'", message)
+    if found:
+        return f"{found.group(1)}.{found.group(2)}"
+    return None
 
 
 def load_plugins(folders: list[Path], registry: NodeRegistry) -> list[PluginRecord]:

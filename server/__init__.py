@@ -4,10 +4,13 @@ Depends on `app` (settings, runtime, the prompt store and queue worker) and `eng
 or `distributed`, and nothing below it (`app`, `engine`, `nodes`) imports it. `serve.py` composes it with
 the rest of the program.
 
-`PromptServer` is exported because ComfyUI plugins import it as `from server import PromptServer`. That name
-is this package's one public entry: plugins, `compat` and `distributed` (whose Ray workers stand in for it)
-import it from here and never reach into the package's modules.
+`PromptServer`, `BinaryEventTypes` and `web` (aiohttp's) are exported because ComfyUI plugins import them
+(`from server import PromptServer`), `PluginApp` for the Ray workers' stand-in. Those names are this package's one
+public entry: plugins, `compat` and `distributed` (whose Ray workers stand in for it) import them from here and
+never reach into the package's modules.
 """
-from server.plugin_api import PromptServer
+from aiohttp import web
 
-__all__ = ["PromptServer"]
+from server.plugin_api import BinaryEventTypes, PluginApp, PromptServer
+
+__all__ = ["PromptServer", "BinaryEventTypes", "PluginApp", "web"]

@@ -73,7 +73,7 @@ def create_app(settings: Settings, config: ServerConfig, runtime_future: concurr
                                   runtime_future)
     app[STATE] = state
     PromptServer.instance = PromptServer(state)  # plugins imported from now on register routes on it
-    runtime_future.add_done_callback(lambda _: state.plugin_routes.install(PromptServer.instance.routes))
+    runtime_future.add_done_callback(lambda _: state.plugin_routes.install(PromptServer.instance.plugin_routes()))
     app.router.add_routes(routes)
     app.router.add_routes([web.route(r.method, "/api" + r.path, r.handler) for r in routes
                            if isinstance(r, web.RouteDef) and r.path != "/"])
@@ -141,6 +141,8 @@ async def editor_file(request: web.Request) -> web.StreamResponse:
 async def post_prompt(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body = await read_json(request)
+    if PromptServer.instance is not None:  # plugins' on-prompt handlers may rewrite the body (ComfyUI's contract)
+        body = await in_thread(PromptServer.instance.trigger_on_prompt, body)
     prompt = body.get("prompt")
     if not isinstance(prompt, dict) or not prompt:
         return web.json_response({"error": {"type": "no_prompt", "message": "No prompt provided",

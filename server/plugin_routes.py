@@ -14,7 +14,7 @@ class PluginRoutes:
         self._builtin = web.UrlDispatcher()
         self._builtin.add_routes(builtin_routes)
 
-    def install(self, routes: web.RouteTableDef) -> None:
+    def install(self, routes: list[web.AbstractRouteDef]) -> None:
         router = web.UrlDispatcher()
         router.add_routes(routes)
         self._router = router

@@ -108,3 +108,17 @@ def test_comfy_types_and_graph_builder():
     assert graph.lookup_node("second").inputs["a"] == ["7.0", 0]
     graph.remove_node("second")
     assert list(graph.finalize()) == ["7.0"]
+
+
+def test_node_typing_module():
+    from comfy.comfy_types import node_typing
+
+    assert node_typing.IO is IO and node_typing.ComfyNodeABC is ComfyNodeABC
+
+    class Mixer(node_typing.CheckLazyMixin):
+        pass
+
+    # the mixin asks for every input the executor has not evaluated yet (passed as None)
+    assert Mixer().check_lazy_status(a=None, b=1, c=None) == ["a", "c"]
+    locator: node_typing.FileLocator = {"filename": "x.png", "subfolder": "", "type": "output"}
+    assert set(locator) == set(node_typing.FileLocator.__annotations__)

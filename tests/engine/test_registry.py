@@ -58,3 +58,28 @@ def test_type_compatibility_rules():
     assert types_compatible("*", "CLIP") and types_compatible("LATENT", "*")
     assert types_compatible("INT", "INT,FLOAT") and types_compatible("FLOAT,STRING", "FLOAT")
     assert not types_compatible("STRING", "INT,FLOAT")
+
+
+def test_a_type_name_overriding_ne_decides_its_own_compatibility():
+    # packs declare "any" sockets with a str subclass whose __ne__ is always False (ComfyUI compares with != first)
+    class AlwaysEqual(str):
+        def __ne__(self, other):
+            return False
+
+    assert types_compatible(AlwaysEqual("ANYTHING"), "MODEL")
+    assert types_compatible("CLIP", AlwaysEqual("ANYTHING"))
+    assert not types_compatible(str("ANYTHING"), "MODEL")
+
+
+def test_a_node_returning_an_always_equal_type_feeds_any_input():
+    from engine.input_spec import return_types
+
+    class AlwaysEqual(str):
+        def __ne__(self, other):
+            return False
+
+    class Source:
+        RETURN_TYPES = (AlwaysEqual("WILDCARD"),)
+
+    (declared,) = return_types(Source)
+    assert types_compatible(declared, "LATENT") and declared == "WILDCARD"

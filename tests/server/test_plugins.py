@@ -1,6 +1,7 @@
 """Plugins through the server: the example pack end to end, plugin routes, failures, the compat layer."""
 import asyncio
 import concurrent.futures
+import struct
 import textwrap
 
 import pytest
@@ -179,6 +180,71 @@ NODE_CLASS_MAPPINGS = {"ImageStats": ImageStats}
 '''
 
 
+SERVER_API_PACK = '''
+import os
+
+from PIL import Image
+
+import execution
+from server import BinaryEventTypes, PromptServer, web
+
+STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_api_static")
+
+
+def shout(body):
+    for node in body.get("prompt", {}).values():
+        if node.get("class_type") == "ServerApiEcho":
+            node["inputs"]["text"] = node["inputs"]["text"].upper()
+    return body
+
+
+def faulty(body):
+    raise RuntimeError("a faulty on-prompt handler")
+
+
+PromptServer.instance.add_on_prompt_handler(faulty)
+PromptServer.instance.add_on_prompt_handler(shout)
+
+
+async def queue_state(request):
+    queue = PromptServer.instance.prompt_queue
+    running, pending = queue.get_current_queue()
+    return web.json_response({"running": len(running), "pending": len(pending),
+                              "remaining": queue.get_tasks_remaining()})
+
+
+async def validate(request):
+    body = await request.json()
+    valid, error, outputs, node_errors = await execution.validate_prompt("check", body["prompt"], None)
+    return web.json_response({"valid": valid, "error": error, "outputs": outputs, "node_errors": node_errors})
+
+
+PromptServer.instance.app.add_routes([web.get("/server-api/queue", queue_state),
+                                      web.post("/server-api/validate", validate)])
+PromptServer.instance.app.router.add_static("/server-api/static", STATIC)
+
+
+class Echo:
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    CATEGORY = "test"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"text": ("STRING", {"default": ""})}}
+
+    def run(self, text):
+        server = PromptServer.instance
+        server.send_sync(BinaryEventTypes.PREVIEW_IMAGE, ("PNG", Image.new("RGB", (64, 32), (255, 0, 0)), 16),
+                         server.client_id)
+        return {"ui": {"text": [text]}}
+
+
+NODE_CLASS_MAPPINGS = {"ServerApiEcho": Echo}
+'''
+
+
 @pytest.fixture
 async def plugin_client(tmp_path):
     plugins = tmp_path / "plugins"
@@ -186,6 +252,11 @@ async def plugin_client(tmp_path):
     (plugins / "compat_pack.py").write_text(textwrap.dedent(COMPAT_PACK))
     (plugins / "stats_pack.py").write_text(STATS_PACK)
     (plugins / "broken_pack.py").write_text("raise ImportError('this pack is broken')\n")
+    (plugins / "needs_module.py").write_text("import comfy.not_a_module_here\n")
+    (plugins / "needs_name.py").write_text("from comfy.utils import not_a_name_here\n")
+    (plugins / "server_api_pack.py").write_text(SERVER_API_PACK)
+    (plugins / "server_api_static").mkdir()
+    (plugins / "server_api_static" / "hello.txt").write_text("hello from a plugin")
     folders = Folders.under(tmp_path)
     folders.create()
     (folders.models_dir / "checkpoints" / "model.safetensors").write_bytes(b"x")
@@ -217,6 +288,10 @@ async def test_custom_nodes_route_reports_every_plugin(plugin_client):
     assert "ExampleImageBlur" in records["example_pack"]["nodes"]
     assert records["broken_pack"]["status"] == "failed"
     assert "this pack is broken" in records["broken_pack"]["error"]
+    assert records["needs_module"]["status"] == "failed"
+    assert records["needs_module"]["missing"] == "comfy.not_a_module_here"
+    assert records["needs_name"]["missing"] == "comfy.utils.not_a_name_here"
+    assert records["broken_pack"]["missing"] is None and records["example_pack"]["missing"] is None
     info = await (await plugin_client.get("/object_info/ExampleImageBrightness")).json()
     assert info["ExampleImageBrightness"]["python_module"] == "example_pack"
     assert info["ExampleImageBrightness"]["display_name"] == "Brightness (example)"
@@ -329,3 +404,61 @@ async def test_compat_interrupt_and_a_raising_plugin_node_do_not_stop_the_queue(
     assert error["node_type"] == "CompatExplodes" and "failed mid-queue" in error["exception_message"]
     assert (await wait_for_history(plugin_client, third["prompt_id"]))["outputs"]["2"] == {"values": [7]}
     await socket.close()
+
+
+async def test_on_prompt_handlers_rewrite_the_prompt_and_a_faulty_one_is_skipped(plugin_client):
+    prompt = {"1": {"class_type": "ServerApiEcho", "inputs": {"text": "quiet"}}}
+    history, _ = await run_prompt(plugin_client, prompt)
+    assert history["outputs"]["1"]["text"] == ["QUIET"]
+
+
+async def test_a_plugin_preview_reaches_the_client_in_comfyuis_binary_framing(plugin_client):
+    from io import BytesIO
+
+    from PIL import Image
+
+    socket = await plugin_client.ws_connect("/ws?clientId=previewer")
+    await run_prompt(plugin_client, {"1": {"class_type": "ServerApiEcho", "inputs": {"text": "x"}}}, "previewer")
+    frames = []
+    while not frames:
+        message = await asyncio.wait_for(socket.receive(), timeout=30)
+        if message.type.name == "BINARY":
+            frames.append(message.data)
+    await socket.close()
+    event, image_format = struct.unpack(">II", frames[0][:8])
+    assert (event, image_format) == (1, 2)  # PREVIEW_IMAGE, PNG
+    image = Image.open(BytesIO(frames[0][8:]))
+    assert image.size == (16, 8) and image.getpixel((3, 3)) == (255, 0, 0)  # thumbnailed to max_size 16
+
+
+async def test_routes_added_through_app_are_served_behind_the_security_checks(plugin_client):
+    assert await (await plugin_client.get("/server-api/queue")).json() == {"running": 0, "pending": 0,
+                                                                           "remaining": 0}
+    static = await plugin_client.get("/server-api/static/hello.txt")
+    assert static.status == 200 and await static.text() == "hello from a plugin"
+    refused = await plugin_client.get("/server-api/queue", headers={"Origin": "http://evil.example"})
+    assert refused.status == 403
+
+
+async def test_execution_validate_prompt_answers_comfyuis_tuple(plugin_client):
+    good = {"1": {"class_type": "ServerApiEcho", "inputs": {"text": "x"}}}
+    answer = await (await plugin_client.post("/server-api/validate", json={"prompt": good})).json()
+    assert answer == {"valid": True, "error": None, "outputs": ["1"], "node_errors": {}}
+    bad = {"1": {"class_type": "ServerApiEcho", "inputs": {}}}
+    answer = await (await plugin_client.post("/server-api/validate", json={"prompt": bad})).json()
+    assert answer["valid"] is False and answer["outputs"] == []
+    assert answer["error"]["type"] == "prompt_outputs_failed_validation"
+    assert answer["node_errors"]["1"]["errors"][0]["type"] == "required_input_missing"
+
+
+async def test_prompt_queue_put_validates_and_queues_like_post_prompt(plugin_client):
+    from server import PromptServer
+
+    queue = PromptServer.instance.prompt_queue
+    with pytest.raises(ValueError, match="invalid"):
+        queue.put((1, "bad-put", {"1": {"class_type": "ServerApiEcho", "inputs": {}}}, {}, ["1"]))
+    queue.put((1, "good-put", {"1": {"class_type": "ServerApiEcho", "inputs": {"text": "queued"}}}, {}, ["1"]))
+    history = await wait_for_history(plugin_client, "good-put")
+    assert history["outputs"]["1"]["text"] == ["queued"]
+    assert "good-put" in queue.get_history(prompt_id="good-put")
+    assert queue.get_tasks_remaining() == 0 and queue.currently_running == {}

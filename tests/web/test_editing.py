@@ -267,3 +267,14 @@ def test_a_workflow_with_subgraphs_is_converted_by_the_server(page):
     expect(page.locator(".toast-error")).to_have_count(0)
     page.click("#queue-button")
     expect(editor.node("4").locator(".node-error")).to_contain_text("ckpt_name: Value not in list")
+
+
+def test_a_node_pack_that_failed_to_load_is_reported_with_the_name_it_misses(page):
+    failed = [{"name": "broken_pack", "status": "failed", "missing": "comfy.not_here", "nodes": [],
+               "error": "Traceback ...\nModuleNotFoundError: No module named 'comfy.not_here'\n"},
+              {"name": "odd_pack", "status": "failed", "missing": None, "nodes": [],
+               "error": "Traceback ...\nRuntimeError: odd pack refuses to load\n"}]
+    page.route("**/custom_nodes", lambda route: route.fulfill(json=failed))
+    page.reload()
+    expect(page.locator(".toast", has_text="broken_pack")).to_contain_text("needs comfy.not_here")
+    expect(page.locator(".toast", has_text="odd_pack")).to_contain_text("RuntimeError: odd pack refuses to load")

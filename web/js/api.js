@@ -123,6 +123,17 @@ export class ApiClient {
     return this.request(`/workflow_templates/${encodeURIComponent(name)}`);
   }
 
+  /** The node packs that failed to load: [{name, missing, error}]; none when the server has no such route. */
+  async failedPlugins() {
+    try {
+      const records = await this.request("/custom_nodes");
+      return Array.isArray(records) ? records.filter((record) => record?.status === "failed") : [];
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return [];
+      throw error;
+    }
+  }
+
   /** Module URLs of the installed plugins' web extensions; none when the server has no such route. */
   async extensions() {
     try {

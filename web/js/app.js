@@ -116,6 +116,23 @@ export class App {
     }
     const failures = await loadExtensions(urls, this.extensions);
     for (const { url, error } of failures) this.reportExtensionError(url, "import", error);
+    await this.reportFailedPlugins();
+  }
+
+  /** Tell the user which node packs did not load and what they miss, so their nodes' absence is explained. */
+  async reportFailedPlugins() {
+    let failed = [];
+    try {
+      failed = await this.api.failedPlugins();
+    } catch (error) {
+      this.toast(`Could not list the node packs: ${error.message}`, { kind: "error" });
+    }
+    for (const record of failed) {
+      const reason = record.missing ? `it needs ${record.missing}, which nodeflow does not provide`
+        : String(record.error ?? "").trim().split("\n").pop();
+      this.toast(`Node pack ${record.name} could not load: ${reason}`, { kind: "error", details: record.error ?? "",
+                                                                         timeout: 15000 });
+    }
   }
 
   /** An extension registered a widget: draw the nodes again so it is used. */

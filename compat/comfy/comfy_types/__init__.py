@@ -1,79 +1,33 @@
-"""`comfy.comfy_types` for plugins: the IO type names, the node base class and the INPUT_TYPES typing."""
+"""`comfy.comfy_types` for plugins: the node typing of `node_typing`, and the typing of a UNet wrapper function
+(`MODEL.set_model_unet_function_wrapper`): it gets the model's apply function and a dict of its parameters."""
 from __future__ import annotations
 
-from abc import ABC
-from enum import Enum
-from typing import Any, Literal, TypedDict
+from typing import Any, Callable, Protocol, TypedDict
+
+import torch
+
+from comfy.comfy_types.node_typing import IO, CheckLazyMixin, ComfyNodeABC, FileLocator, InputTypeDict
 
 
-class StrEnum(str, Enum):
-    def __str__(self) -> str:
-        return self.value
+class UnetApplyFunction(Protocol):
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **kwargs: Any) -> torch.Tensor: ...
 
 
-class IO(StrEnum):
-    """Socket type names; compare equal to their strings, so `IO.IMAGE == "IMAGE"`."""
-
-    STRING = "STRING"
-    IMAGE = "IMAGE"
-    MASK = "MASK"
-    LATENT = "LATENT"
-    BOOLEAN = "BOOLEAN"
-    INT = "INT"
-    FLOAT = "FLOAT"
-    COMBO = "COMBO"
-    CONDITIONING = "CONDITIONING"
-    SAMPLER = "SAMPLER"
-    SIGMAS = "SIGMAS"
-    GUIDER = "GUIDER"
-    NOISE = "NOISE"
-    CLIP = "CLIP"
-    CONTROL_NET = "CONTROL_NET"
-    VAE = "VAE"
-    MODEL = "MODEL"
-    LORA_MODEL = "LORA_MODEL"
-    LOSS_MAP = "LOSS_MAP"
-    CLIP_VISION = "CLIP_VISION"
-    CLIP_VISION_OUTPUT = "CLIP_VISION_OUTPUT"
-    STYLE_MODEL = "STYLE_MODEL"
-    GLIGEN = "GLIGEN"
-    UPSCALE_MODEL = "UPSCALE_MODEL"
-    AUDIO = "AUDIO"
-    WEBCAM = "WEBCAM"
-    POINT = "POINT"
-    FACE_ANALYSIS = "FACE_ANALYSIS"
-    BBOX = "BBOX"
-    SEGS = "SEGS"
-    VIDEO = "VIDEO"
-    ANY = "*"
-    NUMBER = "FLOAT,INT"
-    PRIMITIVE = "STRING,FLOAT,INT,BOOLEAN"
+class UnetApplyConds(TypedDict, total=False):
+    c_concat: torch.Tensor | None
+    c_crossattn: torch.Tensor | None
+    control: torch.Tensor | None
+    transformer_options: dict | None
 
 
-class InputTypeDict(TypedDict, total=False):
-    required: dict[str, tuple[Any, ...]]
-    optional: dict[str, tuple[Any, ...]]
-    hidden: dict[str, Literal["PROMPT", "EXTRA_PNGINFO", "UNIQUE_ID", "DYNPROMPT"]]
+class UnetParams(TypedDict):
+    input: torch.Tensor  # [B, C, H, W]
+    timestep: torch.Tensor  # [B]
+    c: UnetApplyConds
+    cond_or_uncond: list[int]  # per batch chunk: 0 conditional, 1 unconditional
 
 
-class ComfyNodeABC(ABC):
-    """The node-class contract as a base class; every attribute is optional but INPUT_TYPES and FUNCTION."""
+UnetWrapperFunction = Callable[[UnetApplyFunction, UnetParams], torch.Tensor]
 
-    DESCRIPTION: str = ""
-    CATEGORY: str = ""
-    RETURN_TYPES: tuple = ()
-    RETURN_NAMES: tuple | None = None
-    OUTPUT_IS_LIST: tuple | None = None
-    OUTPUT_TOOLTIPS: tuple | None = None
-    FUNCTION: str = ""
-    OUTPUT_NODE: bool = False
-    INPUT_IS_LIST: bool = False
-    DEPRECATED: bool = False
-    EXPERIMENTAL: bool = False
-
-    @classmethod
-    def INPUT_TYPES(cls) -> InputTypeDict:
-        return {"required": {}}
-
-
-__all__ = ["IO", "InputTypeDict", "ComfyNodeABC"]
+__all__ = ["IO", "InputTypeDict", "ComfyNodeABC", "CheckLazyMixin", "FileLocator", "UnetApplyFunction",
+           "UnetApplyConds", "UnetParams", "UnetWrapperFunction"]
