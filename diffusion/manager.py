@@ -95,6 +95,12 @@ class ModelManager:
                 return
             self._evict(min(candidates)[1])
 
+    def make_room(self, needed: int, device: torch.device | None = None) -> None:
+        """Offload or unload least recently used, unpinned models until `needed` more bytes fit the budget of
+        `device` (the manager's by default)."""
+        with self._lock:
+            self._make_room(torch.device(device) if device is not None else self.device, needed)
+
     def _evict(self, key: tuple[Any, ...]) -> None:
         entry = self._entries[key]
         count_key = (entry.kind, entry.path)

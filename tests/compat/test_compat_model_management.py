@@ -1,0 +1,82 @@
+"""`comfy.model_management` answered from the node environment and the model manager."""
+from __future__ import annotations
+
+import pytest
+import torch
+from comfy import model_management as mm
+
+from diffusion.manager import ModelManager
+from diffusion.memory import MemoryBudget, physical_ram_bytes
+from nodes.environment import Folders, NodeEnvironment, use_environment
+
+LINEAR_BYTES = (100 * 100 + 100) * 4  # torch.nn.Linear(100, 100) in fp32
+
+
+@pytest.fixture
+def environment(tmp_path):
+    """A CPU environment whose model manager may keep two 40 kB modules, with three model files to load."""
+    manager = ModelManager(torch.device("cpu"), torch.float32, MemoryBudget({"cpu": 2 * LINEAR_BYTES + 10}),
+                           encoder_dtype=torch.float16)
+    environment = NodeEnvironment(Folders.under(tmp_path), torch.device("cpu"), torch.float32, models=manager)
+    files = {}
+    for name in "abc":
+        files[name] = tmp_path / f"{name}.bin"
+        files[name].write_bytes(b"x")
+    with use_environment(environment):
+        yield environment, files
+
+
+def _load(manager, path):
+    return manager.cached("test", path, "name", lambda: torch.nn.Linear(100, 100))
+
+
+def _held(manager):
+    return {path.rsplit("/", 1)[-1] for _, path in manager.loaded()}
+
+
+def test_devices_dtypes_and_states_follow_the_environment(environment):
+    assert mm.get_torch_device() == torch.device("cpu") and mm.cpu_mode() and not mm.mps_mode()
+    assert mm.unet_offload_device() == torch.device("cpu") == mm.vae_offload_device()
+    assert mm.vram_state is mm.VRAMState.DISABLED and mm.cpu_state is mm.CPUState.CPU
+    assert mm.unet_dtype() == torch.float32 and mm.vae_dtype() == torch.float32
+    assert mm.text_encoder_dtype() == torch.float16  # the manager's encoder dtype (--fp16-text-enc)
+    assert not mm.should_use_fp16() and not mm.should_use_bf16()
+    assert mm.unet_manual_cast(torch.float32) is None and mm.unet_manual_cast(torch.float16) == torch.float32
+    assert mm.is_device_cpu(torch.device("cpu")) and not mm.is_device_cuda(torch.device("cpu"))
+    assert mm.get_autocast_device(torch.device("cpu")) == "cpu" and not mm.xformers_enabled()
+    assert mm.dtype_size(torch.bfloat16) == 2 and mm.module_size(torch.nn.Linear(100, 100)) == LINEAR_BYTES
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        mm.not_a_name  # noqa: B018
+
+
+def test_memory_figures_are_the_machines(environment):
+    free, torch_free = mm.get_free_memory(torch.device("cpu"), torch_free_too=True)
+    assert 0 < free <= physical_ram_bytes() and torch_free == free
+    assert mm.get_total_memory(torch.device("cpu")) == physical_ram_bytes()
+    assert mm.total_ram == physical_ram_bytes() / (1024 * 1024)
+
+
+def test_free_memory_evicts_least_recently_used_but_keeps_what_is_asked(environment):
+    env, files = environment
+    a = _load(env.models, files["a"])
+    _load(env.models, files["b"])
+    mm.free_memory(LINEAR_BYTES, torch.device("cpu"), keep_loaded=[a])
+    assert _held(env.models) == {"a.bin"}  # b was older than a's pin, and room for one more was asked
+    mm.unload_all_models()
+    assert _held(env.models) == set()
+
+
+def test_load_models_gpu_marks_models_as_used_so_others_go_first(environment):
+    env, files = environment
+    a = _load(env.models, files["a"])
+    _load(env.models, files["b"])
+    mm.load_models_gpu([a])  # a is now the most recently used
+    _load(env.models, files["c"])
+    assert _held(env.models) == {"a.bin", "c.bin"}
+
+
+def test_cast_helpers():
+    weight = torch.ones(2, 2)
+    cast = mm.cast_to_device(weight, torch.device("cpu"), torch.float16)
+    assert cast.dtype == torch.float16 and mm.cast_to(weight, torch.bfloat16).dtype == torch.bfloat16
+    assert mm.cast_to(weight, copy=True) is not weight
