@@ -143,16 +143,22 @@ def load_upscale_model(models: ModelManager, path: Path, input_name: str = "mode
             other = _other_model(set(safetensors_keys(path, input_name)))
             if other is not None:
                 raise ValueError(f"{input_name}: {path.name} is not an upscale model: this file holds {other}")
-        state = read_state_dict(path, input_name)
-        descriptor = describe_state_dict(state, path.name, input_name)
-        network = descriptor.model.eval().requires_grad_(False)
-        with torch.no_grad():
-            for tensor in [*network.parameters(), *network.buffers()]:
-                data = tensor.data.to(device=models.device)
-                tensor.data = allocator_aligned(data.float() if data.is_floating_point() else data)
-        return UpscaleModel(network, descriptor, path.name)
+        return upscale_model_from_state_dict(read_state_dict(path, input_name), path.name, models.device,
+                                             input_name)
 
     return models.cached("upscale_model", path, input_name, load)
+
+
+def upscale_model_from_state_dict(state: dict[str, Any], name: str, device: torch.device,
+                                  input_name: str = "model_name") -> UpscaleModel:
+    """The upscale model whose tensors `state` holds (any layout spandrel detects), in float32 on `device`."""
+    descriptor = describe_state_dict(state, name, input_name)
+    network = descriptor.model.eval().requires_grad_(False)
+    with torch.no_grad():
+        for tensor in [*network.parameters(), *network.buffers()]:
+            data = tensor.data.to(device=device)
+            tensor.data = allocator_aligned(data.float() if data.is_floating_point() else data)
+    return UpscaleModel(network, descriptor, name)
 
 
 def read_state_dict(path: Path, input_name: str) -> dict[str, Any]:

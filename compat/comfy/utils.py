@@ -17,10 +17,11 @@ from diffusion.upscale import tiled_scale as _tiled_scale
 from engine.progress import ProgressBar
 from nodes import resize
 from nodes.environment import current_environment
+from nodes.latent_ops import cycle_to_batch
 
 __all__ = ["ProgressBar", "common_upscale", "MAX_RESOLUTION", "PROGRESS_BAR_ENABLED", "load_torch_file",
            "save_torch_file", "state_dict_prefix_replace", "get_tiled_scale_steps", "tiled_scale",
-           "tiled_scale_multidim"]
+           "tiled_scale_multidim", "repeat_to_batch_size"]
 
 MAX_RESOLUTION = 16384
 PROGRESS_BAR_ENABLED = True  # ComfyUI's switch for console bars, which plugins pass on as `disable_pbar`; ours are on
@@ -123,3 +124,8 @@ def tiled_scale(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.
                 output_device: str | torch.device = "cpu", pbar: Any = None) -> torch.Tensor:
     return tiled_scale_multidim(samples, function, (tile_y, tile_x), overlap=overlap, upscale_amount=upscale_amount,
                                 out_channels=out_channels, output_device=output_device, pbar=pbar)
+
+
+def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int, dim: int = 0) -> torch.Tensor:
+    """`tensor` with `batch_size` entries along `dim`: cut down, or repeated whole and cut (0, 1, 0, 1, ...)."""
+    return cycle_to_batch(tensor.movedim(dim, 0), batch_size).movedim(0, dim)
