@@ -19,17 +19,19 @@ import torch
 
 from diffusion.contracts import FamilySampling, LoraPatch
 from diffusion.latent_format import LatentFormat
+from diffusion.patcher_api import ComfyModelPatcherApi
 from diffusion.speedups import NO_SPEEDUPS, Speedups
 
 VAE_ACTIVATION_FACTOR = 3  # see Vae.activation_bytes
 
 
 @dataclass(frozen=True, eq=False)
-class DiffusionModel:
+class DiffusionModel(ComfyModelPatcherApi):
     """MODEL: the denoising `network` (a UNet, or the transformer of transformer families), the scheduler config
     it was trained with (prediction type included), the `family` it belongs to (`diffusion.registry`), how the
     sampling loop drives it (`sampling`, the family's `FamilySampling`), LoRAs to apply, and the optional speed-ups
-    to switch on while sampling (`diffusion.speedups`)."""
+    to switch on while sampling (`diffusion.speedups`). Packs also reach it through ComfyUI's ModelPatcher names
+    (`diffusion.patcher_api`)."""
 
     network: Any
     scheduler_config: Mapping[str, Any]
