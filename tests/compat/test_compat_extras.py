@@ -1,6 +1,7 @@
 """`comfy_extras` modules: ComfyUI's node classes by module, `composite` and the chainner model loader."""
 from __future__ import annotations
 
+import pytest
 import torch
 from comfy import utils as comfy_utils
 from comfy_extras import nodes_mask, nodes_upscale_model
@@ -55,3 +56,21 @@ def test_chainner_load_state_dict_gives_an_upscale_model_the_node_runs(node_env)
     with torch.no_grad():
         expected = model.descriptor(image.movedim(-1, 1)).movedim(1, -1)
     torch.testing.assert_close(upscaled, expected, rtol=0, atol=1e-5)
+
+
+def test_comfyuis_other_extras_modules_give_our_classes_by_their_python_names():
+    from comfy_extras.nodes_clip_sdxl import CLIPTextEncodeSDXL
+    from comfy_extras.nodes_latent import LatentBatch
+    from comfy_extras.nodes_model_advanced import ModelSamplingAuraFlow, ModelSamplingFlux
+
+    import nodes
+
+    assert LatentBatch is nodes.NODE_CLASS_MAPPINGS["LatentBatch"]
+    assert CLIPTextEncodeSDXL is nodes.NODE_CLASS_MAPPINGS["CLIPTextEncodeSDXL"]
+    assert ModelSamplingFlux is nodes.NODE_CLASS_MAPPINGS["ModelSamplingFlux"]
+    assert ModelSamplingAuraFlow is nodes.NODE_CLASS_MAPPINGS["ModelSamplingAuraFlow"]
+    import comfy_extras.nodes_mask
+
+    assert hasattr(comfy_extras.nodes_mask, "composite")  # a written module is not replaced by a made one
+    with pytest.raises(ImportError, match="NotANodeHere"):
+        exec("from comfy_extras.nodes_latent import NotANodeHere", {})
