@@ -80,3 +80,20 @@ def test_cast_helpers():
     cast = mm.cast_to_device(weight, torch.device("cpu"), torch.float16)
     assert cast.dtype == torch.float16 and mm.cast_to(weight, torch.bfloat16).dtype == torch.bfloat16
     assert mm.cast_to(weight, copy=True) is not weight
+
+
+def test_optimized_attention_is_multi_head_attention():
+    from comfy.ldm.modules.attention import optimized_attention
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 5, 8, generator=generator) for _ in range(3))
+    heads, dim = 2, 4
+    split = [t.view(2, -1, heads, dim).transpose(1, 2) for t in (q, k, v)]
+    weights = torch.softmax(split[0] @ split[1].transpose(-1, -2) / dim ** 0.5, dim=-1)
+    expected = (weights @ split[2]).transpose(1, 2).reshape(2, 5, 8)
+    torch.testing.assert_close(optimized_attention(q, k, v, heads), expected)
+    mask = torch.zeros(5, 5)
+    mask[:, 3:] = float("-inf")  # the last two keys hidden
+    masked_weights = torch.softmax(split[0] @ split[1].transpose(-1, -2) / dim ** 0.5 + mask, dim=-1)
+    torch.testing.assert_close(optimized_attention(q, k, v, heads, mask=mask),
+                               (masked_weights @ split[2]).transpose(1, 2).reshape(2, 5, 8))
