@@ -1,0 +1,88 @@
+"""Packs that import what real ComfyUI node packs import (tests/compat/packs/) load through the plugin loader and
+their nodes run end to end, with our own nodes around them."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from app.runtime import build_executor, build_registry, load_custom_nodes
+from app.settings import Settings
+from diffusion.families.sd.demo import DEMO_CHECKPOINT, DEMO_LORA
+from engine.cache import OutputCache
+from engine.validation import validate_prompt
+from nodes.clip_vision import CLIPVisionEncode, CLIPVisionLoader
+
+PACKS = Path(__file__).parent / "packs"
+CLIP_VISION_FILE = "pack-like-clip-vision.safetensors"
+
+
+@pytest.fixture
+def clip_vision_file(tiny_models_dir):
+    """A tiny CLIP ViT with projection in ComfyUI's clip_vision layout."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(7)
+    model = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, patch_size=4,
+        image_size=16, projection_dim=24, hidden_act="gelu")).eval()
+    (tiny_models_dir / "clip_vision").mkdir(exist_ok=True)
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()},
+              str(tiny_models_dir / "clip_vision" / CLIP_VISION_FILE))
+
+
+def load_packs(node_env, tmp_path, *names: str):
+    """A registry with the built-in nodes and the named packs, loaded as a user's custom_nodes folder would be."""
+    plugins = tmp_path / "custom_nodes"
+    for name in names:
+        shutil.copytree(PACKS / name, plugins / name, ignore=shutil.ignore_patterns("__pycache__"))
+    folders = node_env.folders
+    settings = Settings(folders.models_dir, folders.input_dir, folders.output_dir, folders.temp_dir,
+                        folders.user_dir, cache_size=10, cpu=True, threads=1, custom_nodes_dirs=(plugins,))
+    registry = build_registry()
+    records = load_custom_nodes(settings, registry)
+    for record in records:
+        assert record.status == "loaded", record.error
+    return registry
+
+
+def run(registry, prompt: dict) -> dict:
+    validation = validate_prompt(prompt, registry)
+    assert validation.ok and not validation.node_errors, validation.to_response()
+    result = build_executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    assert result.success, result.error
+    return result
+
+
+def test_ipadapter_plus_like_pack(node_env, tmp_path, clip_vision_file):
+    ipadapter_folder = node_env.folders.models_dir / "ipadapter"
+    ipadapter_folder.mkdir(exist_ok=True)
+    (ipadapter_folder / "ip-adapter_sd15.safetensors").write_bytes(b"x")
+    registry = load_packs(node_env, tmp_path, "ipadapter_plus_like")
+    image = torch.rand(1, 24, 20, 3, generator=torch.Generator().manual_seed(3))
+    prompt = {
+        "1": {"class_type": "LikeIPAdapterFiles", "inputs": {}},
+        "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEMO_CHECKPOINT}},
+        "3": {"class_type": "LikeLoraLoader", "inputs": {"model": ["2", 0], "clip": ["2", 1],
+                                                         "lora_name": DEMO_LORA, "strength": 0.5}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["3", 1], "text": "a cat"}},
+        "5": {"class_type": "LikeConditioningStrength", "inputs": {"conditioning": ["4", 0], "strength": 0.25}},
+        "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "7": {"class_type": "KSampler", "inputs": {
+            "model": ["3", 0], "positive": ["5", 0], "negative": ["4", 0], "latent_image": ["6", 0], "seed": 1,
+            "steps": 1, "cfg": 2.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "ipa"}},
+    }
+    result = run(registry, prompt)
+    assert result.outputs["1"]["files"] == ["ip-adapter_sd15.safetensors"]  # the folder the pack registered
+    cond = torch.ones(1, 2, 3)
+    (strengthened,) = registry.get("LikeConditioningStrength")().apply([[cond, {"pooled_output": None}]], 0.25)
+    assert strengthened[0][0] is cond and strengthened[0][1] == {"pooled_output": None, "strength": 0.25}
+
+    output, pixels = registry.get("LikeClipVisionEmbeds")().encode(CLIP_VISION_FILE, image)
+    (reference,) = CLIPVisionEncode().encode(CLIPVisionLoader().load_clip(CLIP_VISION_FILE)[0], image, "center")
+    assert torch.equal(output["image_embeds"], reference.image_embeds)
+    assert pixels.shape == (1, 8, 8, 3)
