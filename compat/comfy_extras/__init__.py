@@ -19,6 +19,13 @@ import nodes
 _HERE = Path(__file__).parent
 
 
+def node_classes(module_name: str) -> dict[str, type]:
+    """ComfyUI's Python class name -> our node class, for the classes of `module_name` that we have."""
+    table = json.loads((_HERE / "node_modules.json").read_text())
+    return {class_name: nodes.NODE_CLASS_MAPPINGS[node_name]
+            for class_name, node_name in table.get(module_name, {}).items()}
+
+
 def _made_modules() -> dict[str, types.ModuleType]:
     table = json.loads((_HERE / "node_modules.json").read_text())
     made = {}
@@ -28,10 +35,9 @@ def _made_modules() -> dict[str, types.ModuleType]:
         module = types.ModuleType(f"{__name__}.{module_name}",
                                   f"ComfyUI's comfy_extras.{module_name}: its node classes that nodeflow has.")
         module.NODE_CLASS_MAPPINGS = {}
-        for class_name, node_name in classes.items():
-            node_class = nodes.NODE_CLASS_MAPPINGS[node_name]
+        for class_name, node_class in node_classes(module_name).items():
             setattr(module, class_name, node_class)
-            module.NODE_CLASS_MAPPINGS[node_name] = node_class
+            module.NODE_CLASS_MAPPINGS[classes[class_name]] = node_class
         made[module_name] = module
     return made
 

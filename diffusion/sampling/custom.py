@@ -42,6 +42,8 @@ class RandomNoise:
     def generate(self, latent: Mapping[str, Any]) -> torch.Tensor:
         return noise.initial_noise(latent["samples"], self.seed, latent.get("batch_index"))
 
+    generate_noise = generate  # ComfyUI's name for it, which packs call
+
 
 @dataclass(frozen=True)
 class DisableNoise:
@@ -51,6 +53,8 @@ class DisableNoise:
 
     def generate(self, latent: Mapping[str, Any]) -> torch.Tensor:
         return torch.zeros_like(latent["samples"], dtype=torch.float32)
+
+    generate_noise = generate  # ComfyUI's name for it, which packs call
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,23 @@ def test_comfyuis_other_extras_modules_give_our_classes_by_their_python_names():
     assert hasattr(comfy_extras.nodes_mask, "composite")  # a written module is not replaced by a made one
     with pytest.raises(ImportError, match="NotANodeHere"):
         exec("from comfy_extras.nodes_latent import NotANodeHere", {})
+
+
+def test_nodes_custom_sampler_gives_the_nodes_and_the_noise_classes_packs_build(node_env):
+    from comfy_extras.nodes_custom_sampler import (
+        BasicGuider,
+        BasicScheduler,
+        Noise_EmptyNoise,
+        Noise_RandomNoise,
+        SamplerCustomAdvanced,
+    )
+
+    import nodes
+
+    assert SamplerCustomAdvanced is nodes.NODE_CLASS_MAPPINGS["SamplerCustomAdvanced"]
+    assert BasicGuider is nodes.NODE_CLASS_MAPPINGS["BasicGuider"]
+    assert BasicScheduler is nodes.NODE_CLASS_MAPPINGS["BasicScheduler"]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    (ours,) = nodes.NODE_CLASS_MAPPINGS["RandomNoise"]().get_noise(9)
+    torch.testing.assert_close(Noise_RandomNoise(9).generate_noise(latent), ours.generate(latent))
+    assert Noise_RandomNoise(9).seed == 9 and Noise_EmptyNoise().generate_noise(latent).abs().sum() == 0
