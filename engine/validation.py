@@ -206,9 +206,11 @@ class _PromptValidator:
         validate = cls.VALIDATE_INPUTS
         parameters = inspect.signature(validate).parameters
         accepts_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        # a linked input has no value before the run: ComfyUI passes it as None
+        # A linked input has no value before the run: ComfyUI passes it as None. This engine's own validators (those
+        # asking for `input_facts` or adding to the engine's checks) get constants only, and `input_facts` for links.
+        constants_only = custom.wants_input_facts or getattr(cls, "ENGINE_CHECKS_ALL_INPUTS", False)
         arguments = {name: None if is_link(value) else value for name, value in self.prompt[node_id]["inputs"].items()
-                     if accepts_all or name in parameters}
+                     if (accepts_all or name in parameters) and not (constants_only and is_link(value))}
         named_inputs = [name for name, value in self.prompt[node_id]["inputs"].items()
                         if name in arguments and not is_link(value)]
         if custom.wants_input_types:

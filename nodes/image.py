@@ -286,6 +286,11 @@ class SaveImage:
     RETURN_TYPES = ()
     OUTPUT_NODE = True
     FUNCTION = "save_images"
+    # ComfyUI's instance attributes, which packs subclassing SaveImage or PreviewImage read and set: where and how
+    # `save_images` writes ("output" or "temp"), what it appends to the prefix, the PNG compression
+    type = "output"
+    prefix_append = ""
+    compress_level = 4
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -298,20 +303,35 @@ class SaveImage:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    @property
+    def output_dir(self) -> Path:
+        """The folder of `type` in the current environment, unless a subclass set its own."""
+        chosen = self.__dict__.get("_output_dir")
+        if chosen is not None:
+            return chosen
+        folders = current_environment().folders
+        return folders.temp_dir if self.type == "temp" else folders.output_dir
+
+    @output_dir.setter
+    def output_dir(self, folder: str | os.PathLike[str]) -> None:
+        self.__dict__["_output_dir"] = Path(folder)
+
     def save_images(self, images: torch.Tensor, filename_prefix: str = "ComfyUI", prompt: Any = None,
                     extra_pnginfo: Any = None) -> dict[str, Any]:
-        folders = current_environment().folders
-        saved = save_images(images, folders.output_dir, filename_prefix, "output", prompt, extra_pnginfo,
-                            compress_level=4, journal=SaveJournal.for_current_node(folders.user_dir))
+        journal = SaveJournal.for_current_node(current_environment().folders.user_dir) if self.type == "output" \
+            else None
+        saved = save_images(images, self.output_dir, filename_prefix + self.prefix_append, self.type, prompt,
+                            extra_pnginfo, compress_level=self.compress_level, journal=journal)
         return {"ui": {"images": saved}}
 
 
-class PreviewImage:
+class PreviewImage(SaveImage):
     DESCRIPTION = "Shows images without keeping them: they are written to the temporary folder."
-    CATEGORY = "image"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "save_images"
+    type = "temp"
+    compress_level = 1
+
+    def __init__(self) -> None:
+        self.prefix_append = "_temp_" + secrets.token_hex(3)
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -319,12 +339,6 @@ class PreviewImage:
             "required": {"images": ("IMAGE", {"tooltip": "The images to preview."})},
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
-
-    def save_images(self, images: torch.Tensor, prompt: Any = None, extra_pnginfo: Any = None) -> dict[str, Any]:
-        folder = current_environment().folders.temp_dir
-        prefix = "ComfyUI_temp_" + secrets.token_hex(3)
-        saved = save_images(images, folder, prefix, "temp", prompt, extra_pnginfo, compress_level=1)
-        return {"ui": {"images": saved}}
 
 
 class ImageScale:

@@ -86,3 +86,40 @@ def test_ipadapter_plus_like_pack(node_env, tmp_path, clip_vision_file):
     (reference,) = CLIPVisionEncode().encode(CLIPVisionLoader().load_clip(CLIP_VISION_FILE)[0], image, "center")
     assert torch.equal(output["image_embeds"], reference.image_embeds)
     assert pixels.shape == (1, 8, 8, 3)
+
+
+def test_rgthree_like_pack(node_env, tmp_path):
+    registry = load_packs(node_env, tmp_path, "rgthree_like")
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEMO_CHECKPOINT}},
+        "2": {"class_type": "Like KSampler Config (rgthree)", "inputs": {
+            "steps_total": 2, "cfg": 3.0, "sampler_name": "dpmpp_2m", "scheduler": "karras"}},
+        "3": {"class_type": "Like Seed (rgthree)", "inputs": {"seed": 77}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "Like Latent Double (rgthree)", "inputs": {"samples": ["5", 0]}},
+        "7": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["4", 0], "negative": ["4", 0], "latent_image": ["6", 0],
+            "seed": ["3", 0], "steps": ["2", 0], "cfg": ["2", 1], "sampler_name": ["2", 2],
+            "scheduler": ["2", 3], "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
+        "9": {"class_type": "Like Any Switch (rgthree)", "inputs": {"any_02": ["8", 0]}},
+        "10": {"class_type": "Like Image Comparer (rgthree)", "inputs": {"image_a": ["9", 0], "image_b": ["8", 0]}},
+        "11": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["4", 0], "negative": ["4", 0], "latent_image": ["6", 0],
+            "seed": 77, "steps": 2, "cfg": 3.0, "sampler_name": "dpmpp_2m", "scheduler": "karras", "denoise": 1.0}},
+        "12": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "linked"}},
+        "13": {"class_type": "SaveLatent", "inputs": {"samples": ["11", 0], "filename_prefix": "typed"}},
+    }
+    result = run(registry, prompt)
+    compared = result.outputs["10"]
+    assert len(compared["a_images"]) == 2 and len(compared["b_images"]) == 2  # the doubled batch, both sides
+    # a PreviewImage subclass saves as ComfyUI's does: the given prefix and the preview's own suffix, in temp
+    assert compared["a_images"][0]["filename"].startswith("rgthree.compare._temp_")
+    assert {entry["type"] for entry in compared["a_images"] + compared["b_images"]} == {"temp"}
+    import safetensors.torch
+
+    entries = [result.outputs[node]["latents"][0] for node in ("12", "13")]
+    linked, typed = (safetensors.torch.load_file(node_env.folders.output_dir / entry["subfolder"] / entry["filename"])[
+        "latent_tensor"] for entry in entries)
+    torch.testing.assert_close(linked, typed)  # the config's combo outputs drove KSampler as typed values do

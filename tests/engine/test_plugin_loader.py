@@ -84,6 +84,7 @@ def test_good_broken_and_colliding_plugins(plugin_dir):
 
 
 def test_missing_comfy_internals_name_the_module(tmp_path):
-    write(tmp_path / "needs_samplers.py", "import comfy.samplers\n")
+    write(tmp_path / "needs_internals.py", "import comfy.patcher_extension\n")  # a ComfyUI module not provided
     [record] = load_plugins([tmp_path], NodeRegistry())
-    assert record.status == "failed" and "comfy.samplers" in record.error
+    assert record.status == "failed" and "comfy.patcher_extension" in record.error
+    assert record.missing == "comfy.patcher_extension"
