@@ -123,3 +123,51 @@ def test_rgthree_like_pack(node_env, tmp_path):
     linked, typed = (safetensors.torch.load_file(node_env.folders.output_dir / entry["subfolder"] / entry["filename"])[
         "latent_tensor"] for entry in entries)
     torch.testing.assert_close(linked, typed)  # the config's combo outputs drove KSampler as typed values do
+
+
+def test_essentials_like_pack(node_env, tmp_path):
+    registry = load_packs(node_env, tmp_path, "essentials_like")
+    source = torch.rand(1, 40, 80, 3, generator=torch.Generator().manual_seed(4))
+    image, width, height = registry.get("LikeImageResize+")().execute(source, 32, 32, "bilinear")
+    assert (width, height) == (32, 16) and image.shape == (1, 16, 32, 3)
+
+    def sampling(class_type: str, **inputs) -> dict:
+        return {
+            "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEMO_CHECKPOINT}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat"}},
+            "3": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "5": {"class_type": class_type, "inputs": {"model": ["1", 0], "latent_image": ["4", 0], **inputs}},
+            "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": class_type[:6]}},
+        }
+
+    def saved(result) -> torch.Tensor:
+        import safetensors.torch
+
+        entry = result.outputs["6"]["latents"][0]
+        return safetensors.torch.load_file(node_env.folders.output_dir / entry["subfolder"] / entry["filename"])[
+            "latent_tensor"]
+
+    common = {"positive": ["2", 0], "negative": ["3", 0], "steps": 2, "cfg": 4.0, "sampler_name": "euler",
+              "scheduler": "normal"}
+    injected = saved(run(registry, sampling("LikeNoiseInjectionSampler+", noise_seed=8, variation_seed=9,
+                                            variation_strength=0.0, **common)))
+    plain = saved(run(registry, sampling("KSampler", seed=8, denoise=1.0, **common)))
+    torch.testing.assert_close(injected, plain)  # no variation: KSampler's result for the seed
+    varied = saved(run(registry, sampling("LikeNoiseInjectionSampler+", noise_seed=8, variation_seed=9,
+                                          variation_strength=0.5, **common)))
+    assert not torch.allclose(varied, plain)
+    helper = saved(run(registry, sampling("LikeSamplerSelectHelper+", conditioning=["2", 0], seed=3, steps=2)))
+    custom = {"1": sampling("KSampler", seed=0, denoise=1.0, **common)["1"],
+              "2": sampling("KSampler", seed=0, denoise=1.0, **common)["2"],
+              "4": sampling("KSampler", seed=0, denoise=1.0, **common)["4"],
+              "g": {"class_type": "BasicGuider", "inputs": {"model": ["1", 0], "conditioning": ["2", 0]}},
+              "s": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "simple", "steps": 2,
+                                                               "denoise": 1.0}},
+              "k": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+              "n": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+              "5": {"class_type": "SamplerCustomAdvanced", "inputs": {
+                  "noise": ["n", 0], "guider": ["g", 0], "sampler": ["k", 0], "sigmas": ["s", 0],
+                  "latent_image": ["4", 0]}},
+              "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": "custom"}}}
+    torch.testing.assert_close(helper, saved(run(registry, custom)))
