@@ -654,10 +654,14 @@ def _ui_by_original_node(run: _Run) -> dict[str, dict[str, Any]]:
 
 
 def _merge_ui(uis: list[dict[str, Any]]) -> dict[str, Any]:
+    """The UI of a node that ran once per list item: each key's sequences (lists or tuples) joined in call order,
+    as ComfyUI joins them; other values are the last call's."""
+    if len(uis) == 1:
+        return uis[0]
     merged: dict[str, Any] = {}
     for ui in uis:
         for key, value in ui.items():
-            if isinstance(value, list):
+            if isinstance(value, (list, tuple)):
                 merged.setdefault(key, []).extend(value)
             else:
                 merged[key] = value

@@ -1,13 +1,16 @@
 """Discovering and importing node plugins (ComfyUI's custom-node convention), never letting one stop us.
 
 Every package folder (with `__init__.py`) and every `.py` file in the plugin folders is imported; names
-starting with "." or ending in ".disabled" are skipped. `NODE_CLASS_MAPPINGS`, `NODE_DISPLAY_NAME_MAPPINGS`
-and `WEB_DIRECTORY` are read and the classes registered through `NodeRegistry.register_mappings`, the same
-call the built-in nodes use. A plugin that fails to import is recorded with its traceback and skipped.
+starting with "." or ending in ".disabled" are skipped. `NODE_CLASS_MAPPINGS`, `NODE_DISPLAY_NAME_MAPPINGS`,
+`WEB_DIRECTORY` and a V3 extension's nodes (`comfy_entrypoint`) are read and the classes registered through
+`NodeRegistry.register_mappings`, the same call the built-in nodes use. A plugin that fails to import is recorded
+with its traceback and skipped.
 Knows nothing of diffusion or HTTP.
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import importlib.util
 import logging
 import re
@@ -106,8 +109,15 @@ def load_plugin(path: Path, registry: NodeRegistry) -> PluginRecord:
         mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
         if mappings is not None and not isinstance(mappings, dict):
             raise TypeError("NODE_CLASS_MAPPINGS must be a dict of node name -> class")
-        display_names = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
-        mappings = mappings or {}
+        display_names = dict(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {})
+        mappings = dict(mappings or {})
+        entrypoint = getattr(module, "comfy_entrypoint", None)
+        if entrypoint is not None:
+            for node_class in extension_nodes(entrypoint):
+                schema = node_class.GET_SCHEMA()
+                mappings[schema.node_id] = node_class
+                if schema.display_name:
+                    display_names[schema.node_id] = schema.display_name
         record.collisions = registry.register_mappings(mappings, display_names, source=name)
         record.nodes = [node for node in mappings if node not in record.collisions]
         web_directory = getattr(module, "WEB_DIRECTORY", None)
@@ -126,6 +136,22 @@ def load_plugin(path: Path, registry: NodeRegistry) -> PluginRecord:
     for collision in record.collisions:
         log.warning("plugin %s: node %r is already registered; the first one is kept", name, collision)
     return record
+
+
+def extension_nodes(entrypoint: Any) -> list[type]:
+    """The node classes of a plugin's V3 extension (ComfyUI's `async def comfy_entrypoint() -> ComfyExtension`,
+    whose `on_load()` runs first and `get_node_list()` gives classes with `GET_SCHEMA()`)."""
+    async def collect() -> list[type]:
+        extension = await entrypoint()
+        await extension.on_load()
+        return list(await extension.get_node_list())
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop in this thread: run the coroutines here
+        return asyncio.run(collect())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # called from a loop: run them in a thread of their own
+        return pool.submit(asyncio.run, collect()).result()
 
 
 def missing_name(exc: BaseException) -> str | None:
