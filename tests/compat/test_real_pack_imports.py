@@ -171,3 +171,32 @@ def test_essentials_like_pack(node_env, tmp_path):
                   "latent_image": ["4", 0]}},
               "6": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": "custom"}}}
     torch.testing.assert_close(helper, saved(run(registry, custom)))
+
+
+def test_kjnodes_like_pack(node_env, tmp_path):
+    registry = load_packs(node_env, tmp_path, "kjnodes_like")
+    assert registry.get("LikeImageBatchMulti").RETURN_NAMES == ("images",)  # a V3 node listed in the classic mapping
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 1, "color": 0}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 16, "batch_size": 2, "color": 0xFFFFFF}},
+        "3": {"class_type": "LikeImageBatchMulti", "inputs": {"image_1": ["1", 0], "image_2": ["2", 0]}},
+        "4": {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": 8, "height": 8}},
+        "5": {"class_type": "LikeGrowMaskWithBlur", "inputs": {"mask": ["4", 0], "expand": 1, "blur_radius": 0.0}},
+        "6": {"class_type": "LikeCompositeMasked", "inputs": {"destination": ["1", 0], "source": ["2", 0],
+                                                              "mask": ["5", 1], "x": 4}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    result = run(registry, prompt)
+    assert len(result.outputs["7"]["images"]) == 3  # one black image and two white ones resized to it
+    from PIL import Image
+
+    entry = result.outputs["8"]["images"][0]
+    with Image.open(node_env.folders.temp_dir / entry["subfolder"] / entry["filename"]) as pasted:
+        pixels = torch.tensor(list(pasted.convert("L").getdata()), dtype=torch.float32).reshape(8, 16)
+    # the inverted (all ones) mask, resized to the 32x16 white source, pastes it from x = 4, cut at the edge
+    assert pixels[:, :4].max() == 0 and pixels[:, 4:].min() == 255
+    grown, inverted = registry.get("LikeGrowMaskWithBlur")().expand_mask(
+        torch.tensor([[0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]]), 1, 0.0)
+    assert grown[0].tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]]
+    torch.testing.assert_close(inverted, 1.0 - grown)
