@@ -97,3 +97,32 @@ def test_optimized_attention_is_multi_head_attention():
     masked_weights = torch.softmax(split[0] @ split[1].transpose(-1, -2) / dim ** 0.5 + mask, dim=-1)
     torch.testing.assert_close(optimized_attention(q, k, v, heads, mask=mask),
                                (masked_weights @ split[2]).transpose(1, 2).reshape(2, 5, 8))
+
+
+def test_ops_layers_skip_initialisation_and_cast_when_asked(monkeypatch):
+    from comfy import ops
+
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(3, 2)
+    conv_reference = torch.nn.Conv2d(2, 4, 3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("random initialisation ran")
+
+    monkeypatch.setattr(torch.nn.init, "kaiming_uniform_", refuse)
+    layer = ops.disable_weight_init.Linear(3, 2)
+    cast = ops.manual_cast.Linear(3, 2, dtype=torch.float16)
+    conv = ops.manual_cast.conv_nd(2, 2, 4, 3, dtype=torch.bfloat16)
+    for module, source in ((layer, reference), (cast, reference), (conv, conv_reference)):
+        module.load_state_dict(source.state_dict())
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(layer(x), reference(x))
+    assert cast.weight.dtype == torch.float16 and cast(x).dtype == torch.float32  # computes in the input's dtype
+    torch.testing.assert_close(cast(x), torch.nn.functional.linear(x, reference.weight.half().float(),
+                                                                   reference.bias.half().float()))
+    image = torch.randn(1, 2, 6, 6)
+    torch.testing.assert_close(conv(image), torch.nn.functional.conv2d(
+        image, conv_reference.weight.bfloat16().float(), conv_reference.bias.bfloat16().float()))
+    assert ops.pick_operations(torch.float16, torch.float32) is ops.manual_cast
+    assert ops.pick_operations(torch.float32, torch.float32) is ops.disable_weight_init
+    assert isinstance(layer, torch.nn.Linear) and isinstance(layer, ops.CastWeightBiasOp)
