@@ -30,17 +30,23 @@ def preview_frame(image_bytes: bytes, image_format: str = "JPEG") -> bytes:
 
 def jpeg_preview(preview: Any, max_size: int = 512) -> bytes | None:
     """Encode a preview as a ComfyUI binary preview frame. Nodes pass a PIL image, or an object whose
-    `to_image()` makes one (so the work is only done when previews are on); anything else is ignored."""
+    `to_image()` makes one (so the work is only done when previews are on), or ComfyUI's preview tuple
+    `(format, PIL image, max_size)` (ProgressBar, `send_sync`), framed in its own format and size (None: ours);
+    anything else is ignored."""
     from PIL import Image
 
+    image_format = "JPEG"
+    if isinstance(preview, (tuple, list)) and len(preview) == 3 and str(preview[0]).upper() in IMAGE_FORMATS:
+        image_format, size, preview = str(preview[0]).upper(), preview[2], preview[1]
+        max_size = int(size) if size is not None else max_size
     image = preview.to_image() if hasattr(preview, "to_image") else preview
     if not isinstance(image, Image.Image):
         return None
     image = image.convert("RGB")
     image.thumbnail((max_size, max_size))
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=80)
-    return preview_frame(buffer.getvalue(), "JPEG")
+    image.save(buffer, format=image_format, **({"quality": 80} if image_format == "JPEG" else {}))
+    return preview_frame(buffer.getvalue(), image_format)
 
 
 class ClientHub:

@@ -10,7 +10,6 @@ written against; our own code passes state around.
 from __future__ import annotations
 
 import enum
-import io
 import logging
 import struct
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from aiohttp import web
 
 from engine.validation import ValidationResult, validate_prompt
-from server.hub import preview_frame
+from server.hub import jpeg_preview
 
 if TYPE_CHECKING:
     from engine.interrupt import InterruptFlag
@@ -239,19 +238,14 @@ class PromptServer:
 
 
 def _binary_frame(event: int, data: Any) -> bytes:
-    """A plugin's binary event as ComfyUI frames it; previews are encoded here (UNENCODED previews too)."""
+    """A plugin's binary event as ComfyUI frames it; previews `(format, PIL image, max_size)` are encoded here
+    (UNENCODED previews too)."""
     if event in (BinaryEventTypes.PREVIEW_IMAGE, BinaryEventTypes.UNENCODED_PREVIEW_IMAGE) and isinstance(
             data, (tuple, list)):
-        image_format, image, max_size = (tuple(data) + (None,))[:3]
-        image_format = str(image_format).upper()
-        if image_format not in ("JPEG", "PNG"):
-            raise ValueError(f"send_sync: preview format must be JPEG or PNG, not {image_format!r}")
-        image = image.convert("RGB")
-        if max_size is not None:
-            image.thumbnail((max_size, max_size))
-        buffer = io.BytesIO()
-        image.save(buffer, format=image_format, **({"quality": 95} if image_format == "JPEG" else {}))
-        return preview_frame(buffer.getvalue(), image_format)
+        frame = jpeg_preview(tuple(data))
+        if frame is None:
+            raise ValueError("send_sync: a preview must be (\"JPEG\" or \"PNG\", PIL image, max_size)")
+        return frame
     if isinstance(data, (bytes, bytearray)):
         return struct.pack(">I", event) + bytes(data)
     raise ValueError(f"send_sync: binary event {event} needs bytes or a (format, image, max_size) preview")
