@@ -12,6 +12,7 @@ provided: asking for one raises an AttributeError that names it. Knows nothing o
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import Any, Callable
 
 import torch
@@ -118,6 +119,12 @@ class ComfyModelPatcherApi:
         """`function(args)` gets "conds_out" [cond, uncond] denoised estimates before guidance, returns new ones."""
         self._set("pre_cfg", self.pre_cfg + (PreCfgFunction(function, self.model, disable_cfg1_optimization),))
 
+    def set_model_denoise_mask_function(self, function: Callable[..., torch.Tensor]) -> None:
+        """`function(sigma, denoise_mask, extra_options)` turns a LATENT noise mask into each step's (ComfyUI's
+        Differential Diffusion hook); `extra_options` has "model" (its `inner_model` is `MODEL.model`) and
+        "sigmas"."""
+        self._set("denoise_mask_function", PackDenoiseMask(function, self.model))
+
     def _set(self, field: str, value: Any) -> None:
         object.__setattr__(self, field, value)  # ComfyUI's setters change the (cloned) patcher itself
 
@@ -144,7 +151,7 @@ class CfgFunction(_PackFunction):
         prediction = self.function({"cond": x - cond, "uncond": x - uncond, "cond_scale": args["cond_scale"],
                                     "timestep": args["sigma"], "input": x, "sigma": args["sigma"],
                                     "cond_denoised": cond, "uncond_denoised": uncond, "model": self.model,
-                                    "model_options": {}})
+                                    "model_options": {"transformer_options": {}}})
         return x - prediction
 
 
@@ -152,7 +159,7 @@ class PostCfgFunction(_PackFunction):
     """A pack's `sampler_post_cfg_function` as a post-CFG patch."""
 
     def __call__(self, args: dict[str, Any]) -> torch.Tensor:
-        return self.function({**args, "model": self.model, "model_options": {}})
+        return self.function({**args, "model": self.model, "model_options": {"transformer_options": {}}})
 
 
 class PreCfgFunction(_PackFunction):
@@ -162,5 +169,18 @@ class PreCfgFunction(_PackFunction):
         cond, uncond = self.function({"conds_out": [args["cond_denoised"], args["uncond_denoised"]],
                                       "cond_scale": args["cond_scale"], "timestep": args["sigma"],
                                       "input": args["input"], "sigma": args["sigma"], "model": self.model,
-                                      "model_options": {}})
+                                      "model_options": {"transformer_options": {}}})
         return cond, uncond
+
+
+@dataclasses.dataclass(frozen=True)
+class PackDenoiseMask:
+    """A pack's denoise mask function under our `denoise_mask_function` contract (sigma, mask, sigmas, schedule)."""
+
+    function: Callable[..., torch.Tensor]
+    model: ModelView
+
+    def __call__(self, sigma: torch.Tensor, mask: torch.Tensor, sigmas: torch.Tensor,
+                 model_sampling: Any) -> torch.Tensor:
+        sampler_model = types.SimpleNamespace(inner_model=self.model, model_sampling=model_sampling)
+        return self.function(sigma, mask, extra_options={"model": sampler_model, "sigmas": sigmas})

@@ -100,3 +100,27 @@ def test_unsupported_patcher_names_say_so(sd1):
         model.set_model_attn1_patch(lambda *a: a)
     with pytest.raises(AttributeError, match="get_model_object"):
         model.get_model_object("not_a_part")
+
+
+def test_a_denoise_mask_function_shapes_the_inpainting_mask_each_step(sd1):
+    from nodes.inpaint import SetLatentNoiseMask
+
+    model, positive, negative = sd1
+    latent = EmptyLatentImage().generate(64, 64, 1)[0]
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, 32:] = 1.0
+    (masked,) = SetLatentNoiseMask().set_mask(latent, mask)
+    seen = []
+
+    def full_mask(sigma, denoise_mask, extra_options):
+        seen.append((float(sigma[0]), len(extra_options["sigmas"]),
+                     extra_options["model"].inner_model.model_sampling is not None))
+        return torch.ones_like(denoise_mask)  # denoise everywhere: the noise mask no longer keeps anything
+
+    patched = model.clone()
+    patched.set_model_denoise_mask_function(full_mask)
+    latent_samples = common_ksampler(patched, 7, 3, 4.0, "euler", "normal", positive, negative, masked)[0]
+    unmasked = common_ksampler(model, 7, 3, 4.0, "euler", "normal", positive, negative, latent)[0]
+    torch.testing.assert_close(latent_samples["samples"], unmasked["samples"])
+    assert len(seen) == 3 and all(count == 4 and has_model for _, count, has_model in seen)
+    assert model.denoise_mask_function is None
