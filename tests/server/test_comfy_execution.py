@@ -417,6 +417,17 @@ class TestComfyExecution:
         assert heard.count("status") >= 2  # it was listening: the queue's broadcasts reached it
         assert "progress_state" not in heard and "executing" not in heard
 
+    @pytest.mark.parametrize("node_type", ["SyncProgressSteps", "AsyncProgressSteps"])
+    async def test_comfy_api_set_progress_reaches_progress_state(self, client, graph, node_type):
+        counter = graph.node(node_type, value=graph.node("IntValue", value=7).out(0), steps=3)
+        show = graph.node("PreviewAny", source=counter.out(0))
+        outcome = await client.run(graph)
+        running = [(nodes[counter.id]["value"], nodes[counter.id]["max"]) for nodes in outcome.progress_states
+                   if nodes.get(counter.id, {}).get("state") == "running"]
+        assert [step for step in running if step[0]] == [(1, 3), (2, 3), (3, 3)]  # after its start at 0
+        assert outcome.progress_states[-1][counter.id]["state"] == "finished"
+        assert outcome.outputs[show.id]["text"] == ["7"]
+
     # ---- partial execution ---------------------------------------------------------------------------------
     async def test_partial_execution_runs_only_the_chosen_outputs(self, client, graph):
         first, second, third = image(graph, "BLACK"), image(graph, "WHITE"), image(graph, "NOISE")
