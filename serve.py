@@ -40,6 +40,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--no-previews", action="store_true", help="do not send latent previews while sampling")
     server.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload in MiB")
     server.add_argument("--max-history", type=int, default=10000, help="history entries kept (0 keeps all)")
+    server.add_argument("--multi-user", action="store_true",
+                        help="ComfyUI's per-user data: users listed in <user dir>/users.json, each with its own "
+                             "folder and settings, chosen by the client's comfy-user header")
     cluster = parser.add_argument_group("cluster (Ray workers run the queue; without these flags Ray is not used)")
     cluster.add_argument("--workers", type=int, default=None, metavar="N",
                          help="start a local Ray runtime with N workers: one GPU each where there are GPUs, "
@@ -67,7 +70,7 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     runtime_future: concurrent.futures.Future = concurrent.futures.Future()
     config = ServerConfig(auth_token=args.auth_token, allowed_origins=frozenset(args.allow_origin), hosts=hosts,
                           max_upload_bytes=args.max_upload_mb * 1024 * 1024, previews=not args.no_previews,
-                          max_history=args.max_history)
+                          max_history=args.max_history, multi_user=args.multi_user)
     cluster = _cluster(settings, args)
     app = create_app(settings, config, runtime_future,  # before plugins import: they register routes on it
                      cluster.queue_worker if cluster is not None else None)

@@ -20,7 +20,7 @@ from app.prompt_worker import DEFAULT_INTERRUPT_GRACE_S, EventSink, PreviewEncod
 from app.settings import Settings
 from engine.validation import validate_prompt
 from engine.workflow_format import WorkflowFormatError, is_editor_format, to_api_format
-from server import catalog_routes, file_routes
+from server import catalog_routes, file_routes, internal_routes, userdata_routes
 from server.hub import jpeg_preview
 from server.plugin_api import PromptServer
 from server.plugin_routes import PluginRoutes
@@ -120,6 +120,8 @@ def _routes() -> list[web.RouteDef]:
         web.get("/ws", websocket),
         *file_routes.ROUTES,
         *catalog_routes.ROUTES,
+        *userdata_routes.ROUTES,  # ComfyUI's frontend: users, settings, user data files (#20)
+        *internal_routes.ROUTES,  # ComfyUI's frontend: folders, model library, metadata, translations (#20)
     ]
 
 

@@ -34,6 +34,7 @@ class ServerConfig:
     max_history: int = 10000
     web_dir: Path = WEB_DIR
     workflows_dir: Path = WORKFLOWS_DIR
+    multi_user: bool = False  # ComfyUI's --multi-user: the comfy-user header picks the user folder
 
 
 @dataclass

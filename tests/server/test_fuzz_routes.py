@@ -34,11 +34,15 @@ FUZZ = hypothesis_settings(deadline=None, derandomize=True, database=None,
 PATHS = ["/", "/prompt", "/queue", "/history", "/history/{prompt_id}", "/interrupt", "/free", "/features", "/ws",
          "/view", "/upload/image", "/upload/mask", "/object_info", "/object_info/{node_class}", "/models",
          "/models/{folder}", "/embeddings", "/system_stats", "/workflow_templates", "/workflow_templates/{name}",
-         "/custom_nodes", "/extensions", "/extensions/{plugin}/{path}", "/web/{path}", "/fuzz-pack/{item}"]
+         "/custom_nodes", "/extensions", "/extensions/{plugin}/{path}", "/web/{path}", "/fuzz-pack/{item}",
+         # ComfyUI's frontend routes (#20): server/userdata_routes.py and server/internal_routes.py
+         "/users", "/settings", "/settings/{id}", "/userdata", "/v2/userdata", "/userdata/{file}",
+         "/userdata/{file}/move/{dest}", "/internal/folder_paths", "/internal/files/{directory_type}",
+         "/experiment/models", "/experiment/models/{folder}", "/view_metadata/{folder}", "/i18n"]
 JSON_ROUTES = ["/prompt", "/queue", "/history", "/interrupt", "/free"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 QUERY_NAMES = ["filename", "subfolder", "type", "preview", "channel", "max_items", "offset", "clientId", "token",
-               "x"]
+               "x", "dir", "recurse", "full_info", "split", "path", "overwrite"]
 TRICKY_TEXT = ["", ".", "..", "../x", "/etc/passwd", "a" * 300, "é" * 150, "\x00", "a\x00b", "٩٠", "²",
                "jpeg;٩٠", "webp;99999999999999999999", "jpeg;", "png;-1", "1_000", str(10**20), "-" + "9" * 30,
                "NaN", "input", "output", "temp", "rgb", "a", "rgba", "a.png", "pack", "x.js", "%00", "\\..\\x"]
