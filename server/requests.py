@@ -21,9 +21,9 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # JSON's \ud800 escapes make the
 SQLITE_MAX_INTEGER = 2**63 - 1  # what the queue's SQLite database can store; larger numbers overflow there
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    state = request.app[STATE]
-    limit = state.config.max_json_bytes
+async def read_json_value(request: web.Request, empty: Any = None) -> Any:
+    """The body as any JSON value, read within the JSON size limit; an empty body is `empty` when given, else a 400."""
+    limit = request.app[STATE].config.max_json_bytes
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     chunks, size = [], 0
@@ -33,14 +33,19 @@ async def read_json(request: web.Request) -> dict[str, Any]:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
         chunks.append(chunk)
     raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
+    if empty is not None and not raw.strip():
+        return empty
     try:
-        body = json.loads(raw)
+        return json.loads(raw)
     except ValueError as exc:  # also numbers too long to convert and bytes that are not text
         raise web.HTTPBadRequest(text=f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise web.HTTPBadRequest(text="the request body is nested too deeply") from None
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is {})."""
+    body = await read_json_value(request, empty={})
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="the request body must be a JSON object")
     return body

@@ -7,14 +7,17 @@ overwrite=false; the bodies are JSON here, as on every route of ours.
 """
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from aiohttp import web
 
 from app.files import UnsafePathError
-from app.user_data import DEFAULT_USER, UnknownUserError, UserData, UserFileExistsError, file_info
-from server.requests import in_thread, read_json
+from app.user_data import (
+    DEFAULT_USER,
+    UnknownUserError,
+    UserData,
+    UserFileExistsError,
+    file_info,
+)
+from server.requests import in_thread, read_json, read_json_value
 from server.security import json_error
 from server.state import STATE
 
@@ -96,26 +99,11 @@ async def post_settings(request: web.Request) -> web.Response:
 async def post_setting(request: web.Request) -> web.Response:
     """Set one setting to the posted JSON value (any JSON, not only objects)."""
     data, user = _user(request, web.HTTPUnauthorized)
-    value = await _json_value(request)
+    value = await read_json_value(request)
     settings = await in_thread(data.settings, user)
     settings[request.match_info["id"]] = value
     await in_thread(data.save_settings, user, settings)
     return web.Response(status=200)
-
-
-async def _json_value(request: web.Request) -> Any:
-    """The body as any JSON value (a setting may be a string, number or list), within the JSON size limit."""
-    limit = request.app[STATE].config.max_json_bytes
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (ValueError, RecursionError) as error:
-        raise web.HTTPBadRequest(text=f"the request body is not valid JSON: {error}") from None
 
 
 async def list_userdata(request: web.Request) -> web.Response:

@@ -60,21 +60,15 @@ _COMPUTE = {
 }
 
 
-def _op(layer: type[torch.nn.Module], cast: bool) -> type:
-    return type(layer.__name__, (CastWeightBiasOp, layer), {"comfy_cast_weights": cast,
-                                                           "forward": _cast_forward(layer, _COMPUTE[layer])})
+def _ops(cast: bool) -> dict[str, type]:
+    """One op class per layer of `_COMPUTE`, by the torch layer's name."""
+    return {layer.__name__: type(layer.__name__, (CastWeightBiasOp, layer),
+                                 {"comfy_cast_weights": cast, "forward": _cast_forward(layer, compute)})
+            for layer, compute in _COMPUTE.items()}
 
 
 class disable_weight_init:  # noqa: N801 - ComfyUI's name
-    """Layers that skip random initialisation."""
-
-    Linear = _op(torch.nn.Linear, False)
-    Conv1d = _op(torch.nn.Conv1d, False)
-    Conv2d = _op(torch.nn.Conv2d, False)
-    Conv3d = _op(torch.nn.Conv3d, False)
-    GroupNorm = _op(torch.nn.GroupNorm, False)
-    LayerNorm = _op(torch.nn.LayerNorm, False)
-    Embedding = _op(torch.nn.Embedding, False)
+    """Layers that skip random initialisation: Linear, Conv1d/2d/3d, GroupNorm, LayerNorm, Embedding."""
 
     @classmethod
     def conv_nd(cls, dims: int, *args: Any, **kwargs: Any) -> torch.nn.Module:
@@ -85,15 +79,12 @@ class disable_weight_init:  # noqa: N801 - ComfyUI's name
 
 
 class manual_cast(disable_weight_init):  # noqa: N801 - ComfyUI's name
-    """Layers that skip random initialisation and compute in the input's dtype and device."""
+    """The same layers, computing in the input's dtype and device."""
 
-    Linear = _op(torch.nn.Linear, True)
-    Conv1d = _op(torch.nn.Conv1d, True)
-    Conv2d = _op(torch.nn.Conv2d, True)
-    Conv3d = _op(torch.nn.Conv3d, True)
-    GroupNorm = _op(torch.nn.GroupNorm, True)
-    LayerNorm = _op(torch.nn.LayerNorm, True)
-    Embedding = _op(torch.nn.Embedding, True)
+
+for _namespace, _cast in ((disable_weight_init, False), (manual_cast, True)):
+    for _name, _layer in _ops(_cast).items():
+        setattr(_namespace, _name, _layer)
 
 
 def pick_operations(weight_dtype: torch.dtype | None, compute_dtype: torch.dtype | None,

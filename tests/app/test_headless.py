@@ -164,13 +164,14 @@ def test_ctrl_c_on_a_node_that_ignores_it_exits_130_after_the_grace_period_or_a_
     runtime.registry = runtime.executor.registry = make_faulty_registry(stubborn)
     runtime.settings = replace(runtime.settings, interrupt_grace=grace)
     press_ctrl_c_when(stubborn.started, presses)
-    began = time.monotonic()
     try:
         code, text = run(runtime, write(tmp_path, through("Stubborn")))
+        # the run ended while the node was still stuck (it waits up to 30 s for a release that comes only below)
+        abandoned_while_running = not stubborn.returned.is_set()
     finally:
         stubborn.release.set()
     assert code == EXIT_INTERRUPTED and "interrupted" in text
-    assert time.monotonic() - began < 10
+    assert abandoned_while_running
 
 
 def test_the_interrupt_grace_is_a_setting_given_before_or_after_the_sub_command():
