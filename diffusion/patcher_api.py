@@ -58,6 +58,20 @@ class ModelView:
     def get_dtype(self) -> torch.dtype:
         return self._owner.dtype
 
+    def process_latent_in(self, latent: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents into the model's sampling space."""
+        return self._owner.latent_format.process_in(latent)
+
+    def process_latent_out(self, latent: torch.Tensor) -> torch.Tensor:
+        """Sampling-space latents back to raw VAE latents."""
+        return self._owner.latent_format.process_out(latent)
+
+    def scale_latent_inpaint(self, x: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                             latent_image: torch.Tensor) -> torch.Tensor:
+        """`latent_image` noised with `noise` to `sigma` as the model noises (what inpainting keeps outside the
+        mask); `x` is not used, as in ComfyUI's models."""
+        return self._owner.model_sampling.noise_scaling(sigma, noise, latent_image)
+
 
 class ComfyModelPatcherApi:
     """Mixed into `DiffusionModel` (a frozen dataclass with `network`, `post_cfg`, `pre_cfg`, `model_sampling`,

@@ -59,13 +59,18 @@ class DisableNoise:
 
 @dataclass(frozen=True)
 class SamplerChoice:
-    """SAMPLER: a sampler name of `diffusion.sampling.samplers` and its options (the Sampler* nodes' inputs)."""
+    """SAMPLER: a sampler name of `diffusion.sampling.samplers` and its options (the Sampler* nodes' inputs).
+    Any SAMPLER value answers `options` and `spec(guider)`, how it runs under that guider (a node pack's sampler
+    function is a SAMPLER of its own kind)."""
 
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
 
+    def spec(self, guider: Any) -> samplers.SamplerSpec:
+        return samplers.sampler_spec(self.name)
 
-def _noise_mask(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+
+def noise_mask_for(mask: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """A LATENT noise mask at the latents' size (bilinear) for every channel, repeated or cut to the batch, as
     ComfyUI prepares it."""
     mask = F.interpolate(mask.float().reshape(-1, 1, *mask.shape[-2:]), size=tuple(shape[-2:]), mode="bilinear")
@@ -177,11 +182,13 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
         if callback is not None:
             callback(index, latent_format.process_out(latents.float()), latent_format.process_out(denoised.float()))
 
+    sigmas = sigmas.to(device)
     with torch.inference_mode(), lora_applied(model.network, model.lora_component, model.loras), \
             interrupts_between_blocks(model.network, model.speedups), \
             speedups_applied(model.network, model.speedups) as network, \
-            unet_patches.patches_applied(model.network, model.unet_patches, patch_run):
-        cfg1_optimization = not samplers.sampler_spec(sampler.name).uses_unguided
+            unet_patches.patches_applied(model.network, model.unet_patches, patch_run), run_seed.sigmas_of_run(sigmas):
+        spec = sampler.spec(guider)
+        cfg1_optimization = not spec.uses_unguided
         with run_seed.seeded(noise_source.seed):  # the conditioning's seeded inputs (unCLIP) are made here
             denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,
                                                  cfg1_optimization)
@@ -189,10 +196,10 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
         if model.unet_patches:
             denoiser = _SigmaNoted(denoiser, patch_run)
         if edit is not None and edit.keeps_source:
-            denoiser = _KeepUnmasked(denoiser, _noise_mask(edit.noise_mask, source.shape).to(device), source,
-                                     initial, model.denoise_mask_function, sigmas.to(device))
-        x = samplers.sample_from_noise(sampler.name, denoiser, initial, source, sigmas.to(device), noise_source.seed,
-                                       on_step, **sampler.options)
+            denoiser = _KeepUnmasked(denoiser, noise_mask_for(edit.noise_mask, source.shape).to(device), source,
+                                     initial, model.denoise_mask_function, sigmas)
+        x = samplers.sample_from_noise(spec, denoiser, initial, source, sigmas, noise_source.seed, on_step,
+                                       **sampler.options)
     return latent_format.process_out(x.float().cpu())
 
 

@@ -1,7 +1,9 @@
-"""The seed of the sampling run in progress, for model inputs that ComfyUI derives from it while it prepares the
-conditioning (the unCLIP image embedding's noise augmentation draws from the seed minus 10): the samplers set it
-around a run (`seeded`), a family's `network_inputs` reads it (`current_seed`). A context variable, so that two
-runs in two threads never see each other's. Knows nothing of models, nodes or files.
+"""The seed and the sigmas of the sampling run in progress, for what ComfyUI derives from them inside a run: model
+inputs made while the conditioning is prepared (the unCLIP image embedding's noise augmentation draws from the seed
+minus 10) and what node packs' guiders and model wrappers read (ComfyUI's `seed` argument and its
+`transformer_options["sample_sigmas"]`). The samplers set them around a run (`seeded`, `sigmas_of_run`); readers
+call `current_seed` and `current_sigmas`. Context variables, so that two runs in two threads never see each other's.
+Knows nothing of models, nodes or files.
 """
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import contextlib
 import contextvars
 from typing import Iterator
 
+import torch
+
 _seed: contextvars.ContextVar[int | None] = contextvars.ContextVar("sampling_seed", default=None)
+_sigmas: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("sampling_sigmas", default=None)
 
 
 def current_seed(default: int = 0) -> int:
@@ -26,3 +31,18 @@ def seeded(seed: int) -> Iterator[None]:
         yield
     finally:
         _seed.reset(token)
+
+
+def current_sigmas() -> torch.Tensor | None:
+    """The whole schedule of the run in progress (its first to its last sigma); None outside a run."""
+    return _sigmas.get()
+
+
+@contextlib.contextmanager
+def sigmas_of_run(sigmas: torch.Tensor) -> Iterator[None]:
+    """`sigmas` are the run's schedule while the block runs."""
+    token = _sigmas.set(sigmas)
+    try:
+        yield
+    finally:
+        _sigmas.reset(token)

@@ -200,3 +200,49 @@ def test_kjnodes_like_pack(node_env, tmp_path):
         torch.tensor([[0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 0]]), 1, 0.0)
     assert grown[0].tolist() == [[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]]
     torch.testing.assert_close(inverted, 1.0 - grown)
+
+
+def test_kjnodes_like_guider_and_sampler_run_in_our_core(node_env, tmp_path):
+    """The pack's CFGGuider subclass and KSAMPLER sampler, fed to SamplerCustomAdvanced, give our CFGGuider's and
+    euler's latents when they change nothing, and other latents when they do."""
+    registry = load_packs(node_env, tmp_path, "kjnodes_like")
+
+    def graph(guider: dict, sampler: dict) -> dict:
+        return {
+            "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEMO_CHECKPOINT}},
+            "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cat", "clip": ["1", 1]}},
+            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+            "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "5": guider,
+            "6": sampler,
+            "7": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "karras", "steps": 3,
+                                                             "denoise": 1.0}},
+            "8": {"class_type": "RandomNoise", "inputs": {"noise_seed": 4}},
+            "9": {"class_type": "SamplerCustomAdvanced", "inputs": {
+                "noise": ["8", 0], "guider": ["5", 0], "sampler": ["6", 0], "sigmas": ["7", 0],
+                "latent_image": ["4", 0]}},
+            "10": {"class_type": "SaveLatent", "inputs": {"samples": ["9", 0], "filename_prefix": "kj_like"}},
+        }
+
+    conditioning = {"model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0]}
+    ours = {"class_type": "CFGGuider", "inputs": {**conditioning, "cfg": 6.0}}
+    euler = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+
+    def scheduled(start: float, end: float) -> dict:
+        return {"class_type": "LikeScheduledCFGGuidance",
+                "inputs": {**conditioning, "cfg": 6.0, "start_percent": start, "end_percent": end}}
+
+    def scaled(scale: float) -> dict:
+        return {"class_type": "LikeSamplerEulerScaled", "inputs": {"step_scale": scale}}
+
+    def latents(prompt: dict) -> torch.Tensor:
+        import safetensors.torch
+
+        entry = run(registry, prompt).outputs["10"]["latents"][0]
+        return safetensors.torch.load_file(node_env.folders.output_dir / entry["subfolder"] / entry["filename"])[
+            "latent_tensor"]
+
+    expected = latents(graph(ours, euler))
+    torch.testing.assert_close(latents(graph(scheduled(0.0, 1.0), scaled(1.0))), expected)
+    assert not torch.allclose(latents(graph(scheduled(0.0, 0.4), euler)), expected)
+    assert not torch.allclose(latents(graph(ours, scaled(0.8))), expected)

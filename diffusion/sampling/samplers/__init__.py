@@ -156,14 +156,18 @@ def _no_report(index: int, x: torch.Tensor, denoised: torch.Tensor) -> None:
     return None
 
 
-def sample(name: str, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, seed: int,
+def _spec_of(sampler: str | SamplerSpec) -> SamplerSpec:
+    return sampler if isinstance(sampler, SamplerSpec) else sampler_spec(sampler)
+
+
+def sample(sampler: str | SamplerSpec, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, seed: int,
            callback: StepCallback | None = None, **options: Any) -> torch.Tensor:
-    """Run sampler `name` from latents `x` at sigmas[0] down the schedule `sigmas` (ending at 0 or not) ->
-    the latents at the last sigma. `seed` seeds the noise of samplers that draw any. `callback` is called once
-    per step as ComfyUI calls its own (most samplers once per sigma interval; dpm_fast once per solver step,
-    dpm_adaptive once per tried step) with the step index, the latents after the step and the step's denoised
-    estimate."""
-    spec = sampler_spec(name)
+    """Run `sampler` (a name, or a spec of its own: a node pack's sampler function) from latents `x` at
+    sigmas[0] down the schedule `sigmas` (ending at 0 or not) -> the latents at the last sigma. `seed` seeds the
+    noise of samplers that draw any. `callback` is called once per step as ComfyUI calls its own (most samplers
+    once per sigma interval; dpm_fast once per solver step, dpm_adaptive once per tried step) with the step index,
+    the latents after the step and the step's denoised estimate."""
+    spec = _spec_of(sampler)
     run = SamplingRun(denoiser, seed, callback or _no_report)
     with torch.no_grad():
         return spec.run(run, x, sigmas, **spec.settings(options))
@@ -176,7 +180,7 @@ def starts_from_pure_noise(model_sampling: Any, sigmas: torch.Tensor) -> bool:
     return math.isclose(max_sigma, first, rel_tol=1e-05) or first > max_sigma
 
 
-def sample_from_noise(name: str, denoiser: Denoiser, noise: torch.Tensor, latent_image: torch.Tensor,
+def sample_from_noise(sampler: str | SamplerSpec, denoiser: Denoiser, noise: torch.Tensor, latent_image: torch.Tensor,
                       sigmas: torch.Tensor, seed: int, callback: StepCallback | None = None,
                       **options: Any) -> torch.Tensor:
     """ComfyUI's KSAMPLER around `sample`: `latent_image` noised with `noise` to sigmas[0] by the model's noise
@@ -186,5 +190,5 @@ def sample_from_noise(name: str, denoiser: Denoiser, noise: torch.Tensor, latent
         return latent_image
     model_sampling = denoiser.model_sampling
     x = model_sampling.noise_scaling(sigmas[0], noise, latent_image, starts_from_pure_noise(model_sampling, sigmas))
-    x = sample(name, denoiser, x, sigmas, seed, callback, **options)
-    return model_sampling.inverse_noise_scaling(sampler_spec(name).final_sigma(sigmas), x)
+    x = sample(sampler, denoiser, x, sigmas, seed, callback, **options)
+    return model_sampling.inverse_noise_scaling(_spec_of(sampler).final_sigma(sigmas), x)

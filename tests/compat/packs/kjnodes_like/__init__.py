@@ -1,7 +1,8 @@
-"""Imports what ComfyUI-KJNodes' mask, image and LoRA node modules import from ComfyUI (nodes/mask_nodes.py,
-nodes/lora_nodes.py and the parts of nodes/nodes.py and nodes/image_nodes.py that nodeflow provides: not
-`comfy.samplers.sampling_function`/`CFGGuider`, `comfy.patcher_extension`, `comfy.sampler_helpers`, or the video
-types `InputImpl`/`Types`), with small nodes of our own in its manner, classic and V3."""
+"""Imports what ComfyUI-KJNodes' mask, image, LoRA and sampling node modules import from ComfyUI (nodes/mask_nodes.py,
+nodes/lora_nodes.py and the parts of nodes/nodes.py, nodes/image_nodes.py and nodes/model_optimization_nodes.py that
+nodeflow provides: not the video types `InputImpl`/`Types` nor ComfyUI's model classes under `comfy.ldm`), with
+small nodes of our own in its manner, classic and V3: a scheduled-CFG guider subclassing `CFGGuider` and a
+KSAMPLER sampler of its own."""
 import comfy.latent_formats  # noqa: F401 - imported as the pack imports it
 import comfy.model_management
 import comfy.utils  # noqa: F401
@@ -13,6 +14,9 @@ import torch.nn.functional as F
 from comfy import model_management
 from comfy.cli_args import args  # noqa: F401
 from comfy.comfy_types.node_typing import IO
+from comfy.k_diffusion.sampling import to_d
+from comfy.sampler_helpers import prepare_mask  # noqa: F401
+from comfy.samplers import KSAMPLER, CFGGuider, sampling_function
 from comfy.sd import VAE  # noqa: F401
 from comfy.utils import (  # noqa: F401
     ProgressBar,
@@ -107,6 +111,70 @@ class LikeConditioningStrength:
         return (node_helpers.conditioning_set_values(conditioning, {"strength": strength}),)
 
 
+class LikeScheduledCfgGuider(CFGGuider):
+    """CFG inside a range of the steps, 1 (no negative) outside it, as KJNodes' Guider_ScheduledCFG."""
+
+    def set_cfg(self, cfg, start_percent, end_percent):
+        self.cfg, self.start_percent, self.end_percent = cfg, start_percent, end_percent
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        steps = model_options["transformer_options"]["sample_sigmas"]
+        matched = torch.isclose(steps, timestep.reshape(-1)[0].to(steps)).nonzero()
+        percent = (int(matched[0]) if len(matched) else 0) / (len(steps) - 1)
+        if self.start_percent <= percent <= self.end_percent:
+            cfg, uncond = self.cfg, self.conds.get("negative", None)
+        else:
+            cfg, uncond = 1.0, None
+        return sampling_function(self.inner_model, x, timestep, uncond, self.conds.get("positive", None), cfg,
+                                 model_options=model_options, seed=seed)
+
+
+class LikeScheduledCFGGuidance:
+    RETURN_TYPES = ("GUIDER",)
+    FUNCTION = "get_guider"
+    CATEGORY = "kjnodes_like/experimental"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+                             "cfg": ("FLOAT", {"default": 6.0, "min": 0.0, "max": 100.0, "step": 0.01}),
+                             "start_percent": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                             "end_percent": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01})}}
+
+    def get_guider(self, model, positive, negative, cfg, start_percent, end_percent):
+        guider = LikeScheduledCfgGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg, start_percent, end_percent)
+        return (guider,)
+
+
+def sample_euler_scaled(model, x, sigmas, extra_args=None, callback=None, disable=None, step_scale=1.0):
+    """Euler steps with each step scaled (1: plain Euler)."""
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * s_in, **extra_args)
+        if callback is not None:
+            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i]) * step_scale
+    return x
+
+
+class LikeSamplerEulerScaled:
+    RETURN_TYPES = ("SAMPLER",)
+    FUNCTION = "get_sampler"
+    CATEGORY = "kjnodes_like/experimental"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"step_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.01})}}
+
+    def get_sampler(self, step_scale):
+        return (KSAMPLER(sample_euler_scaled, extra_options={"step_scale": step_scale}),)
+
+
 NODE_CLASS_MAPPINGS = {"LikeGrowMaskWithBlur": LikeGrowMaskWithBlur, "LikeImageBatchMulti": LikeImageBatchMulti,
                        "LikeCompositeMasked": LikeCompositeMasked,
-                       "LikeConditioningStrengthKJ": LikeConditioningStrength}
+                       "LikeConditioningStrengthKJ": LikeConditioningStrength,
+                       "LikeScheduledCFGGuidance": LikeScheduledCFGGuidance,
+                       "LikeSamplerEulerScaled": LikeSamplerEulerScaled}
