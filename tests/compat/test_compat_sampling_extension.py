@@ -244,3 +244,18 @@ def test_sampler_helpers():
     conditioning = [[torch.zeros(1), {"control": control_a}], [torch.zeros(1), {}],
                     [torch.zeros(1), {"control": [control_b]}]]
     assert sampler_helpers.get_models_from_cond(conditioning, "control") == [control_a, control_b]
+
+
+def test_k_diffusion_utils_folder_of_images(tmp_path):
+    from comfy.k_diffusion.utils import FolderOfImages
+    from PIL import Image
+
+    (tmp_path / "sub").mkdir()
+    Image.new("L", (4, 2), 200).save(tmp_path / "sub" / "b.PNG")
+    Image.new("RGB", (3, 3), (1, 2, 3)).save(tmp_path / "a.jpg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    folder = FolderOfImages(tmp_path, transform=lambda image: image.size)
+    assert [path.name for path in folder.paths] == ["a.jpg", "b.PNG"] and len(folder) == 2
+    assert folder[1] == ((4, 2),) and ".webp" in FolderOfImages.IMG_EXTENSIONS
+    (image,) = FolderOfImages(tmp_path / "sub")[0]
+    assert image.mode == "RGB" and image.getpixel((0, 0)) == (200, 200, 200)
