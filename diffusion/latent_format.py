@@ -20,22 +20,24 @@ RGB = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class LatentFormat:
-    """The map between raw VAE latents and a model's sampling space, and the model-space preview factors
-    (rows: latent channels; columns: R, G, B; None: no known factors)."""
+    """The map between raw VAE latents and a model's sampling space, the latents' channels, and the model-space
+    preview factors (rows: latent channels; columns: R, G, B; None: no known factors)."""
 
     scale_factor: float = 1.0
     shift_factor: float = 0.0
     rgb_factors: tuple[RGB, ...] | None = None
     rgb_bias: RGB | None = None
+    latent_channels: int = 4
 
     @classmethod
     def from_config(cls, vae: Mapping[str, Any]) -> "LatentFormat":
         """From a family config's "vae" section: `scaling_factor` (or the LDM name `scale_factor`),
-        `shift_factor`, `latent_rgb_factors` and `latent_rgb_factors_bias`."""
+        `shift_factor`, `latent_rgb_factors`, `latent_rgb_factors_bias` and `latent_channels` (default 4)."""
         factors = vae.get("latent_rgb_factors")
         bias = vae.get("latent_rgb_factors_bias")
         return cls(float(vae.get("scaling_factor", vae.get("scale_factor", 1.0))), float(vae.get("shift_factor", 0.0)),
-                   tuple(tuple(row) for row in factors) if factors else None, tuple(bias) if bias else None)
+                   tuple(tuple(row) for row in factors) if factors else None, tuple(bias) if bias else None,
+                   int(vae.get("latent_channels", 4)))
 
     def process_in(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> the model's sampling space."""
@@ -53,6 +55,14 @@ class LatentFormat:
         """The latents a sampler starts from: `process_in`, except that an all-zero (empty) latent stays zero, as
         ComfyUI leaves the empty latent image unshifted."""
         return self.process_in(latents) if bool(torch.count_nonzero(latents)) else latents
+
+    def fitted_empty(self, latents: torch.Tensor) -> torch.Tensor:
+        """An empty (all-zero) latent with another channel count than this format's as zeros with this format's
+        channels, as ComfyUI's samplers take EmptyLatentImage's 4 channels for a 16-channel model; other latents
+        as they are."""
+        if latents.ndim < 2 or latents.shape[1] == self.latent_channels or bool(torch.count_nonzero(latents)):
+            return latents
+        return latents.new_zeros((latents.shape[0], self.latent_channels, *latents.shape[2:]))
 
 
 IDENTITY = LatentFormat()

@@ -18,6 +18,12 @@ def prepare_noise(latent_image: torch.Tensor, seed: int, noise_inds: Sequence[in
     return noise.initial_noise(latent_image, seed, None if noise_inds is None else list(noise_inds))
 
 
+def fix_empty_latent_channels(model: DiffusionModel, latent_image: torch.Tensor) -> torch.Tensor:
+    """An empty latent with another channel count than the model's (EmptyLatentImage's 4 for a 16-channel model)
+    as zeros with the model's channels; other latents as they are. Our samplers do this themselves."""
+    return model.latent_format.fitted_empty(latent_image)
+
+
 def sample(model: DiffusionModel, noise: torch.Tensor, steps: int, cfg: float, sampler_name: str, scheduler: str,
            positive: Conditioning, negative: Conditioning, latent_image: torch.Tensor, denoise: float = 1.0,
            disable_noise: bool = False, start_step: int | None = None, last_step: int | None = None,
@@ -41,4 +47,4 @@ def sample_custom(model: DiffusionModel, noise: torch.Tensor, cfg: float, sample
                seed)
 
 
-__all__ = ["prepare_noise", "sample", "sample_custom"]
+__all__ = ["fix_empty_latent_channels", "prepare_noise", "sample", "sample_custom"]

@@ -164,10 +164,12 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
     """Denoise `latent` (LATENT) along `sigmas`; float32 CPU latents, raw as LATENT holds them. Nothing to do for
     fewer than two sigmas. `callback` sees every step after progress is reported, its latents and denoised
     estimate raw too (SamplerCustom's denoised output keeps the last)."""
-    latent_image = latent["samples"]
+    model = guider.model
+    latent_image = model.latent_format.fitted_empty(latent["samples"])
+    if latent_image is not latent["samples"]:
+        latent = {**latent, "samples": latent_image}
     if len(sigmas) < 2:
         return latent_image.clone()
-    model = guider.model
     device = model.device
     model_sampling = model.model_sampling
     latent_format = model.latent_format

@@ -22,7 +22,14 @@ from diffusion.families.sdxl import demo as sdxl_tiny
 from diffusion.sampling import sigma_schedules
 from diffusion.sampling.model_sampling import DiscreteFlowModelSampling, FluxModelSampling
 from nodes.conditioning import CLIPTextEncode
-from nodes.custom_sampling import CFGGuider, KSamplerSelect, RandomNoise, SamplerCustom, SamplerCustomAdvanced
+from nodes.custom_sampling import (
+    BasicScheduler,
+    CFGGuider,
+    KSamplerSelect,
+    RandomNoise,
+    SamplerCustom,
+    SamplerCustomAdvanced,
+)
 from nodes.flux import EmptySD3LatentImage, FluxGuidance
 from nodes.latent import EmptyLatentImage, VAEDecode
 from nodes.loaders import CheckpointLoaderSimple, DiffusersLoader, UNETLoader
@@ -385,3 +392,24 @@ def test_ksampler_advanced_split_equals_one_pass(sd3, flux, family, scheduler):
     (clean,) = advanced.sample(model, "enable", seed, *common, _latent(), 0, 2, "disable")
     assert torch.isfinite(clean["samples"]).all()
     assert (clean["samples"] - first["samples"]).abs().max() > 1e-2  # the leftover noise was kept in `first`
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_an_empty_latent_image_of_4_channels_samples_as_the_models_empty_latent(sd3, flux, family):
+    """ComfyUI's samplers take EmptyLatentImage's 4-channel zeros as the 16-channel model's empty latent
+    (fix_empty_latent_channels): the same latents as EmptySD3LatentImage's, for KSampler and SamplerCustom."""
+    model, clip, _ = {"sd3": sd3, "flux": flux}[family]
+    positive = CLIPTextEncode().encode(clip, "a red cat")[0]
+    (four,) = EmptyLatentImage().generate(SIZE, SIZE, 1)
+    (sixteen,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    assert four["samples"].shape[1] == 4 and sixteen["samples"].shape[1] == 16
+
+    def sampled(latent: dict) -> torch.Tensor:
+        return KSampler().sample(model, 3, 2, 1.0, "euler", "simple", positive, positive, latent)[0]["samples"]
+
+    torch.testing.assert_close(sampled(four), sampled(sixteen))
+    assert sampled(four).shape[1] == 16
+    (sigmas,) = BasicScheduler().get_sigmas(model, "simple", 2, 1.0)
+    custom = SamplerCustom().sample(model, True, 3, 1.0, positive, positive, KSamplerSelect().get_sampler("euler")[0],
+                                    sigmas, four)[0]["samples"]
+    torch.testing.assert_close(custom, sampled(sixteen))
