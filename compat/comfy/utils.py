@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from diffusion.sampling.custom import noise_mask_for
 from diffusion.upscale import read_state_dict
 from diffusion.upscale import tile_steps as _tile_steps
 from diffusion.upscale import tiled_scale as _tiled_scale
@@ -129,3 +130,13 @@ def tiled_scale(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.
 def repeat_to_batch_size(tensor: torch.Tensor, batch_size: int, dim: int = 0) -> torch.Tensor:
     """`tensor` with `batch_size` entries along `dim`: cut down, or repeated whole and cut (0, 1, 0, 1, ...)."""
     return cycle_to_batch(tensor.movedim(dim, 0), batch_size).movedim(0, dim)
+
+
+def reshape_mask(input_mask: torch.Tensor, output_shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """A mask ([B, H, W] or [B, 1, H, W]) resized (bilinear) to image latents of `output_shape` [B, C, H, W], its
+    channel repeated to C and its batch cycled to B: what our samplers make of a noise mask. Masks for 1-D or
+    video (3-D) latents are not supported."""
+    if len(output_shape) != 4:
+        raise ValueError(f"comfy.utils.reshape_mask: output_shape {tuple(output_shape)} is not [B, C, H, W]; only "
+                         "image latents are supported by nodeflow")
+    return noise_mask_for(input_mask, torch.Size(output_shape))

@@ -46,6 +46,16 @@ def test_repeat_to_batch_size_cycles_along_a_dimension():
     assert comfy_utils.repeat_to_batch_size(tensor, 1, dim=1).shape == (1, 1, 3)
 
 
+def test_reshape_mask_fits_a_mask_to_latents():
+    mask = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]])
+    reshaped = comfy_utils.reshape_mask(mask, (3, 4, 4, 4))
+    assert reshaped.shape == (3, 4, 4, 4)
+    expected = torch.nn.functional.interpolate(mask[:, None], size=(4, 4), mode="bilinear")
+    torch.testing.assert_close(reshaped[:, 2], torch.cat([expected, expected])[:3, 0])  # batch cycled: 0, 1, 0
+    with pytest.raises(ValueError, match="only image latents"):
+        comfy_utils.reshape_mask(mask, (1, 4, 2, 4, 4))
+
+
 @needs_spandrel
 def test_chainner_load_state_dict_gives_an_upscale_model_the_node_runs(node_env):
     state = compact_state(torch.Generator().manual_seed(5), scale=2)
