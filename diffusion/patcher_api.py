@@ -1,12 +1,15 @@
 """ComfyUI's ModelPatcher API on our MODEL (`DiffusionModel`), for node packs: `clone()`, the model facts packs
-read (`model.model.model_sampling`, `get_model_object`, devices, dtype, size) and the sampler function setters
+read (`model.model.model_sampling`, `get_model_object`, devices, dtype, size), the sampler function setters
 (`set_model_sampler_cfg_function`, `..._post_cfg_function`, `..._pre_cfg_function`), each mapped onto our own
-patch mechanism (`DiffusionModel.post_cfg` / `pre_cfg`, run by `diffusion.sampling.guiders`).
+patch mechanism (`DiffusionModel.post_cfg` / `pre_cfg`, run by `diffusion.sampling.guiders`), and the UNet's
+attention and block patches (`set_model_attn1_patch`, `set_model_attn2_replace`, `set_model_input_block_patch`,
+...), kept in `DiffusionModel.unet_patches` and run by `diffusion.sampling.unet_patches` with ComfyUI's
+extra_options (its block numbering, `cond_or_uncond`, `sigmas`, shapes).
 
 ComfyUI's setters change the patcher they are called on, so packs clone first: here too `clone()` gives a new MODEL
 value and the setters change only that value (the loaded network is shared and never changed). A pack that calls a
 setter on a MODEL it did not clone changes that value for everyone holding it, as it would in ComfyUI.
-Other ModelPatcher names (weight patches, attention and block patches, UNet wrappers, `model_options`) are not
+Other ModelPatcher names (weight patches, UNet-function wrappers, DiT block patches, `model_options`) are not
 provided: asking for one raises an AttributeError that names it. Knows nothing of nodes or compat.
 """
 from __future__ import annotations
@@ -24,12 +27,10 @@ UNSUPPORTED = {
     name: "ComfyUI's weight patches are not applied to nodeflow's models; use LoraLoader or the merge nodes"
     for name in ("add_patches", "get_key_patches", "patch_model", "unpatch_model", "model_state_dict")
 } | {
-    name: "attention, block and UNet-function patches of ComfyUI's UNet do not exist in nodeflow's models"
-    for name in ("set_model_attn1_patch", "set_model_attn2_patch", "set_model_attn1_replace",
-                 "set_model_attn2_replace", "set_model_attn1_output_patch", "set_model_attn2_output_patch",
-                 "set_model_input_block_patch", "set_model_output_block_patch", "set_model_patch",
-                 "set_model_patch_replace", "set_model_unet_function_wrapper", "set_model_double_block_patch",
-                 "add_wrapper", "add_wrapper_with_key", "add_callback", "add_object_patch", "model_options")
+    name: "UNet-function wrappers, DiT block patches and object patches of ComfyUI's models do not exist in "
+          "nodeflow's models"
+    for name in ("set_model_unet_function_wrapper", "set_model_double_block_patch", "add_wrapper",
+                 "add_wrapper_with_key", "add_callback", "add_object_patch", "model_options")
 }
 
 
@@ -139,6 +140,76 @@ class ComfyModelPatcherApi:
         "sigmas"."""
         self._set("denoise_mask_function", PackDenoiseMask(function, self.model))
 
+    # -- the UNet's attention and block patches (ComfyUI's transformer_options "patches" / "patches_replace"),
+    # run by `diffusion.sampling.unet_patches` on UNet models (SD1.x, SD2.x, SDXL); another network refuses them
+    # when sampling starts
+
+    def set_model_attn1_patch(self, patch: Callable[..., Any]) -> None:
+        """`patch(n, context, value, extra_options)` -> (n, context, value): the self-attention's inputs before
+        their projections."""
+        self._add_unet_patch(PackAttentionInputs("attn1", patch))
+
+    def set_model_attn2_patch(self, patch: Callable[..., Any]) -> None:
+        """As `set_model_attn1_patch`, for the cross-attention (context: the text embedding)."""
+        self._add_unet_patch(PackAttentionInputs("attn2", patch))
+
+    def set_model_attn1_output_patch(self, patch: Callable[..., Any]) -> None:
+        """`patch(out, extra_options)` -> out: the self-attention's result after its output projection."""
+        self._add_unet_patch(PackAttentionOutput("attn1", patch))
+
+    def set_model_attn2_output_patch(self, patch: Callable[..., Any]) -> None:
+        """As `set_model_attn1_output_patch`, for the cross-attention."""
+        self._add_unet_patch(PackAttentionOutput("attn2", patch))
+
+    def set_model_attn1_replace(self, patch: Callable[..., Any], block_name: str, number: int,
+                                transformer_index: int | None = None) -> None:
+        """`patch(q, k, v, extra_options)` -> out computes the self-attention of block (`block_name`, `number`)
+        (at transformer block `transformer_index` of it, or all of them) from the projected query, key and value,
+        before the output projection."""
+        self._add_unet_patch(PackAttentionReplace("attn1", patch, _block_key(block_name, number, transformer_index)))
+
+    def set_model_attn2_replace(self, patch: Callable[..., Any], block_name: str, number: int,
+                                transformer_index: int | None = None) -> None:
+        """As `set_model_attn1_replace`, for the cross-attention."""
+        self._add_unet_patch(PackAttentionReplace("attn2", patch, _block_key(block_name, number, transformer_index)))
+
+    def set_model_input_block_patch(self, patch: Callable[..., Any]) -> None:
+        """`patch(h, transformer_options)` -> h after each input block, before its output is kept as a skip."""
+        self._add_unet_patch(PackInputBlockPatch(patch))
+
+    def set_model_input_block_patch_after_skip(self, patch: Callable[..., Any]) -> None:
+        """`patch(h, transformer_options)` -> h after each input block, after its output was kept as a skip."""
+        self._add_unet_patch(PackAfterSkipPatch(patch))
+
+    def set_model_output_block_patch(self, patch: Callable[..., Any]) -> None:
+        """`patch(h, hsp, transformer_options)` -> (h, hsp) before each output block joins h and its skip hsp."""
+        self._add_unet_patch(PackOutputBlockPatch(patch))
+
+    def set_model_patch(self, patch: Callable[..., Any], name: str) -> None:
+        """ComfyUI's generic setter: `name` is one of the patch kinds above ("attn1_patch", "attn2_output_patch",
+        "input_block_patch", "output_block_patch", ...)."""
+        setters = {"attn1_patch": self.set_model_attn1_patch, "attn2_patch": self.set_model_attn2_patch,
+                   "attn1_output_patch": self.set_model_attn1_output_patch,
+                   "attn2_output_patch": self.set_model_attn2_output_patch,
+                   "input_block_patch": self.set_model_input_block_patch,
+                   "input_block_patch_after_skip": self.set_model_input_block_patch_after_skip,
+                   "output_block_patch": self.set_model_output_block_patch}
+        if name not in setters:
+            raise AttributeError(f"MODEL.set_model_patch: patch kind {name!r} is not supported by nodeflow "
+                                 f"(supported: {', '.join(setters)})")
+        setters[name](patch)
+
+    def set_model_patch_replace(self, patch: Callable[..., Any], name: str, block_name: str, number: int,
+                                transformer_index: int | None = None) -> None:
+        """ComfyUI's generic replace setter: `name` "attn1" or "attn2"."""
+        if name not in ("attn1", "attn2"):
+            raise AttributeError(f"MODEL.set_model_patch_replace: {name!r} replacements are not supported by "
+                                 "nodeflow (supported: attn1, attn2)")
+        self._add_unet_patch(PackAttentionReplace(name, patch, _block_key(block_name, number, transformer_index)))
+
+    def _add_unet_patch(self, patch: Any) -> None:
+        self._set("unet_patches", self.unet_patches + (patch,))
+
     def _set(self, field: str, value: Any) -> None:
         object.__setattr__(self, field, value)  # ComfyUI's setters change the (cloned) patcher itself
 
@@ -198,3 +269,107 @@ class PackDenoiseMask:
                  model_sampling: Any) -> torch.Tensor:
         sampler_model = types.SimpleNamespace(inner_model=self.model, model_sampling=model_sampling)
         return self.function(sigma, mask, extra_options={"model": sampler_model, "sigmas": sigmas})
+
+
+# -- pack patches of the UNet, as `diffusion.sampling.unet_patches` runs them
+
+
+def _block_key(block_name: str, number: int, transformer_index: int | None) -> tuple:
+    return (block_name, number) if transformer_index is None else (block_name, number, transformer_index)
+
+
+def comfy_transformer_options(run: Any, rows: int, device: torch.device, block: tuple[str, int] | None = None,
+                              place: Any = None) -> dict[str, Any]:
+    """ComfyUI's `transformer_options` / attention `extra_options` at a point of the UNet's forward: the call's
+    rows (`cond_or_uncond`, `sigmas`), the input's and the current transformer's shapes, and the block (with
+    the attention's heads when at an attention)."""
+    options: dict[str, Any] = {
+        "cond_or_uncond": list(run.cond_or_uncond),
+        "sigmas": torch.full((rows,), float(run.sigma if run.sigma is not None else 0.0), device=device),
+        "original_shape": list(run.input_shape or ()),
+    }
+    if place is not None:
+        options.update(block=place.block, block_index=place.block_index, transformer_index=place.transformer_index,
+                       n_heads=place.heads, dim_head=place.head_width, attn_precision=None,
+                       activations_shape=list(run.activations_shape or ()))
+    elif block is not None:
+        options["block"] = block
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class PackAttentionInputs:
+    """A pack's attn1_patch / attn2_patch."""
+
+    kind: str
+    function: Callable[..., Any]
+
+    def attention_inputs(self, place: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         run: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if place.kind != self.kind:
+            return q, k, v
+        q, k, v = self.function(q, k, v, comfy_transformer_options(run, q.shape[0], q.device, place=place))
+        return q, k, v
+
+
+@dataclasses.dataclass(frozen=True)
+class PackAttentionOutput:
+    """A pack's attn1_output_patch / attn2_output_patch."""
+
+    kind: str
+    function: Callable[..., Any]
+
+    def attention_output(self, place: Any, out: torch.Tensor, run: Any) -> torch.Tensor:
+        if place.kind != self.kind:
+            return out
+        return self.function(out, comfy_transformer_options(run, out.shape[0], out.device, place=place))
+
+
+@dataclasses.dataclass(frozen=True)
+class PackAttentionReplace:
+    """A pack's attn1_replace / attn2_replace at one block (all its transformer blocks, or one of them)."""
+
+    kind: str
+    function: Callable[..., Any]
+    key: tuple
+
+    def replaced_attention(self, place: Any) -> Callable[..., torch.Tensor] | None:
+        if place.kind != self.kind or self.key not in (place.block, (*place.block, place.block_index)):
+            return None
+
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, run: Any) -> torch.Tensor:
+            return self.function(q, k, v, comfy_transformer_options(run, q.shape[0], q.device, place=place))
+
+        return attend
+
+
+@dataclasses.dataclass(frozen=True)
+class PackInputBlockPatch:
+    """A pack's input_block_patch: after each input block, before its output is kept as a skip."""
+
+    function: Callable[..., Any]
+
+    def input_block(self, h: torch.Tensor, index: int, run: Any) -> torch.Tensor:
+        return self.function(h, comfy_transformer_options(run, h.shape[0], h.device, block=("input", index)))
+
+
+@dataclasses.dataclass(frozen=True)
+class PackAfterSkipPatch:
+    """A pack's input_block_patch_after_skip: after each input block's output was kept as a skip."""
+
+    function: Callable[..., Any]
+
+    def after_skip(self, h: torch.Tensor, index: int, run: Any) -> torch.Tensor:
+        return self.function(h, comfy_transformer_options(run, h.shape[0], h.device, block=("input", index)))
+
+
+@dataclasses.dataclass(frozen=True)
+class PackOutputBlockPatch:
+    """A pack's output_block_patch: before each output block joins the hidden state and its skip."""
+
+    function: Callable[..., Any]
+
+    def output_block(self, h: torch.Tensor, hsp: torch.Tensor, index: int,
+                     run: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        h, hsp = self.function(h, hsp, comfy_transformer_options(run, h.shape[0], h.device, block=("output", index)))
+        return h, hsp

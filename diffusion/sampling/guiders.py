@@ -35,7 +35,7 @@ import torch
 from diffusion import controlnet, hooks
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, GuidanceBatch
-from diffusion.sampling import caching, editing, regions
+from diffusion.sampling import caching, editing, regions, run_seed
 from diffusion.sampling.guidance import guidance_batch
 
 if TYPE_CHECKING:
@@ -117,6 +117,7 @@ class ModelDenoiser:
         self.before_call = before_call
         self.weights = guidance.negative_weights + guidance.positive_weights + guidance.unconditional_weights
         self.sides = list(sides) if sides is not None else _default_sides(guidance)
+        self.entry_labels = _entry_labels(guidance, sides)
         # the unconditional rows are the negative entries again, without the image
         self.entry_options = [*guidance.options, *guidance.options[:len(guidance.unconditional_weights)]]
         self.regional = any(regions.is_regional(options) for options in self.entry_options) \
@@ -149,7 +150,8 @@ class ModelDenoiser:
                 controls, self.batch, model_input, float(sigma.reshape(-1)[0]), timestep, embeddings, inputs,
                 self.model_sampling.percent_to_sigma, self.hints,
                 [self.entry_options[entry].get(controlnet.CONTROL_TEXT) for entry in entries])}
-        return self.model.sampling.network_output(network, model_input, timestep, embeddings, inputs).float()
+        with run_seed.network_call(tuple(self.entry_labels[entry] for entry in entries)):
+            return self.model.sampling.network_output(network, model_input, timestep, embeddings, inputs).float()
 
     def estimates(self, x: torch.Tensor, sigma: torch.Tensor, change: NetworkChange | None = None
                   ) -> list[torch.Tensor]:
@@ -253,6 +255,19 @@ class ModelDenoiser:
 
 def _whole(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
+
+
+def _entry_labels(guidance: GuidanceBatch, sides: Sequence[tuple[int, int]] | None) -> list[int]:
+    """ComfyUI's cond_or_uncond number of each guidance entry: 1 for the negatives, 0 for the positives, 2 for the
+    unconditional rows; with `sides` given (a joint batch), each side's conditionings numbered in their order."""
+    if sides is None:
+        counts = (len(guidance.negative_weights), len(guidance.positive_weights), len(guidance.unconditional_weights))
+        return [label for label, count in zip((1, 0, 2), counts) for _ in range(count)]
+    entries = len(guidance.negative_weights) + len(guidance.positive_weights) + len(guidance.unconditional_weights)
+    labels = [0] * max(entries, sum(count for _, count in sides))
+    for side, (first, count) in enumerate(sides):
+        labels[first:first + count] = [side] * count
+    return labels
 
 
 def _default_sides(guidance: GuidanceBatch) -> list[tuple[int, int]]:

@@ -13,8 +13,14 @@ shared with the model cache and every other MODEL wire holding it.
 A patch object has any of: `input_block(h, index, run)`, `after_skip(h, index, run)`, `output_block(h, hsp,
 index, run)` (ComfyUI's input_block_patch, input_block_patch_after_skip, output_block_patch, `index` counted as
 ComfyUI counts blocks) and `self_attention(q, k, v, run)` -> (q, k, v, restore or None) (ComfyUI's attn1_patch;
-`restore` is its attn1_output_patch for that call). `run` is the `PatchRun`: the sigma of the current network
-call, the shape of the network's input and the run's random generator. Knows nothing of nodes or guiders.
+`restore` is its attn1_output_patch for that call). Patches of any transformer block's self- or cross-attention
+(`AttentionPlace`: ComfyUI's attn1/attn2 at its block, block index and transformer index) may have
+`attention_inputs(place, q, k, v, run)` -> (q, k, v) (ComfyUI's attn1_patch / attn2_patch, on the inputs of the
+projections), `attention_output(place, out, run)` -> out (attn1/attn2_output_patch, after the output projection)
+and `replaced_attention(place)` -> a function (q, k, v, run) -> out of the projected query, key and value, or
+None (attn1/attn2_replace). `run` is the `PatchRun`: the sigma of the current network call, the shape of the
+network's input and of the current transformer's input, which guidance rows the call has (`cond_or_uncond`) and
+the run's random generator. Knows nothing of nodes or guiders.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from diffusion.sampling.network_changes import processors_replaced
+from diffusion.sampling import run_seed
 
 RESIZE_METHODS = ("bicubic", "nearest-exact", "bilinear", "area", "bislerp")
 
@@ -41,7 +47,14 @@ class PatchRun:
     cpu_generator: torch.Generator | None = None
     sigma: float | None = None
     input_shape: tuple[int, ...] | None = None
+    activations_shape: tuple[int, ...] | None = None  # the current transformer's input (ComfyUI's name)
     _generators: dict[str, torch.Generator] = field(default_factory=dict)
+
+    @property
+    def cond_or_uncond(self) -> tuple[int, ...]:
+        """Which conditioning each chunk of the current network call's rows belongs to, as ComfyUI numbers them
+        (0 the positive, 1 the negative): set by the guidance around each call (`run_seed.network_call`)."""
+        return run_seed.current_cond_or_uncond()
 
     def generator(self, device: torch.device) -> torch.Generator:
         """The generator of the run's random choices on `device`. ComfyUI draws them from torch's global
@@ -404,7 +417,6 @@ class UNetLayout:
     output_producers: list[Any]
     output_resnets: list[Any]
     upsamplers: list[tuple[Any, int]]  # (upsampler, the output block after it)
-    self_attentions: list[Any]
 
     @staticmethod
     def of(network: Any) -> "UNetLayout | None":
@@ -435,9 +447,52 @@ class UNetLayout:
             for upsampler in getattr(block, "upsamplers", None) or ():
                 upsamplers.append((upsampler, len(resnets)))
             previous = block
-        attention_modules = [module.attn1 for module in network.modules()
-                             if hasattr(module, "attn1") and hasattr(module.attn1, "set_processor")]
-        return UNetLayout(inputs, consumers, producers, resnets, upsamplers, attention_modules)
+        return UNetLayout(inputs, consumers, producers, resnets, upsamplers)
+
+
+@dataclass(frozen=True)
+class AttentionPlace:
+    """Where an attention sits in ComfyUI's numbering of a UNet: `kind` "attn1" (self) or "attn2" (cross), `block`
+    ("input", id) / ("middle", 0) / ("output", id) as ComfyUI numbers its blocks, `block_index` the transformer
+    block within that block's spatial transformer, `transformer_index` the spatial transformer's place among all of
+    the UNet's in the order the network runs them, `heads` and `head_width` of the attention."""
+
+    kind: str
+    block: tuple[str, int]
+    block_index: int
+    transformer_index: int
+    heads: int
+    head_width: int
+
+
+def attention_places(network: Any) -> list[tuple[Any, Any, AttentionPlace]]:
+    """(spatial transformer, attention module, place) of every attention of a diffusers UNet's transformer blocks,
+    in the order the network runs them."""
+    layout = UNetLayout.of(network)
+    transformers: list[tuple[Any, tuple[str, int]]] = []
+    for block in network.down_blocks:
+        for attention in getattr(block, "attentions", None) or ():
+            transformers.append((attention, ("input", layout.inputs.index(attention))))
+    for attention in getattr(network.mid_block, "attentions", None) or ():
+        transformers.append((attention, ("middle", 0)))
+    output_id = 0
+    for block in network.up_blocks:
+        attentions = getattr(block, "attentions", None)
+        for index in range(len(block.resnets)):
+            if attentions is not None:
+                transformers.append((attentions[index], ("output", output_id)))
+            output_id += 1
+    places = []
+    for transformer_index, (transformer, block_name) in enumerate(transformers):
+        for block_index, transformer_block in enumerate(transformer.transformer_blocks):
+            for kind in ("attn1", "attn2"):
+                attention = getattr(transformer_block, kind, None)
+                if attention is None or not hasattr(attention, "set_processor"):
+                    continue
+                heads = attention.heads
+                places.append((transformer, attention, AttentionPlace(
+                    kind, block_name, block_index, transformer_index, heads, attention.to_q.out_features // heads)))
+    return places
 
 
 def _hidden_argument(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -534,14 +589,24 @@ class _BlockHooks:
         return hook
 
 
-class PatchedSelfAttention:
-    """A diffusers attention processor for a transformer block's self-attention with ComfyUI's attn1 patches:
-    each patch may change the query, key and value inputs (the normalized hidden states) before their
-    projections and give a function restoring the output after the output projection. The attention splits
-    keys and values into as many rows as the queries have (ComfyUI's batch reshape)."""
+class PatchedAttention:
+    """A diffusers attention processor for one attention of a transformer block (`place`) with the patches that
+    apply there, in their order: self-attention patches (attn1 only) and ComfyUI-style input patches change the
+    query, key and value inputs before their projections; a replacing patch computes the attention of the projected
+    query, key and value (else scaled dot-product attention, keys and values split into as many rows as the queries
+    have: ComfyUI's batch reshape); after the output projection the self-attention patches' restores and the output
+    patches change the result."""
 
-    def __init__(self, patches: Sequence[Any], run: PatchRun) -> None:
-        self.patches, self.run = tuple(patches), run
+    def __init__(self, patches: Sequence[Any], run: PatchRun, place: AttentionPlace | None = None) -> None:
+        self.run, self.place = run, place
+        self.self_patches = [p for p in patches if hasattr(p, "self_attention")] \
+            if place is None or place.kind == "attn1" else []
+        self.input_patches = [p for p in patches if hasattr(p, "attention_inputs")] if place is not None else []
+        self.output_patches = [p for p in patches if hasattr(p, "attention_output")] if place is not None else []
+        replacing = [p.replaced_attention(place) for p in patches if hasattr(p, "replaced_attention")] \
+            if place is not None else []
+        replacing = [function for function in replacing if function is not None]
+        self.replacement = replacing[-1] if replacing else None  # the last one set wins, as ComfyUI's dict keeps it
 
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args: Any,
@@ -549,23 +614,37 @@ class PatchedSelfAttention:
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         q, k, v = hidden_states, context, context
         restores = []
-        for patch in self.patches:
+        for patch in self.self_patches:
             q, k, v, restore = patch.self_attention(q, k, v, self.run)
             if restore is not None:
                 restores.append(restore)
+        for patch in self.input_patches:
+            q, k, v = patch.attention_inputs(self.place, q, k, v, self.run)
         query, key, value = attn.to_q(q), attn.to_k(k), attn.to_v(v)
-        rows, heads = query.shape[0], attn.heads
-        head_width = query.shape[-1] // heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(rows, -1, heads, head_width).transpose(1, 2)
-
-        attended = F.scaled_dot_product_attention(split(query), split(key), split(value), scale=attn.scale)
-        out = attended.transpose(1, 2).reshape(rows, -1, heads * head_width).to(query.dtype)
+        if self.replacement is not None:
+            out = self.replacement(query, key, value, self.run).to(query.dtype)
+        else:
+            out = _attention(query, key, value, attn.heads, attn.scale)
         out = attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
         for restore in restores:
             out = restore(out)
+        for patch in self.output_patches:
+            out = patch.attention_output(self.place, out, self.run)
         return out
+
+
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int,
+               scale: float | None = None) -> torch.Tensor:
+    """Scaled dot-product attention of [rows, tokens, heads * width] projections, keys and values split into as
+    many rows as the queries have."""
+    rows = query.shape[0]
+    head_width = query.shape[-1] // heads
+
+    def split(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(rows, -1, heads, head_width).transpose(1, 2)
+
+    attended = F.scaled_dot_product_attention(split(query), split(key), split(value), scale=scale)
+    return attended.transpose(1, 2).reshape(rows, -1, heads * head_width).to(query.dtype)
 
 
 @contextlib.contextmanager
@@ -600,13 +679,38 @@ def patches_applied(network: Any, patches: Sequence[Any], run: PatchRun) -> Iter
     if problem is not None:
         raise ValueError(problem)
     layout = UNetLayout.of(network)
-    attention_patches = [patch for patch in patches if hasattr(patch, "self_attention")]
     with contextlib.ExitStack() as stack:
         stack.enter_context(_input_shape_recorded(network, run))
         if any(hasattr(patch, name) for patch in patches
                for name in ("input_block", "after_skip", "output_block")):
             _BlockHooks(layout, patches, run).install(stack)
-        if attention_patches:
-            stack.enter_context(processors_replaced(layout.self_attentions,
-                                                    PatchedSelfAttention(attention_patches, run)))
+        if any(hasattr(patch, name) for patch in patches for name in _ATTENTION_PATCH_METHODS):
+            _install_attention_patches(stack, network, patches, run)
         yield
+
+
+_ATTENTION_PATCH_METHODS = ("self_attention", "attention_inputs", "attention_output", "replaced_attention")
+
+
+def _install_attention_patches(stack: contextlib.ExitStack, network: Any, patches: Sequence[Any],
+                               run: PatchRun) -> None:
+    """A `PatchedAttention` on every attention some patch applies to (its own processor back on exit), and the
+    spatial transformers' input shapes recorded for the patches (ComfyUI's activations_shape)."""
+    recorded: set[int] = set()
+    for transformer, attention, place in attention_places(network):
+        processor = PatchedAttention(patches, run, place)
+        if not (processor.self_patches or processor.input_patches or processor.output_patches
+                or processor.replacement):
+            continue
+        saved = attention.processor
+        attention.set_processor(processor)
+        stack.callback(attention.set_processor, saved)
+        if id(transformer) not in recorded:
+            recorded.add(id(transformer))
+            stack.callback(transformer.register_forward_pre_hook(_activations_recorder(run), with_kwargs=True).remove)
+
+
+def _activations_recorder(run: PatchRun) -> Callable:
+    def record(module: Any, args: tuple, kwargs: dict) -> None:
+        run.activations_shape = tuple(_hidden_argument(args, kwargs).shape)
+    return record

@@ -205,7 +205,7 @@ def test_hypertile_attention_tiles_queries_and_chunks_keys():
     hidden = torch.randn(1, 64, 8, generator=torch.Generator().manual_seed(1))  # 8x8 tokens
     run = up.PatchRun(0, cpu_generator=torch.Generator().manual_seed(0), input_shape=(1, 4, 8, 8))
     # tile_size 32: tiles of at least 4 tokens a side, so 2 x 2 tiles of 4 x 4
-    processor = up.PatchedSelfAttention([up.HyperTile(32, 2, 0, False)], run)
+    processor = up.PatchedAttention([up.HyperTile(32, 2, 0, False)], run)
     with torch.no_grad():
         out = processor(attention, hidden)
         grid = hidden[0].reshape(8, 8, 8)
@@ -217,7 +217,7 @@ def test_hypertile_attention_tiles_queries_and_chunks_keys():
             expected[rows, columns] = attention.to_out[0](_attend(attention, queries, chunk)).reshape(4, 4, 8)
         assert torch.allclose(out[0], expected.reshape(64, 8), atol=1e-5)
         # nothing to tile (tiles as large as the grid): plain self-attention
-        plain = up.PatchedSelfAttention([up.HyperTile(2048, 2, 0, False)], run)(attention, hidden)
+        plain = up.PatchedAttention([up.HyperTile(2048, 2, 0, False)], run)(attention, hidden)
         assert torch.allclose(plain[0], attention.to_out[0](_attend(attention, hidden[0], hidden[0])), atol=1e-5)
 
 
@@ -255,7 +255,7 @@ def test_token_merging_attention_merges_queries_only():
     hidden = torch.randn(1, 16, 8, generator=torch.Generator().manual_seed(2))  # 4x4 tokens
     run = up.PatchRun(0, cpu_generator=torch.Generator().manual_seed(5), input_shape=(1, 4, 4, 4))
     with torch.no_grad():
-        out = up.PatchedSelfAttention([up.TokenMerging(0.5)], run)(attention, hidden)
+        out = up.PatchedAttention([up.TokenMerging(0.5)], run)(attention, hidden)
         merge, unmerge = up.bipartite_merge(hidden, 4, 4, 8, torch.Generator().manual_seed(5))
         queries = merge(hidden)[0]  # 8 tokens attend to all 16 keys and values
         expected = unmerge(attention.to_out[0](_attend(attention, queries, hidden[0]))[None])
