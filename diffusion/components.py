@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -54,6 +54,10 @@ class DiffusionModel(ComfyModelPatcherApi):
     # Wrappers of each network call or of the guided prediction, with state per sampling run (EasyCache,
     # LazyCache: `diffusion.sampling.caching`).
     sampling_wrappers: tuple[Any, ...] = ()
+    # ComfyUI's model_options as node packs read and write it: {"transformer_options": {"patches", "patches_replace",
+    # "wrappers", and the packs' own keys}, "model_function_wrapper", ...}; `clone()` copies it and a sampling run
+    # applies what is in it (`diffusion.patcher_api`)
+    model_options: dict = field(default_factory=lambda: {"transformer_options": {}})
 
     @property
     def model_sampling(self) -> Any:

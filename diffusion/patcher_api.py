@@ -27,11 +27,16 @@ UNSUPPORTED = {
     name: "ComfyUI's weight patches are not applied to nodeflow's models; use LoraLoader or the merge nodes"
     for name in ("add_patches", "get_key_patches", "patch_model", "unpatch_model", "model_state_dict")
 } | {
-    name: "UNet-function wrappers, DiT block patches and object patches of ComfyUI's models do not exist in "
-          "nodeflow's models"
-    for name in ("set_model_unet_function_wrapper", "set_model_double_block_patch", "add_wrapper",
-                 "add_wrapper_with_key", "add_callback", "add_object_patch", "model_options")
+    name: "DiT block patches, object patches and patcher callbacks of ComfyUI's models do not exist in nodeflow's "
+          "models"
+    for name in ("set_model_double_block_patch", "add_callback", "add_callback_with_key", "add_object_patch")
 }
+# The wrapper kinds (ComfyUI's WrappersMP) a MODEL takes: each runs in our sampling core where ComfyUI runs it
+SUPPORTED_WRAPPERS = ("apply_model",)
+# transformer_options["patches"] kinds and ["patches_replace"] kinds that run in our UNet
+PATCH_KINDS = ("attn1_patch", "attn2_patch", "attn1_output_patch", "attn2_output_patch", "input_block_patch",
+               "input_block_patch_after_skip", "output_block_patch")
+REPLACE_KINDS = ("attn1", "attn2")
 
 
 class ModelView:
@@ -79,7 +84,9 @@ class ComfyModelPatcherApi:
     `latent_format`, `device`, `dtype`)."""
 
     def clone(self) -> Any:
-        return dataclasses.replace(self)
+        """A new MODEL value over the same network, its model_options copied (nested dicts and lists copied, the
+        functions in them shared), as ComfyUI clones a patcher."""
+        return dataclasses.replace(self, model_options=copied_options(self.model_options))
 
     def is_clone(self, other: Any) -> bool:
         return getattr(other, "network", None) is self.network
@@ -140,75 +147,128 @@ class ComfyModelPatcherApi:
         "sigmas"."""
         self._set("denoise_mask_function", PackDenoiseMask(function, self.model))
 
-    # -- the UNet's attention and block patches (ComfyUI's transformer_options "patches" / "patches_replace"),
-    # run by `diffusion.sampling.unet_patches` on UNet models (SD1.x, SD2.x, SDXL); another network refuses them
-    # when sampling starts
+    # -- model_options: the UNet's attention and block patches (transformer_options "patches" / "patches_replace"),
+    # run by `diffusion.sampling.unet_patches` on UNet models (SD1.x, SD2.x, SDXL; another network refuses them
+    # when sampling starts), the UNet function wrapper and wrappers, run by `diffusion.sampling.guiders`
 
     def set_model_attn1_patch(self, patch: Callable[..., Any]) -> None:
         """`patch(n, context, value, extra_options)` -> (n, context, value): the self-attention's inputs before
         their projections."""
-        self._add_unet_patch(PackAttentionInputs("attn1", patch))
+        self.set_model_patch(patch, "attn1_patch")
 
     def set_model_attn2_patch(self, patch: Callable[..., Any]) -> None:
         """As `set_model_attn1_patch`, for the cross-attention (context: the text embedding)."""
-        self._add_unet_patch(PackAttentionInputs("attn2", patch))
+        self.set_model_patch(patch, "attn2_patch")
 
     def set_model_attn1_output_patch(self, patch: Callable[..., Any]) -> None:
         """`patch(out, extra_options)` -> out: the self-attention's result after its output projection."""
-        self._add_unet_patch(PackAttentionOutput("attn1", patch))
+        self.set_model_patch(patch, "attn1_output_patch")
 
     def set_model_attn2_output_patch(self, patch: Callable[..., Any]) -> None:
         """As `set_model_attn1_output_patch`, for the cross-attention."""
-        self._add_unet_patch(PackAttentionOutput("attn2", patch))
+        self.set_model_patch(patch, "attn2_output_patch")
 
     def set_model_attn1_replace(self, patch: Callable[..., Any], block_name: str, number: int,
                                 transformer_index: int | None = None) -> None:
         """`patch(q, k, v, extra_options)` -> out computes the self-attention of block (`block_name`, `number`)
         (at transformer block `transformer_index` of it, or all of them) from the projected query, key and value,
         before the output projection."""
-        self._add_unet_patch(PackAttentionReplace("attn1", patch, _block_key(block_name, number, transformer_index)))
+        self.set_model_patch_replace(patch, "attn1", block_name, number, transformer_index)
 
     def set_model_attn2_replace(self, patch: Callable[..., Any], block_name: str, number: int,
                                 transformer_index: int | None = None) -> None:
         """As `set_model_attn1_replace`, for the cross-attention."""
-        self._add_unet_patch(PackAttentionReplace("attn2", patch, _block_key(block_name, number, transformer_index)))
+        self.set_model_patch_replace(patch, "attn2", block_name, number, transformer_index)
 
     def set_model_input_block_patch(self, patch: Callable[..., Any]) -> None:
         """`patch(h, transformer_options)` -> h after each input block, before its output is kept as a skip."""
-        self._add_unet_patch(PackInputBlockPatch(patch))
+        self.set_model_patch(patch, "input_block_patch")
 
     def set_model_input_block_patch_after_skip(self, patch: Callable[..., Any]) -> None:
         """`patch(h, transformer_options)` -> h after each input block, after its output was kept as a skip."""
-        self._add_unet_patch(PackAfterSkipPatch(patch))
+        self.set_model_patch(patch, "input_block_patch_after_skip")
 
     def set_model_output_block_patch(self, patch: Callable[..., Any]) -> None:
         """`patch(h, hsp, transformer_options)` -> (h, hsp) before each output block joins h and its skip hsp."""
-        self._add_unet_patch(PackOutputBlockPatch(patch))
+        self.set_model_patch(patch, "output_block_patch")
 
     def set_model_patch(self, patch: Callable[..., Any], name: str) -> None:
-        """ComfyUI's generic setter: `name` is one of the patch kinds above ("attn1_patch", "attn2_output_patch",
-        "input_block_patch", "output_block_patch", ...)."""
-        setters = {"attn1_patch": self.set_model_attn1_patch, "attn2_patch": self.set_model_attn2_patch,
-                   "attn1_output_patch": self.set_model_attn1_output_patch,
-                   "attn2_output_patch": self.set_model_attn2_output_patch,
-                   "input_block_patch": self.set_model_input_block_patch,
-                   "input_block_patch_after_skip": self.set_model_input_block_patch_after_skip,
-                   "output_block_patch": self.set_model_output_block_patch}
-        if name not in setters:
+        """ComfyUI's generic setter, into model_options["transformer_options"]["patches"][name]: one of
+        `PATCH_KINDS`."""
+        if name not in PATCH_KINDS:
             raise AttributeError(f"MODEL.set_model_patch: patch kind {name!r} is not supported by nodeflow "
-                                 f"(supported: {', '.join(setters)})")
-        setters[name](patch)
+                                 f"(supported: {', '.join(PATCH_KINDS)})")
+        patches = self.model_options.setdefault("transformer_options", {}).setdefault("patches", {})
+        patches[name] = patches.get(name, []) + [patch]
 
     def set_model_patch_replace(self, patch: Callable[..., Any], name: str, block_name: str, number: int,
                                 transformer_index: int | None = None) -> None:
-        """ComfyUI's generic replace setter: `name` "attn1" or "attn2"."""
-        if name not in ("attn1", "attn2"):
+        """ComfyUI's generic replace setter, into model_options["transformer_options"]["patches_replace"][name]:
+        "attn1" or "attn2"."""
+        if name not in REPLACE_KINDS:
             raise AttributeError(f"MODEL.set_model_patch_replace: {name!r} replacements are not supported by "
                                  "nodeflow (supported: attn1, attn2)")
-        self._add_unet_patch(PackAttentionReplace(name, patch, _block_key(block_name, number, transformer_index)))
+        key = (block_name, number) if transformer_index is None else (block_name, number, transformer_index)
+        replaces = self.model_options.setdefault("transformer_options", {}).setdefault("patches_replace", {})
+        replaces.setdefault(name, {})[key] = patch
 
-    def _add_unet_patch(self, patch: Any) -> None:
-        self._set("unet_patches", self.unet_patches + (patch,))
+    def set_model_unet_function_wrapper(self, function: Callable[..., torch.Tensor]) -> None:
+        """`function(apply_model, {"input", "timestep", "c", "cond_or_uncond"})` -> the denoised estimate, around
+        every network call of sampling: `apply_model(input, timestep, **c)` gives it for noisy latents `input` at
+        sigma `timestep`."""
+        self.model_options["model_function_wrapper"] = function
+
+    def add_wrapper_with_key(self, wrapper_type: str, key: str | None, wrapper: Callable[..., Any]) -> None:
+        """A ComfyUI wrapper of kind `wrapper_type` (`SUPPORTED_WRAPPERS`: "apply_model" wraps each network call
+        as `wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)` -> the
+        denoised estimate), kept under `key`."""
+        if wrapper_type not in SUPPORTED_WRAPPERS:
+            raise AttributeError(f"MODEL.add_wrapper_with_key: {wrapper_type!r} wrappers are not supported by "
+                                 f"nodeflow (supported: {', '.join(SUPPORTED_WRAPPERS)})")
+        wrappers = self.model_options.setdefault("transformer_options", {}).setdefault("wrappers", {})
+        wrappers.setdefault(wrapper_type, {}).setdefault(key, []).append(wrapper)
+
+    def add_wrapper(self, wrapper_type: str, wrapper: Callable[..., Any]) -> None:
+        self.add_wrapper_with_key(wrapper_type, None, wrapper)
+
+    def get_wrappers(self, wrapper_type: str, key: str | None) -> list[Callable[..., Any]]:
+        wrappers = self.model_options.get("transformer_options", {}).get("wrappers", {})
+        return list(wrappers.get(wrapper_type, {}).get(key, []))
+
+    def remove_wrappers_with_key(self, wrapper_type: str, key: str | None) -> None:
+        self.model_options.get("transformer_options", {}).get("wrappers", {}).get(wrapper_type, {}).pop(key, None)
+
+    def sampling_unet_patches(self) -> tuple[Any, ...]:
+        """The UNet patches a sampling run applies: the model's own (FreeU, HyperTile, ...) and those in its
+        model_options, in ComfyUI's order of kinds; a kind nodeflow cannot run is refused by name."""
+        transformer_options = self.model_options.get("transformer_options", {})
+        patches = transformer_options.get("patches", {})
+        replaces = transformer_options.get("patches_replace", {})
+        unknown = sorted(set(patches) - set(PATCH_KINDS)) + sorted(set(replaces) - set(REPLACE_KINDS))
+        if unknown:
+            raise ValueError(f"model_options transformer_options patches {unknown} are not supported by nodeflow "
+                             f"(supported: {', '.join(PATCH_KINDS + REPLACE_KINDS)})")
+        found: list[Any] = []
+        for kind in ("attn1", "attn2"):
+            found += [PackAttentionInputs(kind, f) for f in patches.get(f"{kind}_patch", [])]
+            found += [PackAttentionOutput(kind, f) for f in patches.get(f"{kind}_output_patch", [])]
+            # block-wide keys first, so that a key naming the transformer block too wins, as in ComfyUI
+            for key, function in sorted(replaces.get(kind, {}).items(), key=lambda item: len(item[0])):
+                found.append(PackAttentionReplace(kind, function, tuple(key)))
+        found += [PackInputBlockPatch(f) for f in patches.get("input_block_patch", [])]
+        found += [PackAfterSkipPatch(f) for f in patches.get("input_block_patch_after_skip", [])]
+        found += [PackOutputBlockPatch(f) for f in patches.get("output_block_patch", [])]
+        return self.unet_patches + tuple(found)
+
+    def apply_model_wrappers(self) -> tuple[Callable[..., Any] | None, list[Callable[..., Any]]]:
+        """(the UNet function wrapper or None, the APPLY_MODEL wrappers in order) that wrap each network call."""
+        kinds = self.model_options.get("transformer_options", {}).get("wrappers", {})
+        unknown = sorted(kind for kind, wrappers in kinds.items() if wrappers and kind not in SUPPORTED_WRAPPERS)
+        if unknown:
+            raise ValueError(f"model_options wrappers {unknown} are not supported by nodeflow (supported: "
+                             f"{', '.join(SUPPORTED_WRAPPERS)})")
+        wrappers = kinds.get("apply_model", {})
+        return self.model_options.get("model_function_wrapper"), [w for group in wrappers.values() for w in group]
 
     def _set(self, field: str, value: Any) -> None:
         object.__setattr__(self, field, value)  # ComfyUI's setters change the (cloned) patcher itself
@@ -274,8 +334,41 @@ class PackDenoiseMask:
 # -- pack patches of the UNet, as `diffusion.sampling.unet_patches` runs them
 
 
-def _block_key(block_name: str, number: int, transformer_index: int | None) -> tuple:
-    return (block_name, number) if transformer_index is None else (block_name, number, transformer_index)
+class WrapperExecutor:
+    """ComfyUI's WrapperExecutor: called, it runs the next wrapper, which gets the executor of the rest first (and
+    may call it any number of times), or after the last wrapper the original function. `class_obj` is the object
+    the wrapped method belongs to, for wrappers that read it."""
+
+    def __init__(self, original: Callable[..., Any], wrappers: list[Callable[..., Any]], class_obj: Any = None,
+                 index: int = 0) -> None:
+        self.original, self.wrappers, self.class_obj, self.index = original, list(wrappers), class_obj, index
+
+    @classmethod
+    def new_executor(cls, original: Callable[..., Any], wrappers: list[Callable[..., Any]],
+                     idx: int = 0) -> "WrapperExecutor":
+        return cls(original, wrappers, None, idx)
+
+    @classmethod
+    def new_class_executor(cls, original: Callable[..., Any], class_obj: Any, wrappers: list[Callable[..., Any]],
+                           idx: int = 0) -> "WrapperExecutor":
+        return cls(original, wrappers, class_obj, idx)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.index < len(self.wrappers):
+            rest = WrapperExecutor(self.original, self.wrappers, self.class_obj, self.index + 1)
+            return self.wrappers[self.index](rest, *args, **kwargs)
+        return self.original(*args, **kwargs)
+
+    execute = __call__
+
+
+def copied_options(options: Any) -> Any:
+    """ComfyUI's copy of model_options: dicts and lists copied at every depth, everything else shared."""
+    if isinstance(options, dict):
+        return {key: copied_options(value) for key, value in options.items()}
+    if isinstance(options, list):
+        return [copied_options(value) for value in options]
+    return options
 
 
 def comfy_transformer_options(run: Any, rows: int, device: torch.device, block: tuple[str, int] | None = None,

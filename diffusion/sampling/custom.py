@@ -176,7 +176,8 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
     initial = noise_source.generate(latent).to(device)
     source = latent_format.sampling_input(latent_image.float()).to(device)
     edit = editing.EditInputs.prepare(model, latent, guider.image_cfg)
-    patch_run = _patch_run(latent, noise_source) if model.unet_patches else None
+    run_patches = model.sampling_unet_patches()
+    patch_run = _patch_run(latent, noise_source) if run_patches else None
     steps = len(sigmas) - 1
 
     def on_step(index: int, latents: torch.Tensor, denoised: torch.Tensor) -> None:
@@ -188,14 +189,14 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
     with torch.inference_mode(), lora_applied(model.network, model.lora_component, model.loras), \
             interrupts_between_blocks(model.network, model.speedups), \
             speedups_applied(model.network, model.speedups) as network, \
-            unet_patches.patches_applied(model.network, model.unet_patches, patch_run), run_seed.sigmas_of_run(sigmas):
+            unet_patches.patches_applied(model.network, run_patches, patch_run), run_seed.sigmas_of_run(sigmas):
         spec = sampler.spec(guider)
         cfg1_optimization = not spec.uses_unguided
         with run_seed.seeded(noise_source.seed):  # the conditioning's seeded inputs (unCLIP) are made here
             denoiser: Denoiser = guider.denoiser(network, source.shape[0], edit, model_sampling, check_interrupted,
                                                  cfg1_optimization)
         denoiser = caching.wrapped_prediction(denoiser, model)  # LazyCache, fresh per run
-        if model.unet_patches:
+        if run_patches:
             denoiser = _SigmaNoted(denoiser, patch_run)
         if edit is not None and edit.keeps_source:
             denoiser = _KeepUnmasked(denoiser, noise_mask_for(edit.noise_mask, source.shape).to(device), source,

@@ -35,6 +35,7 @@ import torch
 from diffusion import controlnet, hooks
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, GuidanceBatch
+from diffusion.patcher_api import WrapperExecutor
 from diffusion.sampling import caching, editing, regions, run_seed
 from diffusion.sampling.guidance import guidance_batch
 
@@ -118,6 +119,8 @@ class ModelDenoiser:
         self.weights = guidance.negative_weights + guidance.positive_weights + guidance.unconditional_weights
         self.sides = list(sides) if sides is not None else _default_sides(guidance)
         self.entry_labels = _entry_labels(guidance, sides)
+        # packs' UNet function wrapper and APPLY_MODEL wrappers around each network call (ComfyUI's apply_model)
+        self.function_wrapper, self.apply_wrappers = model.apply_model_wrappers()
         # the unconditional rows are the negative entries again, without the image
         self.entry_options = [*guidance.options, *guidance.options[:len(guidance.unconditional_weights)]]
         self.regional = any(regions.is_regional(options) for options in self.entry_options) \
@@ -181,12 +184,44 @@ class ModelDenoiser:
             rows = slice(group.start, group.stop)
             concat = self.guidance.concat
             network = self.network if concat is None else editing.ExtraChannels(self.network, concat[rows])
-            outputs.append(self._network_output(
-                network, model_input[rows], timestep[rows], group.embeddings,
+            outputs.append(self._denoised(
+                network, x_rows[rows], sigma_rows[rows], model_input[rows], timestep[rows], group.embeddings,
                 _rows(self.inputs, rows, self.guidance.rows),
                 range(group.start // self.batch, group.stop // self.batch), sigma))
-        output = torch.cat(outputs) if len(outputs) > 1 else outputs[0]
-        return self.model_sampling.calculate_denoised(sigma_rows, output, x_rows)
+        return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+    def _denoised(self, network: Any, x: torch.Tensor, sigma_rows: torch.Tensor, model_input: torch.Tensor,
+                  timestep: torch.Tensor, embeddings: torch.Tensor, inputs: Mapping[str, Any], entries: Sequence[int],
+                  sigma: torch.Tensor) -> torch.Tensor:
+        """The denoised estimate of one network call's rows `x` at `sigma_rows` (their `model_input` and
+        `timestep` prepared), inside the packs' UNet function wrapper and APPLY_MODEL wrappers when the model has
+        any (ComfyUI's apply_model)."""
+        if self.function_wrapper is None and not self.apply_wrappers:
+            output = self._network_output(network, model_input, timestep, embeddings, inputs, entries, sigma)
+            return self.model_sampling.calculate_denoised(sigma_rows, output, x)
+        cond_or_uncond = [self.entry_labels[entry] for entry in entries]
+
+        def base(x: torch.Tensor, t: torch.Tensor, c_concat: Any = None, c_crossattn: torch.Tensor | None = None,
+                 control: Any = None, transformer_options: Any = None, **kwargs: Any) -> torch.Tensor:
+            model_input = self.model_sampling.calculate_input(t, x).to(self.model.dtype)
+            text = embeddings if c_crossattn is None else c_crossattn
+            output = self._network_output(network, model_input, self.model_sampling.timestep(t).float(), text, inputs,
+                                          entries, sigma)
+            return self.model_sampling.calculate_denoised(t, output, x)
+
+        def apply_model(x: torch.Tensor, t: torch.Tensor, **c: Any) -> torch.Tensor:
+            return WrapperExecutor(base, self.apply_wrappers)(
+                x, t, c.pop("c_concat", None), c.pop("c_crossattn", None), c.pop("control", None),
+                c.pop("transformer_options", {}), **c)
+
+        transformer_options = {**self.model.model_options.get("transformer_options", {}),
+                               "sample_sigmas": run_seed.current_sigmas(), "sigmas": sigma_rows,
+                               "cond_or_uncond": cond_or_uncond}
+        c = {"c_crossattn": embeddings, "transformer_options": transformer_options}
+        if self.function_wrapper is None:
+            return apply_model(x, sigma_rows, **c)
+        return self.function_wrapper(apply_model, {"input": x, "timestep": sigma_rows, "c": c,
+                                                   "cond_or_uncond": cond_or_uncond})
 
     def _placements_for(self, shape: torch.Size) -> list[_Placement]:
         """Every side's placements on latents of `shape`: its entries, then the twins of other sides' area entries
@@ -239,12 +274,10 @@ class ModelDenoiser:
             network = self.network if concat is None else editing.ExtraChannels(
                 self.network, crop(concat[index.to(concat.device)]))
             device_index = index.to(model_input.device)
-            output = self._network_output(
-                network, crop(model_input[device_index]), timestep[device_index],
-                group.embeddings[(index - group.start).to(group.embeddings.device)],
+            denoised = self._denoised(
+                network, crop(x_rows[device_index]), sigma_rows[device_index], crop(model_input[device_index]),
+                timestep[device_index], group.embeddings[(index - group.start).to(group.embeddings.device)],
                 _rows(self.inputs, device_index, self.guidance.rows), [p.entry for p in members], sigma)
-            denoised = self.model_sampling.calculate_denoised(sigma_rows[device_index], output,
-                                                              crop(x_rows[device_index]))
             for placement, estimate in zip(members, denoised.split(batch)):
                 weight = (placement.strength if placement.region is None
                           else placement.region.weight.to(estimate.device))

@@ -75,7 +75,7 @@ def ksample(model: DiffusionModel, seed: int, steps: int, cfg: float, sampler_na
         if model.pre_cfg or model.post_cfg:
             raise ValueError(f"scheduler: {DIFFUSERS_SCHEDULER!r} runs the model's diffusers scheduler, which takes no "
                              "guidance patches (RescaleCFG, CFGZeroStar, PAG, ...); use one of ComfyUI's schedulers")
-        if model.unet_patches or model.denoise_mask_function is not None:
+        if model.sampling_unet_patches() or model.denoise_mask_function is not None:
             raise ValueError(f"scheduler: {DIFFUSERS_SCHEDULER!r} runs the model's diffusers scheduler, which takes no "
                              "UNet patches (FreeU, deep shrink, HyperTile, ...); use one of ComfyUI's schedulers")
         if model.sampling_wrappers:

@@ -15,6 +15,7 @@ from comfy import model_management
 from comfy.cli_args import args  # noqa: F401
 from comfy.comfy_types.node_typing import IO
 from comfy.k_diffusion.sampling import to_d
+from comfy.patcher_extension import CallbacksMP, WrappersMP  # noqa: F401
 from comfy.sampler_helpers import prepare_mask  # noqa: F401
 from comfy.samplers import KSAMPLER, CFGGuider, sampling_function
 from comfy.sd import VAE  # noqa: F401
