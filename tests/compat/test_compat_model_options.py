@@ -7,26 +7,12 @@ import torch
 from comfy import patcher_extension
 from comfy.ldm.modules.attention import optimized_attention
 
-from diffusion.families.sd.demo import DEMO_CHECKPOINT
-from nodes.conditioning import CLIPTextEncode
 from nodes.latent import EmptyLatentImage
-from nodes.loaders import CheckpointLoaderSimple
 from nodes.model_patches import RescaleCFG
 from nodes.sampling import common_ksampler
 
 
-@pytest.fixture
-def sd1(node_env):
-    model, clip, _ = CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
-    return model, CLIPTextEncode().encode(clip, "a red cat")[0], CLIPTextEncode().encode(clip, "blurry")[0]
-
-
-def _sample(model, positive, negative, cfg: float = 5.0) -> torch.Tensor:
-    latent = EmptyLatentImage().generate(64, 64, 1)[0]
-    return common_ksampler(model, 3, 2, cfg, "euler", "normal", positive, negative, latent)[0]["samples"]
-
-
-def test_clone_copies_model_options(sd1):
+def test_clone_copies_model_options(sd1, euler_sampled):
     model = sd1[0]
     first = model.clone()
     first.model_options["transformer_options"]["mine"] = [1]
@@ -37,10 +23,10 @@ def test_clone_copies_model_options(sd1):
     assert "mine" not in model.model_options["transformer_options"]
 
 
-def test_patches_written_into_model_options_run(sd1):
+def test_patches_written_into_model_options_run(sd1, euler_sampled):
     """IPAdapter copies transformer_options, adds its attn2 replacements and sets them back."""
     model, positive, negative = sd1
-    expected = _sample(model, positive, negative)
+    expected = euler_sampled(model, positive, negative)
     blocks = []
 
     def attend(q, k, v, extra_options):
@@ -51,17 +37,17 @@ def test_patches_written_into_model_options_run(sd1):
     options = patched.model_options["transformer_options"].copy()
     options["patches_replace"] = {"attn2": {("input", 4): attend, ("middle", 0, 0): attend}}
     patched.model_options["transformer_options"] = options
-    torch.testing.assert_close(_sample(patched, positive, negative), expected)
+    torch.testing.assert_close(euler_sampled(patched, positive, negative), expected)
     assert set(blocks) == {("input", 4), ("middle", 0)}
     unknown = model.clone()
     unknown.model_options["transformer_options"]["patches"] = {"middle_patch": [lambda *a: a]}
     with pytest.raises(ValueError, match=r"patches \['middle_patch'\] are not supported"):
-        _sample(unknown, positive, negative)
+        euler_sampled(unknown, positive, negative)
 
 
-def test_unet_function_wrapper_wraps_each_network_call(sd1):
+def test_unet_function_wrapper_wraps_each_network_call(sd1, euler_sampled):
     model, positive, negative = sd1
-    expected = _sample(model, positive, negative)
+    expected = euler_sampled(model, positive, negative)
     seen = []
 
     def passing(apply_model, args):
@@ -70,7 +56,7 @@ def test_unet_function_wrapper_wraps_each_network_call(sd1):
 
     wrapped = model.clone()
     wrapped.set_model_unet_function_wrapper(passing)
-    torch.testing.assert_close(_sample(wrapped, positive, negative), expected)
+    torch.testing.assert_close(euler_sampled(wrapped, positive, negative), expected)
     assert seen == [([1, 0], 2, ["c_crossattn", "transformer_options"])] * 2
 
     # a wrapper that evaluates each chunk separately gives the same estimate (up to batch-size rounding)
@@ -82,7 +68,7 @@ def test_unet_function_wrapper_wraps_each_network_call(sd1):
 
     split = model.clone()
     split.set_model_unet_function_wrapper(chunked)
-    torch.testing.assert_close(_sample(split, positive, negative), expected, atol=2e-3, rtol=1e-3)
+    torch.testing.assert_close(euler_sampled(split, positive, negative), expected, atol=2e-3, rtol=1e-3)
 
     # a wrapper's estimate is the step's: zeroed, one Euler step to sigma 0 lands on zeros
     scaled = model.clone()
@@ -93,9 +79,9 @@ def test_unet_function_wrapper_wraps_each_network_call(sd1):
     assert out.abs().max() < 1e-4 < expected.abs().max()
 
 
-def test_apply_model_wrappers_see_comfyuis_arguments(sd1):
+def test_apply_model_wrappers_see_comfyuis_arguments(sd1, euler_sampled):
     model, positive, negative = sd1
-    expected = _sample(model, positive, negative)
+    expected = euler_sampled(model, positive, negative)
     seen = []
 
     def outer(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs):
@@ -112,7 +98,7 @@ def test_apply_model_wrappers_see_comfyuis_arguments(sd1):
     wrapped.add_wrapper_with_key(patcher_extension.WrappersMP.APPLY_MODEL, "outer", outer)
     wrapped.add_wrapper(patcher_extension.WrappersMP.APPLY_MODEL, inner)
     assert wrapped.get_wrappers(patcher_extension.WrappersMP.APPLY_MODEL, "outer") == [outer]
-    torch.testing.assert_close(_sample(wrapped, positive, negative), expected)
+    torch.testing.assert_close(euler_sampled(wrapped, positive, negative), expected)
     assert seen[:2] == [("outer", (1, 0), 3, "value"), ("inner",)] and len(seen) == 4
     wrapped.remove_wrappers_with_key(patcher_extension.WrappersMP.APPLY_MODEL, "outer")
     assert wrapped.get_wrappers(patcher_extension.WrappersMP.APPLY_MODEL, "outer") == []
@@ -120,11 +106,11 @@ def test_apply_model_wrappers_see_comfyuis_arguments(sd1):
     # a wrapper moving x towards zero changes the result; one added to a clone leaves the original alone
     damped = model.clone()
     damped.add_wrapper_with_key("apply_model", "damp", lambda executor, x, t, *a, **k: executor(x * 0.5, t, *a, **k))
-    assert not torch.allclose(_sample(damped, positive, negative), expected)
-    assert _sample(model, positive, negative).equal(expected)
+    assert not torch.allclose(euler_sampled(damped, positive, negative), expected)
+    assert euler_sampled(model, positive, negative).equal(expected)
 
 
-def test_wrapper_kinds_nodeflow_does_not_run_are_refused(sd1):
+def test_wrapper_kinds_nodeflow_does_not_run_are_refused(sd1, euler_sampled):
     model, positive, negative = sd1
     with pytest.raises(AttributeError, match="'outer_sample' wrappers are not supported"):
         model.clone().add_wrapper_with_key(patcher_extension.WrappersMP.OUTER_SAMPLE, "k", lambda *a: None)
@@ -132,21 +118,21 @@ def test_wrapper_kinds_nodeflow_does_not_run_are_refused(sd1):
     patcher_extension.add_wrapper_with_key(patcher_extension.WrappersMP.PREDICT_NOISE, "k", lambda *a: None,
                                            written.model_options, is_model_options=True)
     with pytest.raises(ValueError, match=r"wrappers \['predict_noise'\] are not supported"):
-        _sample(written, positive, negative)
+        euler_sampled(written, positive, negative)
     with pytest.raises(AttributeError, match="add_callback_with_key is not supported by nodeflow"):
         model.clone().add_callback_with_key(patcher_extension.CallbacksMP.ON_PRE_RUN, "k", lambda *a: None)
 
 
-def test_model_options_and_our_own_patches_together(sd1):
+def test_model_options_and_our_own_patches_together(sd1, euler_sampled):
     """A pack's wrapper beside our RescaleCFG patch: both apply (the wrapper passing through changes nothing)."""
     model, positive, negative = sd1
     (rescaled,) = RescaleCFG().patch(model, 0.7)
-    expected = _sample(rescaled, positive, negative)
+    expected = euler_sampled(rescaled, positive, negative)
     both = rescaled.clone()
     both.set_model_unet_function_wrapper(lambda apply_model, args: apply_model(args["input"], args["timestep"],
                                                                                **args["c"]))
-    torch.testing.assert_close(_sample(both, positive, negative), expected)
-    assert not torch.allclose(expected, _sample(model, positive, negative))
+    torch.testing.assert_close(euler_sampled(both, positive, negative), expected)
+    assert not torch.allclose(expected, euler_sampled(model, positive, negative))
 
 
 def test_patcher_extension_helpers():

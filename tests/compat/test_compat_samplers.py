@@ -7,19 +7,10 @@ import torch
 from comfy import sample as comfy_sample
 from comfy import samplers as comfy_samplers
 
-from diffusion.families.sd.demo import DEMO_CHECKPOINT
 from diffusion.sampling import samplers as our_samplers
-from nodes.conditioning import CLIPTextEncode
 from nodes.custom_sampling import BasicScheduler, KSamplerSelect, SamplerCustom
 from nodes.latent import EmptyLatentImage
-from nodes.loaders import CheckpointLoaderSimple
 from nodes.sampling import KSampler, KSamplerAdvanced
-
-
-@pytest.fixture
-def sd1(node_env):
-    model, clip, _ = CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
-    return model, CLIPTextEncode().encode(clip, "a red cat")[0], CLIPTextEncode().encode(clip, "blurry")[0]
 
 
 def test_the_name_lists_are_what_our_ksampler_takes():

@@ -12,8 +12,6 @@ from comfy import sampler_helpers
 from comfy import samplers as comfy_samplers
 from comfy.k_diffusion import sampling as k_sampling
 
-from diffusion.families.sd.demo import DEMO_CHECKPOINT
-from nodes.conditioning import CLIPTextEncode
 from nodes.custom_sampling import (
     BasicScheduler,
     CFGGuider,
@@ -23,13 +21,6 @@ from nodes.custom_sampling import (
     SamplerCustomAdvanced,
 )
 from nodes.latent import EmptyLatentImage
-from nodes.loaders import CheckpointLoaderSimple
-
-
-@pytest.fixture
-def sd1(node_env):
-    model, clip, _ = CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
-    return model, CLIPTextEncode().encode(clip, "a red cat")[0], CLIPTextEncode().encode(clip, "blurry")[0]
 
 
 @pytest.fixture

@@ -6,32 +6,15 @@ import pytest
 import torch
 from comfy.ldm.modules.attention import optimized_attention
 
-from diffusion.families.sd.demo import DEMO_CHECKPOINT
-from nodes.conditioning import CLIPTextEncode
-from nodes.latent import EmptyLatentImage
-from nodes.loaders import CheckpointLoaderSimple
-from nodes.sampling import common_ksampler
-
 # the demo SD1 UNet has attention at its two middle levels: ComfyUI's input blocks 4, 5, 7, 8, the middle block
 # and output blocks 3 to 8, eleven spatial transformers in the order the network runs them
 DEMO_BLOCKS = [("input", 4), ("input", 5), ("input", 7), ("input", 8), ("middle", 0), ("output", 3), ("output", 4),
                ("output", 5), ("output", 6), ("output", 7), ("output", 8)]
 
 
-@pytest.fixture
-def sd1(node_env):
-    model, clip, _ = CheckpointLoaderSimple().load_checkpoint(DEMO_CHECKPOINT)
-    return model, CLIPTextEncode().encode(clip, "a red cat")[0], CLIPTextEncode().encode(clip, "blurry")[0]
-
-
-def _sample(model, positive, negative, cfg: float = 5.0) -> torch.Tensor:
-    latent = EmptyLatentImage().generate(64, 64, 1)[0]
-    return common_ksampler(model, 3, 2, cfg, "euler", "normal", positive, negative, latent)[0]["samples"]
-
-
-def test_attention_replacements_run_at_comfyuis_places_with_its_extra_options(sd1):
+def test_attention_replacements_run_at_comfyuis_places_with_its_extra_options(sd1, euler_sampled):
     model, positive, negative = sd1
-    expected = _sample(model, positive, negative)
+    expected = euler_sampled(model, positive, negative)
     seen = []
 
     def attend(q, k, v, extra_options):
@@ -44,8 +27,9 @@ def test_attention_replacements_run_at_comfyuis_places_with_its_extra_options(sd
     patched = model.clone()
     for block in DEMO_BLOCKS:
         patched.set_model_attn2_replace(attend, *block)
-    torch.testing.assert_close(_sample(patched, positive, negative), expected)  # the same attention, computed again
-    assert _sample(model, positive, negative).equal(expected)  # the original MODEL is unpatched
+    # the same attention, computed again
+    torch.testing.assert_close(euler_sampled(patched, positive, negative), expected)
+    assert euler_sampled(model, positive, negative).equal(expected)  # the original MODEL is unpatched
     first_call = seen[:len(DEMO_BLOCKS)]
     assert [entry["block"] for entry in first_call] == DEMO_BLOCKS
     assert [entry["transformer_index"] for entry in first_call] == list(range(len(DEMO_BLOCKS)))
@@ -58,13 +42,13 @@ def test_attention_replacements_run_at_comfyuis_places_with_its_extra_options(sd
 
     # at cfg 1 only the positive rows run
     seen.clear()
-    _sample(patched, positive, negative, cfg=1.0)
+    euler_sampled(patched, positive, negative, cfg=1.0)
     assert {tuple(entry["cond_or_uncond"]) for entry in seen} == {(0,)} and {e["rows"] for e in seen} == {1}
 
 
-def test_a_replacement_with_a_transformer_index_and_one_that_changes_the_result(sd1):
+def test_a_replacement_with_a_transformer_index_and_one_that_changes_the_result(sd1, euler_sampled):
     model, positive, negative = sd1
-    expected = _sample(model, positive, negative)
+    expected = euler_sampled(model, positive, negative)
     calls = []
 
     def ignore_the_text(q, k, v, extra_options):
@@ -73,17 +57,17 @@ def test_a_replacement_with_a_transformer_index_and_one_that_changes_the_result(
 
     patched = model.clone()
     patched.set_model_attn2_replace(ignore_the_text, "output", 3, 0)
-    assert not torch.allclose(_sample(patched, positive, negative), expected)
+    assert not torch.allclose(euler_sampled(patched, positive, negative), expected)
     assert set(calls) == {("output", 3)}
     calls.clear()
     elsewhere = model.clone()
     elsewhere.set_model_attn2_replace(ignore_the_text, "output", 3, 1)  # that block has one transformer block
-    assert _sample(elsewhere, positive, negative).equal(expected) and not calls
+    assert euler_sampled(elsewhere, positive, negative).equal(expected) and not calls
 
 
-def test_attention_input_and_output_patches(sd1):
+def test_attention_input_and_output_patches(sd1, euler_sampled):
     model, positive, negative = sd1
-    expected = _sample(model, positive, negative)
+    expected = euler_sampled(model, positive, negative)
     kinds = []
 
     def inputs(n, context, value, extra_options):
@@ -98,20 +82,20 @@ def test_attention_input_and_output_patches(sd1):
     unchanged.set_model_attn2_patch(inputs)
     unchanged.set_model_patch(output, "attn1_output_patch")
     unchanged.set_model_attn2_output_patch(output)
-    torch.testing.assert_close(_sample(unchanged, positive, negative), expected)
+    torch.testing.assert_close(euler_sampled(unchanged, positive, negative), expected)
     # self-attention's context is its own tokens, cross-attention's the text
     assert {same for block, same in kinds[0::2]} == {True} and {same for block, same in kinds[1::2]} == {False}
 
     scaled = model.clone()
     scaled.set_model_attn1_output_patch(lambda out, extra_options: out * 0.5)
-    assert not torch.allclose(_sample(scaled, positive, negative), expected)
+    assert not torch.allclose(euler_sampled(scaled, positive, negative), expected)
     with pytest.raises(AttributeError, match="patch kind 'middle_block_patch' is not supported"):
         model.clone().set_model_patch(output, "middle_block_patch")
 
 
-def test_block_patches_see_comfyuis_block_numbers(sd1):
+def test_block_patches_see_comfyuis_block_numbers(sd1, euler_sampled):
     model, positive, negative = sd1
-    expected = _sample(model, positive, negative)
+    expected = euler_sampled(model, positive, negative)
     seen = []
 
     def input_patch(h, transformer_options):
@@ -125,10 +109,10 @@ def test_block_patches_see_comfyuis_block_numbers(sd1):
     patched = model.clone()
     patched.set_model_input_block_patch(input_patch)
     patched.set_model_output_block_patch(output_patch)
-    torch.testing.assert_close(_sample(patched, positive, negative), expected)
+    torch.testing.assert_close(euler_sampled(patched, positive, negative), expected)
     first_call = seen[:len(seen) // 2]
     assert first_call == [("input", index) for index in range(12)] + [("output", index) for index in range(12)]
 
     halved = model.clone()
     halved.set_model_output_block_patch(lambda h, hsp, options: (h, hsp * 0.5))
-    assert not torch.allclose(_sample(halved, positive, negative), expected)
+    assert not torch.allclose(euler_sampled(halved, positive, negative), expected)
