@@ -88,6 +88,44 @@ def test_ipadapter_plus_like_pack(node_env, tmp_path, clip_vision_file):
     assert pixels.shape == (1, 8, 8, 3)
 
 
+def test_ipadapter_plus_like_attention_patches_run_in_sampling(node_env, tmp_path, clip_vision_file):
+    """The pack's attn2 replacements, written into model_options as IPAdapter writes them, change the image with a
+    weight and leave it as it was without one."""
+    import safetensors.torch
+
+    registry = load_packs(node_env, tmp_path, "ipadapter_plus_like")
+    node_env.folders.input_dir.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    Image.new("RGB", (24, 20), (200, 30, 60)).save(node_env.folders.input_dir / "reference.png")
+
+    def sampled(weight: float | None) -> torch.Tensor:
+        model = ["2", 0] if weight is None else ["9", 0]
+        prompt = {
+            "1": {"class_type": "LoadImage", "inputs": {"image": "reference.png"}},
+            "2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": DEMO_CHECKPOINT}},
+            "3": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_VISION_FILE}},
+            "4": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["3", 0], "image": ["1", 0],
+                                                               "crop": "center"}},
+            "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["2", 1], "text": "a cat"}},
+            "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "7": {"class_type": "KSampler", "inputs": {
+                "model": model, "positive": ["5", 0], "negative": ["5", 0], "latent_image": ["6", 0], "seed": 1,
+                "steps": 2, "cfg": 3.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+            "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": "ipa_apply"}},
+        }
+        if weight is not None:
+            prompt["9"] = {"class_type": "LikeIPAdapterApply", "inputs": {
+                "model": ["2", 0], "clip_vision_output": ["4", 0], "weight": weight}}
+        entry = run(registry, prompt).outputs["8"]["latents"][0]
+        return safetensors.torch.load_file(node_env.folders.output_dir / entry["subfolder"] / entry["filename"])[
+            "latent_tensor"]
+
+    plain = sampled(None)
+    torch.testing.assert_close(sampled(0.0), plain)
+    assert not torch.allclose(sampled(0.8), plain, atol=1e-3)
+
+
 def test_rgthree_like_pack(node_env, tmp_path):
     registry = load_packs(node_env, tmp_path, "rgthree_like")
     prompt = {

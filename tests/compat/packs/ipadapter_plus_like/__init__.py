@@ -86,5 +86,56 @@ class LikeLoraLoader:
         return load_lora_for_models(model, clip, lora, strength, strength)
 
 
+class LikeAttn2Replace:
+    """The pack's way of adding image attention: the text cross-attention plus `weight` times attention to the
+    image embeds (zeros for the negative rows), keys and values projected by fixed seeded matrices."""
+
+    def __init__(self, embeds, weight):
+        self.embeds, self.weight = embeds, weight
+
+    def _projected(self, width, device, dtype):
+        generator = torch.Generator().manual_seed(width)
+        matrix = torch.randn(width, self.embeds.shape[-1], generator=generator) / self.embeds.shape[-1] ** 0.5
+        return torch.nn.functional.linear(self.embeds.float(), matrix).to(device, dtype)
+
+    def __call__(self, q, k, v, extra_options):
+        out = optimized_attention(q, k, v, extra_options["n_heads"])
+        if self.weight == 0:
+            return out
+        cond_or_uncond = extra_options["cond_or_uncond"]
+        rows_per_chunk = q.shape[0] // len(cond_or_uncond)
+        ip = self._projected(k.shape[-1], q.device, q.dtype)
+        ip_k = torch.cat([(ip if chunk == 0 else torch.zeros_like(ip)).repeat(rows_per_chunk, 1, 1)
+                          for chunk in cond_or_uncond])
+        return out + self.weight * optimized_attention(q, ip_k, ip_k, extra_options["n_heads"])
+
+
+class LikeIPAdapterApply:
+    """Patches every cross-attention of the UNet as the pack does: model_options' transformer_options copied,
+    "patches_replace" "attn2" set per block and transformer index, and set back on the clone."""
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "apply"
+    CATEGORY = "ipadapter_like"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "clip_vision_output": ("CLIP_VISION_OUTPUT",),
+                             "weight": ("FLOAT", {"default": 1.0, "min": -1.0, "max": 3.0, "step": 0.05})}}
+
+    def apply(self, model, clip_vision_output, weight):
+        patched = model.clone()
+        patch = LikeAttn2Replace(clip_vision_output.image_embeds[:, None], weight)
+        blocks = [("input", 4), ("input", 5), ("input", 7), ("input", 8), ("middle", 0)] + [
+            ("output", index) for index in range(3, 9)]
+        to = patched.model_options["transformer_options"].copy()
+        to["patches_replace"] = {"attn2": {}} if "patches_replace" not in to else to["patches_replace"].copy()
+        for block in blocks:
+            to["patches_replace"]["attn2"][(*block, 0)] = patch
+        patched.model_options["transformer_options"] = to
+        return (patched,)
+
+
 NODE_CLASS_MAPPINGS = {"LikeIPAdapterFiles": LikeIPAdapterFiles, "LikeClipVisionEmbeds": LikeClipVisionEmbeds,
-                       "LikeConditioningStrength": LikeConditioningStrength, "LikeLoraLoader": LikeLoraLoader}
+                       "LikeConditioningStrength": LikeConditioningStrength, "LikeLoraLoader": LikeLoraLoader,
+                       "LikeIPAdapterApply": LikeIPAdapterApply}
