@@ -51,10 +51,10 @@ def sampler_object(name: str) -> custom.SamplerChoice:
 
 
 def run_model_options(model: Any, sigmas: torch.Tensor | None, disable_cfg1_optimization: bool) -> dict[str, Any]:
-    """ComfyUI's per-run `model_options`: a copy of the MODEL's (its `transformer_options` copied too) with the
+    """ComfyUI's per-run `model_options` of a guider: a copy of its (its `transformer_options` copied too) with the
     run's schedule as `transformer_options["sample_sigmas"]`, and `disable_cfg1_optimization` when the run needs
     the negative estimate at cfg 1 (a CFG++ sampler, a patch that reads the negative)."""
-    options = dict(getattr(model, "model_options", None) or {})
+    options = dict(model.model_options)
     options["transformer_options"] = copy.copy(options.get("transformer_options", {}))
     if sigmas is not None:
         options["transformer_options"]["sample_sigmas"] = sigmas
@@ -195,7 +195,7 @@ class CFGGuider:
 
     def __init__(self, model_patcher: DiffusionModel) -> None:
         self.model_patcher = model_patcher
-        self.model_options = getattr(model_patcher, "model_options", None) or {}
+        self.model_options = model_patcher.model_options
         self.original_conds: dict[str, Conditioning] = {}
         self.cfg = 1.0
 
@@ -251,7 +251,7 @@ class _GuiderFace:
     def __init__(self, guider: Any) -> None:
         self.model_patcher = guider.model
         self.inner_model = ModelView(guider.model)
-        self.model_options = getattr(guider.model, "model_options", None) or {}
+        self.model_options = guider.model.model_options
         self.cfg = getattr(guider, "cfg", 1.0)
         self.conds = {name: getattr(guider, name) for name in ("positive", "negative") if hasattr(guider, name)}
 
