@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.settings import PROJECT_DIR, TEXT_ENCODER_OFFLOAD, Settings, default_thread_count
-from engine.cache import LastPromptCache, OutputCache
+from engine.cache import LastPromptCache, OutputCache, RamPressureCache
 from engine.executor import Executor
 from engine.plugin_loader import PluginRecord, load_plugins
 from engine.registry import NodeRegistry
@@ -174,9 +174,29 @@ def build_runtime(settings: Settings) -> Runtime:
         log.info("this CPU computes bf16 natively, so models run in bf16 (faster); --fp32 for full precision")
     registry = build_registry()
     plugins = [] if settings.disable_custom_nodes else load_custom_nodes(settings, registry)
-    cache = LastPromptCache() if settings.cache_classic else OutputCache(settings.cache_size)
+    cache = build_output_cache(settings)
     environment.models.add_eviction_listener(lambda value: drop_cached_outputs_holding(cache, value))
     return Runtime(settings, registry, build_executor(registry, cache), environment, plugins)
+
+
+def build_output_cache(settings: Settings) -> OutputCache:
+    """The output cache the flags choose: ComfyUI's classic or RAM-pressure cache, or an LRU of
+    `settings.cache_size` entries."""
+    if settings.cache_classic:
+        return LastPromptCache()
+    if settings.cache_ram is not None:
+        import torch
+
+        from diffusion.memory import free_memory_bytes, physical_ram_bytes, size_in_bytes
+
+        gib = 1024**3
+        # ComfyUI's default headroom: a tenth of the RAM, at least 2 GiB and at most 10 GiB
+        default = min(max(physical_ram_bytes() // 10, 2 * gib), 10 * gib)
+        headrooms = [int(gb * gib) for gb in settings.cache_ram] or [default]
+        cpu = torch.device("cpu")
+        return RamPressureCache(headrooms[0], lambda: free_memory_bytes(cpu), size_in_bytes,
+                                idle_headroom=headrooms[-1])
+    return OutputCache(settings.cache_size)
 
 
 def build_executor(registry: NodeRegistry, cache: OutputCache) -> Executor:

@@ -34,6 +34,7 @@ class Settings:
     text_encoder_dtype: str | None = None
     interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S  # seconds a node may ignore an interrupt before it is abandoned
     cache_classic: bool = False  # ComfyUI's classic cache (the latest prompt's outputs) instead of the LRU
+    cache_ram: tuple[float, ...] | None = None  # --cache-ram: RAM headrooms in GiB ((): the defaults); None: off
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool = False) -> None:
@@ -64,6 +65,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
                          help="ComfyUI's default cache: keep every output of the latest prompt and nothing older")
     caching.add_argument("--cache-none", action="store_true", default=default(False),
                          help="keep no node outputs: every node runs every time (as --cache-size 0)")
+    caching.add_argument("--cache-ram", nargs="*", type=float, default=default(None), metavar="GB",
+                         help="ComfyUI's RAM-pressure cache: keep node outputs across prompts while RAM allows; "
+                              "when less than GB is available (default 10%% of RAM, at least 2 and at most 10), "
+                              "drop outputs of earlier prompts, the largest and least recently used first. An "
+                              "optional second GB is the headroom restored when a prompt ends (default: the first)")
     engine.add_argument("--cpu", action="store_true", default=default(False),
                         help="run on the CPU even when a GPU is present")
     precision = engine.add_mutually_exclusive_group()
@@ -103,6 +109,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     cache_size, cache_classic = _cache_choice(args)
+    cache_ram = _cache_ram_choice(args)
     if args.threads is not None and args.threads < 1:
         raise SystemExit("--threads must be 1 or more")
     max_ram = getattr(args, "max_ram", None)
@@ -127,6 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         user_dir=(args.user_dir or PROJECT_DIR / "user").resolve(),
         cache_size=cache_size,
         cache_classic=cache_classic,
+        cache_ram=cache_ram,
         cpu=args.cpu,
         threads=args.threads,
         custom_nodes_dirs=(PROJECT_DIR / "custom_nodes", *(d.resolve() for d in args.custom_nodes_dirs)),
@@ -157,3 +165,13 @@ def _cache_choice(args: argparse.Namespace) -> tuple[int, bool]:
     if getattr(args, "cache_none", False):
         return 0, False
     return (lru if lru is not None else args.cache_size), False
+
+
+def _cache_ram_choice(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """ComfyUI's --cache-ram [GB [GB]]: None when not given, otherwise the (at most two) positive headrooms."""
+    headrooms = getattr(args, "cache_ram", None)
+    if headrooms is None:
+        return None
+    if len(headrooms) > 2 or any(not headroom > 0 for headroom in headrooms):
+        raise SystemExit("--cache-ram takes at most two sizes in GB, each more than 0")
+    return tuple(headrooms)

@@ -5,8 +5,8 @@ A signature is built from the node's class, its constant inputs, the signatures 
 workflow and any node id (except for nodes that are not idempotent or get their own id as UNIQUE_ID, whose
 signature includes it). Re-running an unchanged graph finds every node here; changing one widget changes
 the signatures of that node and its dependents only. `OutputCache` keeps the most recently used entries across
-prompts; `LastPromptCache` is ComfyUI's classic cache, only the latest prompt's. Knows nothing of what the
-outputs are.
+prompts; `LastPromptCache` is ComfyUI's classic cache, only the latest prompt's; `RamPressureCache` keeps
+outputs while RAM allows. Knows nothing of what the outputs are.
 """
 from __future__ import annotations
 
@@ -95,6 +95,79 @@ class LastPromptCache(OutputCache):
         with self._lock:
             for signature in [known for known in self._entries if known not in signatures]:
                 del self._entries[signature]
+
+
+class RamPressureCache(OutputCache):
+    """ComfyUI's RAM-pressure cache (`--cache-ram`): every output is kept, across prompts, for as long as the
+    machine has RAM to spare. When the RAM available (`available()`, bytes) falls below `headroom`, outputs of
+    earlier prompts are dropped until it is back above it: first those whose loss frees most for the least
+    chance of reuse, scored as ComfyUI does by their size (`size_of(outputs)`, bytes, plus a small base so
+    entries without tensors still age out) times 1.3 for every prompt since they were last used. Outputs the
+    running prompt computed or looked up are never dropped while it runs; when it ends they count as earlier
+    ones, and the same is done to restore `idle_headroom`. The engine knows nothing of the outputs: `available`
+    and `size_of` are given."""
+
+    AGE_FACTOR = 1.3  # ComfyUI's bias towards dropping the outputs of workflows not run for a while
+    BASE_SIZE = 1  # the size of an entry holding no tensors: ranks it by age alone
+
+    def __init__(self, headroom: int, available: Callable[[], int], size_of: Callable[[Any], int],
+                 idle_headroom: int | None = None) -> None:
+        super().__init__(max_entries=0)
+        if headroom < 0 or (idle_headroom is not None and idle_headroom < 0):
+            raise ValueError("RAM headroom must be >= 0")
+        self.headroom = headroom
+        self.idle_headroom = headroom if idle_headroom is None else idle_headroom
+        self._available = available
+        self._size_of = size_of
+        self._prompt_number = 0
+        self._last_used: dict[str, int] = {}  # signature -> number of the prompt that last used it
+
+    def get(self, signature: str) -> CacheEntry | None:
+        entry = super().get(signature)
+        if entry is not None:
+            with self._lock:
+                self._last_used[signature] = self._prompt_number
+        return entry
+
+    def __contains__(self, signature: object) -> bool:
+        # the executor asks this of every node of a prompt before running it: as ComfyUI marks the prompt's
+        # nodes used when the prompt starts, an output found here is the running prompt's and is not dropped
+        # before the node that needs it reads it
+        with self._lock:
+            if signature not in self._entries:
+                return False
+            self._last_used[signature] = self._prompt_number
+            return True
+
+    def put(self, signature: str, entry: CacheEntry) -> None:
+        with self._lock:
+            self._entries[signature] = entry
+            self._last_used[signature] = self._prompt_number
+            self._release(self.headroom)
+
+    def prompt_finished(self, signatures: set[str]) -> None:
+        with self._lock:
+            for signature in signatures & self._entries.keys():
+                self._last_used[signature] = self._prompt_number
+            self._prompt_number += 1
+            self._last_used = {key: used for key, used in self._last_used.items() if key in self._entries}
+            self._release(self.idle_headroom)
+
+    def _release(self, target: int) -> None:
+        """Drop outputs of earlier prompts, highest score first, until `target` bytes are available."""
+        if self._available() >= target:
+            return
+        ranked = sorted((self._eviction_score(signature), signature) for signature in self._entries
+                        if self._last_used.get(signature, -1) < self._prompt_number)
+        while ranked and self._available() < target:
+            _, signature = ranked.pop()
+            del self._entries[signature]
+            self._last_used.pop(signature, None)
+
+    def _eviction_score(self, signature: str) -> float:
+        age = self._prompt_number - self._last_used.get(signature, -1)
+        size = self.BASE_SIZE + self._size_of(self._entries[signature].outputs)
+        return size * self.AGE_FACTOR ** age
 
 
 @dataclass

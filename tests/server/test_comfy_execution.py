@@ -133,8 +133,10 @@ def uniform(image: numpy.ndarray) -> int:
     return int(image.min())
 
 
+# "ram" is ComfyUI's RAM-pressure cache with a 1 MiB headroom, which any machine running this has free: every
+# output stays (tests/engine/test_ram_pressure_cache.py checks what goes under pressure)
 MODES = {"classic": (["--cache-classic"], True), "lru": (["--cache-lru", "100"], True),
-         "none": (["--cache-none"], False)}
+         "none": (["--cache-none"], False), "ram": (["--cache-ram", "0.001"], True)}
 
 
 @pytest.fixture(scope="class", params=list(MODES))
@@ -461,6 +463,27 @@ class TestComfyExecution:
         graph.node("SaveImage", images=image(graph, "BLACK").out(0))
         with pytest.raises(PromptRejected):
             await client.run(graph, targets=[])
+
+    async def test_cached_outputs_reach_the_history_of_a_prompt_nobody_listens_to(self, client, graph, server):
+        """Queued with no client_id, a prompt whose output node is a cache hit still records that node's output
+        in its history (what ComfyUI's job list shows), although no websocket hears its `executed`."""
+        save = graph.node("SaveImage", images=image(graph, "BLACK").out(0))
+        first = await client.run(graph)
+        async with client.session.post(f"{server.base}/prompt", json={"prompt": graph.finalize()}) as response:
+            assert response.status == 200
+            prompt_id = (await response.json())["prompt_id"]
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while prompt_id not in (history := await client.get_json(f"/history/{prompt_id}")):
+            assert time.monotonic() < deadline, "the anonymous prompt never finished"
+            await asyncio.sleep(0.05)
+        entry = history[prompt_id]
+        assert entry["status"]["status_str"] == "success"
+        cached = next(data["nodes"] for kind, data in entry["status"]["messages"] if kind == "execution_cached")
+        if server.caches:
+            assert save.id in cached and entry["outputs"][save.id] == first.outputs[save.id]
+        else:
+            assert save.id not in cached and len(entry["outputs"][save.id]["images"]) == 1
+            assert entry["outputs"][save.id] != first.outputs[save.id]  # saved again, under the next number
 
     # ---- history paging ------------------------------------------------------------------------------------
     async def test_history_pages_by_max_items_and_offset(self, client, graph):
