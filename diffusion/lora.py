@@ -93,7 +93,7 @@ def _remove_all(module: Any) -> None:
         module._hf_peft_config_loaded = None
 
 
-def _ldm_names(module: Any) -> dict[str, str]:
+def ldm_layer_names(module: Any) -> dict[str, str]:
     """LDM layer name -> diffusers layer name of a diffusers UNet (`input_blocks.1.1.proj_in` ->
     `down_blocks.0.attentions.0.proj_in`), as our LDM checkpoint writer names them; {} for another module."""
     from diffusion.families.ldm_export import UNET_PREFIX, unet_to_ldm
@@ -127,7 +127,7 @@ def _layer_aliases(module: Any, component: str) -> dict[str, str]:
                 add(name.removeprefix("text_model.") if name.startswith("text_model.") else "text_model." + name,
                     name)
     if component == UNET:
-        for ldm_name, name in _ldm_names(module).items():
+        for ldm_name, name in ldm_layer_names(module).items():
             add(ldm_name, name)
     return aliases
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -24,8 +24,8 @@ from diffusion import memory
 
 # ModelPatcher names packs use that this MODEL does not answer, and why (asked for, they raise with the reason)
 UNSUPPORTED = {
-    name: "ComfyUI's weight patches are not applied to nodeflow's models; use LoraLoader or the merge nodes"
-    for name in ("add_patches", "get_key_patches", "patch_model", "unpatch_model", "model_state_dict")
+    name: "nodeflow never patches a loaded network in place: weight patches (add_patches) apply while sampling"
+    for name in ("patch_model", "unpatch_model")
 } | {
     name: "DiT block patches, object patches and patcher callbacks of ComfyUI's models do not exist in nodeflow's "
           "models"
@@ -238,6 +238,50 @@ class ComfyModelPatcherApi:
     def remove_wrappers_with_key(self, wrapper_type: str, key: str | None) -> None:
         self.model_options.get("transformer_options", {}).get("wrappers", {}).get(wrapper_type, {}).pop(key, None)
 
+    # -- weight patches: ComfyUI's model keys and patch values (`comfy.lora`), applied as LoRAs are while sampling
+
+    def model_state_dict(self, filter_prefix: str | None = None) -> dict[str, torch.Tensor]:
+        """The network's weights under ComfyUI's model keys ("diffusion_model.<LDM name>.weight" for a UNet;
+        layers without an LDM name are left out), those starting with `filter_prefix` when given."""
+        return {key: tensor for key, (tensor, _, _) in self._weights_by_model_key().items()
+                if filter_prefix is None or key.startswith(filter_prefix)}
+
+    def get_key_patches(self, filter_prefix: str | None = None) -> dict[str, list[tuple[torch.Tensor]]]:
+        """ComfyUI's {model key: [(weight,)]} (what its model merges hand to another MODEL's add_patches); the
+        patches added to this value apply while sampling and are not listed."""
+        return {key: [(tensor,)] for key, tensor in self.model_state_dict(filter_prefix).items()}
+
+    def add_patches(self, patches: Mapping[str, Any], strength_patch: float = 1.0,
+                    strength_model: float = 1.0) -> list[str]:
+        """ComfyUI's add_patches: for each model key of `patches` this network has, its weight becomes
+        `strength_model * W + strength_patch * change` while sampling (a LoRA adapter's up @ down * alpha / rank,
+        a ("diff", (difference,)) tuple, or another model's [(weight,)] as merges give); changes this value (packs
+        clone first) and returns the keys it applied."""
+        weights = self._weights_by_model_key()
+        applied = [key for key in patches if key in weights]
+        state = weight_patch_state({key: patches[key] for key in applied}, weights, strength_patch, strength_model)
+        if state:
+            from diffusion.contracts import LoraPatch
+
+            patch = LoraPatch(f"add_patches ({len(applied)} keys)", state, None, 1.0)
+            self._set("loras", self.loras + (patch,))
+        return applied
+
+    def _weights_by_model_key(self) -> dict[str, tuple[torch.Tensor, str, str]]:
+        """ComfyUI model key -> (weight, our LoRA component, the layer's name as LoRA keys may write it)."""
+        from diffusion.lora import ldm_layer_names
+
+        names = {name: ldm for ldm, name in ldm_layer_names(self.network).items()}
+        if not names:
+            raise AttributeError(f"MODEL weight patches: ComfyUI's model keys of a {type(self.network).__name__} "
+                                 "(SD3, FLUX) are not supported by nodeflow; use LoraLoader or the merge nodes")
+        found = {}
+        for key, tensor in self.network.state_dict().items():
+            layer, _, parameter = key.rpartition(".")
+            if layer in names:
+                found[f"diffusion_model.{names[layer]}.{parameter}"] = (tensor, self.lora_component, names[layer])
+        return found
+
     def sampling_unet_patches(self) -> tuple[Any, ...]:
         """The UNet patches a sampling run applies: the model's own (FreeU, HyperTile, ...) and those in its
         model_options, in ComfyUI's order of kinds; a kind nodeflow cannot run is refused by name."""
@@ -360,6 +404,45 @@ class WrapperExecutor:
         return self.original(*args, **kwargs)
 
     execute = __call__
+
+
+def weight_patch_state(patches: Mapping[str, Any], weights: Mapping[str, tuple[torch.Tensor, str, str]],
+                       strength_patch: float, strength_model: float) -> dict[str, torch.Tensor]:
+    """ComfyUI's weight patches as the deferred keys of a LoRA state dict (`diffusion.lora_formats`): a LoRA
+    adapter's pair with its alpha / rank and `strength_patch` folded into the up factor, every other change as a
+    whole difference, and `strength_model` != 1 as the difference (strength_model - 1) * W. `weights`: model key ->
+    (weight, component, layer name)."""
+    state: dict[str, torch.Tensor] = {}
+
+    def add_difference(key: str, difference: torch.Tensor) -> None:
+        weight, component, layer = weights[key]
+        kind = "diff_b" if key.endswith(".bias") else "diff"
+        name = f"{component}.{layer}.{kind}"
+        difference = difference.detach().float().cpu().reshape(weight.shape)
+        state[name] = state[name] + difference if name in state else difference
+
+    for key, value in patches.items():
+        weight, component, layer = weights[key]
+        if strength_model != 1.0:
+            add_difference(key, (strength_model - 1.0) * weight.float())
+        weights_of = getattr(value, "weights", None)
+        if weights_of is not None:  # a LoRA adapter
+            up, down, alpha, mid, dora_scale = (tuple(weights_of) + (None,) * 5)[:5]
+            if mid is not None or dora_scale is not None:
+                raise ValueError(f"add_patches: {key}: LoCon mid weights and DoRA are not supported by nodeflow")
+            if key.endswith(".bias"):
+                raise ValueError(f"add_patches: {key}: a low-rank pair for a bias")
+            scale = strength_patch * (float(alpha) / down.shape[0] if alpha is not None else 1.0)
+            state[f"{component}.{layer}.lora_up"] = up.detach().float().cpu() * scale
+            state[f"{component}.{layer}.lora_down"] = down.detach().float().cpu()
+        elif isinstance(value, tuple) and len(value) == 2 and value[0] == "diff":
+            add_difference(key, strength_patch * value[1][0].float())
+        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], tuple) and len(value[0]) == 1:
+            add_difference(key, strength_patch * value[0][0].float())  # another model's weight (a merge)
+        else:
+            raise ValueError(f"add_patches: {key}: a {type(value).__name__} patch is not supported by nodeflow "
+                             "(LoRA adapters, ('diff', (tensor,)) and [(weight,)] are)")
+    return state
 
 
 def copied_options(options: Any) -> Any:

@@ -23,12 +23,22 @@ _PATCHER = ("ComfyUI's ModelPatcher internals; nodeflow's CLIP values hold trans
             "model cache and never patched in place")
 UNSUPPORTED = {
     "patcher": _PATCHER,
-    "cond_stage_model": _PATCHER,
     "load_model": "the model manager places text encoders itself when they encode; there is no patcher to load",
-    "add_patches": "ComfyUI weight-patch dicts are not applied; use comfy.sd.load_lora_for_models with a LoRA "
-                   "state dict (a LoRA applied while encoding)",
-    "get_key_patches": _PATCHER,
 }
+
+
+class ClipModelView:
+    """`clip.cond_stage_model` as packs read it for LoRA key maps: `state_dict()` under ComfyUI's keys. Other
+    attributes of ComfyUI's text-encoder modules are not there (an AttributeError names them)."""
+
+    def __init__(self, clip: Any) -> None:
+        self._clip = clip
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._clip.get_sd()
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"clip.cond_stage_model.{name}: not supported by nodeflow: {_PATCHER}")
 
 
 class ComfyClipApi:
@@ -91,6 +101,46 @@ class ComfyClipApi:
                     key = "text_model." + key  # transformers 5 leaves the prefix out of CLIPTextModel's keys
                 state[f"{part}.transformer.{key}"] = tensor
         return state
+
+    @property
+    def cond_stage_model(self) -> ClipModelView:
+        return ClipModelView(self)
+
+    def add_patches(self, patches: Mapping[str, Any], strength_patch: float = 1.0,
+                    strength_model: float = 1.0) -> list[str]:
+        """ComfyUI's CLIP.add_patches (keys as `get_sd` names them; see `diffusion.patcher_api.weight_patch_state`
+        for the patch values): applied while encoding, as a LoRA is; changes this value (packs clone first) and
+        returns the keys applied. Only the encoders LoRAs reach (the CLIPs, not T5) take patches."""
+        from diffusion.patcher_api import weight_patch_state
+
+        weights = self._weights_by_key()
+        applied = [key for key in patches if key in weights]
+        state = weight_patch_state({key: patches[key] for key in applied}, weights, strength_patch, strength_model)
+        if state:
+            from diffusion.contracts import LoraPatch
+
+            changed = self.with_lora(LoraPatch(f"add_patches ({len(applied)} keys)", state, None, 1.0))
+            for field in dataclasses.fields(self):
+                object.__setattr__(self, field.name, getattr(changed, field.name))
+        return applied
+
+    def get_key_patches(self) -> dict[str, list[tuple[torch.Tensor]]]:
+        """ComfyUI's {key: [(weight,)]} of the encoders' weights (what CLIP merges hand to add_patches)."""
+        return {key: [(tensor,)] for key, tensor in self.get_sd().items()}
+
+    def _weights_by_key(self) -> dict[str, tuple[torch.Tensor, str, str]]:
+        """ComfyUI key -> (weight, our LoRA component, the layer's name) of the encoders that take LoRAs."""
+        components = {id(module): component for component, module in self.lora_modules()}
+        found = {}
+        for part, module in self.parts().items():
+            component = components.get(id(module))
+            if component is None:  # an encoder LoRAs do not reach (T5)
+                continue
+            for key, tensor in resolve(module).state_dict().items():
+                if not key.startswith(("text_model.", "text_projection")):
+                    key = "text_model." + key
+                found[f"{part}.transformer.{key}"] = (tensor, component, key.rpartition(".")[0])
+        return found
 
     def __getattr__(self, name: str) -> Any:
         """ComfyUI names nodeflow's CLIP cannot answer fail with the reason (only reached for missing names)."""

@@ -94,8 +94,8 @@ def test_post_and_pre_cfg_functions_see_comfyuis_args(sd1):
 
 def test_unsupported_patcher_names_say_so(sd1):
     model, _, _ = sd1
-    with pytest.raises(AttributeError, match="add_patches is not supported by nodeflow"):
-        model.add_patches({}, 1.0)
+    with pytest.raises(AttributeError, match="patch_model is not supported by nodeflow"):
+        model.patch_model()
     with pytest.raises(AttributeError, match="set_model_double_block_patch is not supported"):
         model.set_model_double_block_patch(lambda *a: a)
     with pytest.raises(AttributeError, match="get_model_object"):

@@ -125,10 +125,13 @@ def test_get_sd_and_the_names_we_cannot_answer(sd1):
     key = "clip_l.transformer.text_model.embeddings.token_embedding.weight"
     assert torch.equal(state[key], clip.text_encoder.get_input_embeddings().weight)
     assert all(name.startswith("clip_l.transformer.text_model.") for name in state)
-    for name in ("patcher", "cond_stage_model", "load_model", "add_patches"):
+    for name in ("patcher", "load_model"):
         assert not hasattr(clip, name)
         with pytest.raises(AttributeError, match=f"clip.{name}: not supported by nodeflow"):
             getattr(clip, name)
+    assert set(clip.cond_stage_model.state_dict()) == set(state)  # what LoRA key maps read
+    with pytest.raises(AttributeError, match="clip.cond_stage_model.clip_layer: not supported by nodeflow"):
+        clip.cond_stage_model.clip_layer  # noqa: B018
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         clip.no_such_name  # noqa: B018
 

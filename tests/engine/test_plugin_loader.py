@@ -84,7 +84,7 @@ def test_good_broken_and_colliding_plugins(plugin_dir):
 
 
 def test_missing_comfy_internals_name_the_module(tmp_path):
-    write(tmp_path / "needs_internals.py", "import comfy.patcher_extension\n")  # a ComfyUI module not provided
+    write(tmp_path / "needs_internals.py", "import comfy.context_windows\n")  # a ComfyUI module not provided
     [record] = load_plugins([tmp_path], NodeRegistry())
-    assert record.status == "failed" and "comfy.patcher_extension" in record.error
-    assert record.missing == "comfy.patcher_extension"
+    assert record.status == "failed" and "comfy.context_windows" in record.error
+    assert record.missing == "comfy.context_windows"
