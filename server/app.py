@@ -10,6 +10,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import time
 import uuid
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from app.prompt_worker import DEFAULT_INTERRUPT_GRACE_S, EventSink, PreviewEncod
 from app.settings import Settings
 from engine.validation import validate_prompt
 from engine.workflow_format import WorkflowFormatError, is_editor_format, to_api_format
-from server import catalog_routes, file_routes, internal_routes, userdata_routes
+from server import catalog_routes, file_routes, internal_routes, jobs_routes, userdata_routes
 from server.hub import jpeg_preview
 from server.plugin_api import PromptServer
 from server.plugin_routes import PluginRoutes
@@ -122,6 +123,7 @@ def _routes() -> list[web.RouteDef]:
         *catalog_routes.ROUTES,
         *userdata_routes.ROUTES,  # ComfyUI's frontend: users, settings, user data files (#20)
         *internal_routes.ROUTES,  # ComfyUI's frontend: folders, model library, metadata, translations (#20)
+        *jobs_routes.ROUTES,  # ComfyUI's jobs API: the queue and history as jobs (#20)
     ]
 
 
@@ -170,6 +172,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="'prompt_id' must be a string of at most 200 characters")
     if state.store.has_prompt(prompt_id):
         raise web.HTTPBadRequest(text=f"prompt_id {prompt_id!r} is already in the queue or history")
+    extra_data = {**extra_data, "create_time": int(time.time() * 1000)}  # ComfyUI's; the jobs API sorts by it
     client_id = body.get("client_id")
     if client_id is not None:
         if not is_storable_text(client_id):

@@ -38,11 +38,13 @@ PATHS = ["/", "/prompt", "/queue", "/history", "/history/{prompt_id}", "/interru
          # ComfyUI's frontend routes (#20): server/userdata_routes.py and server/internal_routes.py
          "/users", "/settings", "/settings/{id}", "/userdata", "/v2/userdata", "/userdata/{file}",
          "/userdata/{file}/move/{dest}", "/internal/folder_paths", "/internal/files/{directory_type}",
-         "/experiment/models", "/experiment/models/{folder}", "/view_metadata/{folder}", "/i18n"]
+         "/experiment/models", "/experiment/models/{folder}", "/view_metadata/{folder}", "/i18n",
+         "/jobs", "/jobs/{job_id}"]
 JSON_ROUTES = ["/prompt", "/queue", "/history", "/interrupt", "/free"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 QUERY_NAMES = ["filename", "subfolder", "type", "preview", "channel", "max_items", "offset", "clientId", "token",
-               "x", "dir", "recurse", "full_info", "split", "path", "overwrite"]
+               "x", "dir", "recurse", "full_info", "split", "path", "overwrite", "status", "limit", "sort_by",
+               "sort_order", "workflow_id"]
 TRICKY_TEXT = ["", ".", "..", "../x", "/etc/passwd", "a" * 300, "é" * 150, "\x00", "a\x00b", "٩٠", "²",
                "jpeg;٩٠", "webp;99999999999999999999", "jpeg;", "png;-1", "1_000", str(10**20), "-" + "9" * 30,
                "NaN", "input", "output", "temp", "rgb", "a", "rgba", "a.png", "pack", "x.js", "%00", "\\..\\x"]
