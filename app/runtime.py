@@ -9,13 +9,13 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app import versions
 from app.settings import PROJECT_DIR, TEXT_ENCODER_OFFLOAD, Settings, default_thread_count
 from engine.cache import LastPromptCache, OutputCache, RamPressureCache
 from engine.executor import Executor
@@ -95,10 +95,13 @@ class Runtime:
             else:
                 entry.update(vram_total=total, vram_free=available, torch_vram_total=0, torch_vram_free=0)
             devices.append(entry)
-        return {"system": {"os": platform.system().lower(), "python_version": sys.version,
-                           "embedded_python": False, "pytorch_version": torch.__version__,
-                           "ram_total": total, "ram_free": available, "argv": sys.argv,
-                           "cpu_threads": torch.get_num_threads()},
+        return {"system": {"os": os.name, "ram_total": total, "ram_free": available,
+                           "comfyui_version": versions.COMFYUI_VERSION,
+                           "required_frontend_version": versions.COMFYUI_FRONTEND_VERSION,
+                           "installed_templates_version": versions.installed_templates_version(),
+                           "required_templates_version": None,  # nodeflow ships its own workflows, no package
+                           "python_version": sys.version, "pytorch_version": torch.__version__,
+                           "embedded_python": False, "argv": sys.argv, "cpu_threads": torch.get_num_threads()},
                 "devices": devices,
                 "models": self.environment.models.report() if self.environment is not None else {}}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import mimetypes
+from pathlib import Path
 
 from aiohttp import web
 
@@ -46,16 +47,39 @@ async def system_stats(request: web.Request) -> web.Response:
     return web.json_response(await in_thread(runtime.system_stats))
 
 
+SHIPPED_TEMPLATES = "nodeflow"  # the module name of our own shipped workflows in the templates map
+# the folders of a node pack ComfyUI takes example workflows from, in its order
+EXAMPLE_FOLDERS = ("example_workflows", "example", "examples", "workflow", "workflows")
+
+
+async def _template_folders(request: web.Request) -> dict[str, Path]:
+    """Module name -> its workflow templates folder: our shipped workflows, then every loaded folder plugin's
+    example workflows (ComfyUI's first existing folder of `EXAMPLE_FOLDERS`)."""
+    state = request.app[STATE]
+    folders = {SHIPPED_TEMPLATES: state.config.workflows_dir}
+    runtime = await state.runtime()
+    for record in runtime.plugins:
+        if record.status == "loaded" and record.path.is_dir():
+            found = next((record.path / name for name in EXAMPLE_FOLDERS if (record.path / name).is_dir()), None)
+            if found is not None:
+                folders.setdefault(record.name, found)
+    return folders
+
+
 async def workflow_templates(request: web.Request) -> web.Response:
-    """The names of the shipped workflows (API format), for the editor's templates menu."""
-    folder = request.app[STATE].config.workflows_dir
-    names = sorted(path.stem for path in folder.glob("*.json")) if folder.is_dir() else []
-    return web.json_response(names)
+    """ComfyUI's {module: [workflow names]} of the template workflows (modules without any left out): ours under
+    "nodeflow" (API format) and node packs' example workflows."""
+    folders = await _template_folders(request)
+    listing = {module: sorted(path.stem for path in folder.glob("*.json"))
+               for module, folder in folders.items() if folder.is_dir()}
+    return web.json_response({module: names for module, names in listing.items() if names})
 
 
 async def workflow_template(request: web.Request) -> web.StreamResponse:
-    path = existing_file(request.app[STATE].config.workflows_dir, "", request.match_info["name"] + ".json")
-    if path is None:
+    """One template workflow file, `/workflow_templates/{module}/{name}.json` as ComfyUI serves them."""
+    folder = (await _template_folders(request)).get(request.match_info["module"])
+    path = None if folder is None else existing_file(folder, "", request.match_info["name"])
+    if path is None or path.suffix != ".json":
         raise web.HTTPNotFound(text="no such workflow template")
     return web.FileResponse(path, headers={"Content-Type": "application/json"})
 
@@ -98,7 +122,7 @@ ROUTES = [
     web.get("/embeddings", embeddings),
     web.get("/system_stats", system_stats),
     web.get("/workflow_templates", workflow_templates),
-    web.get("/workflow_templates/{name}", workflow_template),
+    web.get("/workflow_templates/{module}/{name}", workflow_template),
     web.get("/custom_nodes", custom_nodes),
     web.get("/extensions", extensions),
     web.get("/extensions/{plugin}/{path:.+}", extension_file),

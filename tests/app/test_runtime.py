@@ -1,4 +1,5 @@
 """The real runtime: built-in nodes registered, demo models on first start, model listing, stats, /free."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,13 @@ def test_builtin_nodes_are_registered_like_plugins(runtime):
 def test_system_stats_and_free(runtime):
     stats = runtime.system_stats()
     assert stats["system"]["pytorch_version"] and stats["system"]["ram_total"] > 0
+    # ComfyUI's fields its frontend reads: the OS as os.name, the versions
+    from app import versions
+
+    assert stats["system"]["os"] == os.name and stats["system"]["comfyui_version"] == versions.COMFYUI_VERSION
+    assert stats["system"]["required_frontend_version"] == versions.COMFYUI_FRONTEND_VERSION
+    assert stats["system"]["installed_templates_version"] == versions.installed_templates_version()
+    assert "required_templates_version" in stats["system"]
     assert stats["devices"][0]["type"] == "cpu"
     runtime.executor.cache.put("x", CacheEntry(([1],)))
     runtime.free_memory(unload_models=True, free_memory=True)

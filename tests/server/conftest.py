@@ -21,10 +21,13 @@ def make_settings(tmp_path) -> Settings:
     return settings
 
 
-def ready_runtime(settings: Settings) -> concurrent.futures.Future:
-    registry = make_registry()
+def ready_runtime(settings: Settings, runtime: Runtime | None = None) -> concurrent.futures.Future:
+    """A finished runtime future: `runtime`, or one with the test nodes."""
+    if runtime is None:
+        registry = make_registry()
+        runtime = Runtime(settings, registry, Executor(registry, OutputCache(16)))
     future: concurrent.futures.Future = concurrent.futures.Future()
-    future.set_result(Runtime(settings, registry, Executor(registry, OutputCache(16))))
+    future.set_result(runtime)
     return future
 
 

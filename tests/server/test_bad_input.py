@@ -92,7 +92,7 @@ async def test_view_of_an_image_the_asked_format_cannot_hold(client, settings):
 
 
 async def test_workflow_template_with_a_very_long_name(client):
-    await assert_client_error(await client.get("/workflow_templates/" + "a" * 300), 400)
+    await assert_client_error(await client.get("/workflow_templates/nodeflow/" + "a" * 300 + ".json"), 400)
 
 
 def multipart(*parts: tuple[bytes, bytes]) -> bytes:

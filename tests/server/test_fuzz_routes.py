@@ -33,7 +33,7 @@ FUZZ = hypothesis_settings(deadline=None, derandomize=True, database=None,
 # and a plugin route; `test_the_fuzz_knows_every_route` keeps this list complete.
 PATHS = ["/", "/prompt", "/queue", "/history", "/history/{prompt_id}", "/interrupt", "/free", "/features", "/ws",
          "/view", "/upload/image", "/upload/mask", "/object_info", "/object_info/{node_class}", "/models",
-         "/models/{folder}", "/embeddings", "/system_stats", "/workflow_templates", "/workflow_templates/{name}",
+         "/models/{folder}", "/embeddings", "/system_stats", "/workflow_templates", "/workflow_templates/{module}/{name}",
          "/custom_nodes", "/extensions", "/extensions/{plugin}/{path}", "/web/{path}", "/fuzz-pack/{item}",
          # ComfyUI's frontend routes (#20): server/userdata_routes.py and server/internal_routes.py
          "/users", "/settings", "/settings/{id}", "/userdata", "/v2/userdata", "/userdata/{file}",

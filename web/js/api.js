@@ -5,6 +5,9 @@
  * token (from the page's `?token=`), requests also carry it as a Bearer header. Knows nothing of the DOM.
  */
 
+/** The module of the server's own shipped workflows in its templates map (server/catalog_routes.py). */
+const SHIPPED_TEMPLATES = "nodeflow";
+
 export class ApiError extends Error {
   constructor(status, body) {
     super(body?.error?.message ?? body?.error ?? `the server answered ${status}`);
@@ -107,10 +110,14 @@ export class ApiClient {
     return `${this.base}/view?${query}`;
   }
 
-  /** Names of the workflows the server ships (API format); none when the server has no such route. */
+  /**
+   * Names of the workflows the server ships (API format): the "nodeflow" module of ComfyUI's {module: [names]}
+   * templates map; none when the server has no such route.
+   */
   async workflowTemplates() {
     try {
-      const names = await this.request("/workflow_templates");
+      const modules = await this.request("/workflow_templates");
+      const names = modules?.[SHIPPED_TEMPLATES];
       return Array.isArray(names) ? names.filter((name) => typeof name === "string") : [];
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) return [];
@@ -120,7 +127,7 @@ export class ApiClient {
 
   /** One shipped workflow, in API format. */
   workflowTemplate(name) {
-    return this.request(`/workflow_templates/${encodeURIComponent(name)}`);
+    return this.request(`/workflow_templates/${SHIPPED_TEMPLATES}/${encodeURIComponent(name)}.json`);
   }
 
   /** The node packs that failed to load: [{name, missing, error}]; none when the server has no such route. */
