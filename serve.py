@@ -15,6 +15,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from app.frontends import COMFYUI, FRONT_ENDS, NODEFLOW, FrontendMissing, official_frontend_dir
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--no-previews", action="store_true", help="do not send latent previews while sampling")
     server.add_argument("--max-upload-mb", type=int, default=100, help="largest accepted upload in MiB")
     server.add_argument("--max-history", type=int, default=10000, help="history entries kept (0 keeps all)")
+    server.add_argument("--front-end", choices=FRONT_ENDS, default=NODEFLOW,
+                        help="the browser frontend served at /: nodeflow's editor (default) or comfyui, ComfyUI's "
+                             "official frontend (requirements-frontend.txt; `bash scripts/start.sh --front-end "
+                             "comfyui` installs it)")
     server.add_argument("--multi-user", action="store_true",
                         help="ComfyUI's per-user data: users listed in <user dir>/users.json, each with its own "
                              "folder and settings, chosen by the client's comfy-user header")
@@ -67,10 +72,16 @@ def serve(settings: Settings, args: argparse.Namespace) -> int:
     if not is_loopback(args.listen) and not args.auth_token:
         log.warning("listening on %s without --auth-token: anyone who can reach this port can run prompts "
                     "and read your outputs", args.listen)
+    frontend = {}
+    if args.front_end == COMFYUI:
+        try:
+            frontend = {"web_dir": official_frontend_dir(), "serve_web_root": True}
+        except FrontendMissing as error:
+            raise SystemExit(str(error)) from None
     runtime_future: concurrent.futures.Future = concurrent.futures.Future()
     config = ServerConfig(auth_token=args.auth_token, allowed_origins=frozenset(args.allow_origin), hosts=hosts,
                           max_upload_bytes=args.max_upload_mb * 1024 * 1024, previews=not args.no_previews,
-                          max_history=args.max_history, multi_user=args.multi_user)
+                          max_history=args.max_history, multi_user=args.multi_user, **frontend)
     cluster = _cluster(settings, args)
     app = create_app(settings, config, runtime_future,  # before plugins import: they register routes on it
                      cluster.queue_worker if cluster is not None else None)

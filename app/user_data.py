@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 DEFAULT_USER = "default"
 SETTINGS_FILE = "comfy.settings.json"
 USERS_FILE = "users.json"
+# What a user's folder starts with: the folders and files ComfyUI's frontend reads as it starts (saved workflows,
+# subgraph blueprints, the user's stylesheet, saved node templates), so that none of its first requests fails.
+STARTER_FOLDERS = ("workflows", "subgraphs")
+STARTER_FILES = {"user.css": b"", "comfy.templates.json": b"[]"}
 _USER_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9-_]+")
 
 
@@ -79,6 +83,19 @@ class UserData:
         if user not in self.users():
             raise UnknownUserError(f"Unknown user: {user}")
         return user
+
+    def prepare(self, user: str) -> None:
+        """Create what a user's folder starts with (`STARTER_FOLDERS`, `STARTER_FILES`) where it is missing; never
+        replaces a file."""
+        root = self.user_root(user)
+        for folder in STARTER_FOLDERS:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+        for name, data in STARTER_FILES.items():
+            if not (root / name).exists():
+                try:
+                    write_new_file(root, [name], data)
+                except ValueError:  # another request created it meanwhile
+                    pass
 
     def user_root(self, user: str) -> Path:
         """`<user dir>/<user>`, refusing an id that would name anything else (ids come from users.json)."""

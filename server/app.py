@@ -69,7 +69,7 @@ def create_app(settings: Settings, config: ServerConfig, runtime_future: concurr
     store = PromptStore(settings.user_dir / "queue.sqlite3", max_history=config.max_history)
     state = ServerState(settings, config, runtime_future, store)
     routes = _routes()
-    state.plugin_routes = PluginRoutes(routes)
+    state.plugin_routes = PluginRoutes(routes, web_root_file if config.serve_web_root else None)
     state.worker = worker_factory(store, state.hub, jpeg_preview if config.previews else (lambda image: None),
                                   runtime_future)
     app[STATE] = state
@@ -132,6 +132,13 @@ async def index(request: web.Request) -> web.StreamResponse:
     if not page.is_file():
         return json_error(404, "the web editor is not installed")
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+async def web_root_file(request: web.Request) -> web.StreamResponse | None:
+    """A file of the served frontend's folder at its own path (the official frontend's assets, scripts and core
+    extensions); None when there is none."""
+    path = existing_file(request.app[STATE].config.web_dir, "", request.path.lstrip("/"))
+    return None if path is None else web.FileResponse(path)
 
 
 async def editor_file(request: web.Request) -> web.StreamResponse:

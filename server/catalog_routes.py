@@ -1,11 +1,13 @@
 """Routes that describe what is installed: nodes, models, devices, shipped workflows, plugins and their scripts."""
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 from pathlib import Path
 
 from aiohttp import web
 
+from app.template_cards import card_jpeg
 from server.requests import existing_file, in_thread
 from server.state import STATE
 
@@ -76,12 +78,60 @@ async def workflow_templates(request: web.Request) -> web.Response:
 
 
 async def workflow_template(request: web.Request) -> web.StreamResponse:
-    """One template workflow file, `/workflow_templates/{module}/{name}.json` as ComfyUI serves them."""
-    folder = (await _template_folders(request)).get(request.match_info["module"])
-    path = None if folder is None else existing_file(folder, "", request.match_info["name"])
-    if path is None or path.suffix != ".json":
-        raise web.HTTPNotFound(text="no such workflow template")
-    return web.FileResponse(path, headers={"Content-Type": "application/json"})
+    """One template file as ComfyUI serves them, `/workflow_templates/{module}/{file}`: the workflow
+    (`{name}.json`) or its picture; a shipped workflow without a picture gets a card (`app.template_cards`)."""
+    module, name = request.match_info["module"], request.match_info["name"]
+    folder = (await _template_folders(request)).get(module)
+    path = None if folder is None else existing_file(folder, "", name)
+    if path is not None and path.suffix in (".json", ".jpg", ".jpeg", ".png", ".webp"):
+        content_type = "application/json" if path.suffix == ".json" else mimetypes.guess_type(path.name)[0]
+        return web.FileResponse(path, headers={"Content-Type": content_type or "application/octet-stream"})
+    stem, _, suffix = name.rpartition(".")
+    if module == SHIPPED_TEMPLATES and suffix == "jpg" and existing_file(folder, "", stem + ".json") is not None:
+        return web.Response(body=await in_thread(card_jpeg, stem), content_type="image/jpeg")
+    raise web.HTTPNotFound(text="no such workflow template")
+
+
+async def core_templates_index(request: web.Request) -> web.Response:
+    """The official frontend's core templates (comfyui-workflow-templates' index): none are installed here; our
+    shipped workflows are listed as the "nodeflow" module of /workflow_templates."""
+    return web.json_response([])
+
+
+async def core_templates_logos(request: web.Request) -> web.Response:
+    return web.json_response({})
+
+
+async def _subgraph_files(request: web.Request) -> dict[str, tuple[Path, str]]:
+    """ComfyUI's global subgraphs: id (sha256 of "custom_node" + the file's path) -> (file, node pack) of every
+    loaded folder plugin's subgraphs/*.json."""
+    runtime = await request.app[STATE].runtime()
+    found = {}
+    for record in runtime.plugins:
+        if record.status == "loaded" and record.path.is_dir() and (record.path / "subgraphs").is_dir():
+            for file in sorted((record.path / "subgraphs").glob("*.json")):
+                path = file.as_posix()
+                found[hashlib.sha256(f"custom_node{path}".encode()).hexdigest()] = (
+                    file, f"custom_nodes.{record.path.name}")
+    return found
+
+
+def _subgraph_entry(file: Path, node_pack: str) -> dict:
+    return {"source": "custom_node", "name": file.stem, "info": {"node_pack": node_pack}}
+
+
+async def global_subgraphs(request: web.Request) -> web.Response:
+    """{id: {source, name, info}} of the node packs' subgraph blueprints (their data from /global_subgraphs/{id})."""
+    return web.json_response({key: _subgraph_entry(*found) for key, found in (await _subgraph_files(request)).items()})
+
+
+async def global_subgraph(request: web.Request) -> web.Response:
+    """One blueprint with its `data` (the file's text); null when unknown, as ComfyUI answers."""
+    found = (await _subgraph_files(request)).get(request.match_info["id"])
+    if found is None:
+        return web.json_response(None)
+    data = await in_thread(found[0].read_text, "utf-8")
+    return web.json_response({**_subgraph_entry(*found), "data": data})
 
 
 async def custom_nodes(request: web.Request) -> web.Response:
@@ -91,9 +141,12 @@ async def custom_nodes(request: web.Request) -> web.Response:
 
 
 async def extensions(request: web.Request) -> web.Response:
-    """The JavaScript files plugins expose through WEB_DIRECTORY, for the editor to import at start."""
+    """The JavaScript files the editor imports at start: the served frontend's own extensions (ComfyUI's frontend
+    ships its core ones in extensions/), then those plugins expose through WEB_DIRECTORY."""
     runtime = await request.app[STATE].runtime()
-    urls = []
+    own = request.app[STATE].config.web_dir / "extensions"
+    urls = [f"/extensions/{script.relative_to(own).as_posix()}" for script in sorted(own.rglob("*.js"))] \
+        if own.is_dir() else []
     for record in runtime.plugins:
         if record.status == "loaded" and record.web_directory is not None:
             for script in sorted(record.web_directory.rglob("*.js")):
@@ -105,9 +158,13 @@ async def extension_file(request: web.Request) -> web.StreamResponse:
     runtime = await request.app[STATE].runtime()
     record = next((r for r in runtime.plugins if r.name == request.match_info["plugin"]
                    and r.status == "loaded" and r.web_directory is not None), None)
-    if record is None:
-        raise web.HTTPNotFound(text="no such extension")
-    path = existing_file(record.web_directory, "", request.match_info["path"])
+    if record is not None:
+        folder = record.web_directory
+    else:  # the served frontend's own extensions (extensions/core/... of ComfyUI's frontend)
+        folder = request.app[STATE].config.web_dir / "extensions" / request.match_info["plugin"]
+        if request.match_info["plugin"] in ("", ".", "..") or not folder.is_dir():
+            raise web.HTTPNotFound(text="no such extension")
+    path = existing_file(folder, "", request.match_info["path"])
     if path is None:
         raise web.HTTPNotFound(text="no such file")
     content_type = "text/javascript" if path.suffix == ".js" else mimetypes.guess_type(path.name)[0]
@@ -123,6 +180,11 @@ ROUTES = [
     web.get("/system_stats", system_stats),
     web.get("/workflow_templates", workflow_templates),
     web.get("/workflow_templates/{module}/{name}", workflow_template),
+    web.get("/templates/index.json", core_templates_index),
+    web.get("/templates/index.{locale}.json", core_templates_index),
+    web.get("/templates/index_logo.json", core_templates_logos),
+    web.get("/global_subgraphs", global_subgraphs),
+    web.get("/global_subgraphs/{id}", global_subgraph),
     web.get("/custom_nodes", custom_nodes),
     web.get("/extensions", extensions),
     web.get("/extensions/{plugin}/{path:.+}", extension_file),

@@ -35,6 +35,9 @@ class ServerConfig:
     web_dir: Path = WEB_DIR
     workflows_dir: Path = WORKFLOWS_DIR
     multi_user: bool = False  # ComfyUI's --multi-user: the comfy-user header picks the user folder
+    # the frontend's files: web_dir is served at / and, with the official frontend, every path no route answers
+    # (its assets, scripts and core extensions), as ComfyUI serves its web root
+    serve_web_root: bool = False
 
 
 @dataclass

@@ -33,9 +33,11 @@ def _user(request: web.Request, unknown_status: type[web.HTTPException] = web.HT
     """The user data and the request's user; an unknown user is a 403 (401 on the settings routes, as ComfyUI)."""
     data = _user_data(request)
     try:
-        return data, data.request_user(request.headers.get(USER_HEADER))
+        user = data.request_user(request.headers.get(USER_HEADER))
     except UnknownUserError as error:
         raise unknown_status(text=str(error.args[0])) from None
+    data.prepare(user)
+    return data, user
 
 
 def _flag(request: web.Request, name: str, default: str = "") -> bool:
@@ -195,7 +197,17 @@ def _written(request: web.Request, data: UserData, user: str, path) -> web.Respo
     return web.json_response(data.relative(user, path))
 
 
+async def user_css(request: web.Request) -> web.StreamResponse:
+    """The user's own stylesheet (user.css in their folder), which ComfyUI's frontend links from its page."""
+    data, user = _user(request)
+    path = await in_thread(data.resolve, user, "user.css")
+    if not path.is_file():
+        return web.Response(text="", content_type="text/css")
+    return web.FileResponse(path, headers={"Content-Type": "text/css"})
+
+
 ROUTES = [
+    web.get("/user.css", user_css),
     web.get("/users", get_users),
     web.post("/users", post_users),
     web.get("/settings", get_settings),

@@ -41,8 +41,11 @@ async def make_client(settings):
     """Start test servers (real sockets on 127.0.0.1) with the test nodes; config overrides as keywords."""
     clients = []
 
-    async def start(**config) -> TestClient:
-        app = create_app(settings, ServerConfig(**config), ready_runtime(settings))
+    async def start(*plugins, **config) -> TestClient:
+        """A server; `plugins`: PluginRecords its runtime lists (as loaded node packs)."""
+        runtime = ready_runtime(settings).result()
+        runtime.plugins.extend(plugins)
+        app = create_app(settings, ServerConfig(**config), ready_runtime(settings, runtime))
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)

@@ -1,5 +1,6 @@
 """ComfyUI's frontend routes (#20): users, settings and user data files, with ComfyUI's shapes and status codes."""
 import concurrent.futures
+import io
 import json
 import os
 import struct
@@ -95,7 +96,11 @@ async def test_userdata_status_codes_for_missing_and_absent(client):
     assert (await client.get("/api/userdata")).status == 400
     assert (await client.get("/api/userdata", params={"dir": "nothing"})).status == 404
     assert (await client.get("/api/v2/userdata", params={"path": "nothing"})).status == 404
-    assert await (await client.get("/api/v2/userdata")).json() == []  # a new user has no folder yet
+    # a new user's folder holds what the official frontend reads as it starts (app.user_data.STARTER_*)
+    starter = await (await client.get("/api/v2/userdata")).json()
+    assert sorted((entry["type"], entry["path"]) for entry in starter) == [
+        ("directory", "subgraphs"), ("directory", "workflows"), ("file", "comfy.templates.json"),
+        ("file", "user.css")]
     await client.post("/api/userdata/f.json", data=b"f")
     assert (await client.get("/api/v2/userdata", params={"path": "f.json"})).status == 400
     assert (await client.post("/api/userdata/missing.json/move/other.json")).status == 404
@@ -271,3 +276,51 @@ async def test_i18n_merges_plugins_locales(make_client, settings, tmp_path):
         "en": {"menu": {"run": "Run", "stop": "Halt"}, "nodeDefs": {"NodeA": {"display_name": "Node A"}}},
         "fr": {"settings": {"x": {"name": "X"}}},
     }
+
+
+async def test_a_users_folder_starts_with_what_the_frontend_reads(client, settings):
+    """Its first requests (saved workflows, subgraphs, the user's stylesheet, node templates) all find something."""
+    listing = await client.get("/api/userdata", params={"dir": "workflows", "recurse": "true", "full_info": "true"})
+    assert listing.status == 200 and await listing.json() == []
+    assert (await client.get("/api/userdata", params={"dir": "subgraphs"})).status == 200
+    assert await (await client.get("/api/userdata/comfy.templates.json")).json() == []
+    css = await client.get("/user.css")
+    assert css.status == 200 and css.content_type == "text/css" and await css.text() == ""
+    (settings.user_dir / "default" / "user.css").write_text("body { color: red }")
+    assert await (await client.get("/user.css")).text() == "body { color: red }"
+    await client.post("/api/userdata/comfy.templates.json", data=b'[{"name": "t"}]', params={"overwrite": "true"})
+    await client.get("/api/users")  # preparing the folder again leaves the user's files alone
+    assert await (await client.get("/api/userdata/comfy.templates.json")).json() == [{"name": "t"}]
+
+
+async def test_templates_index_subgraphs_and_template_cards(client):
+    assert await (await client.get("/templates/index.json")).json() == []
+    assert await (await client.get("/templates/index.fr.json")).json() == []
+    assert await (await client.get("/templates/index_logo.json")).json() == {}
+    assert await (await client.get("/api/global_subgraphs")).json() == {}
+    missing = await client.get("/api/global_subgraphs/nope")
+    assert missing.status == 200 and await missing.json() is None  # ComfyUI's answer for an unknown id
+    card = await client.get("/api/workflow_templates/nodeflow/txt2img.jpg")
+    assert card.status == 200 and card.content_type == "image/jpeg"
+    from PIL import Image
+
+    with Image.open(io.BytesIO(await card.read())) as image:
+        assert image.size == (256, 256)
+    assert (await client.get("/api/workflow_templates/nodeflow/nope.jpg")).status == 404
+
+
+async def test_node_packs_subgraph_blueprints(make_client, tmp_path):
+    import hashlib
+
+    from engine.plugin_loader import PluginRecord
+
+    pack = tmp_path / "blueprint_pack"
+    (pack / "subgraphs").mkdir(parents=True)
+    (pack / "subgraphs" / "upscale.json").write_text('{"nodes": []}')
+    client = await make_client(PluginRecord("blueprint_pack", pack, "loaded"))
+    listing = await (await client.get("/api/global_subgraphs")).json()
+    key = hashlib.sha256(f"custom_node{(pack / 'subgraphs' / 'upscale.json').as_posix()}".encode()).hexdigest()
+    assert listing == {key: {"source": "custom_node", "name": "upscale",
+                             "info": {"node_pack": "custom_nodes.blueprint_pack"}}}
+    entry = await (await client.get(f"/api/global_subgraphs/{key}")).json()
+    assert entry["data"] == '{"nodes": []}' and entry["name"] == "upscale"

@@ -4,7 +4,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.server.conftest import ready_runtime, wait_for_history
+from tests.server.conftest import wait_for_history
 
 CHAIN = {"1": {"class_type": "Const", "inputs": {"value": 2}},
          "2": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": 3}},
@@ -304,23 +304,13 @@ async def test_workflow_templates_are_listed_and_served(client):
     assert (await client.get("/workflow_templates/nodeflow/..%2F..%2Fpyproject.toml")).status in (400, 404)
 
 
-async def test_node_packs_example_workflows_are_templates(settings, tmp_path):
-    from aiohttp.test_utils import TestClient, TestServer
-
+async def test_node_packs_example_workflows_are_templates(make_client, tmp_path):
     from engine.plugin_loader import PluginRecord
-    from server.app import ServerConfig, create_app
 
     pack = tmp_path / "example_pack"
     (pack / "example_workflows").mkdir(parents=True)
     (pack / "example_workflows" / "demo.json").write_text('{"nodes": []}')
-    runtime = ready_runtime(settings).result()
-    runtime.plugins.append(PluginRecord("example_pack", pack, "loaded"))
-    client = TestClient(TestServer(create_app(settings, ServerConfig(), ready_runtime(settings, runtime)),
-                                   host="127.0.0.1"))
-    await client.start_server()
-    try:
-        modules = await (await client.get("/workflow_templates")).json()
-        assert modules["example_pack"] == ["demo"] and "txt2img" in modules["nodeflow"]
-        assert await (await client.get("/api/workflow_templates/example_pack/demo.json")).json() == {"nodes": []}
-    finally:
-        await client.close()
+    client = await make_client(PluginRecord("example_pack", pack, "loaded"))
+    modules = await (await client.get("/workflow_templates")).json()
+    assert modules["example_pack"] == ["demo"] and "txt2img" in modules["nodeflow"]
+    assert await (await client.get("/api/workflow_templates/example_pack/demo.json")).json() == {"nodes": []}

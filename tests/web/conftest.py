@@ -8,6 +8,7 @@ The browser tests skip, saying why, when Playwright or the Chromium binary is mi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -93,31 +95,39 @@ def _wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"the server did not start within {SERVER_START_TIMEOUT}s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.fixture(scope="session")
-def editor_server(tmp_path_factory) -> EditorServer:
-    """`main.py` serving the editor; its empty models folder gets the demo models on first start, as a new
-    user's does. Stopped at the end of the session."""
-    if _browser_skip_reason():
-        pytest.skip(_browser_skip_reason())
-    base = tmp_path_factory.mktemp("editor-server")
+@contextlib.contextmanager
+def running_main(base: Path, *arguments: str) -> Iterator[str]:
+    """`main.py` on a free port of 127.0.0.1 with its folders in `base` (an empty models folder gets the demo
+    models on first start, as a new user's does) and `arguments`; its URL once it answers. Stopped on exit."""
     port = _free_port()
     log = base / "server.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     folders = [arg for kind in ("models", "input", "output", "temp", "user")
                for arg in (f"--{kind}-dir", str(base / kind))]
-    command = [sys.executable, str(PROJECT_DIR / "main.py"), "--port", str(port), "--cpu", "--threads", "1", *folders]
+    command = [sys.executable, str(PROJECT_DIR / "main.py"), "--port", str(port), "--cpu", "--threads", "1", *folders,
+               *arguments]
     with open(log, "w") as log_file:
         process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_until_ready(url, process, log)
-        yield EditorServer(url, base, log)
+        yield url
     finally:
         process.terminate()
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def editor_server(tmp_path_factory) -> EditorServer:
+    """`main.py` serving the editor. Stopped at the end of the session."""
+    if _browser_skip_reason():
+        pytest.skip(_browser_skip_reason())
+    base = tmp_path_factory.mktemp("editor-server")
+    with running_main(base) as url:
+        yield EditorServer(url, base, base / "server.log")
 
 
 @pytest.fixture(scope="module")
