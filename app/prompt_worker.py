@@ -48,7 +48,8 @@ HISTORY_MESSAGES = {events.EXECUTION_START, events.EXECUTION_CACHED, events.EXEC
 class EventSink(Protocol):
     def send_from_thread(self, event: str, data: dict[str, Any], sid: str | None = None) -> None: ...
 
-    def send_bytes_from_thread(self, payload: bytes, sid: str | None) -> None: ...
+    def send_bytes_from_thread(self, payload: bytes, sid: str | None, node_id: str | None = None,
+                               prompt_id: str | None = None) -> None: ...
 
 
 PreviewEncoder = Callable[[Any], bytes | None]  # a progress preview to the bytes sent to its client, or None
@@ -205,7 +206,7 @@ class PromptWorker:
         if preview is not None:
             payload = self.encode_preview(preview)
             if payload is not None:
-                self.sink.send_bytes_from_thread(payload, client_id)
+                self.sink.send_bytes_from_thread(payload, client_id, data.get("node"), data.get("prompt_id"))
 
 
 def history_record(result: ExecutionResult) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

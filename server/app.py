@@ -95,11 +95,14 @@ async def _no_cache_for_editor_files(request: web.Request, response: web.StreamR
 async def _start(app: web.Application) -> None:
     state = app[STATE]
     await state.hub.start()
+    state.logs.sender = lambda client_id, data: state.hub.send_from_thread("logs", data, client_id)
+    logging.getLogger().addHandler(state.logs)
     state.worker.start()
 
 
 async def _stop(app: web.Application) -> None:
     state = app[STATE]
+    logging.getLogger().removeHandler(state.logs)
     await asyncio.get_running_loop().run_in_executor(None, state.worker.stop)
     await state.hub.stop()
     state.store.close()
@@ -261,7 +264,7 @@ async def features(request: web.Request) -> web.Response:
 
 
 def _feature_flags(state: ServerState) -> dict[str, Any]:
-    return {"supports_preview_metadata": False, "max_upload_size": state.config.max_upload_bytes}
+    return {"supports_preview_metadata": True, "max_upload_size": state.config.max_upload_bytes}
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -285,6 +288,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse: not for us
                 continue
             if first_message and isinstance(data, dict) and data.get("type") == "feature_flags":
+                flags = data.get("data")
+                if isinstance(flags, dict) and flags.get("supports_preview_metadata") is True:
+                    state.hub.wants_preview_metadata(socket)
                 await socket.send_json({"type": "feature_flags", "data": _feature_flags(state)})
             first_message = False
     finally:

@@ -1,9 +1,12 @@
 """The websocket clients and the one way to send them messages, from the event loop or any thread.
 
 Messages are ComfyUI's: JSON `{"type", "data"}` text frames, and binary preview frames
-(4-byte big-endian event type 1, 4-byte image format 1=JPEG 2=PNG, then the image bytes). The frame format
-is the websocket's business, so `jpeg_preview` lives here and queue workers are handed it as their
-`PreviewEncoder`.
+(4-byte big-endian event type 1, 4-byte image format 1=JPEG 2=PNG, then the image bytes). A socket whose client
+said it supports preview metadata (its first message, ComfyUI's feature flags) gets a preview that comes with
+its node and prompt as ComfyUI's type-4 frame instead: 4-byte event type 4, 4-byte length of a JSON object
+({node_id, display_node_id, parent_node_id, real_node_id, prompt_id, image_type}), that JSON, the image bytes.
+The frame format is the websocket's business, so `jpeg_preview` lives here and queue workers are handed it as
+their `PreviewEncoder`.
 Everything goes through one outgoing queue drained by one task, so clients see events in the order the
 engine emitted them, whichever thread emitted them. One client id may have several sockets (the editor open in
 several tabs with the same `clientId`): each of them gets that client's messages.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import struct
 from typing import Any
@@ -21,7 +25,9 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = 1
+PREVIEW_IMAGE_WITH_METADATA = 4
 IMAGE_FORMATS = {"JPEG": 1, "PNG": 2}
+_MIME_TYPES = {1: "image/jpeg", 2: "image/png"}
 
 
 def preview_frame(image_bytes: bytes, image_format: str = "JPEG") -> bytes:
@@ -49,9 +55,21 @@ def jpeg_preview(preview: Any, max_size: int = 512) -> bytes | None:
     return preview_frame(buffer.getvalue(), image_format)
 
 
+def with_metadata(frame: bytes, node_id: str, prompt_id: str) -> bytes:
+    """A type-1 preview frame as ComfyUI's type-4 frame for `node_id` of `prompt_id`; other frames as they are."""
+    event, image_format = struct.unpack(">II", frame[:8])
+    if event != PREVIEW_IMAGE or image_format not in _MIME_TYPES:
+        return frame
+    metadata = json.dumps({"node_id": node_id, "display_node_id": node_id, "parent_node_id": None,
+                           "real_node_id": node_id, "prompt_id": prompt_id,
+                           "image_type": _MIME_TYPES[image_format]}).encode("utf-8")
+    return struct.pack(">II", PREVIEW_IMAGE_WITH_METADATA, len(metadata)) + metadata + frame[8:]
+
+
 class ClientHub:
     def __init__(self) -> None:
         self.sockets: dict[str, list[web.WebSocketResponse]] = {}
+        self.metadata_sockets: set[web.WebSocketResponse] = set()  # those that take type-4 previews
         self.loop: asyncio.AbstractEventLoop | None = None
         self._outgoing: asyncio.Queue | None = None
         self._sender: asyncio.Task | None = None
@@ -71,7 +89,11 @@ class ClientHub:
     def add(self, sid: str, socket: web.WebSocketResponse) -> None:
         self.sockets.setdefault(sid, []).append(socket)
 
+    def wants_preview_metadata(self, socket: web.WebSocketResponse) -> None:
+        self.metadata_sockets.add(socket)
+
     def remove(self, sid: str, socket: web.WebSocketResponse) -> None:
+        self.metadata_sockets.discard(socket)
         sockets = self.sockets.get(sid, [])
         if socket in sockets:
             sockets.remove(socket)
@@ -85,8 +107,10 @@ class ClientHub:
     def send_from_thread(self, event: str, data: dict[str, Any], sid: str | None = None) -> None:
         self._put_threadsafe(({"type": event, "data": data}, sid))
 
-    def send_bytes_from_thread(self, payload: bytes, sid: str | None) -> None:
-        self._put_threadsafe((payload, sid))
+    def send_bytes_from_thread(self, payload: bytes, sid: str | None, node_id: str | None = None,
+                               prompt_id: str | None = None) -> None:
+        """Queue a binary frame; a preview given with its node and prompt goes as type 4 where wanted."""
+        self._put_threadsafe((_Frame(payload, node_id, prompt_id), sid))
 
     def _put_threadsafe(self, item: tuple[Any, str | None]) -> None:
         if self.loop is not None and not self.loop.is_closed():
@@ -99,9 +123,21 @@ class ClientHub:
             targets = [(target, socket) for target, sockets in clients for socket in list(sockets)]
             for target, socket in targets:
                 try:
-                    if isinstance(message, bytes):
-                        await socket.send_bytes(message)
+                    if isinstance(message, _Frame):
+                        await socket.send_bytes(message.for_socket(socket in self.metadata_sockets))
                     else:
                         await socket.send_json(message)
                 except (ConnectionError, RuntimeError) as exc:
                     log.debug("dropping a message to %s: %s", target, exc)
+
+
+class _Frame:
+    """A binary frame queued for clients, with the node and prompt of a preview when known."""
+
+    def __init__(self, payload: bytes, node_id: str | None, prompt_id: str | None) -> None:
+        self.payload, self.node_id, self.prompt_id = payload, node_id, prompt_id
+
+    def for_socket(self, wants_metadata: bool) -> bytes:
+        if wants_metadata and self.node_id is not None and self.prompt_id is not None:
+            return with_metadata(self.payload, self.node_id, self.prompt_id)
+        return self.payload

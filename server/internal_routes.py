@@ -18,7 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from app.files import FOLDER_TYPES
-from server.requests import existing_file, in_thread
+from app.log_ring import terminal_size
+from server.requests import existing_file, in_thread, read_json
 from server.state import STATE
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,30 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+async def logs(request: web.Request) -> web.Response:
+    """The recent log lines as one string, each "<time> - <line>" (ComfyUI's /internal/logs)."""
+    return web.json_response("".join(f"{entry['t']} - {entry['m']}" for entry in request.app[STATE].logs.entries()))
+
+
+async def raw_logs(request: web.Request) -> web.Response:
+    """{"entries": [{"t", "m"}], "size": {"cols", "rows"}}, what the frontend's terminal panel shows first."""
+    return web.json_response({"entries": request.app[STATE].logs.entries(), "size": terminal_size()})
+
+
+async def subscribe_logs(request: web.Request) -> web.Response:
+    """{"enabled": bool, "clientId": id}: new log lines go to that websocket client as "logs" messages, or stop."""
+    body = await read_json(request)
+    client_id, enabled = body.get("clientId"), body.get("enabled")
+    if not isinstance(client_id, str) or not client_id or not isinstance(enabled, bool):
+        raise web.HTTPBadRequest(text="the body needs 'clientId' (a string) and 'enabled' (true or false)")
+    request.app[STATE].logs.subscribe(client_id, enabled)
+    return web.Response(status=200)
+
+
 ROUTES = [
+    web.get("/internal/logs", logs),
+    web.get("/internal/logs/raw", raw_logs),
+    web.patch("/internal/logs/subscribe", subscribe_logs),
     web.get("/internal/folder_paths", folder_paths),
     web.get("/internal/files/{directory_type}", directory_files),
     web.get("/experiment/models", model_library_folders),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from app.log_ring import LogRing
 from app.prompt_store import PromptStore
 from app.prompt_worker import QueueWorker
 from app.runtime import Runtime
@@ -49,6 +50,7 @@ class ServerState:
     hub: ClientHub = field(default_factory=ClientHub)
     worker: QueueWorker | None = None
     plugin_routes: PluginRoutes | None = None
+    logs: LogRing = field(default_factory=LogRing)  # the recent log lines, for the frontend's terminal panel
 
     async def runtime(self) -> Runtime:
         try:

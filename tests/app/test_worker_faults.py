@@ -21,7 +21,7 @@ class RecordingSink:
     def send_from_thread(self, event, data, sid=None) -> None:
         self.sent.append((event, data, sid))
 
-    def send_bytes_from_thread(self, payload, sid) -> None:
+    def send_bytes_from_thread(self, payload, sid, node_id=None, prompt_id=None) -> None:
         pass
 
     def for_prompt(self, prompt_id):

@@ -16,7 +16,7 @@ class RecordingSink:
     def send_from_thread(self, event, data, sid=None) -> None:
         self.events.append(event)
 
-    def send_bytes_from_thread(self, payload, sid) -> None:
+    def send_bytes_from_thread(self, payload, sid, node_id=None, prompt_id=None) -> None:
         pass
 
 

@@ -2,6 +2,7 @@
 import concurrent.futures
 import io
 import json
+import logging
 import os
 import struct
 
@@ -324,3 +325,42 @@ async def test_node_packs_subgraph_blueprints(make_client, tmp_path):
                              "info": {"node_pack": "custom_nodes.blueprint_pack"}}}
     entry = await (await client.get(f"/api/global_subgraphs/{key}")).json()
     assert entry["data"] == '{"nodes": []}' and entry["name"] == "upscale"
+
+
+async def test_logs_for_the_frontends_terminal(client):
+    logging.getLogger("nodeflow.test").warning("hello terminal")
+    raw = await (await client.get("/internal/logs/raw")).json()
+    assert {"cols", "rows"} <= set(raw["size"]) and raw["entries"][-1]["m"] == "hello terminal\n"
+    assert isinstance(raw["entries"][-1]["t"], str)
+    assert (await (await client.get("/internal/logs")).json()).endswith(" - hello terminal\n")
+
+    socket = await client.ws_connect("/ws?clientId=terminal")
+    await socket.receive_json()  # status
+    bad = await client.patch("/internal/logs/subscribe", json={"clientId": "terminal"})
+    assert bad.status == 400 and "enabled" in (await bad.json())["error"]["message"]
+    subscribed = await client.patch("/internal/logs/subscribe", json={"clientId": "terminal", "enabled": True})
+    assert subscribed.status == 200
+    logging.getLogger("nodeflow.test").warning("second line")
+    message = await socket.receive_json(timeout=5)
+    while message["type"] != "logs":
+        message = await socket.receive_json(timeout=5)
+    assert message["data"]["entries"][0]["m"] == "second line\n" and "cols" in message["data"]["size"]
+    await client.patch("/internal/logs/subscribe", json={"clientId": "terminal", "enabled": False})
+    await socket.close()
+
+
+def test_the_log_ring_keeps_the_last_lines():
+    from app.log_ring import LogRing
+
+    ring, sent = LogRing(capacity=2), []
+    ring.sender = lambda client_id, data: sent.append((client_id, data["entries"][0]["m"]))
+    logger = logging.getLogger("nodeflow.test.ring")
+    logger.addHandler(ring)
+    try:
+        for line in ("a", "b", "c"):
+            logger.warning(line)
+        ring.subscribe("x", True)
+        logger.warning("d")
+    finally:
+        logger.removeHandler(ring)
+    assert [entry["m"] for entry in ring.entries()] == ["c\n", "d\n"] and sent == [("x", "d\n")]

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import struct
 
 from aiohttp import WSMsgType
@@ -56,6 +57,30 @@ async def test_events_arrive_in_order_with_a_preview_frame(client):
     executed = next(data for kind, data in received if kind == "executed")
     assert executed["output"] == {"values": [4]} and executed["prompt_id"] == prompt_id
     await socket.close()
+
+
+async def test_previews_with_metadata_for_clients_that_ask(client):
+    """ComfyUI's type-4 frame: the preview's node and prompt in a JSON header, for a socket that said it takes
+    them; another socket of the same client that did not still gets type 1."""
+    asking = await client.ws_connect("/ws?clientId=painter")
+    plain = await client.ws_connect("/ws?clientId=painter")
+    await asking.receive_json()
+    await plain.receive_json()
+    await asking.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+    assert (await asking.receive_json())["data"]["supports_preview_metadata"] is True
+    response = await client.post("/prompt", json={"prompt": PREVIEWING, "client_id": "painter"})
+    prompt_id = (await response.json())["prompt_id"]
+    with_metadata = [data for kind, data in await collect_until_done(asking, prompt_id) if kind == "binary"]
+    without = [data for kind, data in await collect_until_done(plain, prompt_id) if kind == "binary"]
+    assert len(with_metadata) == len(without) == 2
+    event_type, length = struct.unpack(">II", with_metadata[0][:8])
+    metadata = json.loads(with_metadata[0][8:8 + length])
+    assert event_type == 4 and metadata == {"node_id": "2", "display_node_id": "2", "parent_node_id": None,
+                                            "real_node_id": "2", "prompt_id": prompt_id, "image_type": "image/jpeg"}
+    assert with_metadata[0][8 + length:] == without[0][8:]  # the same JPEG
+    assert struct.unpack(">I", without[0][:4]) == (1,)
+    await asking.close()
+    await plain.close()
 
 
 async def test_events_go_to_the_client_that_queued(client):
