@@ -124,6 +124,19 @@ def test_workflows_are_saved_listed_renamed_and_deleted_through_the_frontends_cl
                       "text": '{"nodes":[],"links":[],"version":0.4}', "after": []}
 
 
+def test_the_workflows_panel_lists_and_opens_saved_workflows(tab):
+    tab.api("await api.storeUserData('workflows/panel_flow.json', JSON.stringify(args[0]), "
+            "{overwrite: true, stringify: false});", {"nodes": [], "links": [], "version": 0.4})
+    tab.page.locator('[data-testid="workflows-tab-button"]').click()
+    tab.page.locator('[data-testid="workflows-refresh-button"]').click()  # it was saved after the panel loaded
+    entry = tab.page.locator(".workflows-sidebar-tab").get_by_text("panel_flow", exact=True).first
+    entry.wait_for(state="visible")
+    entry.click()
+    tab.page.wait_for_function("() => document.title.includes('panel_flow')")
+    tab.api("await api.deleteUserData('workflows/panel_flow.json');")
+    assert tab.api("return (await api.listUserDataFullInfo('workflows')).map((f) => f.path);") == []
+
+
 def test_settings_persist_across_a_reload(tab):
     tab.api("await app.ui.settings.setSettingValueAsync('Comfy.Graph.ZoomSpeed', 1.3);")
     tab.page.reload()
@@ -168,4 +181,7 @@ def test_a_workflow_runs_from_the_run_button(tab, frontend_server):
     assert shown == [200, "image/png"]
     jobs = json.load(urllib.request.urlopen(frontend_server + "/api/jobs?status=completed"))["jobs"]
     assert jobs and jobs[0]["preview_output"]["nodeId"] == "9" and jobs[0]["preview_output"]["type"] == "output"
+    # the assets panel shows the job's image (from /api/jobs)
+    tab.page.locator('[data-testid="assets-tab-button"]').click()
+    tab.page.locator(f'img[src*="{image["filename"]}"]').first.wait_for(state="attached")
     assert tab.failed == []
