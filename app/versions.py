@@ -3,7 +3,9 @@ HTTP API and execution behaviour ours follows, the official frontend package we 
 requirements-frontend.txt pins the same), and the workflow templates package when one is installed."""
 from __future__ import annotations
 
+import importlib.util
 from importlib import metadata
+from pathlib import Path
 
 # ComfyUI's release whose API ours answers as (its newest execution test suite passes against our server)
 COMFYUI_VERSION = "0.38.1"
@@ -18,3 +20,13 @@ def installed_templates_version() -> str | None:
         return metadata.version(TEMPLATES_PACKAGE)
     except metadata.PackageNotFoundError:
         return None
+
+
+def installed_templates_dir() -> Path | None:
+    """The installed comfyui-workflow-templates package's templates folder (index.json, workflows, pictures), which
+    the server serves under /templates as ComfyUI does; None when the package is not installed."""
+    spec = importlib.util.find_spec("comfyui_workflow_templates")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "templates"
+    return folder if folder.is_dir() else None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from app import versions
 from app.template_cards import card_jpeg
 from server.requests import existing_file, in_thread
 from server.state import STATE
@@ -92,14 +93,19 @@ async def workflow_template(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound(text="no such workflow template")
 
 
-async def core_templates_index(request: web.Request) -> web.Response:
-    """The official frontend's core templates (comfyui-workflow-templates' index): none are installed here; our
-    shipped workflows are listed as the "nodeflow" module of /workflow_templates."""
-    return web.json_response([])
-
-
-async def core_templates_logos(request: web.Request) -> web.Response:
-    return web.json_response({})
+async def core_template_file(request: web.Request) -> web.StreamResponse:
+    """The official frontend's core templates: the installed comfyui-workflow-templates package's files under
+    /templates, as ComfyUI serves them; without the package an empty index (our shipped workflows are the
+    "nodeflow" module of /workflow_templates) and no logos."""
+    name = request.match_info["name"]
+    folder = await in_thread(versions.installed_templates_dir)
+    path = None if folder is None else existing_file(folder, "", name)
+    if path is not None:
+        return web.FileResponse(path, headers={"Content-Type": mimetypes.guess_type(path.name)[0]
+                                               or "application/octet-stream"})
+    if folder is None and name.startswith("index") and name.endswith(".json"):
+        return web.json_response({} if name == "index_logo.json" else [])
+    raise web.HTTPNotFound(text="no such template file")
 
 
 async def _subgraph_files(request: web.Request) -> dict[str, tuple[Path, str]]:
@@ -180,9 +186,7 @@ ROUTES = [
     web.get("/system_stats", system_stats),
     web.get("/workflow_templates", workflow_templates),
     web.get("/workflow_templates/{module}/{name}", workflow_template),
-    web.get("/templates/index.json", core_templates_index),
-    web.get("/templates/index.{locale}.json", core_templates_index),
-    web.get("/templates/index_logo.json", core_templates_logos),
+    web.get("/templates/{name}", core_template_file),
     web.get("/global_subgraphs", global_subgraphs),
     web.get("/global_subgraphs/{id}", global_subgraph),
     web.get("/custom_nodes", custom_nodes),

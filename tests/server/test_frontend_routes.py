@@ -294,6 +294,18 @@ async def test_a_users_folder_starts_with_what_the_frontend_reads(client, settin
     assert await (await client.get("/api/userdata/comfy.templates.json")).json() == [{"name": "t"}]
 
 
+async def test_an_installed_templates_package_is_served(client, tmp_path, monkeypatch):
+    package = tmp_path / "site" / "comfyui_workflow_templates"
+    (package / "templates").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "templates" / "index.json").write_text('[{"moduleName": "default", "templates": []}]')
+    (package / "templates" / "default.json").write_text('{"nodes": []}')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert await (await client.get("/templates/index.json")).json() == [{"moduleName": "default", "templates": []}]
+    assert await (await client.get("/api/templates/default.json")).json() == {"nodes": []}
+    assert (await client.get("/templates/index_logo.json")).status == 404  # the package has none
+
+
 async def test_templates_index_subgraphs_and_template_cards(client):
     assert await (await client.get("/templates/index.json")).json() == []
     assert await (await client.get("/templates/index.fr.json")).json() == []

@@ -39,8 +39,8 @@ PATHS = ["/", "/prompt", "/queue", "/history", "/history/{prompt_id}", "/interru
          "/users", "/settings", "/settings/{id}", "/userdata", "/v2/userdata", "/userdata/{file}",
          "/userdata/{file}/move/{dest}", "/internal/folder_paths", "/internal/files/{directory_type}",
          "/experiment/models", "/experiment/models/{folder}", "/view_metadata/{folder}", "/i18n",
-         "/jobs", "/jobs/{job_id}", "/user.css", "/templates/index.json", "/templates/index.{locale}.json",
-         "/templates/index_logo.json", "/global_subgraphs",
+         "/jobs", "/jobs/{job_id}", "/user.css", "/templates/{name}", "/global_subgraphs", "/internal/logs", "/internal/logs/raw",
+         "/internal/logs/subscribe",
          "/global_subgraphs/{id}"]
 JSON_ROUTES = ["/prompt", "/queue", "/history", "/interrupt", "/free"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
