@@ -176,7 +176,7 @@ def test_a_comfyui_file_with_reroutes_primitives_notes_groups_and_bypass_loads_a
     assert "16" not in prompt and "10" not in prompt
 
     with page.expect_download() as saved:
-        editor.menu("#workflow-menu-button", "Save")
+        editor.menu("#workflow-menu-button", "Save (Ctrl+S)")
     path = tmp_path / "modern-again.json"
     saved.value.save_as(path)
     assert json.loads(path.read_text())["groups"][0]["title"] == "Model"

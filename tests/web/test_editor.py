@@ -127,7 +127,7 @@ def test_save_then_load_gives_the_same_api_workflow(page, tmp_path):
     positions = {node["id"]: node["pos"] for node in editor.workflow()["nodes"]}
 
     with page.expect_download() as saved:
-        editor.menu("#workflow-menu-button", "Save")
+        editor.menu("#workflow-menu-button", "Save (Ctrl+S)")
     path = tmp_path / "saved.json"
     saved.value.save_as(path)
     file = json.loads(path.read_text())

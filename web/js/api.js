@@ -8,6 +8,11 @@
 /** The module of the server's own shipped workflows in its templates map (server/catalog_routes.py). */
 const SHIPPED_TEMPLATES = "nodeflow";
 
+/** A file under the user's workflows/ folder as ComfyUI's frontend names it in URLs ("/" as %2F). */
+function serverWorkflowPath(file) {
+  return encodeURIComponent(`workflows/${file}`);
+}
+
 export class ApiError extends Error {
   constructor(status, body) {
     super(body?.error?.message ?? body?.error ?? `the server answered ${status}`);
@@ -150,5 +155,36 @@ export class ApiClient {
       if (error instanceof ApiError && error.status === 404) return [];
       throw error;
     }
+  }
+
+  // ---- workflows kept on the server: the user's workflows/ folder (ComfyUI's /userdata routes) ----------
+
+  /** The saved workflows: [{path, size, modified}], paths relative to workflows/; none before the first. */
+  async listServerWorkflows() {
+    try {
+      const files = await this.request("/userdata?dir=workflows&recurse=true&full_info=true&split=false");
+      return Array.isArray(files) ? files.filter((file) => /\.json$/i.test(file.path)) : [];
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) return [];
+      throw error;
+    }
+  }
+
+  readServerWorkflow(file) {
+    return this.request(`/userdata/${serverWorkflowPath(file)}`);
+  }
+
+  /** Save a workflow; with `overwrite` false an existing file is an ApiError with status 409. */
+  saveServerWorkflow(file, workflow, overwrite) {
+    return this.request(`/userdata/${serverWorkflowPath(file)}?overwrite=${overwrite}&full_info=true`,
+      { method: "POST", body: JSON.stringify(workflow), headers: { "Content-Type": "application/json" } });
+  }
+
+  moveServerWorkflow(from, to) {
+    return this.request(`/userdata/${serverWorkflowPath(from)}/move/${serverWorkflowPath(to)}`, { method: "POST" });
+  }
+
+  deleteServerWorkflow(file) {
+    return this.request(`/userdata/${serverWorkflowPath(file)}`, { method: "DELETE" });
   }
 }

@@ -17,6 +17,7 @@ import { Graph, MODE_ALWAYS, MODE_BYPASSED, MODE_MUTED, TITLE_HEIGHT } from "./g
 import { showHelp } from "./help.js";
 import { MaskEditor } from "./mask_editor.js";
 import { canvasMenuItems, groupMenuItems, linkMenuItems, nodeMenuItems, workflowMenuItems } from "./menus.js";
+import { saveToServer, showServerWorkflows } from "./server_workflows.js";
 import { NodeDefs } from "./node_defs.js";
 import { NodePalette } from "./palette.js";
 import { WorkflowStore, downloadJson, readWorkflowFile, workflowName } from "./persistence.js";
@@ -273,6 +274,19 @@ export class App {
 
   saveWorkflow() {
     downloadJson(this.doc, this.workflowForSaving(), `${this.fileStem()}.json`);
+  }
+
+  async saveWorkflowOnServer() {
+    try {
+      const file = await saveToServer(this, this.workflowForSaving());
+      if (file) this.toast(`Saved ${file} on the server`, { kind: "success", timeout: 2500 });
+    } catch (error) {
+      this.toast(`Cannot save on the server: ${error.message}`, { kind: "error" });
+    }
+  }
+
+  showServerWorkflows() {
+    return showServerWorkflows(this, (file, workflow) => this.loadWorkflow(workflow, file.replace(/\.json$/i, "")));
   }
 
   exportApi() {

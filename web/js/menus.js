@@ -63,6 +63,8 @@ export function workflowMenuItems(app) {
     { label: "Open… (Ctrl+O)", action: () => app.chooseFile() },
     { separator: true },
     { label: "Save (Ctrl+S)", action: () => app.saveWorkflow() },
+    { label: "Save on the server…", action: () => app.saveWorkflowOnServer() },
+    { label: "Workflows on the server…", action: () => app.showServerWorkflows() },
     { label: "Export API format", action: () => app.exportApi() },
     ...templateMenuItems(app),
   ];
