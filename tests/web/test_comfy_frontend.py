@@ -124,17 +124,56 @@ def test_workflows_are_saved_listed_renamed_and_deleted_through_the_frontends_cl
                       "text": '{"nodes":[],"links":[],"version":0.4}', "after": []}
 
 
-def test_the_workflows_panel_lists_and_opens_saved_workflows(tab):
-    tab.api("await api.storeUserData('workflows/panel_flow.json', JSON.stringify(args[0]), "
-            "{overwrite: true, stringify: false});", {"nodes": [], "links": [], "version": 0.4})
-    tab.page.locator('[data-testid="workflows-tab-button"]').click()
-    tab.page.locator('[data-testid="workflows-refresh-button"]').click()  # it was saved after the panel loaded
-    entry = tab.page.locator(".workflows-sidebar-tab").get_by_text("panel_flow", exact=True).first
-    entry.wait_for(state="visible")
-    entry.click()
-    tab.page.wait_for_function("() => document.title.includes('panel_flow')")
-    tab.api("await api.deleteUserData('workflows/panel_flow.json');")
-    assert tab.api("return (await api.listUserDataFullInfo('workflows')).map((f) => f.path);") == []
+def _saved_workflows(url: str) -> list[str]:
+    with urllib.request.urlopen(url + "/api/userdata?dir=workflows&recurse=true") as response:
+        return sorted(json.load(response))
+
+
+def _wait_for_listing(page, url: str, condition: str) -> None:
+    """Wait until the server's list of saved workflows (`files`) meets a JavaScript `condition`."""
+    page.wait_for_function(f"(url) => fetch(url).then((r) => r.json()).then((files) => {condition})",
+                           arg=url + "/api/userdata?dir=workflows&recurse=true")
+
+
+def test_the_workflows_panel_saves_lists_opens_renames_and_deletes(tab, frontend_server):
+    page = tab.page
+    # save: the frontend's Save command asks for a name and writes workflows/<name>.json
+    page.locator("#graph-canvas").click(position={"x": 600, "y": 400}, force=True)
+    page.keyboard.press("Control+s")
+    page.get_by_role("dialog").locator("input").first.fill("saved_from_ui")
+    page.keyboard.press("Enter")
+    page.wait_for_function("() => document.title.includes('saved_from_ui')")
+    _wait_for_listing(page, frontend_server, "files.includes('saved_from_ui.json')")
+
+    # list: workflows saved elsewhere appear in the panel (after a refresh: they came after it loaded)
+    for name in ("panel_flow", "open_me"):
+        tab.api("await api.storeUserData(`workflows/${args[0]}.json`, JSON.stringify(args[1]), "
+                "{overwrite: true, stringify: false});", name, {"nodes": [], "links": [], "version": 0.4})
+    page.locator('[data-testid="workflows-tab-button"]').click()
+    page.locator('[data-testid="workflows-refresh-button"]').click()
+    panel = page.locator(".workflows-sidebar-tab")
+
+    # open one from the panel
+    panel.get_by_text("open_me", exact=True).first.click()
+    page.wait_for_function("() => document.title.includes('open_me')")
+
+    # rename another from the panel's menu
+    panel.get_by_text("panel_flow", exact=True).first.click(button="right")
+    page.get_by_role("menuitem", name="Rename").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("renamed_flow")
+    page.keyboard.press("Enter")
+    panel.get_by_text("renamed_flow", exact=True).first.wait_for(state="visible")
+    assert "renamed_flow.json" in _saved_workflows(frontend_server)
+    assert "panel_flow.json" not in _saved_workflows(frontend_server)
+
+    # delete from the panel's menu, confirmed
+    panel.get_by_text("renamed_flow", exact=True).first.click(button="right")
+    page.get_by_role("menuitem", name="Delete").click()
+    page.locator("[role=dialog] button, [role=alertdialog] button", has_text="Delete").last.click()  # confirmed
+    _wait_for_listing(page, frontend_server, "!files.includes('renamed_flow.json')")
+    for leftover in ("saved_from_ui", "open_me"):
+        tab.api("await api.deleteUserData(`workflows/${args[0]}.json`);", leftover)
 
 
 def test_settings_persist_across_a_reload(tab):
