@@ -58,6 +58,9 @@ class DiffusionModel(ComfyModelPatcherApi):
     # "wrappers", and the packs' own keys}, "model_function_wrapper", ...}; `clone()` copies it and a sampling run
     # applies what is in it (`diffusion.patcher_api`)
     model_options: dict = field(default_factory=lambda: {"transformer_options": {}})
+    # ComfyUI's patcher callbacks {kind: {key: [callback, ...]}} (ON_CLONE, ON_PRE_RUN, ON_CLEANUP): `clone()` copies
+    # them and runs ON_CLONE, a sampling run runs the others (`diffusion.patcher_api`)
+    callbacks: dict = field(default_factory=dict)
 
     @property
     def model_sampling(self) -> Any:

@@ -9,14 +9,16 @@ extra_options (its block numbering, `cond_or_uncond`, `sigmas`, shapes).
 ComfyUI's setters change the patcher they are called on, so packs clone first: here too `clone()` gives a new MODEL
 value and the setters change only that value (the loaded network is shared and never changed). A pack that calls a
 setter on a MODEL it did not clone changes that value for everyone holding it, as it would in ComfyUI.
-Other ModelPatcher names (weight patches, UNet-function wrappers, DiT block patches, `model_options`) are not
-provided: asking for one raises an AttributeError that names it. Knows nothing of nodes or compat.
+Patcher callbacks (ON_CLONE, ON_PRE_RUN, ON_CLEANUP) run in clone() and around each sampling run. Other
+ModelPatcher names (DiT block patches, object patches) are not provided: asking for one raises an AttributeError
+that names it. Knows nothing of nodes or compat.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -27,10 +29,12 @@ UNSUPPORTED = {
     name: "nodeflow never patches a loaded network in place: weight patches (add_patches) apply while sampling"
     for name in ("patch_model", "unpatch_model")
 } | {
-    name: "DiT block patches, object patches and patcher callbacks of ComfyUI's models do not exist in nodeflow's "
-          "models"
-    for name in ("set_model_double_block_patch", "add_callback", "add_callback_with_key", "add_object_patch")
+    name: "DiT block patches and object patches of ComfyUI's models do not exist in nodeflow's models"
+    for name in ("set_model_double_block_patch", "add_object_patch")
 }
+# The callback kinds (ComfyUI's CallbacksMP) a MODEL runs: ON_CLONE in clone(), ON_PRE_RUN / ON_CLEANUP around
+# each sampling run (`run_callbacks`); ComfyUI's load/detach/hook kinds have no moment in nodeflow
+SUPPORTED_CALLBACKS = ("on_clone", "on_pre_run", "on_cleanup")
 # The wrapper kinds (ComfyUI's WrappersMP) a MODEL takes: each runs in our sampling core where ComfyUI runs it
 SUPPORTED_WRAPPERS = ("apply_model",)
 # transformer_options["patches"] kinds and ["patches_replace"] kinds that run in our UNet
@@ -86,7 +90,11 @@ class ComfyModelPatcherApi:
     def clone(self) -> Any:
         """A new MODEL value over the same network, its model_options copied (nested dicts and lists copied, the
         functions in them shared), as ComfyUI clones a patcher."""
-        return dataclasses.replace(self, model_options=copied_options(self.model_options))
+        clone = dataclasses.replace(self, model_options=copied_options(self.model_options),
+                                    callbacks=copied_options(self.callbacks))
+        for callback in self.get_all_callbacks("on_clone"):
+            callback(self, clone)  # ComfyUI's ON_CLONE: (the original patcher, its clone)
+        return clone
 
     def is_clone(self, other: Any) -> bool:
         return getattr(other, "network", None) is self.network
@@ -237,6 +245,39 @@ class ComfyModelPatcherApi:
 
     def remove_wrappers_with_key(self, wrapper_type: str, key: str | None) -> None:
         self.model_options.get("transformer_options", {}).get("wrappers", {}).get(wrapper_type, {}).pop(key, None)
+
+    # -- patcher callbacks (ComfyUI's CallbacksMP), kept in `DiffusionModel.callbacks`
+
+    def add_callback_with_key(self, call_type: str, key: str | None, callback: Callable[..., Any]) -> None:
+        """A ComfyUI patcher callback of kind `call_type` under `key`: "on_clone" gets (original, clone) in
+        clone(), "on_pre_run" and "on_cleanup" get the MODEL before and after each sampling run; other kinds
+        have no moment in nodeflow and are refused by name."""
+        if call_type not in SUPPORTED_CALLBACKS:
+            raise AttributeError(f"MODEL.add_callback_with_key: {call_type!r} callbacks are not supported by "
+                                 f"nodeflow (supported: {', '.join(SUPPORTED_CALLBACKS)})")
+        self.callbacks.setdefault(call_type, {}).setdefault(key, []).append(callback)
+
+    def add_callback(self, call_type: str, callback: Callable[..., Any]) -> None:
+        self.add_callback_with_key(call_type, None, callback)
+
+    def get_all_callbacks(self, call_type: str) -> list[Callable[..., Any]]:
+        """Every callback of kind `call_type`, key by key in the order they were added."""
+        return [c for group in self.callbacks.get(call_type, {}).values() for c in group]
+
+    def remove_callbacks_with_key(self, call_type: str, key: str | None) -> None:
+        self.callbacks.get(call_type, {}).pop(key, None)
+
+    @contextlib.contextmanager
+    def run_callbacks(self) -> Iterator[None]:
+        """Around a sampling run: the ON_PRE_RUN callbacks with this MODEL before it, the ON_CLEANUP ones after it
+        (also when it fails), as ComfyUI's pre_run and cleanup run them."""
+        for callback in self.get_all_callbacks("on_pre_run"):
+            callback(self)
+        try:
+            yield
+        finally:
+            for callback in self.get_all_callbacks("on_cleanup"):
+                callback(self)
 
     # -- weight patches: ComfyUI's model keys and patch values (`comfy.lora`), applied as LoRAs are while sampling
 

@@ -1,8 +1,9 @@
 """`comfy.patcher_extension` for plugins: ComfyUI's wrapper and callback kinds, `WrapperExecutor` and the helpers
 that keep wrappers in a transformer_options (or model_options) dict, over our MODEL's model_options
 (`diffusion.patcher_api`). Of the wrapper kinds, nodeflow runs APPLY_MODEL (around each network call); a MODEL
-refuses the others when they are added, and a sampling run refuses any found in its model_options. Callbacks
-(`CallbacksMP`) are not run by nodeflow: `add_callback` on a MODEL raises, naming it.
+refuses the others when they are added, and a sampling run refuses any found in its model_options. Of the
+callback kinds (`CallbacksMP`), a MODEL runs ON_CLONE (in clone()), ON_PRE_RUN and ON_CLEANUP (around each sampling
+run); `add_callback` of another kind raises, naming it.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ __all__ = ["CallbacksMP", "WrapperExecutor", "WrappersMP", "add_wrapper", "add_w
 
 
 class CallbacksMP:
-    """ComfyUI's ModelPatcher callback kinds (names only: nodeflow runs no patcher callbacks)."""
+    """ComfyUI's ModelPatcher callback kinds; nodeflow runs ON_CLONE, ON_PRE_RUN and ON_CLEANUP."""
 
     ON_CLONE = "on_clone"
     ON_LOAD = "on_load_after"

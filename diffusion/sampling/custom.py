@@ -189,7 +189,8 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
     with torch.inference_mode(), lora_applied(model.network, model.lora_component, model.loras), \
             interrupts_between_blocks(model.network, model.speedups), \
             speedups_applied(model.network, model.speedups) as network, \
-            unet_patches.patches_applied(model.network, run_patches, patch_run), run_seed.sigmas_of_run(sigmas):
+            unet_patches.patches_applied(model.network, run_patches, patch_run), run_seed.sigmas_of_run(sigmas), \
+            model.run_callbacks():  # packs' ON_PRE_RUN / ON_CLEANUP callbacks around the run
         spec = sampler.spec(guider)
         cfg1_optimization = not spec.uses_unguided
         with run_seed.seeded(noise_source.seed):  # the conditioning's seeded inputs (unCLIP) are made here

@@ -119,8 +119,8 @@ def test_wrapper_kinds_nodeflow_does_not_run_are_refused(sd1, euler_sampled):
                                            written.model_options, is_model_options=True)
     with pytest.raises(ValueError, match=r"wrappers \['predict_noise'\] are not supported"):
         euler_sampled(written, positive, negative)
-    with pytest.raises(AttributeError, match="add_callback_with_key is not supported by nodeflow"):
-        model.clone().add_callback_with_key(patcher_extension.CallbacksMP.ON_PRE_RUN, "k", lambda *a: None)
+    with pytest.raises(AttributeError, match="'on_load_after' callbacks are not supported"):
+        model.clone().add_callback_with_key(patcher_extension.CallbacksMP.ON_LOAD, "k", lambda *a: None)
 
 
 def test_model_options_and_our_own_patches_together(sd1, euler_sampled):
