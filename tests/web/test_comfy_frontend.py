@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.web.conftest import CHROMIUM, CHROMIUM_ARGS, _browser_skip_reason, running_main
 
@@ -181,6 +182,19 @@ def test_settings_persist_across_a_reload(tab):
     tab.page.reload()
     tab.page.wait_for_function("() => window.app && window.app.ui && window.app.ui.settings", timeout=60000)
     tab.page.wait_for_function("() => window.app.ui.settings.getSettingValue('Comfy.Graph.ZoomSpeed') === 1.3")
+
+
+def test_the_model_library_and_templates_browser_show_ours(tab):
+    page = tab.page
+    page.locator('[data-testid="model-library-tab-button"]').click()
+    library = page.locator(".side-bar-panel, [class*=model-lib]").first
+    for folder in ("checkpoints", "loras", "vae", "upscale_models"):
+        expect(library.get_by_text(folder, exact=True).first).to_be_visible()
+    page.get_by_role("button", name="Templates").first.click()
+    browser = page.get_by_role("dialog").filter(has_text="Templates")
+    expect(browser.get_by_text("nodeflow", exact=True).first).to_be_visible()
+    for name in ("txt2img", "flux_txt2img", "sdxl_txt2img"):
+        expect(browser.get_by_text(name, exact=True).first).to_be_visible()
 
 
 def test_the_model_library_and_templates_list_ours(tab):
