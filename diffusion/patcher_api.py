@@ -36,7 +36,7 @@ UNSUPPORTED = {
 # each sampling run (`run_callbacks`); ComfyUI's load/detach/hook kinds have no moment in nodeflow
 SUPPORTED_CALLBACKS = ("on_clone", "on_pre_run", "on_cleanup")
 # The wrapper kinds (ComfyUI's WrappersMP) a MODEL takes: each runs in our sampling core where ComfyUI runs it
-SUPPORTED_WRAPPERS = ("apply_model",)
+SUPPORTED_WRAPPERS = ("apply_model", "outer_sample")
 # transformer_options["patches"] kinds and ["patches_replace"] kinds that run in our UNet
 PATCH_KINDS = ("attn1_patch", "attn2_patch", "attn1_output_patch", "attn2_output_patch", "input_block_patch",
                "input_block_patch_after_skip", "output_block_patch")
@@ -229,7 +229,9 @@ class ComfyModelPatcherApi:
     def add_wrapper_with_key(self, wrapper_type: str, key: str | None, wrapper: Callable[..., Any]) -> None:
         """A ComfyUI wrapper of kind `wrapper_type` (`SUPPORTED_WRAPPERS`: "apply_model" wraps each network call
         as `wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)` -> the
-        denoised estimate), kept under `key`."""
+        denoised estimate; "outer_sample" each sampling run as `wrapper(executor, noise, latent_image, sampler,
+        sigmas, denoise_mask, callback, disable_pbar, seed)`, `executor.class_obj` the guider, whose
+        `model_options` is the run's own copy), kept under `key`."""
         if wrapper_type not in SUPPORTED_WRAPPERS:
             raise AttributeError(f"MODEL.add_wrapper_with_key: {wrapper_type!r} wrappers are not supported by "
                                  f"nodeflow (supported: {', '.join(SUPPORTED_WRAPPERS)})")
@@ -345,6 +347,11 @@ class ComfyModelPatcherApi:
         found += [PackOutputBlockPatch(f) for f in patches.get("output_block_patch", [])]
         return self.unet_patches + tuple(found)
 
+    def outer_sample_wrappers(self) -> list[Callable[..., Any]]:
+        """The OUTER_SAMPLE wrappers around each sampling run, in order."""
+        wrappers = self.model_options.get("transformer_options", {}).get("wrappers", {}).get("outer_sample", {})
+        return [wrapper for group in wrappers.values() for wrapper in group]
+
     def apply_model_wrappers(self) -> tuple[Callable[..., Any] | None, list[Callable[..., Any]]]:
         """(the UNet function wrapper or None, the APPLY_MODEL wrappers in order) that wrap each network call."""
         kinds = self.model_options.get("transformer_options", {}).get("wrappers", {})
@@ -417,6 +424,24 @@ class PackDenoiseMask:
 
 
 # -- pack patches of the UNet, as `diffusion.sampling.unet_patches` runs them
+
+
+class GuiderFace:
+    """One of our GUIDER values as ComfyUI's CFGGuider to a pack's code (a wrapper's `executor.class_obj`, a
+    sampler function's `model.inner_model`): `model_patcher`, `inner_model` (the MODEL's facts), `model_options`,
+    `cfg`, `conds`."""
+
+    def __init__(self, guider: Any) -> None:
+        self.model_patcher = guider.model
+        self.inner_model = ModelView(guider.model)
+        self.model_options = guider.model.model_options
+        self.cfg = getattr(guider, "cfg", 1.0)
+        self.conds = {name: getattr(guider, name) for name in ("positive", "negative") if hasattr(guider, name)}
+
+
+def comfy_guider(guider: Any) -> Any:
+    """The guider as packs see ComfyUI's: itself when it already is one (comfy.samplers.CFGGuider), else a face."""
+    return guider if hasattr(guider, "model_patcher") else GuiderFace(guider)
 
 
 class WrapperExecutor:

@@ -24,7 +24,7 @@ import torch
 from comfy.k_diffusion import sampling as k_diffusion_sampling
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning
-from diffusion.patcher_api import ModelView
+from diffusion.patcher_api import ModelView, comfy_guider
 from diffusion.sampling import custom, guiders, run_seed, samplers, sigma_schedules
 from diffusion.sampling import ksampler as ksampling
 from diffusion.sampling.samplers.common import SamplingRun
@@ -204,6 +204,12 @@ class CFGGuider:
         """The MODEL our core samples with."""
         return self.model_patcher
 
+    def with_model(self, model: DiffusionModel) -> "CFGGuider":
+        """This guider (its subclass, conds and settings) over another MODEL value: our core's per-run copy."""
+        changed = copy.copy(self)
+        changed.model_patcher, changed.model_options = model, model.model_options
+        return changed
+
     def set_conds(self, positive: Conditioning, negative: Conditioning) -> None:
         self.inner_set_conds({"positive": positive, "negative": negative})
 
@@ -242,18 +248,6 @@ class CFGGuider:
         if sigmas.shape[-1] == 0:
             return latent_image
         return run(self, sampler, sigmas, noise, latent_image, denoise_mask, callback, seed)
-
-
-class _GuiderFace:
-    """One of our own GUIDER values as a k-diffusion sampler function sees `model.inner_model` (ComfyUI's
-    CFGGuider): `model_patcher`, `inner_model` (the MODEL's facts), `model_options`, `cfg`, `conds`."""
-
-    def __init__(self, guider: Any) -> None:
-        self.model_patcher = guider.model
-        self.inner_model = ModelView(guider.model)
-        self.model_options = guider.model.model_options
-        self.cfg = getattr(guider, "cfg", 1.0)
-        self.conds = {name: getattr(guider, name) for name in ("positive", "negative") if hasattr(guider, name)}
 
 
 # -- samplers -----------------------------------------------------------------------------------------------------
@@ -309,7 +303,7 @@ class KSAMPLER:
                                     uses_unguided=getattr(self.sampler_function, "uses_unguided", False))
 
     def _run(self, guider: Any, run: SamplingRun, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-        face = guider if isinstance(guider, CFGGuider) else _GuiderFace(guider)
+        face = comfy_guider(guider)
         disable_cfg1 = getattr(self.sampler_function, "uses_unguided", False)
         extra_args = {"model_options": run_model_options(face, sigmas, disable_cfg1), "seed": run.seed}
 

@@ -16,6 +16,7 @@ every network call within a step).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.lora import lora_applied
+from diffusion.patcher_api import WrapperExecutor, comfy_guider, copied_options
 from diffusion.sampling import caching, editing, noise, run_seed, samplers, unet_patches
 from diffusion.sampling.denoising import Denoiser, StepCallback
 from diffusion.sampling.guiders import CFGGuider
@@ -170,10 +172,42 @@ def sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, late
         latent = {**latent, "samples": latent_image}
     if len(sigmas) < 2:
         return latent_image.clone()
+    initial = noise_source.generate(latent)
+    wrappers = model.outer_sample_wrappers()
+    if not wrappers:
+        return _sample(guider, sampler, sigmas, latent, noise_source, initial, callback)
+    # packs' OUTER_SAMPLE wrappers around the run, which may change its inputs and, through the guider's
+    # model_options (the run's own copy), the wrappers of its network calls
+    run_guider = _with_model(guider, dataclasses.replace(model, model_options=copied_options(model.model_options)))
+
+    def outer_sample(noise: torch.Tensor, latent_image: torch.Tensor, sampler: Any, sigmas: torch.Tensor,
+                     denoise_mask: torch.Tensor | None = None, callback_: Any = None, disable_pbar: bool = False,
+                     seed: int | None = None, **kwargs: Any) -> torch.Tensor:
+        run_latent = {key: value for key, value in latent.items() if key != "noise_mask"}
+        run_latent["samples"] = latent_image
+        if denoise_mask is not None:
+            run_latent["noise_mask"] = denoise_mask
+        return _sample(run_guider, sampler, sigmas, run_latent, noise_source, noise, callback)
+
+    return WrapperExecutor(outer_sample, wrappers, comfy_guider(run_guider))(
+        initial, latent_image, sampler, sigmas, latent.get("noise_mask"), callback, False, noise_source.seed)
+
+
+def _with_model(guider: Any, model: Any) -> Any:
+    """The guider over another MODEL value (our guiders are dataclasses; a pack-facing one has `with_model`)."""
+    return dataclasses.replace(guider, model=model) if dataclasses.is_dataclass(guider) else guider.with_model(model)
+
+
+def _sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, latent: Mapping[str, Any],
+            noise_source: RandomNoise | DisableNoise, initial: torch.Tensor,
+            callback: StepCallback | None) -> torch.Tensor:
+    """`sample`'s run from the starting noise `initial`."""
+    model = guider.model
+    latent_image = latent["samples"]
     device = model.device
     model_sampling = model.model_sampling
     latent_format = model.latent_format
-    initial = noise_source.generate(latent).to(device)
+    initial = initial.to(device)
     source = latent_format.sampling_input(latent_image.float()).to(device)
     edit = editing.EditInputs.prepare(model, latent, guider.image_cfg)
     run_patches = model.sampling_unet_patches()

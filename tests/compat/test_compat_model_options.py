@@ -112,8 +112,8 @@ def test_apply_model_wrappers_see_comfyuis_arguments(sd1, euler_sampled):
 
 def test_wrapper_kinds_nodeflow_does_not_run_are_refused(sd1, euler_sampled):
     model, positive, negative = sd1
-    with pytest.raises(AttributeError, match="'outer_sample' wrappers are not supported"):
-        model.clone().add_wrapper_with_key(patcher_extension.WrappersMP.OUTER_SAMPLE, "k", lambda *a: None)
+    with pytest.raises(AttributeError, match="'sampler_sample' wrappers are not supported"):
+        model.clone().add_wrapper_with_key(patcher_extension.WrappersMP.SAMPLER_SAMPLE, "k", lambda *a: None)
     written = model.clone()
     patcher_extension.add_wrapper_with_key(patcher_extension.WrappersMP.PREDICT_NOISE, "k", lambda *a: None,
                                            written.model_options, is_model_options=True)
@@ -157,3 +157,40 @@ def test_patcher_extension_helpers():
 
     executor = patcher_extension.WrapperExecutor.new_class_executor(lambda value: value * 2, "owner", [wrapper])
     assert executor.execute(1) == 40 and calls == [("wrapper", "owner")]
+
+
+def test_outer_sample_wrappers_wrap_each_run_and_may_add_network_wrappers(sd1, euler_sampled):
+    """KJNodes' TTM way: an OUTER_SAMPLE wrapper adds an APPLY_MODEL wrapper to the guider's model_options (the
+    run's own copy) and calls on; the original MODEL keeps its options."""
+    model, positive, negative = sd1
+    expected = euler_sampled(model, positive, negative)
+    seen, calls = {}, []
+
+    def apply_wrapper(executor, x, t, *args, **kwargs):
+        calls.append(float(t[0]))
+        return executor(x, t, *args, **kwargs)
+
+    def outer(executor, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **kwargs):
+        guider = executor.class_obj
+        seen.update(seed=seed, steps=len(sigmas) - 1, shape=tuple(noise.shape), latent=tuple(latent_image.shape),
+                    model_sampling=guider.model_patcher.model.model_sampling is not None)
+        wrappers = guider.model_options["transformer_options"]["wrappers"]
+        wrappers.setdefault(patcher_extension.WrappersMP.APPLY_MODEL, {})["recorder"] = [apply_wrapper]
+        return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, **kwargs)
+
+    wrapped = model.clone()
+    wrapped.add_wrapper_with_key(patcher_extension.WrappersMP.OUTER_SAMPLE, "ttm", outer)
+    torch.testing.assert_close(euler_sampled(wrapped, positive, negative), expected)
+    assert seen == {"seed": 3, "steps": 2, "shape": (1, 4, 8, 8), "latent": (1, 4, 8, 8), "model_sampling": True}
+    assert len(calls) == 2  # the added network wrapper ran at each step of that run
+    assert "apply_model" not in wrapped.model_options["transformer_options"]["wrappers"]
+    calls.clear()
+    euler_sampled(wrapped, positive, negative)
+    assert len(calls) == 2  # added afresh to each run's copy, not piled up
+
+    def quieter(executor, noise, latent_image, *args, **kwargs):
+        return executor(noise * 0.5, latent_image, *args, **kwargs)
+
+    changed = model.clone()
+    changed.add_wrapper(patcher_extension.WrappersMP.OUTER_SAMPLE, quieter)
+    assert not torch.allclose(euler_sampled(changed, positive, negative), expected)
