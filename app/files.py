@@ -74,6 +74,24 @@ def check_image(data: bytes) -> Image.Image:
         raise ValueError(f"not a readable image: {exc}") from None
 
 
+def check_upload(data: bytes) -> None:
+    """Accept an image Pillow can read or a video FFmpeg can read (what LoadVideo's upload button sends to the
+    same route, as ComfyUI's does); a ValueError otherwise."""
+    try:
+        check_image(data)
+        return
+    except ValueError as image_error:
+        import av
+
+        try:
+            with av.open(io.BytesIO(data), mode="r") as container:
+                if container.streams.video and next(container.decode(video=0), None) is not None:
+                    return
+        except (av.error.FFmpegError, StopIteration, ValueError):
+            pass
+        raise ValueError(f"{image_error}; not a readable video either") from None
+
+
 def write_new_file(directory: Path, names: Iterable[str], data: bytes) -> str:
     """Write `data` under the first of `names` that is free in `directory`, never replacing a file: written under
     a hidden temporary name first and then linked into place, so the file appears complete or not at all and two

@@ -309,7 +309,7 @@ class Executor:
             if entry is not None:
                 self._use_cached(run, current, entry)
                 continue
-            specs = input_spec.input_specs(cls)
+            specs = input_spec.input_specs(cls, run.prompt[current].get("inputs", {}))
             waits = set()
             for name, value in run.prompt[current].get("inputs", {}).items():
                 spec = specs.get(name)
@@ -440,7 +440,7 @@ class Executor:
         function = getattr(cls, getattr(cls, "FUNCTION"))
         parameters = inspect.signature(function).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        specs = input_spec.input_specs(cls)
+        specs = input_spec.input_specs(cls, run.prompt[node_id].get("inputs", {}))
         gathered: dict[str, list[Any]] = {}
         for name, value in run.prompt[node_id].get("inputs", {}).items():
             if name not in specs and not takes_any:
@@ -460,9 +460,10 @@ class Executor:
     async def _needs_more_lazy_inputs(self, run: _Run, node_id: str, cls: type, instance: Any,
                                       inputs: dict[str, list[Any]], signatures: SignatureBuilder) -> bool:
         """Ask `check_lazy_status` which lazy inputs it needs; schedule the missing ones and re-queue the node."""
-        lazy_links = {name: str(value[0]) for name, value in run.prompt[node_id].get("inputs", {}).items()
-                      if is_link(value) and (spec := input_spec.input_specs(cls).get(name)) is not None
-                      and spec.is_lazy}
+        node_inputs = run.prompt[node_id].get("inputs", {})
+        specs = input_spec.input_specs(cls, node_inputs)
+        lazy_links = {name: str(value[0]) for name, value in node_inputs.items()
+                      if is_link(value) and (spec := specs.get(name)) is not None and spec.is_lazy}
         unevaluated = {name for name, source in lazy_links.items() if source not in run.values}
         if not unevaluated or not hasattr(instance, "check_lazy_status"):
             return False

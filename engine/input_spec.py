@@ -52,12 +52,20 @@ def _parse_one(name: str, section: str, raw: Any) -> InputSpec:
         return InputSpec(name, section, "COMBO", options, tuple(kind))
     if kind == "COMBO":
         return InputSpec(name, section, "COMBO", options, tuple(options.get("options", ())))
-    return InputSpec(name, section, str(kind), options)
+    # a str subclass is kept as declared: its own __ne__ may widen what connects to it (`types_compatible`)
+    return InputSpec(name, section, kind if isinstance(kind, str) else str(kind), options)
 
 
-def input_specs(node_class: type) -> dict[str, InputSpec]:
-    """All declared inputs of a node class, in declaration order (required, optional, hidden)."""
-    declared = node_class.INPUT_TYPES()
+def input_specs(node_class: type, live_inputs: dict[str, Any] | None = None) -> dict[str, InputSpec]:
+    """All inputs of a node class, in declaration order (required, optional, hidden).
+
+    A node whose inputs depend on its own values (ComfyUI's dynamic inputs: a combo that brings its own widgets, a
+    growing list of sockets) answers `LIVE_INPUT_TYPES(live_inputs)`: its INPUT_TYPES for one prompt node's
+    inputs. Given that node's `live_inputs`, those are its specs; without them, the declared ones.
+    """
+    live_types = getattr(node_class, "LIVE_INPUT_TYPES", None)
+    declared = live_types(live_inputs) if live_types is not None and live_inputs is not None else \
+        node_class.INPUT_TYPES()
     specs: dict[str, InputSpec] = {}
     for section in SECTIONS:
         section_inputs = declared.get(section) or {}

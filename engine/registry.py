@@ -91,6 +91,9 @@ class NodeRegistry:
         tooltips = getattr(cls, "OUTPUT_TOOLTIPS", None)
         if tooltips:
             info["output_tooltips"] = list(tooltips)
+        matchtypes = getattr(cls, "OUTPUT_MATCHTYPES", None)  # which outputs take their type from an input's
+        if matchtypes:
+            info["output_matchtypes"] = list(matchtypes)
         for flag in ("DEPRECATED", "EXPERIMENTAL"):
             if getattr(cls, flag, False):
                 info[flag.lower()] = True

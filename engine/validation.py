@@ -129,7 +129,7 @@ class _PromptValidator:
         if cls is None:
             return False
         node = self.prompt[node_id]
-        specs = self.specs[node_id] = input_spec.input_specs(cls)
+        specs = self.specs[node_id] = input_spec.input_specs(cls, node["inputs"])
         custom = _custom_validation_signature(cls)
         ok = True
         received_types: dict[str, str] = {}

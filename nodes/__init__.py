@@ -209,6 +209,12 @@ for _core_extras in (_attention_multiply, _latent_operations, _image_extras):
     NODE_CLASS_MAPPINGS.update(_core_extras.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_core_extras.NODE_DISPLAY_NAME_MAPPINGS)
 
+# Video: CreateVideo, GetVideoComponents, LoadVideo, SaveVideo, SaveWEBM and the VIDEO value (PyAV).
+from nodes import video as _video  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_video.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_video.NODE_DISPLAY_NAME_MAPPINGS)
+
 # Sampling extras: SamplerEulerCFGpp, SamplerLCMUpscale, OptimalStepsScheduler, the guidance patches TCFG, FreSca,
 # Mahiro, RenormCFG, PerpNeg (deprecated) and SkipLayerGuidanceDiTSimple, and ModelComputeDtype.
 from nodes import sampling_extras as _sampling_extras  # noqa: E402

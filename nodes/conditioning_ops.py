@@ -1,7 +1,7 @@
 """Conditioning arithmetic and regional prompting: ComfyUI's ConditioningCombine, Average, Concat, ZeroOut and the
 nodes that say where and when an entry applies (SetArea, SetAreaPercentage, SetAreaStrength, SetMask,
-SetTimestepRange), and CLIPTextEncodeControlnet (a separate text for the ControlNets), with ComfyUI's names, inputs
-and outputs.
+SetTimestepRange), ReferenceLatent (an edit model's reference images) and CLIPTextEncodeControlnet (a separate
+text for the ControlNets), with ComfyUI's names, inputs and outputs.
 
 A CONDITIONING is a list of [embeddings, options] entries; these nodes return new lists with new option dicts and
 never change their inputs. Areas, masks, strengths and timestep ranges are options that the sampler honours
@@ -17,6 +17,7 @@ import torch
 
 from diffusion.contracts import Conditioning, TextEncoder
 from diffusion.controlnet import CONTROL_TEXT
+from diffusion.sampling.reference_latents import REFERENCES
 from nodes.environment import release_text_encoders
 from nodes.latent import MAX_RESOLUTION
 
@@ -261,6 +262,27 @@ class ConditioningZeroOut:
         return (out,)
 
 
+class ReferenceLatent:
+    DESCRIPTION = ("Sets the guiding latent for an edit model (FLUX.1 Kontext): the model sees that image beside the "
+                   "one it is making. Chain several for several reference images.")
+    CATEGORY = "advanced/conditioning/edit_models"
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("The conditioning with the latent added to its reference latents.",)
+    FUNCTION = "append"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {"conditioning": ("CONDITIONING", {"tooltip": "The encoded prompt."})},
+                "optional": {"latent": ("LATENT", {"tooltip": "The encoded reference image; none leaves the "
+                                                              "conditioning as it is."})}}
+
+    def append(self, conditioning: Conditioning, latent: dict[str, Any] | None = None) -> tuple[Conditioning]:
+        if latent is None:
+            return (conditioning,)
+        return ([[entry[0], {**entry[1], REFERENCES: [*(entry[1].get(REFERENCES) or []), latent["samples"]]}]
+                 for entry in conditioning],)
+
+
 class ConditioningSetTimestepRange:
     DESCRIPTION = ("Applies the conditioning only between two points of sampling: 0 is the first step, 1 the end "
                    "(as a fraction of the model's noise levels); outside it the sampler skips the entry.")
@@ -320,6 +342,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "ConditioningZeroOut": ConditioningZeroOut,
     "ConditioningSetTimestepRange": ConditioningSetTimestepRange,
     "CLIPTextEncodeControlnet": CLIPTextEncodeControlnet,
+    "ReferenceLatent": ReferenceLatent,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -333,4 +356,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "ConditioningZeroOut": "ConditioningZeroOut",
     "ConditioningSetTimestepRange": "ConditioningSetTimestepRange",
     "CLIPTextEncodeControlnet": "CLIPTextEncodeControlnet",
+    "ReferenceLatent": "ReferenceLatent",
 }

@@ -1,5 +1,6 @@
-"""FLUX nodes with ComfyUI's names: CLIPTextEncodeFlux, FluxGuidance, FluxDisableGuidance, FluxKontextImageScale
-and the 16-channel empty latents (EmptySD3LatentImage, shared with SD3, and EmptyFluxLatentImage).
+"""FLUX nodes with ComfyUI's names: CLIPTextEncodeFlux, FluxGuidance, FluxDisableGuidance, FluxKontextImageScale,
+FluxKontextMultiReferenceLatentMethod (FLUX.1 Kontext's reference images come from ReferenceLatent) and the
+16-channel empty latents (EmptySD3LatentImage, shared with SD3, and EmptyFluxLatentImage).
 
 FLUX files load with UNETLoader, DualCLIPLoader (type flux), VAELoader or DiffusersLoader (`nodes.loaders`);
 sampling goes through KSampler (cfg 1 for guidance-distilled models; the MODEL carries FLUX's sampling hooks),
@@ -15,6 +16,7 @@ import torch
 from diffusion.contracts import Conditioning
 from diffusion.families.flux.sampling import DEFAULT_GUIDANCE
 from diffusion.families.flux.text_encoding import FluxClip
+from diffusion.sampling.reference_latents import METHOD
 from nodes.environment import release_text_encoders
 from nodes.latent import MAX_RESOLUTION
 from nodes.model_facts import requires_family
@@ -92,6 +94,29 @@ class FluxDisableGuidance:
         return ([[entry[0], {**entry[1], "guidance": None}] for entry in conditioning],)
 
 
+class FluxKontextMultiReferenceLatentMethod:
+    DESCRIPTION = ("Chooses how FLUX numbers the positions of several reference latents: 'offset' places them beside "
+                   "each other (Kontext's way), 'index' gives each its own index, 'uxo/uno' places them past the "
+                   "image (UXO and UNO models).")
+    CATEGORY = "advanced/conditioning/flux"
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("The conditioning with the method set.",)
+    FUNCTION = "append"
+    EXPERIMENTAL = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "conditioning": ("CONDITIONING", {"tooltip": "The conditioning with reference latents."}),
+            "reference_latents_method": (["offset", "index", "uxo/uno"], {"tooltip": "How to number them."}),
+        }}
+
+    def append(self, conditioning: Conditioning, reference_latents_method: str) -> tuple[Conditioning]:
+        method = "uxo" if "uxo" in reference_latents_method or "uso" in reference_latents_method \
+            else reference_latents_method
+        return ([[entry[0], {**entry[1], METHOD: method}] for entry in conditioning],)
+
+
 def kontext_size(width: int, height: int) -> tuple[int, int]:
     """The (width, height) of `KONTEXT_RESOLUTIONS` closest in aspect ratio to width x height (ties: the
     narrower, as ComfyUI picks)."""
@@ -167,6 +192,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "FluxGuidance": FluxGuidance,
     "FluxDisableGuidance": FluxDisableGuidance,
     "FluxKontextImageScale": FluxKontextImageScale,
+    "FluxKontextMultiReferenceLatentMethod": FluxKontextMultiReferenceLatentMethod,
     "EmptySD3LatentImage": EmptySD3LatentImage,
     "EmptyFluxLatentImage": EmptyFluxLatentImage,
 }
@@ -176,6 +202,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "FluxGuidance": "FluxGuidance",
     "FluxDisableGuidance": "FluxDisableGuidance",
     "FluxKontextImageScale": "FluxKontextImageScale",
+    "FluxKontextMultiReferenceLatentMethod": "FluxKontextMultiReferenceLatentMethod",
     "EmptySD3LatentImage": "EmptySD3LatentImage",
     "EmptyFluxLatentImage": "Empty FLUX Latent Image",
 }

@@ -132,7 +132,7 @@ async def upload_image(request: web.Request) -> web.Response:
     if form.filename is None:
         raise web.HTTPBadRequest(text="the form needs an 'image' file field")
     try:
-        await in_thread(files.check_image, form.data)
+        await in_thread(files.check_upload, form.data)
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     return web.json_response(await in_thread(_store_upload, state, form, form.data))

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from diffusion.contracts import Conditioning, EmbeddingGroup, GuidanceBatch
-from diffusion.sampling import editing
+from diffusion.sampling import editing, reference_latents
 
 MAX_REPEAT = 4  # the most a sequence may be repeated to share a network call with longer ones
 
@@ -30,14 +30,19 @@ def _repeat_factor(lengths: list[int]) -> int:
     return math.lcm(*lengths) // min(lengths)
 
 
-def _call_groups(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Consecutive entries that can share a network call (see `MAX_REPEAT`)."""
+def _call_groups(entries: list[tuple[torch.Tensor, Mapping[str, Any]]]) -> list[list[torch.Tensor]]:
+    """Consecutive entries that can share a network call: token lengths within `MAX_REPEAT`, and the same
+    reference latents' sizes (`reference_latents.call_key`)."""
     groups: list[list[torch.Tensor]] = []
-    for tensor in tensors:
-        if groups and _repeat_factor([t.shape[1] for t in groups[-1]] + [tensor.shape[1]]) <= MAX_REPEAT:
+    keys: list[tuple] = []
+    for tensor, options in entries:
+        key = reference_latents.call_key(options)
+        if groups and keys[-1] == key and \
+                _repeat_factor([t.shape[1] for t in groups[-1]] + [tensor.shape[1]]) <= MAX_REPEAT:
             groups[-1].append(tensor)
         else:
             groups.append([tensor])
+            keys.append(key)
     return groups
 
 
@@ -54,7 +59,7 @@ def guidance_batch(positive: Conditioning, negative: Conditioning, batch: int, c
     negatives = _entries(negative, "negative") if cfg != 1.0 or image_cfg is not None else []
     unconditionals = negatives if image_cfg is not None else []  # negative text without the image
     groups, start = [], 0
-    for tensors in _call_groups([tensor for tensor, _, _ in negatives + positives + unconditionals]):
+    for tensors in _call_groups([(tensor, options) for tensor, _, options in negatives + positives + unconditionals]):
         rows = [tensor.expand(batch, -1, -1) if tensor.shape[0] == 1 else tensor for tensor in _lcm_repeat(tensors)]
         for row in rows:
             if row.shape[0] != batch:
@@ -67,6 +72,18 @@ def guidance_batch(positive: Conditioning, negative: Conditioning, batch: int, c
                          tuple(options for _, _, options in negatives + positives),
                          None if concat is None else concat.to(device, dtype), [w for _, w, _ in unconditionals],
                          image_cfg)
+
+
+def input_rows(value: Any, rows: slice | torch.Tensor, total: int) -> Any:
+    """The rows `rows` (a slice or an index tensor) of every per-row value (a tensor whose first dimension is
+    `total`, or a `PerRow`) inside a network input."""
+    if isinstance(value, torch.Tensor):
+        return value[rows] if value.ndim and value.shape[0] == total else value
+    if isinstance(value, reference_latents.PerRow):
+        return value.take(rows)
+    if isinstance(value, Mapping):
+        return {key: input_rows(item, rows, total) for key, item in value.items()}
+    return value
 
 
 def _weighted_mean(predictions: torch.Tensor, weights: list[float], batch: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, GuidanceBatch
 from diffusion.patcher_api import WrapperExecutor
 from diffusion.sampling import caching, editing, regions, run_seed
-from diffusion.sampling.guidance import guidance_batch
+from diffusion.sampling.guidance import guidance_batch, input_rows
 
 if TYPE_CHECKING:
     from diffusion.sampling.model_sampling import ModelSampling
@@ -74,15 +74,6 @@ def _observed(patches: tuple[Any, ...], network: Any, uncond_rows: slice) -> Ite
             if hasattr(patch, "observing"):
                 stack.enter_context(patch.observing(network, uncond_rows))
         yield
-
-
-def _rows(value: Any, rows: slice, total: int) -> Any:
-    """The rows `rows` of every per-row tensor (first dimension `total`) inside a network input."""
-    if isinstance(value, torch.Tensor):
-        return value[rows] if value.ndim and value.shape[0] == total else value
-    if isinstance(value, Mapping):
-        return {key: _rows(item, rows, total) for key, item in value.items()}
-    return value
 
 
 def _weighted_mean(rows: torch.Tensor, weights: list[float], batch: int) -> torch.Tensor:
@@ -186,7 +177,7 @@ class ModelDenoiser:
             network = self.network if concat is None else editing.ExtraChannels(self.network, concat[rows])
             outputs.append(self._denoised(
                 network, x_rows[rows], sigma_rows[rows], model_input[rows], timestep[rows], group.embeddings,
-                _rows(self.inputs, rows, self.guidance.rows),
+                input_rows(self.inputs, rows, self.guidance.rows),
                 range(group.start // self.batch, group.stop // self.batch), sigma))
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
 
@@ -277,7 +268,7 @@ class ModelDenoiser:
             denoised = self._denoised(
                 network, crop(x_rows[device_index]), sigma_rows[device_index], crop(model_input[device_index]),
                 timestep[device_index], group.embeddings[(index - group.start).to(group.embeddings.device)],
-                _rows(self.inputs, device_index, self.guidance.rows), [p.entry for p in members], sigma)
+                input_rows(self.inputs, device_index, self.guidance.rows), [p.entry for p in members], sigma)
             for placement, estimate in zip(members, denoised.split(batch)):
                 weight = (placement.strength if placement.region is None
                           else placement.region.weight.to(estimate.device))

@@ -25,7 +25,7 @@ from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, FamilySampling, GuidanceBatch
 from diffusion.lora import lora_applied
 from diffusion.sampling import editing, run_seed
-from diffusion.sampling.guidance import guidance_batch, guided
+from diffusion.sampling.guidance import guidance_batch, guided, input_rows
 from diffusion.sampling.preview import LatentPreview
 from diffusion.speedups import speedups_applied
 from engine.progress import report_progress
@@ -63,15 +63,6 @@ def _step_kwargs(scheduler: Any, generator: torch.Generator) -> dict[str, Any]:
     return kwargs
 
 
-def _rows(value: Any, rows: slice, total: int) -> Any:
-    """The rows `rows` of every per-row tensor (first dimension `total`) inside a network input."""
-    if isinstance(value, torch.Tensor):
-        return value[rows] if value.ndim and value.shape[0] == total else value
-    if isinstance(value, Mapping):
-        return {key: _rows(item, rows, total) for key, item in value.items()}
-    return value
-
-
 def _predict(family: FamilySampling, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
              guidance: GuidanceBatch, inputs: Mapping[str, Any]) -> torch.Tensor:
     """The network's unguided predictions for every row of the guidance batch: one call per embedding group."""
@@ -83,7 +74,7 @@ def _predict(family: FamilySampling, network: Any, scheduler: Any, model_input: 
         rows = slice(group.start, group.stop)
         with_channels = network if guidance.concat is None else editing.ExtraChannels(network, guidance.concat[rows])
         predictions.append(family.predict(with_channels, scheduler, model_input[rows], timestep, group.embeddings,
-                                          _rows(inputs, rows, guidance.rows)))
+                                          input_rows(inputs, rows, guidance.rows)))
     return torch.cat(predictions)
 
 

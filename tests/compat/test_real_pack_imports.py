@@ -240,6 +240,32 @@ def test_kjnodes_like_pack(node_env, tmp_path):
     torch.testing.assert_close(inverted, 1.0 - grown)
 
 
+def test_kjnodes_like_v3_dynamic_sockets_and_video(node_env, tmp_path):
+    registry = load_packs(node_env, tmp_path, "kjnodes_like")
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 3, "color": 0x808080}},
+        "2": {"class_type": "LikeImageSharpen", "inputs": {"image": ["1", 0], "method": "unsharp",
+                                                           "method.strength": 1.0, "method.radius": 1}},
+        "3": {"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 8, "height": 8}},
+        "4": {"class_type": "LikeImageSharpen", "inputs": {"image": ["3", 0], "method": "none"}},
+        "5": {"class_type": "LikeSaveFramesAsVideo", "inputs": {"images": ["2", 0], "fps": 12.0,
+                                                                "filename_prefix": "video/kj", "format": "auto",
+                                                                "codec": "auto"}},
+        "6": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 0]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    result = run(registry, prompt)
+    (saved,) = result.outputs["5"]["images"]
+    assert saved["type"] == "output" and saved["subfolder"] == "video" and result.outputs["5"]["animated"] == (True,)
+    from nodes.video import VideoFromFile
+
+    saved_video = VideoFromFile(node_env.folders.output_dir / "video" / saved["filename"])
+    assert saved_video.get_dimensions() == (16, 8) and saved_video.get_frame_count() == 3
+    assert saved_video.get_frame_rate() == 12
+    # a flat image has nothing to sharpen: the frames keep their grey
+    assert (saved_video.get_components().images - 0x80 / 255).abs().max() < 0.03
+
+
 def test_kjnodes_like_guider_and_sampler_run_in_our_core(node_env, tmp_path):
     """The pack's CFGGuider subclass and KSAMPLER sampler, fed to SamplerCustomAdvanced, give our CFGGuider's and
     euler's latents when they change nothing, and other latents when they do."""

@@ -44,6 +44,8 @@ COMFYUI_CONTRACTS: dict[str, tuple[str, tuple, tuple | None, list]] = {
     "ConditioningSetTimestepRange": ("advanced/conditioning", ("CONDITIONING",), None, [
         ("conditioning", "CONDITIONING"), ("start", ("FLOAT", 0.0, 0.0, 1.0, 0.001)),
         ("end", ("FLOAT", 1.0, 0.0, 1.0, 0.001))]),
+    "ReferenceLatent": ("advanced/conditioning/edit_models", ("CONDITIONING",), None, [
+        ("conditioning", "CONDITIONING")]),  # and the optional LATENT "latent"
 }
 DISPLAY_NAMES = {"ConditioningCombine": "Conditioning (Combine)", "ConditioningAverage": "Conditioning (Average)",
                  "ConditioningConcat": "Conditioning (Concat)", "ConditioningSetArea": "Conditioning (Set Area)",

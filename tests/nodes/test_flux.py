@@ -70,8 +70,9 @@ def _image(model, clip, vae, cfg=1.0, guidance=3.5, negative_text="", steps=STEP
 
 
 def _reference(pipeline, **options):
-    return pipeline(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=options.pop("guidance", 3.5),
-                    generator=torch.Generator("cpu").manual_seed(SEED), output_type="np", **options).images
+    return pipeline(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
+                    guidance_scale=options.pop("guidance", 3.5), generator=torch.Generator("cpu").manual_seed(SEED),
+                    output_type="np", **options).images
 
 
 def test_txt2img_matches_flux_pipeline(flux, flux_pipeline):
@@ -233,7 +234,8 @@ def test_family_detection_errors_name_what_was_found(node_env, flux_models, sd1)
 
     tiny_bfl = {"double_blocks.0.img_attn.qkv.weight": torch.zeros(192, 64), "img_in.weight": torch.zeros(64, 64)}
     save_file(tiny_bfl, str(unet_folder / "tiny-bfl.safetensors"))
-    with pytest.raises(ValueError, match="original BFL layout 64 wide; diffusers' converter handles only FLUX.1's 3072"):
+    with pytest.raises(ValueError,
+                       match="original BFL layout 64 wide; diffusers' converter handles only FLUX.1's 3072"):
         UNETLoader().load_unet("tiny-bfl.safetensors")
     all_in_one = node_env.folders.model_dir("checkpoints") / "flux-all-in-one.safetensors"
     save_file({UNET + key: value for key, value in tiny_bfl.items()}, str(all_in_one))
@@ -265,6 +267,26 @@ def _run_workflow(node_env, name):
 def test_shipped_flux_workflows_run(node_env, flux_models, name):
     pixels = _run_workflow(node_env, name)
     assert pixels.shape == (SIZE, SIZE, 3)
+
+
+def test_shipped_kontext_edit_workflow_edits_the_loaded_image(node_env, flux_models):
+    """ComfyUI's Kontext template's graph: the image scaled to a Kontext size, encoded, given to the prompt as a
+    reference latent and used as the starting latent. It runs end to end, small (a 32x32 scale in place of the
+    Kontext one)."""
+    prompt = json.loads((WORKFLOWS / "flux_kontext_edit.json").read_text())
+    assert prompt["8"]["class_type"] == "ReferenceLatent" and prompt["11"]["inputs"]["latent_image"] == ["6", 0]
+    Image.new("RGB", (40, 24), (200, 120, 40)).save(node_env.folders.input_dir / "example.png")
+    prompt["5"] = {"class_type": "ImageScale", "inputs": {"image": ["4", 0], "upscale_method": "bilinear",
+                                                          "width": SIZE, "height": SIZE, "crop": "center"}}
+    registry = NodeRegistry()
+    registry.register_mappings(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    prompt["11"]["inputs"]["steps"] = 2
+    validation = validate_prompt(prompt, registry)
+    assert validation.ok, validation.to_response()
+    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    assert result.success, result.error
+    (saved,) = result.outputs["13"]["images"]
+    assert Image.open(node_env.folders.output_dir / saved["filename"]).size == (SIZE, SIZE)
 
 
 def test_realism_workflow_applies_its_lora(node_env, flux_models):
@@ -336,3 +358,87 @@ def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
     assert {key: value.shape for key, value in rebuilt.state_dict().items()} == \
         {key: value.shape for key, value in original.state_dict().items()}
     assert all(rebuilt.config[key] == value or tuple(rebuilt.config[key]) == value for key, value in config.items())
+
+
+def _kontext_inputs(flux):
+    from nodes.conditioning_ops import ReferenceLatent
+
+    model, clip, vae = flux
+    ramp = torch.linspace(0, 1, SIZE)
+    pixels = torch.stack([ramp[None, :].expand(SIZE, SIZE), ramp[:, None].expand(SIZE, SIZE),
+                          torch.full((SIZE, SIZE), 0.4)], dim=-1)[None]
+    (reference,) = VAEEncode().encode(vae, pixels)
+    text = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], 2.5)[0]
+    return reference, ReferenceLatent().append(text, reference)[0]
+
+
+def _kontext_reference(flux, flux_pipeline, reference, **options):
+    from diffusers import FluxKontextPipeline
+
+    kontext = FluxKontextPipeline(**flux_pipeline.components)
+    kontext.set_progress_bar_config(disable=True)
+    # 16-channel images are latents to the pipeline, in model space (LATENT holds raw ones)
+    return kontext(image=flux[0].latent_format.process_in(reference["samples"]), prompt=PROMPT, height=SIZE,
+                   width=SIZE, max_area=SIZE * SIZE, num_inference_steps=STEPS, guidance_scale=2.5, _auto_resize=False,
+                   generator=torch.Generator("cpu").manual_seed(SEED), output_type="np", **options).images
+
+
+def test_kontext_reference_latent_matches_flux_kontext_pipeline(flux, flux_pipeline):
+    model, clip, vae = flux
+    reference, positive = _kontext_inputs(flux)
+    (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    (samples,) = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "diffusers", positive, positive, latent)
+    image = VAEDecode().decode(vae, samples)[0].numpy()
+    assert np.abs(image - _kontext_reference(flux, flux_pipeline, reference)).max() <= TOLERANCE
+    plain = _image(*flux, guidance=2.5)
+    assert np.abs(image - plain).max() > 1e-3  # the reference changed the picture
+
+
+def test_kontext_with_true_cfg_and_a_negative_without_references(flux, flux_pipeline):
+    """A negative without reference latents runs in a call of its own (ComfyUI's way: the token counts differ);
+    with the same reference as the positive, both share one call. Several references are numbered by the chosen
+    method."""
+    from nodes.flux import FluxKontextMultiReferenceLatentMethod
+
+    model, clip, vae = flux
+    reference, positive = _kontext_inputs(flux)
+    negative = CLIPTextEncode().encode(clip, "blurry")[0]
+    (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    (samples,) = KSampler().sample(model, SEED, 2, 2.0, "euler", "simple", positive, negative, latent)
+    assert torch.isfinite(samples["samples"]).all()
+    from nodes.conditioning_ops import ReferenceLatent
+
+    with_reference = ReferenceLatent().append(negative, reference)[0]
+    (both,) = KSampler().sample(model, SEED, 2, 2.0, "euler", "simple", positive, with_reference, latent)
+    assert (both["samples"] - samples["samples"]).abs().max() > 1e-4
+    from diffusion.sampling.guidance import guidance_batch
+
+    cpu = torch.device("cpu")
+    assert len(guidance_batch(positive, negative, 1, 2.0, cpu, torch.float32).groups) == 2
+    assert len(guidance_batch(positive, with_reference, 1, 2.0, cpu, torch.float32).groups) == 1
+    indexed = FluxKontextMultiReferenceLatentMethod().append(positive, "index")[0]
+    assert indexed[0][1]["reference_latents_method"] == "index"
+    assert FluxKontextMultiReferenceLatentMethod().append(positive, "uxo/uno")[0][0][1][
+        "reference_latents_method"] == "uxo"
+    (other,) = KSampler().sample(model, SEED, 2, 1.0, "euler", "simple", indexed, indexed, latent)
+    (offset,) = KSampler().sample(model, SEED, 2, 1.0, "euler", "simple", positive, positive, latent)
+    # one reference: "index" numbers it 1 as "offset" does
+    torch.testing.assert_close(other["samples"], offset["samples"])
+
+
+def test_reference_positions_follow_comfyuis_numbering():
+    from diffusion.families.flux.sampling import reference_tokens
+
+    wide, tall = torch.zeros(1, 16, 4, 8), torch.zeros(1, 16, 8, 4)
+    _, ids = reference_tokens([wide, tall], "offset", 6, 6)
+    first, second = ids[:8], ids[8:]
+    assert first[:, 0].unique().tolist() == [1.0] and first[:, 1].max() == 1 and first[:, 2].max() == 3
+    # the second goes beside the first along the shorter side: below it (rows from 2)
+    assert second[:, 0].unique().tolist() == [1.0] and second[:, 1].min() == 2 and second[:, 2].min() == 0
+    _, ids = reference_tokens([wide, tall], "index", 6, 6)
+    assert ids[:8, 0].unique().tolist() == [1.0] and ids[8:, 0].unique().tolist() == [2.0]
+    assert ids[:, 1].min() == 0 and ids[:, 2].min() == 0
+    _, ids = reference_tokens([wide, tall], "uxo", 6, 6)
+    assert ids[:, 0].unique().tolist() == [0.0]
+    assert (ids[:8, 1].min(), ids[:8, 2].min()) == (3, 3)  # past the 6x6 image: from patch 3
+    assert (ids[8:, 1].min(), ids[8:, 2].min()) == (5, 7)  # and past the first reference

@@ -196,10 +196,28 @@ async def test_upload_image_names_subfolders_and_refusals(client, settings):
     assert await nested.json() == {"name": "evil.png", "subfolder": "masks/a", "type": "input"}
     assert (settings.input_dir / "masks" / "a" / "evil.png").is_file()
     assert (await upload("x.png", png_bytes(), subfolder="../up")).status == 400
-    assert (await upload("x.png", b"not an image")).status == 400
+    refused = await upload("x.png", b"not an image")
+    assert refused.status == 400 and "not a readable video either" in await refused.text()
     assert (await (await upload(".hidden", png_bytes())).json())["name"] == "hidden"
     assert (await upload("...", png_bytes())).status == 400
     assert (await client.post("/upload/image", json={"image": "x"})).status == 415
+
+
+async def test_upload_image_takes_a_video_for_load_video(client, settings):
+    from fractions import Fraction
+
+    import torch
+    from aiohttp import FormData
+
+    from nodes.video import VideoComponents, VideoFromComponents
+
+    buffer = io.BytesIO()
+    VideoFromComponents(VideoComponents(torch.rand(3, 16, 16, 3), Fraction(8))).save_to(buffer)
+    payload = FormData()
+    payload.add_field("image", buffer.getvalue(), filename="clip.mp4", content_type="video/mp4")
+    response = await client.post("/upload/image", data=payload)
+    assert await response.json() == {"name": "clip.mp4", "subfolder": "", "type": "input"}
+    assert (settings.input_dir / "clip.mp4").read_bytes() == buffer.getvalue()
 
 
 async def test_upload_mask_puts_the_mask_into_the_originals_alpha(client, settings):

@@ -63,7 +63,7 @@ export function contextMenu(doc, items, clientX, clientY) {
   const view = doc.defaultView;
   const { width, height } = menu.getBoundingClientRect();
   menu.style.left = `${Math.min(clientX, view.innerWidth - width - 4)}px`;
-  menu.style.top = `${Math.min(clientY, view.innerHeight - height - 4)}px`;
+  menu.style.top = `${Math.max(4, Math.min(clientY, view.innerHeight - height - 4))}px`;
   const dismiss = (event) => {
     if (event.type === "keydown" && event.key !== "Escape") return;
     if (event.type === "pointerdown" && menu.contains(event.target)) return;

@@ -1,9 +1,13 @@
 """`comfy_api.latest` for plugins: the V3 node API (`io`, `ui`), extensions (`ComfyExtension`, loaded from a
-plugin's `comfy_entrypoint`) and `ComfyAPI` / `ComfyAPISync` (`execution.set_progress`)."""
+plugin's `comfy_entrypoint`), `ComfyAPI` / `ComfyAPISync` (`execution.set_progress`) and the value types under
+ComfyUI's names (`Input`, `InputImpl`, `Types`: images, masks, audio, latents and nodeflow's VIDEO values)."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from comfy_api import input as _input
+from comfy_api import input_impl as _input_impl
+from comfy_api import util as _util
 from comfy_api.latest import io, ui
 from comfy_api.latest.execution import Execution, ExecutionSync
 
@@ -35,4 +39,26 @@ class ComfyAPISync:
 
 ComfyAPI_latest = ComfyAPI
 
-__all__ = ["ComfyExtension", "ComfyAPI", "ComfyAPISync", "io", "ui"]
+
+class Input:
+    Image = _input.ImageInput
+    Audio = _input.AudioInput
+    Mask = _input.MaskInput
+    Latent = _input.LatentInput
+    Video = _input.VideoInput
+
+
+class InputImpl:
+    VideoFromFile = _input_impl.VideoFromFile
+    VideoFromComponents = _input_impl.VideoFromComponents
+
+
+class Types:
+    VideoCodec = _util.VideoCodec
+    VideoContainer = _util.VideoContainer
+    VideoComponents = _util.VideoComponents
+
+
+comfy_io = io
+
+__all__ = ["ComfyExtension", "ComfyAPI", "ComfyAPISync", "Input", "InputImpl", "Types", "io", "comfy_io", "ui"]

@@ -6,15 +6,24 @@ The engine knows the classic node contract only, so a ComfyNode class answers it
 ComfyUI's own server derives its V1 info: INPUT_TYPES, RETURN_TYPES, RETURN_NAMES, OUTPUT_IS_LIST, OUTPUT_NODE,
 INPUT_IS_LIST, CATEGORY, DESCRIPTION, FUNCTION, VALIDATE_INPUTS, IS_CHANGED and check_lazy_status. During `execute`
 the node's hidden values are on `cls.hidden` (a per-call subclass, so concurrent runs do not share them).
+
+ComfyUI's dynamic inputs keep its prompt shape: a `DynamicCombo` "mode" sends "mode" (the chosen key) and
+"mode.<input>" for the chosen option's inputs, an `Autogrow` "values" sends "values.<name>" per connected socket;
+the engine validates them through `LIVE_INPUT_TYPES` and `execute` gets them nested as ComfyUI passes them
+(`mode={"mode": key, "<input>": value}`, `values={"<name>": value}`). A `MatchType` socket takes any of its
+template's types, and so does what its output feeds.
 """
 from __future__ import annotations
 
+import copy
 import enum
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 from comfy_execution.graph import ExecutionBlocker
+
+from engine.input_spec import types_compatible
 
 
 class NumberDisplay(str, enum.Enum):
@@ -37,12 +46,53 @@ class Input:
     def as_v1(self) -> tuple[Any, dict[str, Any]]:
         return self.io_type, {name: value for name, value in self.options.items() if value is not None}
 
+    @property
+    def section(self) -> str:
+        return "optional" if self.optional else "required"
+
+    def expand(self, live: LiveInputs, prefix: tuple[str, ...]) -> None:
+        """Add this socket's prompt inputs for one node's values (`live.values`) under `prefix` (the dynamic
+        inputs it sits in)."""
+        name = ".".join((*prefix, self.id))
+        live.types[self.section][name] = self.as_v1()
+        if prefix:
+            live.paths[name] = name
+
+
+@dataclass
+class LiveInputs:
+    """One prompt node's inputs of a V3 node: `types` its INPUT_TYPES for those values, `paths` where a dotted
+    prompt input goes in `execute`'s nested arguments, `empty` the dynamic inputs with no value (passed as {})."""
+
+    values: dict[str, Any]
+    types: dict[str, dict[str, Any]] = field(default_factory=lambda: {"required": {}, "optional": {}})
+    paths: dict[str, str] = field(default_factory=dict)
+    empty: set[str] = field(default_factory=set)
+
+    def value(self, name: str) -> Any:
+        value = self.values.get(name)
+        return value[0] if isinstance(value, list) and len(value) == 1 else value  # INPUT_IS_LIST nodes get lists
+
+    def nest(self) -> dict[str, Any]:
+        """The values with every dotted input moved to its place in a nested dict, as ComfyUI's execute gets them."""
+        values, nested = dict(self.values), {}
+        for name, path in self.paths.items():
+            value = {} if name in self.empty else values.pop(name, None)
+            *parents, leaf = path.split(".")
+            place = nested
+            for part in parents:
+                place = place.setdefault(part, {})
+            place[leaf] = value
+        values.update(nested)
+        return values
+
 
 class Output:
     def __init__(self, id: str | None = None, io_type: str = "*", display_name: str | None = None,
                  tooltip: str | None = None, is_output_list: bool = False) -> None:
         self.id, self.io_type, self.display_name = id, io_type, display_name
         self.tooltip, self.is_output_list = tooltip, is_output_list
+        self.template: MatchType.Template | None = None
 
 
 # V3 option names that ComfyUI's V1 info spells otherwise
@@ -91,7 +141,28 @@ Gligen = _type("Gligen", "GLIGEN")
 UpscaleModel = _type("UpscaleModel", "UPSCALE_MODEL")
 LoraModel = _type("LoraModel", "LORA_MODEL")
 LossMap = _type("LossMap", "LOSS_MAP")
+LatentUpscaleModel = _type("LatentUpscaleModel", "LATENT_UPSCALE_MODEL")
+ModelPatch = _type("ModelPatch", "MODEL_PATCH")
+Audio = _type("Audio", "AUDIO")
+Video = _type("Video", "VIDEO")
+Tracks = _type("Tracks", "TRACKS")
+BBOX = _type("BBOX", "BBOX")
+SEGS = _type("SEGS", "SEGS")
+Dict = _type("Dict", "DICT")
+Array = _type("Array", "ARRAY")
 AnyType = _type("AnyType", "*")
+
+
+class BoundingBox(ComfyType):
+    """A box {x, y, width, height}: a widget on the node (default 512x512 at the origin) or a socket."""
+
+    io_type = "BOUNDING_BOX"
+
+    @classmethod
+    def Input(cls, id: str, default: dict[str, int] | None = None, socketless: bool = True,
+              **options: Any) -> Input:
+        return Input(id, cls.io_type, default=default or {"x": 0, "y": 0, "width": 512, "height": 512},
+                     socketless=socketless, **options)
 
 
 class Combo(ComfyType):
@@ -120,6 +191,169 @@ class MultiType:
     def Input(socket: Input | str, types: list[type[ComfyType]], **options: Any) -> Input:
         socket_id = socket.id if isinstance(socket, Input) else socket
         return Input(socket_id, ",".join(kind.io_type for kind in types), **options)
+
+
+class MatchedType(str):
+    """The type of a MatchType socket: "COMFY_MATCHTYPE_V3" in the catalogue (as ComfyUI's), connecting to any of its
+    template's allowed types, so a MatchType output feeds what its input took (`types_compatible` asks its `!=`)."""
+
+    allowed: str
+
+    def __new__(cls, allowed: str) -> MatchedType:
+        name = super().__new__(cls, "COMFY_MATCHTYPE_V3")
+        name.allowed = allowed
+        return name
+
+    def __ne__(self, other: object) -> bool:
+        other_types = other.allowed if isinstance(other, MatchedType) else str(other)
+        return not types_compatible(str(self.allowed), other_types)
+
+    __hash__ = str.__hash__
+
+
+class MatchType:
+    """Sockets whose type is whichever of the template's types is connected (ComfyUI's generic in/out)."""
+
+    io_type = "COMFY_MATCHTYPE_V3"
+
+    class Template:
+        def __init__(self, template_id: str, allowed_types: Any = None) -> None:
+            allowed = AnyType if allowed_types is None else allowed_types
+            self.template_id = template_id
+            self.allowed_types = list(allowed) if isinstance(allowed, (list, tuple)) else [allowed]
+
+        def as_dict(self) -> dict[str, str]:
+            return {"template_id": self.template_id,
+                    "allowed_types": ",".join(kind.io_type for kind in self.allowed_types)}
+
+        def socket_type(self) -> MatchedType:
+            return MatchedType(self.as_dict()["allowed_types"])
+
+    @staticmethod
+    def Input(id: str, template: MatchType.Template, **options: Any) -> Input:
+        return Input(id, template.socket_type(), extra_dict={"template": template.as_dict()}, **options)
+
+    @staticmethod
+    def Output(template: MatchType.Template, id: str | None = None, display_name: str | None = None,
+               tooltip: str | None = None, is_output_list: bool = False) -> Output:
+        output = Output(id, template.socket_type(), display_name or (None if id else "MATCHTYPE"), tooltip,
+                        is_output_list)
+        output.template = template
+        return output
+
+
+def _inputs_v1(sockets: list[Input]) -> dict[str, dict[str, Any]]:
+    """Sockets as a V1 INPUT_TYPES dict (the shape ComfyUI's dynamic inputs describe their own sockets in)."""
+    types: dict[str, dict[str, Any]] = {"required": {}}
+    for socket in sockets:
+        types.setdefault(socket.section, {})[socket.id] = socket.as_v1()
+    return types
+
+
+class DynamicCombo:
+    """A choice whose options bring their own inputs: "mode" holds the chosen key and "mode.<input>" the chosen
+    option's inputs; `execute` gets `mode={"mode": key, "<input>": value, ...}`."""
+
+    io_type = "COMFY_DYNAMICCOMBO_V3"
+
+    class Option:
+        def __init__(self, key: str, inputs: list[Input]) -> None:
+            self.key, self.inputs = key, list(inputs)
+
+    class Input(Input):
+        def __init__(self, id: str, options: list[DynamicCombo.Option], **settings: Any) -> None:
+            super().__init__(id, "COMFY_DYNAMICCOMBO_V3", **settings)
+            self.choices = list(options)
+
+        def as_v1(self) -> tuple[Any, dict[str, Any]]:
+            io_type, options = super().as_v1()
+            options["options"] = [{"key": option.key, "inputs": _inputs_v1(option.inputs)} for option in self.choices]
+            return io_type, options
+
+        def expand(self, live: LiveInputs, prefix: tuple[str, ...]) -> None:
+            name = ".".join((*prefix, self.id))
+            _, options = super().as_v1()
+            live.types[self.section][name] = ([option.key for option in self.choices], options)
+            chosen = next((option for option in self.choices if option.key == live.value(name)), None)
+            if chosen is None:
+                return  # validation names the unknown key
+            live.paths[name] = f"{name}.{self.id}"
+            for socket in chosen.inputs:
+                socket.expand(live, (*prefix, self.id))
+
+
+class Autogrow:
+    """A growing list of sockets made from one template: "values.<name>" per socket; `execute` gets
+    `values={"<name>": value}` for the connected ones ({} when none is)."""
+
+    io_type = "COMFY_AUTOGROW_V3"
+
+    class _Template:
+        def __init__(self, input: Input, names: list[str], min: int) -> None:
+            if min < 0:
+                raise ValueError(f"Autogrow template {input.id!r}: min must be 0 or more, not {min}")
+            self.input, self.names, self.min = copy.copy(input), names, min
+            self.input.options = {**input.options, "forceInput": True} if _is_widget(input) \
+                else dict(input.options)
+
+        def as_dict(self) -> dict[str, Any]:
+            return {"input": _inputs_v1([self.input]), "min": self.min}
+
+    class TemplatePrefix(_Template):
+        def __init__(self, input: Input, prefix: str, min: int = 1, max: int = 10) -> None:
+            if not 1 <= max <= 100:
+                raise ValueError(f"Autogrow template {input.id!r}: max must be 1 to 100, not {max}")
+            super().__init__(input, [f"{prefix}{index}" for index in range(max)], min)
+            self.prefix, self.max = prefix, max
+
+        def as_dict(self) -> dict[str, Any]:
+            return {**super().as_dict(), "prefix": self.prefix, "max": self.max}
+
+    class TemplateNames(_Template):
+        def __init__(self, input: Input, names: list[str], min: int = 1) -> None:
+            super().__init__(input, list(names)[:100], min)
+
+        def as_dict(self) -> dict[str, Any]:
+            return {**super().as_dict(), "names": self.names}
+
+    class Input(Input):
+        def __init__(self, id: str, template: Autogrow._Template, **settings: Any) -> None:
+            super().__init__(id, "COMFY_AUTOGROW_V3", **settings)
+            self.template = template
+
+        def as_v1(self) -> tuple[Any, dict[str, Any]]:
+            io_type, options = super().as_v1()
+            return io_type, {**options, "template": self.template.as_dict()}
+
+        def expand(self, live: LiveInputs, prefix: tuple[str, ...]) -> None:
+            socket, any_given = self.template.input, False
+            for index, member in enumerate(self.template.names):
+                name = ".".join((*prefix, self.id, member))
+                required = index < self.template.min and not socket.optional
+                live.types["required" if required else "optional"][name] = socket.as_v1()
+                if name in live.values:
+                    live.paths[name], any_given = name, True
+            if not any_given:
+                group = ".".join((*prefix, self.id))
+                live.paths[group] = group
+                live.empty.add(group)
+
+
+def _is_widget(socket: Input) -> bool:
+    return isinstance(socket.io_type, list) or socket.io_type in {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+class FolderType(str, enum.Enum):
+    input = "input"
+    output = "output"
+    temp = "temp"
+
+
+class UploadType(str, enum.Enum):
+    image = "image_upload"
+    audio = "audio_upload"
+    video = "video_upload"
+    model = "file_upload"
 
 
 class Hidden(str, enum.Enum):
@@ -200,6 +434,12 @@ class _ComfyNodeMeta(type):
         return tuple(output.tooltip for output in cls.GET_SCHEMA().outputs)
 
     @property
+    def OUTPUT_MATCHTYPES(cls) -> tuple | None:
+        """Each output's MatchType template id (None for the others); None when there is none, as ComfyUI's."""
+        ids = tuple(output.template.template_id if output.template else None for output in cls.GET_SCHEMA().outputs)
+        return ids if any(ids) else None
+
+    @property
     def OUTPUT_NODE(cls) -> bool:
         return cls.GET_SCHEMA().is_output_node
 
@@ -269,6 +509,21 @@ class ComfyNode(metaclass=_ComfyNodeMeta):
         return types
 
     @classmethod
+    def live_inputs(cls, values: dict[str, Any]) -> LiveInputs:
+        live = LiveInputs(values)
+        for socket in cls.GET_SCHEMA().inputs:
+            socket.expand(live, ())
+        return live
+
+    @classmethod
+    def LIVE_INPUT_TYPES(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """INPUT_TYPES for one prompt node's values: its dynamic inputs expanded to the sockets those values
+        choose (the engine's hook for inputs that depend on values)."""
+        types = cls.live_inputs(values).types
+        hidden = cls.INPUT_TYPES().get("hidden")
+        return {**types, "hidden": hidden} if hidden else types
+
+    @classmethod
     def _hidden_clone(cls, values: dict[str, Any]) -> type:
         """A subclass holding this call's hidden values on `hidden`, so concurrent runs do not share them."""
         holder = HiddenHolder(**{kind.name: values.pop(kind.name, None) for kind in Hidden})
@@ -276,11 +531,11 @@ class ComfyNode(metaclass=_ComfyNodeMeta):
 
     def run(self, **inputs: Any) -> Any:
         clone = type(self)._hidden_clone(inputs)
-        return _as_v1(clone.execute(**inputs), len(type(self).RETURN_TYPES))
+        return _as_v1(clone.execute(**clone.live_inputs(inputs).nest()), len(type(self).RETURN_TYPES))
 
     async def run_async(self, **inputs: Any) -> Any:
         clone = type(self)._hidden_clone(inputs)
-        return _as_v1(await clone.execute(**inputs), len(type(self).RETURN_TYPES))
+        return _as_v1(await clone.execute(**clone.live_inputs(inputs).nest()), len(type(self).RETURN_TYPES))
 
 
 def _as_v1(returned: Any, output_count: int) -> Any:
@@ -292,4 +547,6 @@ def _as_v1(returned: Any, output_count: int) -> Any:
 __all__ = ["ComfyNode", "Schema", "NodeOutput", "Input", "Output", "Hidden", "NumberDisplay", "Boolean", "Int",
            "Float", "String", "Combo", "Image", "Mask", "Latent", "Conditioning", "Sampler", "Sigmas", "Noise",
            "Guider", "Clip", "ClipVision", "ClipVisionOutput", "ControlNet", "Vae", "Model", "StyleModel", "Gligen",
-           "UpscaleModel", "LoraModel", "LossMap", "AnyType", "Custom", "MultiType"]
+           "UpscaleModel", "LoraModel", "LossMap", "LatentUpscaleModel", "ModelPatch", "Audio", "Video", "Tracks",
+           "BBOX", "SEGS", "Dict", "Array", "BoundingBox", "AnyType", "Custom", "MultiType", "MatchType",
+           "DynamicCombo", "Autogrow", "FolderType", "UploadType", "LiveInputs"]

@@ -14,7 +14,7 @@ class SavedResult(dict):
     """One file entry of history: filename, subfolder and folder type."""
 
     def __init__(self, filename: str, subfolder: str, type: str) -> None:
-        super().__init__(filename=filename, subfolder=subfolder, type=type)
+        super().__init__(filename=filename, subfolder=subfolder, type=getattr(type, "value", type))
 
 
 class SavedImages:
@@ -47,6 +47,16 @@ class PreviewMask(PreviewImage):
         super().__init__(mask.unsqueeze(-1).expand(-1, -1, -1, 3), animated, cls, **kwargs)
 
 
+class PreviewVideo:
+    """Saved videos (SavedResult entries) shown on the node, as ComfyUI's video nodes return them."""
+
+    def __init__(self, values: list[dict[str, str]], **kwargs: Any) -> None:
+        self.values = list(values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"images": self.values, "animated": (True,)}
+
+
 class PreviewText:
     def __init__(self, value: str, **kwargs: Any) -> None:
         self.value = value
@@ -55,4 +65,4 @@ class PreviewText:
         return {"text": (self.value,)}
 
 
-__all__ = ["SavedResult", "SavedImages", "PreviewImage", "PreviewMask", "PreviewText"]
+__all__ = ["SavedResult", "SavedImages", "PreviewImage", "PreviewMask", "PreviewVideo", "PreviewText"]

@@ -3,9 +3,11 @@
 transformer call (the scheduler's Euler step is elementwise, so it runs on the unpacked latents), the distilled
 guidance from the conditioning (`FluxGuidance`; None, from FluxDisableGuidance, leaves the guidance term out of the
 time embedding, as ComfyUI's FLUX does), and true classifier-free guidance when cfg is not 1
-(FluxPipeline's `true_cfg_scale`). Sampling runs on the VAE's latents shifted and scaled as FluxPipeline samples them
-(the family's latent format; LATENT holds them raw).
-Knows nothing of nodes or files.
+(FluxPipeline's `true_cfg_scale`). Reference latents (FLUX.1 Kontext: ReferenceLatent) are packed like the latents
+and appended to the image tokens, numbered as ComfyUI's FLUX numbers them ("offset": all at index 1, placed beside
+each other; "index": index 1, 2, ...; "uxo": index 0, past the image), and their outputs dropped. Sampling runs on
+the VAE's latents shifted and scaled as FluxPipeline samples them (the family's latent format; LATENT holds them
+raw). Knows nothing of nodes or files.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from diffusion.contracts import GuidanceBatch
 from diffusion.files import config_beside
 from diffusion.latent_format import LatentFormat
+from diffusion.sampling import reference_latents
 from diffusion.sampling.flow import FlowSampling, padded_to_patches
 from diffusion.sampling.model_sampling import ModelSampling
 
@@ -51,12 +54,45 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return patches.reshape(batch, features // 4, height, width)
 
 
-def image_ids(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Each patch's (0, row, column) position for the rotary embedding (FluxPipeline._prepare_latent_image_ids)."""
+def image_ids(height: int, width: int, device: torch.device, dtype: torch.dtype, index: int = 0,
+              row_offset: int = 0, column_offset: int = 0) -> torch.Tensor:
+    """Each patch's (index, row, column) position for the rotary embedding (FluxPipeline._prepare_latent_image_ids;
+    a reference image's patches have their own index and offsets, given in latent pixels)."""
     ids = torch.zeros(height // 2, width // 2, 3)
-    ids[..., 1] = ids[..., 1] + torch.arange(height // 2)[:, None]
-    ids[..., 2] = ids[..., 2] + torch.arange(width // 2)[None, :]
+    ids[..., 0] = index
+    ids[..., 1] = ids[..., 1] + torch.arange(height // 2)[:, None] + (row_offset + 1) // 2
+    ids[..., 2] = ids[..., 2] + torch.arange(width // 2)[None, :] + (column_offset + 1) // 2
     return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+def reference_tokens(references: list[torch.Tensor], method: str, height: int, width: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference latents ([rows, C, h, w] each, model space) as tokens and their position ids, numbered as
+    ComfyUI's FLUX numbers them for `method` beside latents of `height` x `width` (padded to whole patches)."""
+    tokens, ids = [], []
+    placed_height = placed_width = 0
+    index = 0
+    for reference in references:
+        reference_height, reference_width = reference.shape[-2:]
+        row_offset = column_offset = 0
+        if method == "index":
+            index += 1
+        elif method == "uxo":
+            index, row_offset, column_offset = 0, height + placed_height, width + placed_width
+            placed_height, placed_width = placed_height + reference_height, placed_width + reference_width
+        else:  # "offset": beside the references so far, along the side that keeps the arrangement squarer
+            index = 1
+            if reference_height + placed_height > reference_width + placed_width:
+                column_offset = placed_width
+            else:
+                row_offset = placed_height
+            placed_height = max(placed_height, reference_height + row_offset)
+            placed_width = max(placed_width, reference_width + column_offset)
+        padded = padded_to_patches(reference)
+        tokens.append(pack(padded))
+        ids.append(image_ids(padded.shape[-2], padded.shape[-1], reference.device, reference.dtype, index,
+                             row_offset, column_offset))
+    return torch.cat(tokens, dim=1), torch.cat(ids)
 
 
 def flux_model_sampling(config: Mapping[str, Any]) -> ModelSampling:
@@ -93,9 +129,13 @@ class FluxSampling(FlowSampling):
                 raise ValueError("conditioning: FLUX needs CLIP-L's pooled output; encode the prompt with a FLUX "
                                  "CLIP (DualCLIPLoader type flux, or a FLUX model folder)")
             pooled.append(options["pooled_output"].to(device, dtype).expand(batch, -1))
-            guidance = options.get("guidance", DEFAULT_GUIDANCE)
-            distilled.append(torch.full([batch], NO_GUIDANCE if guidance is None else float(guidance)))
-        return {"pooled_projections": torch.cat(pooled), "guidance": torch.cat(distilled).to(device)}
+            scale = options.get("guidance", DEFAULT_GUIDANCE)
+            distilled.append(torch.full([batch], NO_GUIDANCE if scale is None else float(scale)))
+        inputs = {"pooled_projections": torch.cat(pooled), "guidance": torch.cat(distilled).to(device)}
+        references = reference_latents.rows(guidance.options, batch, self.latent_format, device, dtype)
+        if references is not None:
+            inputs[reference_latents.REFERENCES] = references
+        return inputs
 
     def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                 embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
@@ -112,14 +152,21 @@ class FluxSampling(FlowSampling):
         padded = padded_to_patches(model_input)
         padded_height, padded_width = padded.shape[-2:]
         text_ids = torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=embeddings.dtype)
+        tokens = pack(padded)
+        ids = image_ids(padded_height, padded_width, model_input.device, model_input.dtype)
+        image_token_count = tokens.shape[1]
+        references = inputs.get(reference_latents.REFERENCES)
+        if references and references[0][1]:
+            method, stacked = reference_latents.stacked(references)
+            extra_tokens, extra_ids = reference_tokens(stacked, method, padded_height, padded_width)
+            tokens, ids = torch.cat([tokens, extra_tokens.to(tokens.dtype)], dim=1), torch.cat([ids, extra_ids])
         with guidance_left_out(network, inputs["guidance"] if network.config.guidance_embeds else None) as guidance:
             prediction = network(
-                hidden_states=pack(padded), timestep=timestep.expand(rows).to(model_input.dtype),
+                hidden_states=tokens, timestep=timestep.expand(rows).to(model_input.dtype),
                 guidance=guidance, pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings,
-                txt_ids=text_ids, img_ids=image_ids(padded_height, padded_width, model_input.device, model_input.dtype),
-                controlnet_block_samples=inputs.get("controlnet_block_samples"),
+                txt_ids=text_ids, img_ids=ids, controlnet_block_samples=inputs.get("controlnet_block_samples"),
                 controlnet_single_block_samples=inputs.get("controlnet_single_block_samples"), return_dict=False)[0]
-        return unpack(prediction, padded_height, padded_width)[..., :height, :width]
+        return unpack(prediction[:, :image_token_count], padded_height, padded_width)[..., :height, :width]
 
 
 @contextlib.contextmanager

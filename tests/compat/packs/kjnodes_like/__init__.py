@@ -1,12 +1,15 @@
 """Imports what ComfyUI-KJNodes' mask, image, LoRA and sampling node modules import from ComfyUI (nodes/mask_nodes.py,
-nodes/lora_nodes.py and the parts of nodes/nodes.py, nodes/image_nodes.py and nodes/model_optimization_nodes.py that
-nodeflow provides: not the video types `InputImpl`/`Types` nor ComfyUI's model classes under `comfy.ldm`), with
-small nodes of our own in its manner, classic and V3: a scheduled-CFG guider subclassing `CFGGuider` and a
-KSAMPLER sampler of its own."""
+nodes/lora_nodes.py, nodes/sharpen_nodes.py and the parts of nodes/nodes.py, nodes/image_nodes.py and
+nodes/model_optimization_nodes.py that nodeflow provides: not ComfyUI's model classes under `comfy.ldm`), with
+small nodes of our own in its manner, classic and V3: a scheduled-CFG guider subclassing `CFGGuider`, a KSAMPLER
+sampler of its own, a V3 node with a DynamicCombo and MatchType sockets, and one saving a video through
+`InputImpl.VideoFromComponents`."""
+from fractions import Fraction
+
 import comfy.latent_formats  # noqa: F401 - imported as the pack imports it
 import comfy.model_management
 import comfy.utils  # noqa: F401
-import folder_paths  # noqa: F401
+import folder_paths
 import latent_preview  # noqa: F401
 import node_helpers
 import torch
@@ -26,7 +29,7 @@ from comfy.utils import (  # noqa: F401
     save_torch_file,
     state_dict_prefix_replace,  # noqa: F401
 )
-from comfy_api.latest import io, ui  # noqa: F401
+from comfy_api.latest import InputImpl, Types, io, ui
 from comfy_extras.nodes_mask import composite
 
 from nodes import MAX_RESOLUTION, ConditioningCombine, ConditioningConcat, EmptyLatentImage, SaveImage  # noqa: F401
@@ -174,7 +177,62 @@ class LikeSamplerEulerScaled:
         return (KSAMPLER(sample_euler_scaled, extra_options={"step_scale": step_scale}),)
 
 
-NODE_CLASS_MAPPINGS = {"LikeGrowMaskWithBlur": LikeGrowMaskWithBlur, "LikeImageBatchMulti": LikeImageBatchMulti,
+class LikeImageSharpen(io.ComfyNode):
+    """Sharpens an image or a mask by unsharp masking, or leaves it (KJNodes' sharpen node's sockets)."""
+
+    @classmethod
+    def define_schema(cls):
+        template = io.MatchType.Template("img_or_mask", [io.Image, io.Mask])
+        return io.Schema(
+            node_id="LikeImageSharpen", category="kjnodes_like/image",
+            inputs=[io.MatchType.Input("image", template),
+                    io.DynamicCombo.Input("method", options=[
+                        io.DynamicCombo.Option(key="none", inputs=[]),
+                        io.DynamicCombo.Option(key="unsharp", inputs=[
+                            io.Float.Input("strength", default=0.5, min=0.0, max=3.0, step=0.01),
+                            io.Int.Input("radius", default=1, min=1, max=5)])])],
+            outputs=[io.MatchType.Output(template, display_name="output")])
+
+    @classmethod
+    def execute(cls, image, method):
+        if method["method"] == "none":
+            return io.NodeOutput(image)
+        is_mask = image.ndim == 3
+        pixels = (image.unsqueeze(-1) if is_mask else image).movedim(-1, 1)
+        size = 2 * method["radius"] + 1
+        blurred = F.avg_pool2d(pixels, size, stride=1, padding=method["radius"], count_include_pad=False)
+        sharpened = (pixels + method["strength"] * (pixels - blurred)).clamp(0, 1).movedim(1, -1)
+        return io.NodeOutput(sharpened.squeeze(-1) if is_mask else sharpened)
+
+
+class LikeSaveFramesAsVideo(io.ComfyNode):
+    """Saves frames as an MP4 with `InputImpl.VideoFromComponents`, shown with `ui.PreviewVideo` (KJNodes'
+    DecodeAndSaveVideo's saving part)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="LikeSaveFramesAsVideo", category="kjnodes_like/video", is_output_node=True,
+            inputs=[io.Image.Input("images"), io.Float.Input("fps", default=25.0, min=0.0, max=999.0, step=0.01),
+                    io.String.Input("filename_prefix", default="video/kj_like"),
+                    io.Combo.Input("format", options=Types.VideoContainer.as_input(), default="auto"),
+                    io.Combo.Input("codec", options=Types.VideoCodec.as_input(), default="auto")],
+            outputs=[])
+
+    @classmethod
+    def execute(cls, images, fps, filename_prefix, format, codec):
+        video = InputImpl.VideoFromComponents(Types.VideoComponents(images=images, audio=None,
+                                                                    frame_rate=Fraction(fps)))
+        width, height = video.get_dimensions()
+        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), width, height)
+        file = f"{filename}_{counter:05}_.{Types.VideoContainer.get_extension(format)}"
+        video.save_to(f"{folder}/{file}", format=format, codec=codec)
+        return io.NodeOutput(ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
+
+
+NODE_CLASS_MAPPINGS = {"LikeImageSharpen": LikeImageSharpen, "LikeSaveFramesAsVideo": LikeSaveFramesAsVideo,
+                       "LikeGrowMaskWithBlur": LikeGrowMaskWithBlur, "LikeImageBatchMulti": LikeImageBatchMulti,
                        "LikeCompositeMasked": LikeCompositeMasked,
                        "LikeConditioningStrengthKJ": LikeConditioningStrength,
                        "LikeScheduledCFGGuidance": LikeScheduledCFGGuidance,

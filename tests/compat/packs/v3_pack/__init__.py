@@ -103,6 +103,57 @@ class V3Triple(io.ComfyNode):
         return io.NodeOutput(triple.out(0), expand=graph.finalize())
 
 
+_IMAGE_OR_MASK = io.MatchType.Template("image_or_mask", [io.Image, io.Mask])
+
+
+class V3Adjust(io.ComfyNode):
+    """An image or a mask, brightened or gamma-corrected: a DynamicCombo whose options bring their own widgets,
+    a nested one, and a MatchType socket whose output has the input's type."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="V3Adjust", category="v3/image",
+            inputs=[io.MatchType.Input("image", _IMAGE_OR_MASK),
+                    io.DynamicCombo.Input("method", options=[
+                        io.DynamicCombo.Option("brighten", [io.Float.Input("amount", default=0.1, max=1.0)]),
+                        io.DynamicCombo.Option("gamma", [
+                            io.Float.Input("gamma", default=2.0, min=0.1),
+                            io.DynamicCombo.Input("clamp", options=[
+                                io.DynamicCombo.Option("off", []),
+                                io.DynamicCombo.Option("on", [io.Float.Input("top", default=1.0)])])]),
+                    ], tooltip="How to adjust.")],
+            outputs=[io.MatchType.Output(_IMAGE_OR_MASK, display_name="output")])
+
+    @classmethod
+    def execute(cls, image, method):
+        if method["method"] == "brighten":
+            return io.NodeOutput(image + method["amount"])
+        adjusted = image ** method["gamma"]
+        if method["clamp"]["clamp"] == "on":
+            adjusted = adjusted.clamp(max=method["clamp"]["top"])
+        return io.NodeOutput(adjusted)
+
+
+class V3Sum(io.ComfyNode):
+    """Sums its numbers: an Autogrow of INT or FLOAT sockets named n0, n1, ... (two required)."""
+
+    @classmethod
+    def define_schema(cls):
+        number = io.MultiType.Input("n", [io.Int, io.Float])
+        return io.Schema(node_id="V3Sum", category="v3/math",
+                         inputs=[io.Autogrow.Input("numbers", template=io.Autogrow.TemplatePrefix(
+                             number, prefix="n", min=2, max=5)),
+                                 io.Autogrow.Input("extra", template=io.Autogrow.TemplateNames(
+                                     io.Int.Input("e", optional=True), names=["x", "y"], min=0))],
+                         outputs=[io.Float.Output()])
+
+    @classmethod
+    def execute(cls, numbers, extra):
+        return io.NodeOutput(float(sum(numbers.values()) + sum(extra.values())),
+                             ui=ui.PreviewText(",".join(sorted(numbers)) + "|" + ",".join(sorted(extra))))
+
+
 class V3Extension(ComfyExtension):
     loaded = False
 
@@ -110,7 +161,7 @@ class V3Extension(ComfyExtension):
         V3Extension.loaded = True
 
     async def get_node_list(self):
-        return [V3Add, V3Pick, V3Even, V3Range, V3Darken, V3Triple]
+        return [V3Add, V3Pick, V3Even, V3Range, V3Darken, V3Triple, V3Adjust, V3Sum]
 
 
 async def comfy_entrypoint():
