@@ -113,6 +113,17 @@ class FamilySampling(ABC):
         (`guidance.options`, negatives first)."""
         return {}
 
+    def takes_extra_channels(self, in_channels: int, out_channels: int) -> bool:
+        """Whether a network of this family with these channel counts takes extra input channels laid out by the
+        family (FLUX.1 Fill, Canny, Depth); False leaves the UNet rules of `diffusion.sampling.editing` to decide."""
+        return False
+
+    def extra_channels(self, network: Any, mask: torch.Tensor | None, image: torch.Tensor,
+                       shape: torch.Size) -> torch.Tensor:
+        """Those extra channels for latents of `shape`: from the image's latents (model space; the masked image
+        for inpainting, the control image for Canny/Depth) and the mask [B, 1, H, W] (None: everything)."""
+        raise NotImplementedError(f"{self.family_title} has no network with extra channels of its own layout")
+
     @abstractmethod
     def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                        embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:

@@ -6,11 +6,11 @@ The run follows ComfyUI's: the LATENT's raw VAE latents taken into the model's s
 (`diffusion.latent_format`; an all-zero latent stays zero), initial noise drawn on the CPU from the seed
 (`diffusion.sampling.noise`), scaled onto the latents by the model's `ModelSampling` (pure noise when the first
 sigma is the schedule's largest), the sampler's steps (`diffusion.sampling.samplers`), the inverse scaling at the
-end, and the result taken back to raw latents. A LATENT noise mask keeps the
-unmasked latents for ordinary models, as ComfyUI's inpainting wrapper does: each step's input outside the mask is
-the source noised to that step's sigma, and its denoised estimate outside the mask is the source itself (the
-mask turned into each step's by the model's `denoise_mask_function` where it has one: Differential Diffusion). A
-model's UNet patches (FreeU, deep shrink, ...) are in place while the run lasts (`diffusion.sampling.unet_patches`).
+end, and the result taken back to raw latents. A LATENT noise mask keeps the unmasked latents for every model
+(inpainting models too), as ComfyUI's inpainting wrapper does: each step's input outside the mask is the source
+noised to that step's sigma, and its denoised estimate outside the mask is the source itself (the mask turned
+into each step's by the model's `denoise_mask_function` where it has one: Differential Diffusion). A model's UNet
+patches (FreeU, deep shrink, ...) are in place while the run lasts (`diffusion.sampling.unet_patches`).
 Knows nothing of nodes; reports progress through `engine.progress` (which also raises on interrupt, also before
 every network call within a step).
 """
@@ -233,7 +233,7 @@ def _sample(guider: CFGGuider, sampler: SamplerChoice, sigmas: torch.Tensor, lat
         denoiser = caching.wrapped_prediction(denoiser, model)  # LazyCache, fresh per run
         if run_patches:
             denoiser = _SigmaNoted(denoiser, patch_run)
-        if edit is not None and edit.keeps_source:
+        if edit is not None and edit.noise_mask is not None:  # every model, inpainting ones too, as ComfyUI's
             denoiser = _KeepUnmasked(denoiser, noise_mask_for(edit.noise_mask, source.shape).to(device), source,
                                      initial, model.denoise_mask_function, sigmas)
         x = samplers.sample_from_noise(spec, denoiser, initial, source, sigmas, noise_source.seed, on_step,

@@ -34,6 +34,7 @@ from diffusion.latent_format import IDENTITY, LatentFormat
 LATENT_CHANNELS = 4
 MASK_AND_IMAGE_CHANNELS = 1 + LATENT_CHANNELS
 BASE, INPAINT, INSTRUCT_PIX2PIX = "base", "inpaint", "instruct_pix2pix"
+FAMILY_CHANNELS = "family_channels"  # extra input channels the family lays out (FLUX.1 Fill, Canny, Depth)
 # The SD VAE's latents of a mid-grey image (ComfyUI's `blank_inpaint_image_like`): the masked image an
 # inpainting model sees when nothing tells it what to keep.
 BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
@@ -41,11 +42,14 @@ HANDOFF_SOURCE = "noise_mask_source"  # LATENT key: the source latents behind le
 
 
 def model_variant(model: DiffusionModel) -> str:
-    """`inpaint` for a UNet taking 5 more input channels than it returns (mask + masked image), `instruct_pix2pix`
-    for one taking twice as many (the source image latents), `base` otherwise (transformer families included)."""
+    """`family_channels` for a network taking extra channels of its family's layout (FLUX.1 Fill, Canny, Depth),
+    `inpaint` for a UNet taking 5 more input channels than it returns (mask + masked image), `instruct_pix2pix` for
+    one taking twice as many (the source image latents), `base` otherwise."""
     config = getattr(model.network, "config", None)
     in_channels = int(getattr(config, "in_channels", 0) or 0)
     out_channels = int(getattr(config, "out_channels", None) or in_channels)
+    if model.sampling.takes_extra_channels(in_channels, out_channels):
+        return FAMILY_CHANNELS
     if in_channels == out_channels + MASK_AND_IMAGE_CHANNELS:
         return INPAINT
     if in_channels == 2 * out_channels and in_channels:
@@ -88,6 +92,8 @@ class EditInputs:
     noise_mask: torch.Tensor | None
     image_cfg: float | None = None
     latent_format: LatentFormat = IDENTITY
+    family: Any = None  # the FamilySampling, for FAMILY_CHANNELS' layout
+    network: Any = None
 
     @classmethod
     def prepare(cls, model: DiffusionModel, latent_image: Mapping[str, Any],
@@ -100,11 +106,12 @@ class EditInputs:
             return None
         latent_format = model.latent_format
         return cls(variant, latent_format.sampling_input(source_latents(latent_image)), noise_mask, image_cfg,
-                   latent_format)
+                   latent_format, model.sampling, model.network)
 
     @property
     def keeps_source(self) -> bool:
-        """Whether unmasked latents are put back after every step (ordinary models with a noise mask)."""
+        """Whether the diffusers-scheduler loop puts the unmasked latents back after every step: for ordinary models
+        with a noise mask, as diffusers' inpaint pipeline does (ComfyUI's samplers keep them for every model)."""
         return self.variant == BASE and self.noise_mask is not None
 
     def keep_mask(self) -> torch.Tensor:
@@ -119,6 +126,12 @@ class EditInputs:
             if image is None:
                 return torch.zeros(shape)
             return _to_batch(_fit(image, shape), shape[0], "concat_latent_image")
+        if self.variant == FAMILY_CHANNELS:  # no image: zeros in the VAE's space, as ComfyUI's FLUX takes them
+            image = options.get("concat_latent_image")
+            image = torch.zeros(shape) if image is None else _fit(image, shape)
+            image = _to_batch(self.latent_format.process_in(image.float()), shape[0], "concat_latent_image")
+            return self.family.extra_channels(self.network, options.get("concat_mask", self.noise_mask), image,
+                                              shape)
         if self.variant == INPAINT:
             mask = options.get("concat_mask", self.noise_mask)
             image = options.get("concat_latent_image")

@@ -289,6 +289,27 @@ def test_shipped_kontext_edit_workflow_edits_the_loaded_image(node_env, flux_mod
     assert Image.open(node_env.folders.output_dir / saved["filename"]).size == (SIZE, SIZE)
 
 
+def test_shipped_fill_workflow_repaints_inside_the_mask(node_env, flux_models):
+    """ComfyUI's FLUX.1 Fill template's graph: the image's transparent part is the mask, InpaintModelConditioning
+    gives the model the masked image and the mask (and the latent its noise mask), DifferentialDiffusion on the
+    model. It runs end to end, small."""
+    prompt = json.loads((WORKFLOWS / "flux_fill_inpaint.json").read_text())
+    image = Image.new("RGBA", (SIZE, SIZE), (200, 120, 40, 255))
+    for x in range(8, 24):
+        for y in range(8, 24):
+            image.putpixel((x, y), (200, 120, 40, 0))
+    image.save(node_env.folders.input_dir / "example.png")
+    prompt["10"]["inputs"]["steps"] = 2
+    registry = NodeRegistry()
+    registry.register_mappings(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    validation = validate_prompt(prompt, registry)
+    assert validation.ok, validation.to_response()
+    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
+    assert result.success, result.error
+    (saved,) = result.outputs["12"]["images"]
+    assert Image.open(node_env.folders.output_dir / saved["filename"]).size == (SIZE, SIZE)
+
+
 def test_realism_workflow_applies_its_lora(node_env, flux_models):
     plain = json.loads((WORKFLOWS / "flux_txt2img.json").read_text())
     with_lora = json.loads((WORKFLOWS / "flux_realism_lora.json").read_text())
@@ -442,3 +463,75 @@ def test_reference_positions_follow_comfyuis_numbering():
     assert ids[:, 0].unique().tolist() == [0.0]
     assert (ids[:8, 1].min(), ids[:8, 2].min()) == (3, 3)  # past the 6x6 image: from patch 3
     assert (ids[8:, 1].min(), ids[8:, 2].min()) == (5, 7)  # and past the first reference
+
+
+def test_flux_fill_inpainting_matches_flux_fill_pipeline(node_env, flux, flux_pipeline, monkeypatch):
+    """FLUX.1 Fill through UNETLoader and InpaintModelConditioning gives FluxFillPipeline's image. The pipeline
+    samples its VAE posteriors where ComfyUI (and we) take their mode: it is made to take the mode too."""
+    import diffusers.pipelines.flux.pipeline_flux_fill as fill_module
+    from diffusers import FluxFillPipeline
+
+    from nodes.inpaint import InpaintModelConditioning
+
+    original = fill_module.retrieve_latents
+    monkeypatch.setattr(fill_module, "retrieve_latents",
+                        lambda output, generator=None, sample_mode="sample": original(output, sample_mode="argmax"))
+    _, clip, vae = flux
+    (model,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_FILL_TRANSFORMER, "default")
+    ramp = torch.linspace(0, 1, SIZE)
+    pixels = torch.stack([ramp[None, :].expand(SIZE, SIZE), ramp[:, None].expand(SIZE, SIZE),
+                          torch.full((SIZE, SIZE), 0.4)], dim=-1)[None]
+    mask = torch.zeros(1, SIZE, SIZE)
+    mask[:, 8:24, 4:20] = 1.0
+    text = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], 30.0)[0]
+    positive, negative, latent = InpaintModelConditioning().encode(text, text, vae, pixels, mask, False)
+    (samples,) = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "diffusers", positive, negative, latent)
+    image = VAEDecode().decode(vae, samples)[0].numpy()
+
+    parts = ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+    pipeline = FluxFillPipeline(**{name: flux_pipeline.components[name] for name in parts},
+                                transformer=model.network)
+    pipeline.set_progress_bar_config(disable=True)
+    expected = pipeline(PROMPT, image=pixels.permute(0, 3, 1, 2), mask_image=mask[:, None], height=SIZE, width=SIZE,
+                        num_inference_steps=STEPS, guidance_scale=30.0, strength=1.0,
+                        generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+    assert np.abs(image - expected).max() <= TOLERANCE
+    # the same prompt on the ordinary FLUX model is another picture: the fill channels were used
+    assert np.abs(image - _image(*flux, guidance=30.0)).max() > 1e-3
+    # with the mask as the latent's noise mask too (the template's way), the latents outside it stay the image's
+    positive, negative, latent = InpaintModelConditioning().encode(text, text, vae, pixels, mask, True)
+    (kept,) = KSampler().sample(model, SEED, 2, 1.0, "euler", "normal", positive, negative, latent)
+    torch.testing.assert_close(kept["samples"][..., 3, 3], latent["samples"][..., 3, 3])
+    assert (kept["samples"][..., 1:3, 1:3] - latent["samples"][..., 1:3, 1:3]).abs().max() > 1e-2
+
+
+def test_flux_depth_control_matches_flux_control_pipeline(node_env, flux, flux_pipeline, monkeypatch):
+    """FLUX.1 Depth/Canny (the control image's latents beside the latents, ComfyUI's InstructPixToPixConditioning)
+    gives FluxControlPipeline's image; the pipeline is made to take its VAE posterior's mode, as ComfyUI does."""
+    from diffusers import FluxControlPipeline
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from nodes.inpaint import InstructPixToPixConditioning
+
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode())
+    _, clip, vae = flux
+    (model,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_DEPTH_TRANSFORMER, "default")
+    ramp = torch.linspace(0, 1, SIZE)
+    depth = torch.stack([ramp[None, :].expand(SIZE, SIZE)] * 3, dim=-1)[None]
+    text = FluxGuidance().append(CLIPTextEncode().encode(clip, PROMPT)[0], 10.0)[0]
+    positive, negative, latent = InstructPixToPixConditioning().encode(text, text, vae, depth)
+    (samples,) = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "diffusers", positive, negative, latent)
+    image = VAEDecode().decode(vae, samples)[0].numpy()
+
+    parts = ("scheduler", "vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+    pipeline = FluxControlPipeline(**{name: flux_pipeline.components[name] for name in parts},
+                                   transformer=model.network)
+    pipeline.set_progress_bar_config(disable=True)
+    # a tensor control image goes to the VAE as it is: in its -1..1 range
+    expected = pipeline(PROMPT, control_image=depth.permute(0, 3, 1, 2) * 2 - 1, height=SIZE, width=SIZE,
+                        num_inference_steps=STEPS, guidance_scale=10.0,
+                        generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+    assert np.abs(image - expected).max() <= TOLERANCE
+    flat = InstructPixToPixConditioning().encode(text, text, vae, torch.full_like(depth, 0.5))
+    (other,) = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "diffusers", flat[0], flat[1], flat[2])
+    assert (other["samples"] - samples["samples"]).abs().max() > 1e-3  # the control image steers the picture

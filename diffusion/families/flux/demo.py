@@ -27,6 +27,8 @@ DEMO_FLUX_TRANSFORMER = "tiny-flux-transformer.safetensors"
 DEMO_FLUX_CLIP_L = "tiny-flux-clip-l.safetensors"
 DEMO_FLUX_T5 = "tiny-flux-t5.safetensors"
 DEMO_FLUX_VAE = "tiny-flux-vae.safetensors"
+DEMO_FLUX_FILL_TRANSFORMER = "tiny-flux-fill-transformer.safetensors"  # FLUX.1 Fill's inpainting channels
+DEMO_FLUX_DEPTH_TRANSFORMER = "tiny-flux-depth-transformer.safetensors"  # FLUX.1 Depth/Canny's control channels
 DEMO_FLUX_LORA = "tiny-flux-realism-lora.safetensors"  # kohya layout
 DEMO_FLUX_PEFT_LORA = "tiny-flux-style-lora.safetensors"  # diffusers/peft layout
 
@@ -44,7 +46,7 @@ class TinyFlux:
 def build_tiny_flux(seed: int = 0, guidance_embeds: bool = True) -> TinyFlux:
     """Seeded tiny FLUX transformer (guidance-distilled like FLUX.1-dev unless told otherwise), 16-channel VAE,
     CLIP-L and T5 encoders with their tokenizers."""
-    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     torch.manual_seed(seed)
@@ -56,11 +58,7 @@ def build_tiny_flux(seed: int = 0, guidance_embeds: bool = True) -> TinyFlux:
         vocab_size=TINY_T5_VOCAB_SIZE, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
         use_cache=False)).eval()
-    head_dim = 32
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=head_dim,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=64, guidance_embeds=guidance_embeds,
-        axes_dims_rope=flux_rope_axes(head_dim)).eval()
+    transformer = tiny_flux_transformer(guidance_embeds=guidance_embeds)
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
@@ -68,6 +66,30 @@ def build_tiny_flux(seed: int = 0, guidance_embeds: bool = True) -> TinyFlux:
         scaling_factor=config()["vae"]["scaling_factor"], shift_factor=config()["vae"]["shift_factor"]).eval()
     return TinyFlux(transformer, vae, text_encoder, clip_tokenizer(TINY_VOCAB_SIZE), text_encoder_2,
                     tiny_t5_tokenizer())
+
+
+def tiny_flux_transformer(guidance_embeds: bool = True, in_channels: int = 64, out_channels: int | None = None
+                          ) -> Any:
+    """The tiny FLUX transformer (random weights from torch's current seed); FLUX.1 Fill's takes 384 channels
+    (latents, masked image latents, 8x8 mask blocks, packed) and returns 64."""
+    from diffusers import FluxTransformer2DModel
+
+    head_dim = 32
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=in_channels, out_channels=out_channels, num_layers=1, num_single_layers=1,
+        attention_head_dim=head_dim, num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=64,
+        guidance_embeds=guidance_embeds, axes_dims_rope=flux_rope_axes(head_dim)).eval()
+
+
+def tiny_flux_fill_transformer(seed: int = 3) -> Any:
+    torch.manual_seed(seed)
+    return tiny_flux_transformer(in_channels=384, out_channels=64)
+
+
+def tiny_flux_depth_transformer(seed: int = 4) -> Any:
+    """FLUX.1 Depth/Canny's layout: the packed latents and the control image's packed latents, 64 out."""
+    torch.manual_seed(seed)
+    return tiny_flux_transformer(in_channels=128, out_channels=64)
 
 
 def write_flux_diffusers_folder(models: TinyFlux, folder: Path,
@@ -150,7 +172,8 @@ def peft_flux_lora(models: TinyFlux, seed: int = 2, rank: int = 4) -> dict[str, 
 
 
 def make_flux_demo_models(models_dir: Path, seed: int = 0) -> TinyFlux:
-    """The tiny FLUX diffusers folder, its single files and two LoRAs (what the shipped FLUX workflows load),
+    """The tiny FLUX diffusers folder, its single files, FLUX.1 Fill and Depth transformers and two LoRAs (what the
+    shipped FLUX workflows load),
     written into a models folder; files already there are left alone. Returns the models."""
     models_dir = Path(models_dir)
     models = build_tiny_flux(seed)
@@ -161,6 +184,10 @@ def make_flux_demo_models(models_dir: Path, seed: int = 0) -> TinyFlux:
                     *(models_dir / "text_encoders" / name for name in (DEMO_FLUX_CLIP_L, DEMO_FLUX_T5))]
     if not all(path.exists() for path in single_files):
         write_flux_single_files(models, models_dir)
+    for name, build in ((DEMO_FLUX_FILL_TRANSFORMER, tiny_flux_fill_transformer),
+                        (DEMO_FLUX_DEPTH_TRANSFORMER, tiny_flux_depth_transformer)):
+        if not (models_dir / "diffusion_models" / name).exists():
+            _save(build().state_dict(), models_dir / "diffusion_models" / name)
     for name, state in ((DEMO_FLUX_LORA, lambda: kohya_flux_lora(models, seed + 1)),
                         (DEMO_FLUX_PEFT_LORA, lambda: peft_flux_lora(models, seed + 2))):
         if not (models_dir / "loras" / name).exists():

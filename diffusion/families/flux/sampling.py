@@ -22,7 +22,7 @@ import torch
 from diffusion.contracts import GuidanceBatch
 from diffusion.files import config_beside
 from diffusion.latent_format import LatentFormat
-from diffusion.sampling import reference_latents
+from diffusion.sampling import editing, reference_latents
 from diffusion.sampling.flow import FlowSampling, padded_to_patches
 from diffusion.sampling.model_sampling import ModelSampling
 
@@ -30,6 +30,7 @@ DEFAULT_GUIDANCE = 3.5  # ComfyUI's FLUX guidance when no FluxGuidance node sets
 NO_GUIDANCE = float("nan")  # a row's guidance when its conditioning's is None (FluxDisableGuidance)
 # FLUX.1-schnell's scheduler config differs from FLUX.1-dev's (`config.json`) in these: a plain flow schedule
 SCHNELL_SCHEDULER_CHANGES = {"shift": 1.0, "use_dynamic_shifting": False}
+MASK_PATCH = 8  # FLUX.1 Fill sees its mask at pixel size, each latent pixel's 8x8 pixels as 64 channels
 
 
 def calculate_shift(image_tokens: int, config: Mapping[str, Any]) -> float:
@@ -137,6 +138,28 @@ class FluxSampling(FlowSampling):
             inputs[reference_latents.REFERENCES] = references
         return inputs
 
+    def takes_extra_channels(self, in_channels: int, out_channels: int) -> bool:
+        """FLUX.1 Canny and Depth: the latents and the control image's latents, packed; FLUX.1 Fill: those and the
+        packed 64-channel mask."""
+        return in_channels in (2 * out_channels, 2 * out_channels + 4 * MASK_PATCH * MASK_PATCH)
+
+    def extra_channels(self, network: Any, mask: torch.Tensor | None, image: torch.Tensor,
+                       shape: torch.Size) -> torch.Tensor:
+        """As ComfyUI's Flux concat_cond and diffusers' FluxFill/FluxControl pipelines make them: the image's
+        latents, then for FLUX.1 Fill the mask at 8x the latent size, each latent pixel's 8x8 block as 64
+        channels (ones when none)."""
+        batch, channels, height, width = shape
+        if network.config.in_channels <= 2 * 4 * channels:
+            return image.float()
+        if mask is None:
+            mask = torch.ones(batch, 1, height * MASK_PATCH, width * MASK_PATCH)
+        mask = mask.float().reshape(-1, 1, *mask.shape[-2:]).mean(dim=1, keepdim=True)
+        mask = torch.nn.functional.interpolate(mask, size=(height * MASK_PATCH, width * MASK_PATCH), mode="bilinear")
+        if mask.shape[0] != batch:  # one mask for the batch, or one per image repeated (as the image's latents)
+            mask = mask.repeat(batch // mask.shape[0], 1, 1, 1)
+        blocks = mask.view(batch, height, MASK_PATCH, width, MASK_PATCH).permute(0, 2, 4, 1, 3)
+        return torch.cat([image.float(), blocks.reshape(batch, MASK_PATCH * MASK_PATCH, height, width)], dim=1)
+
     def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                 embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
         """FluxPipeline hands the transformer the scheduler's timestep (sigma * 1000) over 1000: sigma."""
@@ -147,8 +170,12 @@ class FluxSampling(FlowSampling):
     def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
                        embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
         """The transformer's velocity for latents of any size: an odd height or width (an area's crop) is padded
-        to whole 2x2 patches and the output cropped back, as ComfyUI's FLUX does."""
+        to whole 2x2 patches and the output cropped back, as ComfyUI's FLUX does. A FLUX.1 Fill network's extra
+        channels (`editing.ExtraChannels`) join the latents before they are packed."""
         rows, _, height, width = model_input.shape
+        if isinstance(network, editing.ExtraChannels):
+            model_input = torch.cat([model_input, network.channels.to(model_input)], dim=1)
+            network = network.unet
         padded = padded_to_patches(model_input)
         padded_height, padded_width = padded.shape[-2:]
         text_ids = torch.zeros(embeddings.shape[1], 3, device=model_input.device, dtype=embeddings.dtype)
