@@ -121,7 +121,7 @@ def checkpoint_family(keys: Collection[str]) -> Family:
         raise ValueError("this is an SDXL-style checkpoint, but its UNet (with the added embedding) or its "
                          "OpenCLIP-G text encoder is missing")
     raise ValueError(f"unknown checkpoint layout: this file holds {describe_other_file(keys)}; "
-                     "CheckpointLoaderSimple runs SD1.x, SD2.x, SDXL (base and refiner) and SD3 checkpoints")
+                     "CheckpointLoaderSimple runs SD1.x, SD2.x, SDXL (base and refiner), SD3 and FLUX.1 checkpoints")
 
 
 def pipeline_family(pipeline_class: str) -> Family:

@@ -234,8 +234,7 @@ def test_family_detection_errors_name_what_was_found(node_env, flux_models, sd1)
 
     tiny_bfl = {"double_blocks.0.img_attn.qkv.weight": torch.zeros(192, 64), "img_in.weight": torch.zeros(64, 64)}
     save_file(tiny_bfl, str(unet_folder / "tiny-bfl.safetensors"))
-    with pytest.raises(ValueError,
-                       match="original BFL layout 64 wide; diffusers' converter handles only FLUX.1's 3072"):
+    with pytest.raises(ValueError, match="unet_name: FLUX transformer tensors incomplete or mis-shaped"):
         UNETLoader().load_unet("tiny-bfl.safetensors")
     all_in_one = node_env.folders.model_dir("checkpoints") / "flux-all-in-one.safetensors"
     save_file({UNET + key: value for key, value in tiny_bfl.items()}, str(all_in_one))
@@ -362,9 +361,24 @@ def _diffusers_to_bfl(state):
     return bfl
 
 
+def test_bfl_layout_converts_back_at_any_width(flux_models):
+    from diffusion.families.flux.loading import bfl_to_diffusers
+
+    state = flux_models.transformer.state_dict()
+    converted = bfl_to_diffusers({"model.diffusion_model." + key: value
+                                  for key, value in _diffusers_to_bfl(state).items()})
+    assert converted.keys() == state.keys()
+    assert all(torch.equal(converted[key], state[key]) for key in state)
+
+
 def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
     """A FLUX.1-width transformer in BFL's original layout (one block of each kind, as shapes only: meta tensors)
-    goes through diffusers' converter and the shape-read config back to the same architecture."""
+    goes through our converter and the shape-read config back to the same architecture, with the names and shapes
+    diffusers' own converter (FLUX.1's width only) gives."""
+    from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
+
+    from diffusion.families.flux.loading import bfl_to_diffusers
+
     from diffusers import FluxTransformer2DModel
 
     from diffusion.families.flux.loading import build_flux_transformer
@@ -378,7 +392,56 @@ def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
     rebuilt = build_flux_transformer(bfl, "unet_name")
     assert {key: value.shape for key, value in rebuilt.state_dict().items()} == \
         {key: value.shape for key, value in original.state_dict().items()}
+    theirs = convert_flux_transformer_checkpoint_to_diffusers(dict(bfl))
+    assert {key: value.shape for key, value in bfl_to_diffusers(bfl).items()} == \
+        {key: value.shape for key, value in theirs.items()}
     assert all(rebuilt.config[key] == value or tuple(rebuilt.config[key]) == value for key, value in config.items())
+
+
+def test_all_in_one_checkpoint_in_comfyuis_layout_is_the_split_files_model(node_env, flux, flux_models):
+    """A FLUX checkpoint as ComfyUI saves and ships them (BFL transformer under model.diffusion_model., the VAE
+    under vae., CLIP-L and T5 under text_encoders.) loads through CheckpointLoaderSimple and gives the image of
+    the same weights loaded from the diffusers folder; without its text encoders its CLIP is None, as ComfyUI's."""
+    from diffusion.families import ldm_export
+
+    models = flux_models
+    state = {"model.diffusion_model." + key: value
+             for key, value in _diffusers_to_bfl(models.transformer.state_dict()).items()}
+    state.update(ldm_export.vae_to_ldm(models.vae.state_dict(), models.vae.config, prefix="vae."))
+    state.update({"text_encoders.clip_l.transformer." + key: value
+                  for key, value in models.text_encoder.state_dict().items() if not key.endswith("position_ids")})
+    folder = node_env.folders.model_dir("checkpoints")
+    save_file({key: value.contiguous() for key, value in state.items()}, str(folder / "flux-no-te.safetensors"))
+    state.update({"text_encoders.t5xxl.transformer." + key: value
+                  for key, value in models.text_encoder_2.state_dict().items()
+                  if key != "encoder.embed_tokens.weight"})  # tied to shared.weight, saved once as ComfyUI does
+    save_file({key: value.contiguous() for key, value in state.items()}, str(folder / "flux-aio.safetensors"))
+    try:
+        model, clip, vae = CheckpointLoaderSimple().load_checkpoint("flux-aio.safetensors")
+        assert model.family == "flux" and model.network.config.guidance_embeds
+        assert np.abs(_image(model, clip, vae) - _image(*flux)).max() <= TOLERANCE
+        _, no_clip, _ = CheckpointLoaderSimple().load_checkpoint("flux-no-te.safetensors")
+        assert no_clip is None
+    finally:
+        (folder / "flux-aio.safetensors").unlink()
+        (folder / "flux-no-te.safetensors").unlink()
+
+
+def test_fp8_transformer_file_loads_and_samples(node_env, flux, flux_models):
+    """FLUX files people download are often fp8 (float8_e4m3fn): read, upcast to the run's dtype, and sampled; the
+    image stays near the full-precision one."""
+    folder = node_env.folders.model_dir("diffusion_models")
+    state = {key: value.to(torch.float8_e4m3fn) if value.ndim == 2 else value
+             for key, value in flux_models.transformer.state_dict().items()}
+    save_file(state, str(folder / "tiny-flux-fp8.safetensors"))
+    try:
+        (model,) = UNETLoader().load_unet("tiny-flux-fp8.safetensors", "default")
+        assert model.network.x_embedder.weight.dtype == torch.float32
+        _, clip, vae = flux
+        image, reference = _image(model, clip, vae), _image(*flux)
+        assert 0 < np.abs(image - reference).max() < 0.1
+    finally:
+        (folder / "tiny-flux-fp8.safetensors").unlink()
 
 
 def _kontext_inputs(flux):

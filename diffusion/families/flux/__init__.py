@@ -20,7 +20,8 @@ _VAE = loading.config()["vae"]
 
 FAMILY = Family(
     name=loading.FAMILY, title="FLUX", sampling=sampling.FluxSampling, make_demo_models=_make_demo_models,
-    pipelines=detection.PIPELINES, load_folder=loading.load_folder, is_diffusion_model=detection.is_diffusion_model,
+    pipelines=detection.PIPELINES, load_folder=loading.load_folder, is_checkpoint=detection.is_checkpoint,
+    load_checkpoint=loading.load_checkpoint, is_diffusion_model=detection.is_diffusion_model,
     load_diffusion_model=loading.load_diffusion_model, clip_types=loading.CLIP_TYPES,
     load_text_encoders=loading.load_text_encoders, read_lora=lora.read_lora,
     # a VAE file alone with 16 latent channels is FLUX's ae.safetensors in practice (SD3 ships its VAE inside)

@@ -12,11 +12,19 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
+from diffusion import ldm
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
 from diffusion.encoders.t5 import build_t5_encoder, is_t5_encoder, t5_tokenizer_for_vocab, t5_vocab_size
-from diffusion.families.flux.detection import BFL_PREFIX, DIFFUSERS_PROBE, is_bfl_layout
+from diffusion.families.flux.detection import (
+    BFL_PREFIX,
+    CLIP_L,
+    DIFFUSERS_PROBE,
+    T5,
+    checkpoint_vae_prefix,
+    is_bfl_layout,
+)
 from diffusion.families.flux.sampling import FLUX_SAMPLING, SCHNELL_SCHEDULER_CHANGES, flux_model_sampling
 from diffusion.families.flux.text_encoding import FluxClip
 from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
@@ -28,7 +36,6 @@ if TYPE_CHECKING:
 
 FAMILY = "flux"
 CLIP_TYPES = ("flux",)  # DualCLIPLoader's type for a CLIP-L and a T5 file
-BFL_WIDTH = 3072  # the only width diffusers' converter of BFL-layout files handles (FLUX.1 dev/schnell)
 
 
 def config() -> dict[str, Any]:
@@ -54,25 +61,74 @@ def flux_transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]
                 axes_dims_rope=flux_rope_axes(head_dim))
 
 
+# BFL's original names -> diffusers' (FluxTransformer2DModel), outside and inside the blocks
+_BFL_RENAMES = {"img_in": "x_embedder", "txt_in": "context_embedder", "final_layer.linear": "proj_out",
+                "time_in.in_layer": "time_text_embed.timestep_embedder.linear_1",
+                "time_in.out_layer": "time_text_embed.timestep_embedder.linear_2",
+                "vector_in.in_layer": "time_text_embed.text_embedder.linear_1",
+                "vector_in.out_layer": "time_text_embed.text_embedder.linear_2",
+                "guidance_in.in_layer": "time_text_embed.guidance_embedder.linear_1",
+                "guidance_in.out_layer": "time_text_embed.guidance_embedder.linear_2"}
+_BFL_DOUBLE = {"img_mod.lin": "norm1.linear", "txt_mod.lin": "norm1_context.linear", "img_attn.proj": "attn.to_out.0",
+               "txt_attn.proj": "attn.to_add_out", "img_mlp.0": "ff.net.0.proj", "img_mlp.2": "ff.net.2",
+               "txt_mlp.0": "ff_context.net.0.proj", "txt_mlp.2": "ff_context.net.2",
+               "img_attn.norm.query_norm": "attn.norm_q", "img_attn.norm.key_norm": "attn.norm_k",
+               "txt_attn.norm.query_norm": "attn.norm_added_q", "txt_attn.norm.key_norm": "attn.norm_added_k"}
+_BFL_QKV = {"img_attn.qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+            "txt_attn.qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj")}
+_BFL_SINGLE = {"modulation.lin": "norm.linear", "linear2": "proj_out", "norm.query_norm": "attn.norm_q",
+               "norm.key_norm": "attn.norm_k"}
+
+
+def bfl_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A FLUX transformer in Black Forest Labs' original layout (released files, ComfyUI's checkpoints under
+    `model.diffusion_model.`) with diffusers' names, at any width: fused q/k/v split, the single blocks' first
+    linear split into q, k, v and the MLP, RMSNorm `scale` as `weight`, the final modulation's halves swapped
+    (BFL stores shift before scale). diffusers' own converter assumes FLUX.1's width of 3072."""
+    prefixed = any(key.startswith(BFL_PREFIX) for key in state)
+    weights = {key.removeprefix(BFL_PREFIX): value for key, value in state.items()
+               if not prefixed or key.startswith(BFL_PREFIX)}
+    width = weights["img_in.weight"].shape[0]
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in weights.items():
+        module, _, kind = key.rpartition(".")
+        kind = "weight" if kind == "scale" else kind
+        block, _, rest = module.partition(".")
+        index, _, inner = rest.partition(".")
+        if module in _BFL_RENAMES:
+            converted[f"{_BFL_RENAMES[module]}.{kind}"] = value
+        elif module == "final_layer.adaLN_modulation.1":
+            shift, scale = value.chunk(2)
+            converted[f"norm_out.linear.{kind}"] = torch.cat([scale, shift])
+        elif block == "double_blocks" and inner in _BFL_QKV:
+            for name, part in zip(_BFL_QKV[inner], value.chunk(3)):
+                converted[f"transformer_blocks.{index}.{name}.{kind}"] = part
+        elif block == "double_blocks" and inner in _BFL_DOUBLE:
+            converted[f"transformer_blocks.{index}.{_BFL_DOUBLE[inner]}.{kind}"] = value
+        elif block == "single_blocks" and inner == "linear1":
+            parts = value.split([width, width, width, value.shape[0] - 3 * width])
+            for name, part in zip(("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"), parts):
+                converted[f"single_transformer_blocks.{index}.{name}.{kind}"] = part
+        elif block == "single_blocks" and inner in _BFL_SINGLE:
+            converted[f"single_transformer_blocks.{index}.{_BFL_SINGLE[inner]}.{kind}"] = value
+        else:
+            raise KeyError(f"unexpected tensor {key!r} in a BFL-layout FLUX transformer")
+    return converted
+
+
 def _diffusers_layout(state: Mapping[str, torch.Tensor], input_name: str) -> Mapping[str, torch.Tensor]:
     if DIFFUSERS_PROBE in state:
         return state
     if is_bfl_layout(state):
-        from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
-
-        width = state.get("img_in.weight", state.get(BFL_PREFIX + "img_in.weight")).shape[0]
-        if width != BFL_WIDTH:
-            raise ValueError(f"{input_name}: a FLUX transformer in the original BFL layout {width} wide; diffusers' "
-                             f"converter handles only FLUX.1's {BFL_WIDTH} (save it in the diffusers layout instead)")
-        return convert_flux_transformer_checkpoint_to_diffusers(dict(state))
+        return bfl_to_diffusers(state)
     raise ValueError(f"{input_name}: not a FLUX transformer")
 
 
 def build_flux_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
     from diffusers import FluxTransformer2DModel
 
-    weights = _diffusers_layout(state, input_name)
     try:
+        weights = _diffusers_layout(state, input_name)
         config = flux_transformer_config(weights)
         with torch.device("meta"):
             transformer = FluxTransformer2DModel(**config)
@@ -99,6 +155,33 @@ def flux_model(transformer: Any, name: str, scheduler_config: Mapping[str, Any] 
     # a dynamic-shifting config (FLUX.1-dev's) already gives FLUX's schedule (`DiffusionModel.model_sampling`)
     schedule = None if settings.get("use_dynamic_shifting", False) else flux_model_sampling(settings)
     return DiffusionModel(transformer, settings, name, FAMILY, FLUX_SAMPLING, schedule_override=schedule)
+
+
+def _under(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def load_checkpoint(state: Mapping[str, torch.Tensor], name: str,
+                    place: Place) -> tuple[DiffusionModel, FluxClip | None, Vae]:
+    """MODEL, CLIP (None when the file holds no CLIP-L and T5: load them with DualCLIPLoader) and VAE of an
+    all-in-one FLUX checkpoint (ComfyUI's layout, fp8 or not), as CheckpointLoaderSimple reads it."""
+    family = config()
+    transformer = place(build_flux_transformer(state, "ckpt_name"))
+    vae_state = _under(state, checkpoint_vae_prefix(state.keys()) or "vae.")
+    try:
+        vae_settings = ldm.vae_config(vae_state, "", family["vae"]["scaling_factor"])
+        vae_settings["shift_factor"] = family["vae"]["shift_factor"]
+        vae = place(ldm.build_vae(vae_state, vae_settings))
+    except (KeyError, IndexError) as error:
+        raise ValueError(f"FLUX checkpoint VAE tensors incomplete ({error})") from error
+    clip = None
+    clip_state, t5_state = _under(state, CLIP_L), _under(state, T5)
+    if clip_state and t5_state:
+        clip_l = build_clip_text_model(clip_state, "ckpt_name")
+        t5 = build_t5_encoder(t5_state, "ckpt_name")
+        clip = FluxClip(clip_tokenizer(clip_l.config.vocab_size), place(clip_l),
+                        t5_tokenizer_for_vocab(t5.config.vocab_size, "ckpt_name"), place(t5), name)
+    return flux_model(transformer, name), clip, Vae(vae, name)
 
 
 def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
