@@ -19,8 +19,9 @@ from diffusion.contracts import FamilySampling, Place
 if TYPE_CHECKING:
     from diffusion.manager import ModelManager
 
-# Detection order: the first family claiming a file wins (SDXL and SD1 share UNet key names, so SD1 comes last).
-FAMILY_PACKAGES = ("sdxl", "sd3", "flux", "unclip", "sd")
+# Detection order: the first family claiming a file wins (SDXL and SD1 share UNet key names, so SD1 comes last;
+# Chroma's transformer has FLUX's block names, so Chroma comes before FLUX).
+FAMILY_PACKAGES = ("sdxl", "sd3", "chroma", "flux", "unclip", "sd")
 
 State = Mapping[str, torch.Tensor]
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None when a file holds no text encoder), VAE

@@ -31,6 +31,13 @@ def _loaded(family: str, models_dir, manager):
         return loading.load_checkpoint(manager, checkpoints / sd3_demo.DEMO_CHECKPOINT)
     if family == "flux":
         return loading.load_diffusers(manager, folders / flux_demo.DEMO_FLUX_DIFFUSERS)
+    if family == "chroma":
+        from diffusion.families.chroma import demo as chroma_demo
+
+        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
+        return (loading.load_diffusion_model(manager, files[0] / chroma_demo.DEMO_CHROMA_TRANSFORMER),
+                loading.load_text_encoders(manager, "chroma", {"clip_name": files[1] / chroma_demo.DEMO_CHROMA_T5}),
+                loading.load_vae(manager, files[2] / chroma_demo.DEMO_CHROMA_VAE))
     model, vae = load_decoder(folders / unclip_demo.DEMO_DECODER, manager.place, "decoder_name")
     return model, None, vae
 

@@ -84,7 +84,8 @@ def bfl_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     """A FLUX transformer in Black Forest Labs' original layout (released files, ComfyUI's checkpoints under
     `model.diffusion_model.`) with diffusers' names, at any width: fused q/k/v split, the single blocks' first
     linear split into q, k, v and the MLP, RMSNorm `scale` as `weight`, the final modulation's halves swapped
-    (BFL stores shift before scale). diffusers' own converter assumes FLUX.1's width of 3072."""
+    (BFL stores shift before scale); Chroma's approximator (`distilled_guidance_layer`) renamed too. diffusers'
+    own converters assume FLUX.1's width of 3072."""
     prefixed = any(key.startswith(BFL_PREFIX) for key in state)
     weights = {key.removeprefix(BFL_PREFIX): value for key, value in state.items()
                if not prefixed or key.startswith(BFL_PREFIX)}
@@ -97,6 +98,9 @@ def bfl_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
         index, _, inner = rest.partition(".")
         if module in _BFL_RENAMES:
             converted[f"{_BFL_RENAMES[module]}.{kind}"] = value
+        elif block == "distilled_guidance_layer":  # Chroma's modulation approximator
+            renamed = module.replace(".in_layer", ".linear_1").replace(".out_layer", ".linear_2")
+            converted[f"{renamed}.{kind}"] = value
         elif module == "final_layer.adaLN_modulation.1":
             shift, scale = value.chunk(2)
             converted[f"norm_out.linear.{kind}"] = torch.cat([scale, shift])

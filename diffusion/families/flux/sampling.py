@@ -187,13 +187,20 @@ class FluxSampling(FlowSampling):
             method, stacked = reference_latents.stacked(references)
             extra_tokens, extra_ids = reference_tokens(stacked, method, padded_height, padded_width)
             tokens, ids = torch.cat([tokens, extra_tokens.to(tokens.dtype)], dim=1), torch.cat([ids, extra_ids])
-        with guidance_left_out(network, inputs["guidance"] if network.config.guidance_embeds else None) as guidance:
-            prediction = network(
-                hidden_states=tokens, timestep=timestep.expand(rows).to(model_input.dtype),
-                guidance=guidance, pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings,
-                txt_ids=text_ids, img_ids=ids, controlnet_block_samples=inputs.get("controlnet_block_samples"),
-                controlnet_single_block_samples=inputs.get("controlnet_single_block_samples"), return_dict=False)[0]
+        prediction = self.call_transformer(network, tokens, timestep.expand(rows).to(model_input.dtype), embeddings,
+                                           text_ids, ids, inputs)
         return unpack(prediction[:, :image_token_count], padded_height, padded_width)[..., :height, :width]
+
+    def call_transformer(self, network: Any, tokens: torch.Tensor, timestep: torch.Tensor, embeddings: torch.Tensor,
+                         text_ids: torch.Tensor, ids: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """The transformer's output tokens for the packed image tokens (FLUX's: with the pooled CLIP-L output and
+        the distilled guidance, and ControlNet residuals when there are any)."""
+        with guidance_left_out(network, inputs["guidance"] if network.config.guidance_embeds else None) as guidance:
+            return network(
+                hidden_states=tokens, timestep=timestep, guidance=guidance,
+                pooled_projections=inputs["pooled_projections"], encoder_hidden_states=embeddings, txt_ids=text_ids,
+                img_ids=ids, controlnet_block_samples=inputs.get("controlnet_block_samples"),
+                controlnet_single_block_samples=inputs.get("controlnet_single_block_samples"), return_dict=False)[0]
 
 
 @contextlib.contextmanager

@@ -1,0 +1,84 @@
+"""The CLIP value of Chroma (`ChromaClip`): T5 alone, tokenized and masked as ChromaPipeline does: padded to 512
+tokens, the encoder run with the padding masked, and the transformer given the mask of the prompt's tokens and the
+first padding token (option "attention_mask"; `sampling` says how it is applied). ComfyUI encodes Chroma's prompts
+unpadded instead (its PixArt T5 tokenizer), so its images differ. Knows nothing of nodes or files."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from diffusion.contracts import Conditioning, LoraPatch
+from diffusion.encoders.clip_api import ComfyClipApi, Tokens
+from diffusion.files import config_beside
+from diffusion.lazy_module import resolve
+
+ATTENTION_MASK = "attention_mask"  # conditioning option: [1, tokens], 1 for the tokens the transformer attends to
+
+
+@dataclass(frozen=True, eq=False)
+class ChromaClip(ComfyClipApi):
+    """CLIP for Chroma: a T5 encoder and its tokenizer. Answers ComfyUI's CLIP methods (tokens {"t5xxl"})."""
+
+    t5_tokenizer: Any
+    t5_model: Any
+    name: str
+    loras: tuple[LoraPatch, ...] = ()
+    family = "chroma"
+
+    def lora_modules(self) -> list[tuple[str, Any]]:
+        return []  # Chroma's LoRAs patch the transformer only
+
+    def offloadable(self) -> list[Any]:
+        return [self.t5_model]
+
+    def parts(self) -> dict[str, Any]:
+        return {"t5xxl": self.t5_model}
+
+    def with_parts(self, parts: Mapping[str, Any]) -> "ChromaClip":
+        return dataclasses.replace(self, t5_model=parts.get("t5xxl", self.t5_model))
+
+    def with_lora(self, patch: LoraPatch) -> "ChromaClip":
+        return dataclasses.replace(self, loras=self.loras + (patch,))
+
+    def with_layer(self, layer_index: int) -> "ChromaClip":
+        """CLIPSetLastLayer: Chroma reads T5's last layer only, so -1 is the one choice."""
+        if layer_index != -1:
+            raise ValueError(f"stop_at_clip_layer: Chroma's T5 gives its last layer only; {layer_index} is not -1")
+        return self
+
+    def tokenize_prompt(self, text: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
+        """{"t5xxl": one chunk of the prompt's tokens padded to 512}, weight 1 each (ChromaPipeline's way)."""
+        if word_ids:
+            raise RuntimeError("clip.tokenize: return_word_ids is not supported by nodeflow for Chroma's CLIP")
+        ids = self.t5_tokenizer(text, padding="max_length", max_length=config_beside(__file__)["t5_max_length"],
+                                truncation=True).input_ids
+        return {"t5xxl": [[(token, 1.0) for token in ids]]}
+
+    def encode_prompt(self, text: str) -> Conditioning:
+        return self.encode_tokens(self.tokenize_prompt(text))
+
+    @torch.inference_mode()
+    def encode_tokens(self, tokens: Tokens) -> Conditioning:
+        """[[T5 hidden states [1, 512, width], {"attention_mask": [1, 512]}]], float32 CPU. Padding tokens (the
+        tokenizer's pad id after the prompt) are masked in the encoder; the transformer sees the prompt and the
+        first padding token."""
+        if set(tokens) != {"t5xxl"}:
+            raise ValueError(f"tokens: Chroma's CLIP needs 't5xxl' tokens only (got {', '.join(map(repr, tokens))})")
+        weights = {entry[1] for chunk in tokens["t5xxl"] for entry in chunk}
+        if weights - {1.0}:
+            raise ValueError(f"tokens: weights {sorted(weights - {1.0})} are not applied by Chroma's text encoding "
+                             "here; give every token weight 1.0")
+        ids = torch.tensor([[entry[0] for chunk in tokens["t5xxl"] for entry in chunk]])
+        padding = ids == self.t5_tokenizer.pad_token_id
+        length = int((~padding).sum())
+        encoder_mask = torch.zeros_like(ids)
+        encoder_mask[:, :length] = 1
+        t5_model = resolve(self.t5_model)
+        hidden = t5_model(ids.to(t5_model.device), attention_mask=encoder_mask.to(t5_model.device),
+                          output_hidden_states=False)[0]
+        attended = torch.zeros(1, ids.shape[1])
+        attended[:, :length + 1] = 1.0
+        return [[hidden.float().cpu(), {ATTENTION_MASK: attended}]]
