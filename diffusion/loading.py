@@ -106,7 +106,8 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
 
 
 # ComfyUI reads a lone OpenCLIP-G file given as stable_diffusion as the SDXL refiner's CLIP
-FILE_ROLE_FAMILIES = {("stable_diffusion", text_encoder_files.CLIP_G): "sdxl"}
+FILE_ROLE_FAMILIES = {("stable_diffusion", text_encoder_files.CLIP_G): "sdxl",
+                      ("lumina2", text_encoder_files.QWEN3): "zimage"}
 
 
 def text_encoders_family(clip_type: str, paths: Mapping[str, Path]) -> registry.Family:

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from diffusion.manager import ModelManager
 
 # Detection order: the first family claiming a file wins (SDXL and SD1 share UNet key names, so SD1 comes last;
-# Chroma's transformer has FLUX's block names, so Chroma comes before FLUX).
-FAMILY_PACKAGES = ("sdxl", "sd3", "chroma", "flux", "unclip", "sd")
+# Chroma's transformer has FLUX's block names, so Chroma comes before FLUX; Z-Image's has Lumina 2's, so Z-Image
+# comes before Lumina 2).
+FAMILY_PACKAGES = ("sdxl", "sd3", "chroma", "flux", "zimage", "lumina2", "unclip", "sd")
 
 State = Mapping[str, torch.Tensor]
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None when a file holds no text encoder), VAE

@@ -209,6 +209,12 @@ for _core_extras in (_attention_multiply, _latent_operations, _image_extras):
     NODE_CLASS_MAPPINGS.update(_core_extras.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_core_extras.NODE_DISPLAY_NAME_MAPPINGS)
 
+# Lumina 2's text node: CLIPTextEncodeLumina2.
+from nodes import lumina2 as _lumina2  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_lumina2.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_lumina2.NODE_DISPLAY_NAME_MAPPINGS)
+
 # Video: CreateVideo, GetVideoComponents, LoadVideo, SaveVideo, SaveWEBM and the VIDEO value (PyAV).
 from nodes import video as _video  # noqa: E402
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 T5 = "t5xxl"
 CLIP_L, CLIP_G, CLIP_H = "clip_l", "clip_g", "clip_h"
+QWEN3 = "qwen3"  # a Qwen3 language model (Z-Image's text encoder)
 PART_NAMES = (CLIP_L, CLIP_G, CLIP_H, T5)  # ComfyUI's prefixes of a CLIP's parts, in CLIPSave's order
 CLIP_G_LAYERS, CLIP_H_LAYERS = 31, 23  # ComfyUI's tests: layer 30 exists (OpenCLIP-G), layer 22 (OpenCLIP-H)
 NOT_MERGED = (".position_ids", ".logit_scale")  # ComfyUI's CLIP merges leave these alone
@@ -49,11 +50,13 @@ def clip_layer_count(keys: Collection[str]) -> int:
 
 
 def file_role(keys: Collection[str]) -> str | None:
-    """The role of one text encoder file from its tensor names alone: T5, CLIP-G, CLIP-H or CLIP-L; None when it
-    is no text encoder this engine reads (CLIP or T5 in the transformers layout)."""
+    """The role of one text encoder file from its tensor names alone: T5, Qwen3, CLIP-G, CLIP-H or CLIP-L; None
+    when it is no text encoder these roles name (CLIP or T5 in the transformers layout, Qwen3)."""
     keys = set(keys)
     if is_t5_encoder(dict.fromkeys(keys)):
         return T5
+    if any(key.endswith("layers.0.self_attn.q_norm.weight") for key in keys):
+        return QWEN3
     if _clip_prefix(keys) is None:
         return None
     layers = clip_layer_count(keys)

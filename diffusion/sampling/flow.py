@@ -1,5 +1,7 @@
 """`FlowSampling`: the sampling hooks shared by flow-matching families (SD3, FLUX): velocity prediction over
 diffusers' flow-matching schedulers, with ComfyUI's scheduler names mapped onto their sigma spacing options.
+`CaptionedFlowSampling` adds what the NextDiT families (Lumina 2, Z-Image) share: each caption at its own length,
+timesteps that are sigmas.
 
 A family subclass names the sampler names it runs (`FLOW_SAMPLERS`: which diffusers scheduler each is) and how
 its network is called; `padded_to_patches` gives its patchifying transformer latents of any size (an area
@@ -13,9 +15,12 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from diffusion.contracts import FamilySampling
+from diffusion.contracts import FamilySampling, GuidanceBatch
 from diffusion.lora import TRANSFORMER
+from diffusion.sampling.reference_latents import PerRow
 from diffusion.sampling.schedulers import installed
+
+CAPTION_LENGTH = "caption_length"  # conditioning option: the caption's own token count (NextDiT families' CLIPs)
 
 # ComfyUI scheduler names -> sigma spacing options; "normal", "simple" and "sgm_uniform" are the shifted linear
 # schedule the flow models were trained with
@@ -77,3 +82,32 @@ class FlowSampling(FamilySampling):
         """x0 = x_t - sigma * v (the model predicts the velocity from data to noise)."""
         sigma = scheduler.sigmas[scheduler.step_index - 1]
         return latents - sigma * prediction
+
+
+class CaptionedFlowSampling(FlowSampling):
+    """Flow matching for transformers that take each caption at its own length and count time in sigmas (their
+    MODEL's timesteps are sigmas, as under ComfyUI's ModelSamplingAuraFlow): a guidance call shares one caption
+    length, repeating shorter captions whole, and each row's own length ("caption_length", set by the family's
+    CLIP) travels with it so the family can cut or mask the repeats."""
+
+    FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler"}
+    sampler_names = tuple(FLOW_SAMPLERS)
+
+    def network_inputs(self, guidance: GuidanceBatch, batch: int, device: torch.device,
+                       dtype: torch.dtype) -> dict[str, Any]:
+        return {CAPTION_LENGTH: PerRow(options.get(CAPTION_LENGTH) for options in guidance.options
+                                       for _ in range(batch))}
+
+    def predict(self, network: Any, scheduler: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """diffusers' scheduler counts sigma x 1000; the network's convention here is sigma."""
+        rows = model_input.shape[0]
+        return self.network_output(network, model_input, timestep.expand(rows).to(model_input.dtype) / 1000,
+                                   embeddings, inputs)
+
+    @staticmethod
+    def caption_lengths(inputs: Mapping[str, Any], shared: int, rows: int) -> list[int]:
+        """Each row's own caption length inside the call's `shared` length (all of it when unknown, or when it
+        does not divide the shared length: then the caption was not repeated, e.g. concatenated)."""
+        lengths = inputs.get(CAPTION_LENGTH) or [None] * rows
+        return [shared if length is None or length >= shared or shared % length else length for length in lengths]

@@ -31,6 +31,24 @@ def _loaded(family: str, models_dir, manager):
         return loading.load_checkpoint(manager, checkpoints / sd3_demo.DEMO_CHECKPOINT)
     if family == "flux":
         return loading.load_diffusers(manager, folders / flux_demo.DEMO_FLUX_DIFFUSERS)
+    if family == "lumina2":
+        from diffusion.families.lumina2 import demo as lumina2_demo
+
+        lumina2_demo.make_lumina2_demo_models(models_dir)
+        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
+        return (loading.load_diffusion_model(manager, files[0] / lumina2_demo.DEMO_LUMINA2_TRANSFORMER),
+                loading.load_text_encoders(manager, "lumina2",
+                                           {"clip_name": files[1] / lumina2_demo.DEMO_LUMINA2_TEXT_ENCODER}),
+                loading.load_vae(manager, files[2] / lumina2_demo.DEMO_LUMINA2_VAE))
+    if family == "zimage":
+        from diffusion.families.zimage import demo as zimage_demo
+
+        zimage_demo.make_zimage_demo_models(models_dir)
+        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
+        return (loading.load_diffusion_model(manager, files[0] / zimage_demo.DEMO_ZIMAGE_TRANSFORMER),
+                loading.load_text_encoders(manager, "lumina2",
+                                           {"clip_name": files[1] / zimage_demo.DEMO_ZIMAGE_TEXT_ENCODER}),
+                loading.load_vae(manager, files[2] / zimage_demo.DEMO_ZIMAGE_VAE))
     if family == "chroma":
         from diffusion.families.chroma import demo as chroma_demo
 

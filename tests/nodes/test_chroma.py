@@ -10,19 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import nodes
 from diffusion.families.chroma import demo as tiny_chroma
 from diffusion.families.flux import demo as tiny_flux
-from engine.cache import OutputCache
-from engine.executor import Executor
-from engine.registry import NodeRegistry
-from engine.validation import validate_prompt
 from nodes.conditioning import CLIPTextEncode
 from nodes.flux import EmptySD3LatentImage
 from nodes.latent import VAEDecode
 from nodes.loaders import CLIPLoader, UNETLoader, VAELoader
 from nodes.sampling import KSampler
 from tests.nodes.conftest import own_storage
+from tests.nodes.family_workflows import run_workflow
 
 TOLERANCE = 1e-4
 PROMPT = "a lighthouse on a cliff at sunset"
@@ -144,18 +140,9 @@ def test_wrong_files_are_refused_by_name(chroma_models, node_env):
 
 
 def test_shipped_chroma_workflow_runs(node_env, chroma_models):
-    prompt = json.loads((WORKFLOWS / "chroma_txt2img.json").read_text())
-    for node in prompt.values():
-        if node["class_type"] == "EmptySD3LatentImage":
-            node["inputs"].update(width=SIZE, height=SIZE)
-        if node["class_type"] == "KSampler":
-            node["inputs"]["steps"] = 2
-    registry = NodeRegistry()
-    registry.register_mappings(nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS)
-    validation = validate_prompt(prompt, registry)
-    assert validation.ok and not validation.node_errors, validation.to_response()
-    result = Executor(registry, OutputCache()).execute(validation.prompt, "p1", {}, validation.outputs)
-    assert result.success, result.error
+    (image,) = run_workflow(node_env, json.loads((WORKFLOWS / "chroma_txt2img.json").read_text()), SIZE)
+    assert image.size == (SIZE, SIZE)
+
 
 
 def test_peft_lora_matches_load_lora_weights(node_env, chroma, chroma_pipeline):

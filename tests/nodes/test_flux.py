@@ -375,13 +375,10 @@ def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
     """A FLUX.1-width transformer in BFL's original layout (one block of each kind, as shapes only: meta tensors)
     goes through our converter and the shape-read config back to the same architecture, with the names and shapes
     diffusers' own converter (FLUX.1's width only) gives."""
+    from diffusers import FluxTransformer2DModel
     from diffusers.loaders.single_file_utils import convert_flux_transformer_checkpoint_to_diffusers
 
-    from diffusion.families.flux.loading import bfl_to_diffusers
-
-    from diffusers import FluxTransformer2DModel
-
-    from diffusion.families.flux.loading import build_flux_transformer
+    from diffusion.families.flux.loading import bfl_to_diffusers, build_flux_transformer
 
     config = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=128,
                   num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
