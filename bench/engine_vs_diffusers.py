@@ -200,7 +200,7 @@ from pathlib import Path
 import torch, diffusers, transformers
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
-from diffusion.loading import load_checkpoint
+from diffusion.loading import load_checkpoint, load_diffusion_model
 from diffusion.manager import ModelManager
 
 def status(field):
@@ -218,6 +218,8 @@ before = status("VmRSS") or 0
 which, path, config, dtype = sys.argv[1], Path(sys.argv[2]), sys.argv[3], getattr(torch, sys.argv[4])
 if which == "engine":
     loaded = load_checkpoint(ModelManager(torch.device("cpu"), dtype), path)
+elif which == "engine-network":  # a denoising network alone (UNETLoader's files)
+    loaded = load_diffusion_model(ModelManager(torch.device("cpu"), dtype), path).network
 else:
     pipeline = StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=True,
                                                         safety_checker=None, torch_dtype=dtype)

@@ -1,11 +1,12 @@
 """Peak resident memory while the engine loads a real-size single-file checkpoint, per family, over the file's size.
 
-Families with real architectures and seeded random weights: SD1.5 (fp32 file, 4.3 GB) and SDXL base (fp16 file,
-6.9 GB: UNet, CLIP-L, OpenCLIP-G, VAE). Each file is loaded by the model manager in a fresh process, once per model
-dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux `clear_refs`), as in
-`bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are written once into
-`--models-dir` (about 11 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
-Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl]`.
+Families with real architectures and seeded random weights: SD1.5 (fp32 file, 4.3 GB), SDXL base (fp16 file,
+6.9 GB: UNet, CLIP-L, OpenCLIP-G, VAE) and the Lumina Image 2.0 transformer alone (bf16 file, 5.2 GB, ComfyUI's
+original layout, loaded as UNETLoader loads it). Each file is loaded by the model manager in a fresh process,
+once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
+`clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
+written once into `--models-dir` (about 16 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
+Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2]`.
 """
 from __future__ import annotations
 
@@ -64,7 +65,36 @@ def _sdxl_models(models_dir: Path) -> str:
     return name
 
 
-FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdxl_models}
+def _lumina2_models(models_dir: Path) -> str:
+    """Lumina Image 2.0's real transformer architecture (2.6B parameters) with seeded random weights, made in bf16
+    and saved in ComfyUI's original layout (fused q/k/v), as `lumina_2_model_bf16.safetensors` is."""
+    from diffusers import Lumina2Transformer2DModel
+    from safetensors.torch import save_file
+
+    from diffusion.families.lumina2.demo import original_layout
+
+    name = "random-lumina2"
+    path = models_dir / "diffusion_models" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16: an fp32 copy would need twice the memory
+    try:
+        transformer = Lumina2Transformer2DModel(
+            sample_size=128, patch_size=2, in_channels=16, hidden_size=2304, num_layers=26, num_refiner_layers=2,
+            num_attention_heads=24, num_kv_heads=8, multiple_of=256, axes_dim_rope=(32, 32, 32),
+            cap_feat_dim=2304).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in original_layout(transformer.state_dict()).items()},
+              str(path))
+    return name
+
+
+FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdxl_models,
+                                              "lumina2": _lumina2_models}
+NETWORK_ONLY = {"lumina2"}  # families measured as their network file alone (UNETLoader)
 DTYPES = (torch.float32, torch.bfloat16)
 
 
@@ -81,10 +111,11 @@ def main() -> None:
                         f"print(FAMILIES[{family!r}](Path({str(args.models_dir)!r})))"],
                        check=True, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
         print(f"{family}: files ready in {time.perf_counter() - began:.0f} s", flush=True)
-        path = next((args.models_dir / "checkpoints").glob(f"random-{family}.safetensors"))
+        folder = "diffusion_models" if family in NETWORK_ONLY else "checkpoints"
+        path = next((args.models_dir / folder).glob(f"random-{family}.safetensors"))
         size = path.stat().st_size
         for dtype in DTYPES:
-            peak = loading_peak("engine", path, path.parent, dtype)
+            peak = loading_peak("engine-network" if family in NETWORK_ONLY else "engine", path, path.parent, dtype)
             added = peak["peak"] - peak["before"]
             rows.append((family, size, dtype, peak["model_bytes"], added / size, added / peak["model_bytes"],
                          peak["peak"] / size))

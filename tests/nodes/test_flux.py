@@ -269,7 +269,7 @@ def test_shipped_flux_workflows_run(node_env, flux_models, name):
 
 
 def test_shipped_kontext_edit_workflow_edits_the_loaded_image(node_env, flux_models):
-    """ComfyUI's Kontext template's graph: the image scaled to a Kontext size, encoded, given to the prompt as a
+    """Modelled on ComfyUI's Kontext template: the image scaled to a Kontext size, encoded, given to the prompt as a
     reference latent and used as the starting latent. It runs end to end, small (a 32x32 scale in place of the
     Kontext one)."""
     prompt = json.loads((WORKFLOWS / "flux_kontext_edit.json").read_text())
@@ -289,7 +289,7 @@ def test_shipped_kontext_edit_workflow_edits_the_loaded_image(node_env, flux_mod
 
 
 def test_shipped_fill_workflow_repaints_inside_the_mask(node_env, flux_models):
-    """ComfyUI's FLUX.1 Fill template's graph: the image's transparent part is the mask, InpaintModelConditioning
+    """Modelled on ComfyUI's FLUX.1 Fill template: the image's transparent part is the mask, InpaintModelConditioning
     gives the model the masked image and the mask (and the latent its noise mask), DifferentialDiffusion on the
     model. It runs end to end, small."""
     prompt = json.loads((WORKFLOWS / "flux_fill_inpaint.json").read_text())
