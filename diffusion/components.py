@@ -279,3 +279,85 @@ class Vae:
         if not 0 <= overlap < tile_x:
             raise ValueError(f"vae.{method}: overlap {overlap} must be at least 0 and smaller than the tile ({tile_x})")
         return tile_x, overlap
+
+
+@dataclass(frozen=True, eq=False)
+class FrameVae(Vae):
+    """VAE of a video-style causal 3D autoencoder (diffusers' AutoencoderKLWan and AutoencoderKLQwenImage: Wan 2.1's
+    network, Qwen-Image's VAE) that sees each image as a one-frame video, so IMAGE and LATENT keep their image
+    shapes ([B, H, W, C] and [B, C, h, w]); latents of a single frame in ComfyUI's video shape [B, C, 1, h, w]
+    decode too. Tiles are the autoencoder's own (square). Raw latents: the family's latent format applies the
+    per-channel statistics."""
+
+    AUTO_TILE_SIZE = 256  # the autoencoder's own tile side
+
+    @property
+    def scaling_factor(self) -> float:
+        return 1.0
+
+    @property
+    def shift_factor(self) -> float:
+        return 0.0
+
+    @property
+    def downscale(self) -> int:
+        return int(self.autoencoder.spatial_compression_ratio)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.autoencoder.config.z_dim)
+
+    def activation_bytes(self, batch: int, height: int, width: int) -> int:
+        """As `Vae.activation_bytes`, with the widest block's channels from the base width and multipliers."""
+        config = self.autoencoder.config
+        itemsize = torch.empty((), dtype=self.autoencoder.dtype).element_size()
+        return VAE_ACTIVATION_FACTOR * batch * height * width * config.base_dim * max(config.dim_mult) * itemsize
+
+    @contextlib.contextmanager
+    def _tiling(self, tile_size: int | None, overlap_factor: float | None = None):
+        """The autoencoder's tiling for one call: square tiles of `tile_size` pixels (None: its own 256),
+        overlapping by `overlap_factor` of a tile (None: its own quarter); restored after."""
+        autoencoder = self.autoencoder
+        names = ("use_tiling", "tile_sample_min_height", "tile_sample_min_width", "tile_sample_stride_height",
+                 "tile_sample_stride_width")
+        saved = {name: getattr(autoencoder, name) for name in names}
+        tile = int(tile_size or self.AUTO_TILE_SIZE)
+        overlap = 0.25 if overlap_factor is None else overlap_factor
+        stride = max(self.downscale, int(tile * (1 - overlap)) // self.downscale * self.downscale)
+        try:
+            autoencoder.use_tiling = True
+            autoencoder.tile_sample_min_height = autoencoder.tile_sample_min_width = tile
+            autoencoder.tile_sample_stride_height = autoencoder.tile_sample_stride_width = stride
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(autoencoder, name, value)
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False,
+               overlap_factor: float | None = None) -> torch.Tensor:
+        """IMAGE [B, H, W, C] in 0..1 -> raw latents [B, C, h, w] (each image a one-frame video; the posterior's
+        mode), sides first centre-cropped to multiples of `downscale`."""
+        autoencoder = self.autoencoder
+        pixels = self.crop_pixels(pixels)
+        frames = pixels[..., :3].movedim(-1, 1).unsqueeze(2).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
+        with self._tiling_for(tile_size, force_tiling, pixels.shape[0], pixels.shape[1], pixels.shape[2],
+                              overlap_factor):
+            latents = autoencoder.encode(frames).latent_dist.mode()
+        return latents[:, :, 0].float().cpu()
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False,
+               overlap_factor: float | None = None) -> torch.Tensor:
+        """Raw latents [B, C, h, w] (or one frame [B, C, 1, h, w]) -> IMAGE [B, H, W, 3] in 0..1."""
+        if latents.ndim == 5:
+            if latents.shape[2] != 1:
+                raise ValueError(f"samples: {self.name} decodes images here (one frame); got {latents.shape[2]} "
+                                 "frames")
+            latents = latents[:, :, 0]
+        autoencoder = self.autoencoder
+        raw = latents.unsqueeze(2).to(autoencoder.device, autoencoder.dtype)
+        height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
+        with self._tiling_for(tile_size, force_tiling, latents.shape[0], height, width, overlap_factor):
+            images = autoencoder.decode(raw, return_dict=False)[0][:, :, 0]
+        return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)

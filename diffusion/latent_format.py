@@ -4,7 +4,8 @@ the space the denoising network samples in, and how that space previews as RGB.
 LATENT values hold the raw latents (what the VAE encodes and decodes, what ComfyUI's LATENT holds and its
 `.latent` files store); sampling works in model space, `process_in(z) = (z - shift_factor) * scale_factor`, and
 hands back `process_out(x) = x / scale_factor + shift_factor` (the diffusers pipelines' scaling of the same
-numbers). `rgb_factors` and `rgb_bias` are the least-squares fits of model-space latents to RGB that ComfyUI's
+numbers); a format with per-channel statistics (Qwen-Image's, Wan's VAE) uses `(z - mean) * scale_factor / std`
+instead. `rgb_factors` and `rgb_bias` are the least-squares fits of model-space latents to RGB that ComfyUI's
 latent previews use. Each family keeps its numbers in its config file (`diffusion/families/*/`). Knows nothing
 of networks, nodes or files.
 """
@@ -28,25 +29,41 @@ class LatentFormat:
     rgb_factors: tuple[RGB, ...] | None = None
     rgb_bias: RGB | None = None
     latent_channels: int = 4
+    latents_mean: tuple[float, ...] | None = None
+    latents_std: tuple[float, ...] | None = None
 
     @classmethod
     def from_config(cls, vae: Mapping[str, Any]) -> "LatentFormat":
         """From a family config's "vae" section: `scaling_factor` (or the LDM name `scale_factor`),
-        `shift_factor`, `latent_rgb_factors`, `latent_rgb_factors_bias` and `latent_channels` (default 4)."""
+        `shift_factor`, `latent_rgb_factors`, `latent_rgb_factors_bias`, `latent_channels` (default 4) and the
+        per-channel `latents_mean` and `latents_std`."""
         factors = vae.get("latent_rgb_factors")
         bias = vae.get("latent_rgb_factors_bias")
+        mean, std = vae.get("latents_mean"), vae.get("latents_std")
         return cls(float(vae.get("scaling_factor", vae.get("scale_factor", 1.0))), float(vae.get("shift_factor", 0.0)),
                    tuple(tuple(row) for row in factors) if factors else None, tuple(bias) if bias else None,
-                   int(vae.get("latent_channels", 4)))
+                   int(vae.get("latent_channels", 4)), tuple(mean) if mean else None, tuple(std) if std else None)
+
+    def _channel_statistics(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-channel mean and std shaped to broadcast over `latents` [B, C, ...]."""
+        shape = (1, -1) + (1,) * (latents.ndim - 2)
+        mean = torch.tensor(self.latents_mean, dtype=latents.dtype, device=latents.device).view(shape)
+        return mean, torch.tensor(self.latents_std, dtype=latents.dtype, device=latents.device).view(shape)
 
     def process_in(self, latents: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> the model's sampling space."""
+        if self.latents_mean is not None:
+            mean, std = self._channel_statistics(latents)
+            return (latents - mean) * self.scale_factor / std
         if self.shift_factor:
             return (latents - self.shift_factor) * self.scale_factor
         return latents * self.scale_factor
 
     def process_out(self, latents: torch.Tensor) -> torch.Tensor:
         """The model's sampling space -> raw VAE latents."""
+        if self.latents_mean is not None:
+            mean, std = self._channel_statistics(latents)
+            return latents * std / self.scale_factor + mean
         if self.shift_factor:
             return latents / self.scale_factor + self.shift_factor
         return latents / self.scale_factor

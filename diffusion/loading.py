@@ -75,7 +75,13 @@ def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor],
     but not cached (the caller holds the tensors, not a file)."""
     prefix = ldm.vae_prefix(state)
     if prefix is None:
-        raise ValueError(f"{input_name}: {name} is not a VAE in the original (LDM) layout")
+        family = registry.vae_family(state.keys())
+        if family is None:
+            raise ValueError(f"{input_name}: {name} is not a VAE in the original (LDM) layout")
+        try:
+            return family.load_vae(state, name, models.place)
+        except ValueError as error:
+            raise ValueError(f"{input_name}: {error}") from error
     try:
         factors = registry.standalone_vae_factors(state[prefix + "decoder.conv_in.weight"].shape[1])
         config = ldm.vae_config(state, prefix, factors[0] if factors else None)

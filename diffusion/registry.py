@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # Detection order: the first family claiming a file wins (SDXL and SD1 share UNet key names, so SD1 comes last;
 # Chroma's transformer has FLUX's block names, so Chroma comes before FLUX; Z-Image's has Lumina 2's, so Z-Image
 # comes before Lumina 2).
-FAMILY_PACKAGES = ("sdxl", "sd3", "chroma", "flux", "zimage", "lumina2", "unclip", "sd")
+FAMILY_PACKAGES = ("sdxl", "sd3", "chroma", "flux", "zimage", "lumina2", "qwenimage", "unclip", "sd")
 
 State = Mapping[str, torch.Tensor]
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None when a file holds no text encoder), VAE
@@ -42,6 +42,8 @@ class Family:
       LoRAs are keyed (None: the family takes no LoRAs).
     - `standalone_vae`: (latent channels, scaling factor, shift factor) of the family's VAE when it comes as a file
       alone (VAELoader tells families' VAEs apart by their latent channels).
+    - `is_vae(keys)` / `load_vae(state, name, place)`: a VAE file of the family's own architecture (not the LDM
+      autoencoder), for VAELoader.
     - `sampling`: the family's `FamilySampling` class (its sampler/scheduler limits are known at validation).
     - `make_demo_models(models_dir)`: writes the family's tiny random-weight demo models in its real file layouts.
     """
@@ -60,6 +62,8 @@ class Family:
     load_text_encoders: Callable[["ModelManager", Mapping[str, Path]], Any] | None = None
     read_lora: Callable[[dict[str, torch.Tensor]], tuple[dict[str, torch.Tensor], Any]] | None = None
     standalone_vae: tuple[int, float, float] | None = None
+    is_vae: Callable[[Collection[str]], bool] | None = None
+    load_vae: Callable[[State, str, Place], Any] | None = None
 
 
 def families() -> tuple[Family, ...]:
@@ -111,6 +115,12 @@ def describe_diffusion_model(keys: Collection[str]) -> str:
     if any(key.startswith(("down_blocks.", "input_blocks.", unet_prefix + "input_blocks.")) for key in keys):
         return "a UNet (Stable Diffusion style)"
     return f"an unknown network ({len(keys)} tensors, e.g. {sorted(keys)[:3]})"
+
+
+def vae_family(keys: Collection[str]) -> Family | None:
+    """The family whose own VAE architecture has these tensor names (None: an LDM autoencoder, or no VAE)."""
+    return next((candidate for candidate in families()
+                 if candidate.is_vae is not None and candidate.is_vae(keys)), None)
 
 
 def checkpoint_family(keys: Collection[str]) -> Family:

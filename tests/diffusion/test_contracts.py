@@ -49,6 +49,14 @@ def _loaded(family: str, models_dir, manager):
                 loading.load_text_encoders(manager, "lumina2",
                                            {"clip_name": files[1] / zimage_demo.DEMO_ZIMAGE_TEXT_ENCODER}),
                 loading.load_vae(manager, files[2] / zimage_demo.DEMO_ZIMAGE_VAE))
+    if family == "qwenimage":
+        from diffusion.families.qwenimage import demo as qwen_demo
+
+        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
+        return (loading.load_diffusion_model(manager, files[0] / qwen_demo.DEMO_QWEN_IMAGE_TRANSFORMER),
+                loading.load_text_encoders(manager, "qwen_image",
+                                           {"clip_name": files[1] / qwen_demo.DEMO_QWEN_IMAGE_TEXT_ENCODER}),
+                loading.load_vae(manager, files[2] / qwen_demo.DEMO_QWEN_IMAGE_VAE))
     if family == "chroma":
         from diffusion.families.chroma import demo as chroma_demo
 

@@ -11,41 +11,25 @@ from typing import Any, Mapping
 import torch
 
 from diffusion.contracts import Conditioning, LoraPatch
+from diffusion.encoders import qwen_tokenizer
 from diffusion.encoders.clip_api import ComfyClipApi, Tokens
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 from diffusion.sampling.flow import CAPTION_LENGTH
 
-TINY_QWEN_VOCAB_SIZE = 259  # the project's byte-level tokenizer: 256 bytes and three special tokens
-SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-# Qwen3's chat template for one user turn and the opened assistant turn (what the pipeline renders)
-CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+# the tiny models' tokenizer: the 256 bytes and these
+TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+TINY_QWEN_VOCAB_SIZE = 256 + len(TINY_SPECIAL_TOKENS)
 
 
 def tiny_qwen_tokenizer() -> Any:
-    """The project's small Qwen-style tokenizer (byte-level, no merges: one token per byte), for the tiny models."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {symbol: index for index, symbol in enumerate(sorted(alphabet))}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<|endoftext|>",
-                                      eos_token="<|im_end|>", model_max_length=config_beside(__file__)["max_length"])
-    wrapped.chat_template = CHAT_TEMPLATE
-    return wrapped
+    return qwen_tokenizer.tiny_qwen_tokenizer(TINY_SPECIAL_TOKENS, config_beside(__file__)["max_length"])
 
 
 def qwen_tokenizer_for_vocab(vocab_size: int, input_name: str) -> Any:
-    if vocab_size == TINY_QWEN_VOCAB_SIZE:
-        return tiny_qwen_tokenizer()
-    raise ValueError(
-        f"{input_name}: a Qwen3 encoder with {vocab_size} tokens needs its own tokenizer, which a single file does "
-        "not carry and cannot be downloaded here; load Z-Image from a diffusers folder (with tokenizer/) instead")
+    """Qwen3's tokenizer (the tiny models' for their vocabulary)."""
+    return qwen_tokenizer.tokenizer_for_vocab(vocab_size, qwen_tokenizer.QWEN3_SPECIAL_TOKENS, TINY_SPECIAL_TOKENS,
+                                              config_beside(__file__)["max_length"], "Qwen3", input_name)
 
 
 @dataclass(frozen=True, eq=False)

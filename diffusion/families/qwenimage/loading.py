@@ -1,0 +1,161 @@
+"""Qwen-Image model files read into diffusers/transformers modules, offline: the transformer alone (ComfyUI's
+`qwen_image*.safetensors`: diffusers' names, with or without `model.diffusion_model.`), its VAE (Wan 2.1's
+architecture: ComfyUI's original layout through diffusers' Wan converter, or diffusers keys; VAELoader), its
+Qwen2.5-VL text encoder file (CLIPLoader type qwen_image; its language model is what text-to-image reads), and
+diffusers QwenImagePipeline folders. What a file holds is read from its tensor names and shapes; the scheduler and
+latent statistics are in `config.json` beside this module. Knows nothing of nodes."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+import torch
+
+from diffusion.components import DiffusionModel, FrameVae
+from diffusion.contracts import Place
+from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
+from diffusion.families.qwenimage.sampling import QWEN_IMAGE_SAMPLING
+from diffusion.families.qwenimage.text_encoding import QwenImageClip, tokenizer_for_vocab
+from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
+from diffusion.files import scheduler_config as folder_scheduler_config
+from diffusion.lazy_module import LazyModule
+from diffusion.sampling.model_sampling import ModelSampling
+
+if TYPE_CHECKING:
+    from diffusion.manager import ModelManager
+
+FAMILY = "qwenimage"
+CLIP_TYPES = ("qwen_image",)  # CLIPLoader's type for Qwen-Image's Qwen2.5-VL file
+# Wan 2.1's VAE choices, which Qwen-Image's keeps (diffusers' Wan converter assumes two blocks per level)
+TEXT_HEAD_DIM = 128  # every Qwen2.5 language model's attention head width (a file's shapes do not tell it)
+VAE_LEVELS = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True])
+
+
+def config() -> dict[str, Any]:
+    return config_beside(__file__)
+
+
+def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """QwenImageTransformer2DModel arguments read from tensor shapes (the rotary axes in Qwen-Image's 1:3.5:3.5
+    proportions of a head, 2x2 patches)."""
+    width, in_channels = state["img_in.weight"].shape
+    head_dim = state["transformer_blocks.0.attn.norm_q.weight"].shape[0]
+    frames = head_dim // 8
+    return dict(patch_size=2, in_channels=in_channels, out_channels=state["proj_out.weight"].shape[0] // 4,
+                num_layers=len(block_indices(state, "transformer_blocks.")), attention_head_dim=head_dim,
+                num_attention_heads=width // head_dim, joint_attention_dim=state["txt_in.weight"].shape[1],
+                axes_dims_rope=(frames, (head_dim - frames) // 2, (head_dim - frames) // 2))
+
+
+def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
+    from diffusers import QwenImageTransformer2DModel
+
+    weights = {key.removeprefix(PREFIX): value for key, value in state.items()}
+    try:
+        with empty_weights():
+            transformer = QwenImageTransformer2DModel(**transformer_config(weights))
+        transformer.load_state_dict(weights, strict=True, assign=True)
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{input_name}: Qwen-Image transformer tensors incomplete or mis-shaped ({error})") from error
+    return transformer.eval()
+
+
+def qwen_image_model(transformer: Any, name: str, scheduler_config: Mapping[str, Any] | None = None) -> DiffusionModel:
+    """MODEL of a Qwen-Image transformer: shifted flow whose timesteps are sigmas (ComfyUI's multiplier 1)."""
+    settings = public_config(scheduler_config or config()["scheduler"])
+    schedule = ModelSampling.from_scheduler_config(settings, flow_timestep_multiplier=1.0)
+    return DiffusionModel(transformer, settings, name, FAMILY, QWEN_IMAGE_SAMPLING, schedule_override=schedule)
+
+
+def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
+    """MODEL of a Qwen-Image transformer file (UNETLoader)."""
+    return qwen_image_model(place(build_transformer(state, "unet_name")), name)
+
+
+def build_vae(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
+    """AutoencoderKLQwenImage from a Wan-architecture VAE's tensors (original or diffusers layout)."""
+    from diffusers import AutoencoderKLQwenImage
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    weights = convert_wan_vae_to_diffusers(dict(state)) if ORIGINAL_VAE_PROBE in state else dict(state)
+    try:
+        latent_channels = weights["decoder.conv_in.weight"].shape[1]
+        if latent_channels != config()["vae"]["latent_channels"]:
+            raise ValueError(f"{input_name}: a Wan-architecture VAE with {latent_channels} latent channels (Wan "
+                             "2.2's?); Qwen-Image's has 16")
+        with empty_weights():
+            autoencoder = AutoencoderKLQwenImage(base_dim=weights["encoder.conv_in.weight"].shape[0],
+                                                 z_dim=latent_channels, **VAE_LEVELS)
+        autoencoder.load_state_dict(weights, strict=True, assign=True)
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{input_name}: Qwen-Image VAE tensors incomplete or mis-shaped ({error})") from error
+    return autoencoder.eval()
+
+
+def load_vae(state: Mapping[str, torch.Tensor], name: str, place: Place) -> FrameVae:
+    """VAE of a Qwen-Image (or Wan 2.1) VAE file (VAELoader)."""
+    return FrameVae(place(build_vae(state, name)), name)
+
+
+def build_text_model(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
+    """The language model of a Qwen2.5-VL file as a transformers Qwen2_5_VLTextModel, rebuilt from its shapes
+    (text alone: every token at one position on all three rotary axes, so the rotary sections do not matter)."""
+    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+
+    prefix = language_model_prefix(state.keys())
+    weights = {key[len(prefix):]: value for key, value in state.items()
+               if key.startswith(prefix) and not key.startswith(("visual.", "lm_head.", "model.visual."))}
+    try:
+        vocab, width = weights["embed_tokens.weight"].shape
+        half = TEXT_HEAD_DIM // 2
+        frames = half // 4
+        settings = Qwen2_5_VLTextConfig(
+            vocab_size=vocab, hidden_size=width, num_attention_heads=width // TEXT_HEAD_DIM,
+            intermediate_size=weights["layers.0.mlp.gate_proj.weight"].shape[0],
+            num_hidden_layers=len(block_indices(weights, "layers.")),
+            num_key_value_heads=weights["layers.0.self_attn.k_proj.weight"].shape[0] // TEXT_HEAD_DIM,
+            rms_norm_eps=1e-6, max_position_embeddings=128000,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                             "mrope_section": [frames, (half - frames) // 2, half - frames - (half - frames) // 2]})
+        with empty_weights():
+            model = Qwen2_5_VLTextModel(settings)
+        model.load_state_dict(weights, strict=True, assign=True)
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{input_name}: Qwen2.5-VL text encoder tensors incomplete or mis-shaped ({error})") from error
+    return model.eval()
+
+
+def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> QwenImageClip:
+    """Qwen-Image's CLIP from its Qwen2.5-VL file (CLIPLoader type qwen_image); the encoder is read on the first
+    encode."""
+    (input_name, path), *others = paths.items()
+    if others:
+        raise ValueError(f"type qwen_image takes one text encoder file; got {len(paths)}")
+
+    def read() -> QwenImageClip:
+        state = read_safetensors(path, input_name)
+        prefix = language_model_prefix(state.keys())
+        if prefix is None:
+            raise ValueError(f"{input_name}: type qwen_image runs Qwen-Image, whose text encoder is Qwen2.5-VL; "
+                             f"{Path(path).name} is not a Qwen2.5-VL file")
+        vocab = state[prefix + "embed_tokens.weight"].shape[0]
+        model = LazyModule(lambda: models.place(build_text_model(read_safetensors(path, input_name), input_name)),
+                           input_name)
+        return QwenImageClip(tokenizer_for_vocab(vocab, input_name), model, Path(path).name)
+
+    return models.cached("qwenimage-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP
+
+
+def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, QwenImageClip, FrameVae]:
+    """MODEL, CLIP and VAE from a diffusers QwenImagePipeline folder (its tokenizer comes with it)."""
+    from diffusers import AutoencoderKLQwenImage, QwenImageTransformer2DModel
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    folder = Path(folder)
+    transformer = QwenImageTransformer2DModel.from_pretrained(folder, subfolder="transformer", local_files_only=True)
+    vae = AutoencoderKLQwenImage.from_pretrained(folder, subfolder="vae", local_files_only=True)
+    text_encoder = LazyModule(lambda: place(Qwen2_5_VLForConditionalGeneration.from_pretrained(  # on first encode
+        folder, subfolder="text_encoder", local_files_only=True)).eval(), f"{name}/text_encoder")
+    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
+    return (qwen_image_model(place(transformer).eval(), name, folder_scheduler_config(folder)),
+            QwenImageClip(tokenizer, text_encoder, name), FrameVae(place(vae).eval(), name))

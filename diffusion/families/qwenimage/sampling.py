@@ -1,0 +1,49 @@
+"""How the shared sampling loop drives a Qwen-Image transformer: rectified flow with a fixed shift of 1.15 (its
+scheduler config, ComfyUI's sampling settings for Qwen-Image; ModelSamplingAuraFlow changes it as in ComfyUI's
+templates), sigmas 1 .. 1/steps as QwenImagePipeline makes them, the network given sigma as its time, latents
+packed into 2x2 patches (FLUX's packing) with their patch grid for the rotary embedding, and each caption at its
+own length: a call's shorter captions are masked past their end, as the pipeline masks padding. Sampling runs on
+the VAE's latents normalized by its per-channel statistics (the family's latent format; LATENT holds them raw).
+Knows nothing of nodes or files."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from diffusion.families.flux.sampling import pack, unpack
+from diffusion.files import config_beside
+from diffusion.latent_format import LatentFormat
+from diffusion.sampling.flow import CaptionedFlowSampling, padded_to_patches
+
+
+class QwenImageSampling(CaptionedFlowSampling):
+    """The shared sampling loop's hooks for a QwenImageTransformer2DModel."""
+
+    family_title = "Qwen-Image"
+    latent_format = LatentFormat.from_config(config_beside(__file__)["vae"])
+
+    def set_timesteps(self, scheduler: Any, total: int, latents: torch.Tensor, device: torch.device) -> None:
+        """QwenImagePipeline's schedule: sigmas 1 .. 1/steps (in float64, as it makes them), shifted by the
+        config."""
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / total, total), device=device)
+
+    def network_output(self, network: Any, model_input: torch.Tensor, timestep: torch.Tensor,
+                       embeddings: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """The velocity (noise - data) for latents of any size (padded to whole 2x2 patches, cropped back)."""
+        rows, _, height, width = model_input.shape
+        padded = padded_to_patches(model_input)
+        padded_height, padded_width = padded.shape[-2:]
+        lengths = self.caption_lengths(inputs, embeddings.shape[1], rows)
+        mask = None
+        if any(length < embeddings.shape[1] for length in lengths):
+            mask = (torch.arange(embeddings.shape[1])[None, :] < torch.tensor(lengths)[:, None])
+            mask = mask.to(device=model_input.device, dtype=torch.long)
+        output = network(hidden_states=pack(padded), timestep=timestep.expand(rows).to(model_input.dtype),
+                         encoder_hidden_states=embeddings, encoder_hidden_states_mask=mask,
+                         img_shapes=[[(1, padded_height // 2, padded_width // 2)]] * rows, return_dict=False)[0]
+        return unpack(output, padded_height, padded_width)[..., :height, :width]
+
+
+QWEN_IMAGE_SAMPLING = QwenImageSampling()

@@ -1,0 +1,191 @@
+"""Qwen-Image through the nodes: its files as ComfyUI users have them (the transformer through UNETLoader, the
+Wan-layout VAE through VAELoader, Qwen2.5-VL through CLIPLoader type qwen_image) give QwenImagePipeline's image for
+the same weights and seed; captions of different lengths in one call are masked as the pipeline masks padding;
+other files are refused by name; a diffusers folder loads; the shipped workflow runs."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusion.components import FrameVae
+from diffusion.families.flux import demo as tiny_flux
+from diffusion.families.qwenimage import demo as tiny_qwen
+from diffusion.families.qwenimage.sampling import QWEN_IMAGE_SAMPLING
+from diffusion.families.qwenimage.text_encoding import settings, template_end, tiny_tokenizer
+from diffusion.sampling.flow import CAPTION_LENGTH
+from nodes.conditioning import CLIPTextEncode
+from nodes.flux import EmptySD3LatentImage
+from nodes.latent import VAEDecode, VAEEncode
+from nodes.loaders import CLIPLoader, UNETLoader, VAELoader
+from nodes.sampling import KSampler
+from tests.nodes.conftest import own_storage
+from tests.nodes.family_workflows import run_workflow
+
+TOLERANCE = 1e-4
+PROMPT = "a red fox in fresh snow, morning light"
+SEED, SIZE, STEPS = 5, 64, 3
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+
+@pytest.fixture(scope="session")
+def qwen_models(tiny_models_dir):
+    return tiny_qwen.make_qwen_image_demo_models(tiny_models_dir)
+
+
+@pytest.fixture
+def qwen_image(node_env, qwen_models):
+    (model,) = UNETLoader().load_unet(tiny_qwen.DEMO_QWEN_IMAGE_TRANSFORMER, "default")
+    (clip,) = CLIPLoader().load_clip(tiny_qwen.DEMO_QWEN_IMAGE_TEXT_ENCODER, "qwen_image")
+    (vae,) = VAELoader().load_vae(tiny_qwen.DEMO_QWEN_IMAGE_VAE)
+    return model, clip, vae
+
+
+@pytest.fixture(scope="session")
+def qwen_pipeline(qwen_models):
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline
+
+    from diffusion.families.qwenimage.loading import config
+
+    pipeline = QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**{k: v for k, v in config()["scheduler"].items()
+                                                     if not k.startswith("_")}),
+        vae=qwen_models.vae, text_encoder=qwen_models.text_encoder, tokenizer=tiny_tokenizer(),
+        transformer=qwen_models.transformer)
+    # the pipeline drops the system turn by a count of Qwen's real tokens (34); the tiny tokenizer's count differs
+    prefix = settings()["prompt_template"].split("{}")[0]
+    pipeline.prompt_template_encode_start_idx = len(pipeline.tokenizer(prefix).input_ids)
+    own_storage(pipeline.transformer, pipeline.vae, pipeline.text_encoder)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def _image(model, clip, vae, cfg=1.0, negative=""):
+    positive = CLIPTextEncode().encode(clip, PROMPT)[0]
+    negative = CLIPTextEncode().encode(clip, negative)[0]
+    (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    (samples,) = KSampler().sample(model, SEED, STEPS, cfg, "euler", "diffusers", positive, negative, latent)
+    return VAEDecode().decode(vae, samples)[0].numpy()
+
+
+def test_txt2img_matches_qwen_image_pipeline(qwen_image, qwen_pipeline):
+    image = _image(*qwen_image)
+    expected = qwen_pipeline(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, true_cfg_scale=1.0,
+                             generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+    assert image.shape == (1, SIZE, SIZE, 3)
+    assert np.abs(image - expected).max() <= TOLERANCE
+
+
+def test_text_encoding_drops_the_template_as_comfyui_does(qwen_image, qwen_pipeline):
+    clip = qwen_image[1]
+    ((embeddings, options),) = CLIPTextEncode().encode(clip, PROMPT)[0]
+    expected, mask = qwen_pipeline.encode_prompt(PROMPT, device=torch.device("cpu"))
+    assert embeddings.shape == expected.shape and options[CAPTION_LENGTH] == embeddings.shape[1]
+    assert torch.allclose(embeddings, expected.float(), atol=1e-5) and (mask is None or bool(mask.all()))
+    tokens = clip.tokenize(PROMPT)["qwen25_7b"][0]
+    ids = [token for token, _ in tokens]
+    assert ids[template_end(ids, clip.tokenizer):] == clip.tokenizer(
+        PROMPT + "<|im_end|>\n<|im_start|>assistant\n").input_ids
+    # a prompt that is a whole template of the user's own is encoded as it is, its system turn dropped alike
+    own = "<|im_start|>system\nDraw.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+    ((own_embeddings, _),) = CLIPTextEncode().encode(clip, own)[0]
+    assert own_embeddings.shape[1] == len(clip.tokenizer("hi<|im_end|>\n").input_ids)
+
+
+def test_captions_of_different_lengths_are_masked_like_padding(qwen_image):
+    """Two rows in one call, the shorter caption repeated to the longer's length and masked past its own end,
+    give what each row gives alone."""
+    model = qwen_image[0]
+    generator = torch.Generator().manual_seed(1)
+    latents = torch.randn(2, 16, 4, 6, generator=generator)
+    short, long = torch.randn(1, 3, 256, generator=generator), torch.randn(1, 6, 256, generator=generator)
+    time = torch.tensor(0.6)
+    together = QWEN_IMAGE_SAMPLING.network_output(
+        model.network, latents, time, torch.cat([short.repeat(1, 2, 1), long]),
+        {CAPTION_LENGTH: [3, 6]})
+    alone = [QWEN_IMAGE_SAMPLING.network_output(model.network, latents[i:i + 1], time, caption, {})
+             for i, caption in enumerate((short, long))]
+    assert torch.allclose(together, torch.cat(alone), atol=1e-5)
+
+
+def test_vae_keeps_image_shapes(qwen_image, qwen_pipeline):
+    vae = qwen_image[2]
+    assert isinstance(vae, FrameVae) and vae.downscale == 8 and vae.latent_channels == 16
+    pixels = torch.rand(2, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(0))
+    (latent,) = VAEEncode().encode(vae, pixels)
+    assert latent["samples"].shape == (2, 16, SIZE // 8, SIZE // 8)
+    frames = pixels.movedim(-1, 1).unsqueeze(2) * 2 - 1
+    expected = qwen_pipeline.vae.encode(frames).latent_dist.mode()[:, :, 0]
+    assert torch.allclose(latent["samples"], expected, atol=1e-5)
+    decoded = VAEDecode().decode(vae, latent)[0]
+    assert torch.equal(decoded, VAEDecode().decode(vae, {"samples": latent["samples"].unsqueeze(2)})[0])
+    tiled = vae.decode(latent["samples"], force_tiling=True, tile_size=32)  # diffusers' tiles, a quarter overlap
+    assert not vae.autoencoder.use_tiling and vae.autoencoder.tile_sample_min_height == 256  # restored
+    vae.autoencoder.enable_tiling(32, 32, 24, 24)
+    try:
+        with torch.inference_mode():
+            expected = vae.autoencoder.decode(latent["samples"].unsqueeze(2)).sample[:, :, 0]
+    finally:
+        vae.autoencoder.disable_tiling()
+        vae.autoencoder.tile_sample_min_height = vae.autoencoder.tile_sample_min_width = 256
+        vae.autoencoder.tile_sample_stride_height = vae.autoencoder.tile_sample_stride_width = 192
+    assert torch.allclose(tiled, (expected / 2 + 0.5).clamp(0, 1).movedim(1, -1), atol=1e-6)
+    assert (tiled - decoded).abs().max() > 1e-3  # tiled indeed
+
+
+def test_files_of_other_kinds_are_refused_by_name(qwen_models, node_env, tiny_models_dir):
+    tiny_flux.make_flux_demo_models(tiny_models_dir)
+    with pytest.raises(ValueError, match="clip_name: type qwen_image runs Qwen-Image, whose text encoder is "
+                                         "Qwen2.5-VL; tiny-flux-t5.safetensors is not a Qwen2.5-VL file"):
+        CLIPLoader().load_clip(tiny_flux.DEMO_FLUX_T5, "qwen_image")
+    (model,) = UNETLoader().load_unet(tiny_qwen.DEMO_QWEN_IMAGE_TRANSFORMER, "default")
+    assert model.family == "qwenimage"
+
+
+def test_diffusers_folder_gives_the_same_image(node_env, qwen_image, qwen_pipeline, tmp_path):
+    from diffusion import loading
+
+    folder = node_env.folders.model_dir("diffusers") / "tiny-qwen-image"
+    qwen_pipeline.save_pretrained(folder)
+    try:
+        model, clip, vae = loading.load_diffusers(node_env.models, folder)
+        image = _image(model, clip, vae)
+        assert np.abs(image - _image(*qwen_image)).max() <= TOLERANCE
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+
+
+def test_shipped_qwen_image_workflow_runs(node_env, qwen_models):
+    (image,) = run_workflow(node_env, json.loads((WORKFLOWS / "qwen_image_txt2img.json").read_text()), SIZE)
+    assert image.size == (SIZE, SIZE)
+
+
+def test_peft_lora_matches_load_lora_weights(node_env, qwen_image, qwen_pipeline):
+    from safetensors.torch import save_file
+
+    from nodes.loaders import LoraLoaderModelOnly
+
+    generator = torch.Generator().manual_seed(12)
+    state = {}
+    for name, module in qwen_image[0].network.named_modules():
+        if isinstance(module, torch.nn.Linear) and name.endswith((".attn.to_q", ".attn.add_v_proj")):
+            state[f"transformer.{name}.lora_A.weight"] = torch.randn(4, module.in_features, generator=generator) * 0.3
+            state[f"transformer.{name}.lora_B.weight"] = torch.randn(module.out_features, 4, generator=generator) * 0.3
+    path = node_env.folders.model_dir("loras") / "tiny-qwen-image-lora.safetensors"
+    save_file(state, str(path))
+    try:
+        model, clip, vae = qwen_image
+        (patched,) = LoraLoaderModelOnly().load_lora_model_only(model, path.name, 0.7)
+        image = _image(patched, clip, vae)
+        qwen_pipeline.load_lora_weights(dict(state), adapter_name="tiny")
+        qwen_pipeline.set_adapters(["tiny"], [0.7])
+        expected = qwen_pipeline(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, true_cfg_scale=1.0,
+                                 generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+        assert np.abs(image - expected).max() <= TOLERANCE
+        assert np.abs(image - _image(model, clip, vae)).max() > 1e-3
+    finally:
+        qwen_pipeline.unload_lora_weights()
+        path.unlink()
