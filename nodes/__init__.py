@@ -215,6 +215,12 @@ from nodes import lumina2 as _lumina2  # noqa: E402
 NODE_CLASS_MAPPINGS.update(_lumina2.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_lumina2.NODE_DISPLAY_NAME_MAPPINGS)
 
+# Qwen-Image-Edit's text nodes: TextEncodeQwenImageEdit, TextEncodeQwenImageEditPlus.
+from nodes import qwen_image as _qwen_image  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_qwen_image.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_qwen_image.NODE_DISPLAY_NAME_MAPPINGS)
+
 # Video: CreateVideo, GetVideoComponents, LoadVideo, SaveVideo, SaveWEBM and the VIDEO value (PyAV).
 from nodes import video as _video  # noqa: E402
 

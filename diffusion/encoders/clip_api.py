@@ -45,10 +45,19 @@ class ComfyClipApi:
     """ComfyUI's `comfy.sd.CLIP` methods, for a frozen dataclass CLIP value defining `tokenize_prompt`,
     `encode_tokens`, `with_layer` and `parts`."""
 
-    def tokenize(self, text: str, return_word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
+    # keyword options of ComfyUI's tokenizers that this CLIP's `tokenize_prompt` takes (Qwen-Image's: images)
+    TOKENIZE_OPTIONS: tuple[str, ...] = ()
+
+    def tokenize(self, text: str, return_word_ids: bool = False,
+                 **options: Any) -> dict[str, list[list[tuple[Any, ...]]]]:
         """ComfyUI's `CLIP.tokenize`: {encoder key ("l", "g", "h"): 77-token chunks of (token id, weight) pairs,
-        or (token id, weight, word id) triples with `return_word_ids`}, ComfyUI's emphasis syntax applied."""
-        return self.tokenize_prompt(text, return_word_ids)
+        or (token id, weight, word id) triples with `return_word_ids`}, ComfyUI's emphasis syntax applied; the
+        keyword options the family's tokenizer takes (`TOKENIZE_OPTIONS`) are passed on."""
+        unknown = sorted(set(options) - set(self.TOKENIZE_OPTIONS))
+        if unknown:
+            raise RuntimeError(f"clip.tokenize: {', '.join(unknown)} not supported by nodeflow for this CLIP "
+                               f"({type(self).__name__})")
+        return self.tokenize_prompt(text, return_word_ids, **options)
 
     def encode_from_tokens(self, tokens: Tokens, return_pooled: bool | str = False,
                            return_dict: bool = False) -> Any:

@@ -38,15 +38,16 @@ def call_key(options: Mapping[str, Any]) -> tuple:
 
 
 def rows(entry_options: Sequence[Mapping[str, Any]], batch: int, latent_format: LatentFormat,
-         device: torch.device, dtype: torch.dtype) -> PerRow | None:
+         device: torch.device, dtype: torch.dtype, default_method: str = DEFAULT_METHOD) -> PerRow | None:
     """Per row of the guidance batch (entries in order, `batch` rows each): (method, references in the model's
     sampling space, each [C, h, w]); None when no entry has references. A reference of batch 1 serves every row;
-    otherwise row b takes the reference's item b (cycled)."""
+    otherwise row b takes the reference's item b (cycled). An entry without a method gets the family's
+    `default_method`."""
     if not any(options.get(REFERENCES) for options in entry_options):
         return None
     per_row = []
     for options in entry_options:
-        method = options.get(METHOD) or DEFAULT_METHOD
+        method = options.get(METHOD) or default_method
         references = [latent_format.process_in(reference.float()).to(device, dtype)
                       for reference in options.get(REFERENCES) or ()]
         for row in range(batch):

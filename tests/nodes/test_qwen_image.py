@@ -189,3 +189,121 @@ def test_peft_lora_matches_load_lora_weights(node_env, qwen_image, qwen_pipeline
     finally:
         qwen_pipeline.unload_lora_weights()
         path.unlink()
+
+
+EDIT_SIZE = 64  # the reference images' size: both engines then resize nothing (see the fixture below)
+
+
+@pytest.fixture
+def edit_pipelines(qwen_models, qwen_pipeline, monkeypatch):
+    """QwenImageEditPipeline and QwenImageEditPlusPipeline on the tiny models, their image sizes (a megapixel for
+    the VAE, 384x384 for Qwen2.5-VL in Plus) and the nodes' set to the test image's size, so that neither engine
+    resizes (their filters differ: PIL's Lanczos there, area averaging in ComfyUI's nodes)."""
+    from diffusers import QwenImageEditPipeline, QwenImageEditPlusPipeline
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit, pipeline_qwenimage_edit_plus
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    from diffusion.families.qwenimage.text_encoding import EDIT_TEMPLATE, image_processor
+    from nodes import qwen_image as qwen_nodes
+
+    area = EDIT_SIZE * EDIT_SIZE
+    monkeypatch.setattr(qwen_nodes, "REFERENCE_AREA", area)
+    monkeypatch.setattr(qwen_nodes, "VISION_AREA", area)
+    monkeypatch.setattr(pipeline_qwenimage_edit, "calculate_dimensions", lambda _, ratio: (EDIT_SIZE, EDIT_SIZE, None))
+    monkeypatch.setattr(pipeline_qwenimage_edit_plus, "CONDITION_IMAGE_SIZE", area)
+    monkeypatch.setattr(pipeline_qwenimage_edit_plus, "VAE_IMAGE_SIZE", area)
+    # the processor's video part needs torchvision, which does not install beside this torch; images need none of it
+    monkeypatch.setattr(ProcessorMixin, "check_argument_for_proper_class", lambda self, name, argument: None)
+    processor = Qwen2VLProcessor(image_processor=image_processor(qwen_models.text_encoder.config.vision_config),
+                                 tokenizer=qwen_pipeline.tokenizer)
+    parts = dict(scheduler=qwen_pipeline.scheduler, vae=qwen_models.vae, text_encoder=qwen_models.text_encoder,
+                 tokenizer=qwen_pipeline.tokenizer, processor=processor, transformer=qwen_models.transformer)
+    pipelines = QwenImageEditPipeline(**parts), QwenImageEditPlusPipeline(**parts)
+    prefix = len(qwen_pipeline.tokenizer(EDIT_TEMPLATE.split("<|vision_start|>")[0]).input_ids)  # real Qwen: 64
+    for pipeline in pipelines:
+        pipeline.prompt_template_encode_start_idx = prefix
+        pipeline.set_progress_bar_config(disable=True)
+    return pipelines
+
+
+def _pictures(count):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(21)
+    arrays = [(torch.rand(EDIT_SIZE, EDIT_SIZE, 3, generator=generator) * 255).round().to(torch.uint8)
+              for _ in range(count)]
+    return [Image.fromarray(array.numpy()) for array in arrays], [(array.float() / 255)[None] for array in arrays]
+
+
+def _edited(model, positive, vae):
+    from nodes.conditioning_ops import ConditioningZeroOut
+
+    negative = ConditioningZeroOut().zero_out(positive)[0]
+    (latent,) = EmptySD3LatentImage().generate(EDIT_SIZE, EDIT_SIZE, 1)
+    (samples,) = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "diffusers", positive, negative, latent)
+    return VAEDecode().decode(vae, samples)[0].numpy()
+
+
+EDIT = "make the sky purple"
+
+
+def test_edit_matches_qwen_image_edit_pipeline(qwen_image, edit_pipelines):
+    from nodes.qwen_image import TextEncodeQwenImageEdit
+
+    model, clip, vae = qwen_image
+    (picture,), (image,) = _pictures(1)
+    (positive,) = TextEncodeQwenImageEdit().encode(clip, EDIT, vae, image)
+    ((_, options),) = positive
+    assert [reference.shape for reference in options["reference_latents"]] == [(1, 16, EDIT_SIZE // 8,
+                                                                                EDIT_SIZE // 8)]
+    expected = edit_pipelines[0](image=picture, prompt=EDIT, height=EDIT_SIZE, width=EDIT_SIZE,
+                                 num_inference_steps=STEPS, true_cfg_scale=1.0,
+                                 generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+    image = _edited(model, positive, vae)
+    assert np.abs(image - expected).max() <= TOLERANCE
+    without_reference = _edited(model, TextEncodeQwenImageEdit().encode(clip, EDIT, None, image=None)[0], vae)
+    assert np.abs(image - without_reference).max() > 1e-3  # the image and its latent do take part
+
+
+def test_edit_plus_with_two_pictures_matches_qwen_image_edit_plus_pipeline(qwen_image, edit_pipelines):
+    from nodes.qwen_image import TextEncodeQwenImageEditPlus
+
+    model, clip, vae = qwen_image
+    pictures, images = _pictures(2)
+    (positive,) = TextEncodeQwenImageEditPlus().encode(clip, "put the cat of picture 2 in picture 1", vae, *images)
+    assert len(positive[0][1]["reference_latents"]) == 2
+    expected = edit_pipelines[1](image=pictures, prompt="put the cat of picture 2 in picture 1", height=EDIT_SIZE,
+                                 width=EDIT_SIZE, num_inference_steps=STEPS, true_cfg_scale=1.0,
+                                 generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+    assert np.abs(_edited(model, positive, vae) - expected).max() <= TOLERANCE
+
+
+def test_edit_nodes_refuse_other_clips_and_scale_to_their_area(node_env, qwen_models, tiny_models_dir):
+    from nodes.qwen_image import TextEncodeQwenImageEdit, scaled_to_area
+
+    tiny_flux.make_flux_demo_models(tiny_models_dir)
+    (t5,) = CLIPLoader().load_clip(tiny_flux.DEMO_FLUX_T5, "chroma")
+    with pytest.raises(ValueError, match="clip: TextEncodeQwenImageEdit needs Qwen-Image's CLIP"):
+        TextEncodeQwenImageEdit().encode(t5, EDIT)
+    assert scaled_to_area(torch.rand(1, 500, 1000, 3), 1024 * 1024).shape == (1, 724, 1448, 3)
+    assert scaled_to_area(torch.rand(1, 500, 1000, 3), 1024 * 1024, multiple=8).shape == (1, 728, 1448, 3)
+
+
+def test_shipped_qwen_image_edit_workflow_edits_the_loaded_image(node_env, qwen_models, monkeypatch):
+    """Modelled on ComfyUI's Qwen-Image-Edit template: the image scaled to a megapixel, encoded as the starting
+    latent, and given with the instruction (and with the empty negative) to TextEncodeQwenImageEdit; CFGNorm on the
+    model. It runs end to end, small (the scale to a megapixel replaced by one to the test size)."""
+    from PIL import Image
+
+    from nodes import qwen_image as qwen_nodes
+
+    monkeypatch.setattr(qwen_nodes, "REFERENCE_AREA", SIZE * SIZE)
+    prompt = json.loads((WORKFLOWS / "qwen_image_edit.json").read_text())
+    assert prompt["7"]["class_type"] == "TextEncodeQwenImageEdit" and prompt["11"]["inputs"]["latent_image"] == [
+        "6", 0]
+    Image.new("RGB", (40, 24), (200, 120, 40)).save(node_env.folders.input_dir / "example.png")
+    prompt["5"] = {"class_type": "ImageScale", "inputs": {"image": ["4", 0], "upscale_method": "bilinear",
+                                                          "width": SIZE, "height": SIZE, "crop": "center"}}
+    (image,) = run_workflow(node_env, prompt, SIZE)
+    assert image.size == (SIZE, SIZE)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from diffusion.families.qwenimage.loading import TEXT_HEAD_DIM, VAE_LEVELS
+from diffusion.families.qwenimage.loading import TEXT_HEAD_DIM, VAE_LEVELS, VISION_HEAD_DIM, VISION_WINDOW
 from diffusion.families.qwenimage.text_encoding import TINY_SPECIAL_TOKENS, TINY_VOCAB_SIZE
 
 DEMO_QWEN_IMAGE_TRANSFORMER = "tiny-qwen-image-transformer.safetensors"
@@ -43,9 +43,9 @@ def build_tiny_qwen_image(seed: int = 7) -> TinyQwenImage:
                          rms_norm_eps=1e-6, max_position_embeddings=2048, bos_token_id=None, eos_token_id=None,
                          rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
                                           "mrope_section": [16, 24, 24]}),
-        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=TEXT_WIDTH,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[0],
-                           window_size=28, in_channels=3),
+        vision_config=dict(depth=2, hidden_size=VISION_HEAD_DIM, intermediate_size=32, num_heads=1,
+                           out_hidden_size=TEXT_WIDTH, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                           fullatt_block_indexes=[1], window_size=VISION_WINDOW, in_channels=3),
         vision_start_token_id=vision_start, vision_end_token_id=vision_end, image_token_id=image_pad,
         video_token_id=image_pad)).eval()
     return TinyQwenImage(transformer, vae, text_encoder)

@@ -28,6 +28,7 @@ FAMILY = "qwenimage"
 CLIP_TYPES = ("qwen_image",)  # CLIPLoader's type for Qwen-Image's Qwen2.5-VL file
 # Wan 2.1's VAE choices, which Qwen-Image's keeps (diffusers' Wan converter assumes two blocks per level)
 TEXT_HEAD_DIM = 128  # every Qwen2.5 language model's attention head width (a file's shapes do not tell it)
+VISION_HEAD_DIM, VISION_WINDOW = 80, 112  # Qwen2.5-VL's vision heads' width and attention window (pixels)
 VAE_LEVELS = dict(dim_mult=[1, 2, 4, 4], num_res_blocks=2, temperal_downsample=[False, True, True])
 
 
@@ -97,28 +98,63 @@ def load_vae(state: Mapping[str, torch.Tensor], name: str, place: Place) -> Fram
     return FrameVae(place(build_vae(state, name)), name)
 
 
-def build_text_model(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
-    """The language model of a Qwen2.5-VL file as a transformers Qwen2_5_VLTextModel, rebuilt from its shapes
-    (text alone: every token at one position on all three rotary axes, so the rotary sections do not matter)."""
-    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+def text_config(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Qwen2.5-VL language model arguments read from its tensor shapes (`layers.*`, `embed_tokens.*` keys); the
+    rotary sections are Qwen2.5-VL's proportions of a head (2:3:3)."""
+    vocab, width = weights["embed_tokens.weight"].shape
+    half = TEXT_HEAD_DIM // 2
+    frames = half // 4
+    return dict(vocab_size=vocab, hidden_size=width, num_attention_heads=width // TEXT_HEAD_DIM,
+                intermediate_size=weights["layers.0.mlp.gate_proj.weight"].shape[0],
+                num_hidden_layers=len(block_indices(weights, "layers.")),
+                num_key_value_heads=weights["layers.0.self_attn.k_proj.weight"].shape[0] // TEXT_HEAD_DIM,
+                rms_norm_eps=1e-6, max_position_embeddings=128000,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                 "mrope_section": [frames, (half - frames) // 2, half - frames - (half - frames) // 2]})
+
+
+def vision_config(weights: Mapping[str, torch.Tensor], out_width: int) -> dict[str, Any]:
+    """Qwen2.5-VL vision tower arguments read from its tensor shapes (`blocks.*`, `merger.*` keys); the heads'
+    width, the attention window and which blocks attend to the whole image are Qwen2.5-VL's (every eighth)."""
+    width = weights["blocks.0.norm1.weight"].shape[0]
+    _, channels, frames, patch, _ = weights["patch_embed.proj.weight"].shape
+    depth = len(block_indices(weights, "blocks."))
+    return dict(depth=depth, hidden_size=width, num_heads=width // VISION_HEAD_DIM,
+                intermediate_size=weights["blocks.0.mlp.gate_proj.weight"].shape[0], out_hidden_size=out_width,
+                in_channels=channels, patch_size=patch, temporal_patch_size=frames,
+                spatial_merge_size=round((weights["merger.mlp.0.weight"].shape[1] // width) ** 0.5),
+                window_size=VISION_WINDOW, fullatt_block_indexes=list(range(7, depth, 8)) or [depth - 1])
+
+
+def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, tokenizer: Any) -> Any:
+    """A Qwen2.5-VL file as a transformers module rebuilt from its shapes: Qwen2_5_VLModel when the file has the
+    vision tower (`visual.*`, which edit encodings need), its language model alone (Qwen2_5_VLTextModel)
+    otherwise. Text alone puts every token at one position on all three rotary axes, so both encode text
+    alike."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
 
     prefix = language_model_prefix(state.keys())
-    weights = {key[len(prefix):]: value for key, value in state.items()
-               if key.startswith(prefix) and not key.startswith(("visual.", "lm_head.", "model.visual."))}
+    vision_prefix = next((candidate for candidate in ("visual.", "model.visual.")
+                          if candidate + "blocks.0.norm1.weight" in state), None)
+    text = {key[len(prefix):]: value for key, value in state.items()
+            if key.startswith(prefix) and not key.startswith(("visual.", "lm_head.", "model.visual."))}
     try:
-        vocab, width = weights["embed_tokens.weight"].shape
-        half = TEXT_HEAD_DIM // 2
-        frames = half // 4
-        settings = Qwen2_5_VLTextConfig(
-            vocab_size=vocab, hidden_size=width, num_attention_heads=width // TEXT_HEAD_DIM,
-            intermediate_size=weights["layers.0.mlp.gate_proj.weight"].shape[0],
-            num_hidden_layers=len(block_indices(weights, "layers.")),
-            num_key_value_heads=weights["layers.0.self_attn.k_proj.weight"].shape[0] // TEXT_HEAD_DIM,
-            rms_norm_eps=1e-6, max_position_embeddings=128000,
-            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
-                             "mrope_section": [frames, (half - frames) // 2, half - frames - (half - frames) // 2]})
+        if vision_prefix is None:
+            with empty_weights():
+                model = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(**text_config(text)))
+            model.load_state_dict(text, strict=True, assign=True)
+            return model.eval()
+        vision = {key[len(vision_prefix):]: value for key, value in state.items() if key.startswith(vision_prefix)}
+        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+            ("image_token_id", "<|image_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"))}
+        settings = Qwen2_5_VLConfig(text_config=text_config(text),
+                                    vision_config=vision_config(vision, text["embed_tokens.weight"].shape[1]),
+                                    video_token_id=ids["image_token_id"], **ids)
         with empty_weights():
-            model = Qwen2_5_VLTextModel(settings)
+            model = Qwen2_5_VLModel(settings)
+        weights = {**{f"language_model.{key}": value for key, value in text.items()},
+                   **{f"visual.{key}": value for key, value in vision.items()}}
         model.load_state_dict(weights, strict=True, assign=True)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen2.5-VL text encoder tensors incomplete or mis-shaped ({error})") from error
@@ -138,10 +174,10 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Qwe
         if prefix is None:
             raise ValueError(f"{input_name}: type qwen_image runs Qwen-Image, whose text encoder is Qwen2.5-VL; "
                              f"{Path(path).name} is not a Qwen2.5-VL file")
-        vocab = state[prefix + "embed_tokens.weight"].shape[0]
-        model = LazyModule(lambda: models.place(build_text_model(read_safetensors(path, input_name), input_name)),
-                           input_name)
-        return QwenImageClip(tokenizer_for_vocab(vocab, input_name), model, Path(path).name)
+        tokenizer = tokenizer_for_vocab(state[prefix + "embed_tokens.weight"].shape[0], input_name)
+        model = LazyModule(lambda: models.place(build_text_encoder(read_safetensors(path, input_name), input_name,
+                                                                   tokenizer)), input_name)
+        return QwenImageClip(tokenizer, model, Path(path).name)
 
     return models.cached("qwenimage-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP
 

@@ -2,12 +2,17 @@
 asks for a description of the image, the prompt as the user's turn, the assistant's turn opened), tokenized with
 Qwen's tokenizer, and Qwen2.5-VL's last hidden states from the user's turn on: the system turn and the
 "<|im_start|>user\\n" opening are dropped, as ComfyUI drops them (the 34 tokens QwenImagePipeline drops). A prompt
-that starts with "<|im_start|>" is taken as a whole template of the user's own. Knows nothing of nodes or files."""
+that starts with "<|im_start|>" is taken as a whole template of the user's own.
+
+Images (Qwen-Image-Edit: `tokenize(prompt, images=[...])`, as ComfyUI's edit nodes call it) go in the edit template
+(or the caller's `llama_template`): each "<|image_pad|>" token stands for the next image, which Qwen2.5-VL's image
+processor cuts into patches (transformers' Qwen2VLImageProcessor) and its vision tower encodes; the token is
+widened to one per merged patch, as Qwen2VLProcessor widens it. Knows nothing of nodes or files."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -21,6 +26,15 @@ from diffusion.sampling.flow import CAPTION_LENGTH
 TOKENS_KEY = "qwen25_7b"  # ComfyUI's name for Qwen-Image's token stream
 TEMPLATE_START = "<|im_start|>"
 USER_TURN = "user\n"
+IMAGE_TOKEN = "<|image_pad|>"
+# the template with one image before the prompt (Qwen-Image-Edit's, ComfyUI's and QwenImageEditPipeline's)
+EDIT_TEMPLATE = ("<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, "
+                 "objects, background), then explain how the user's text instruction should alter or modify the "
+                 "image. Generate a new image that meets the user's requirements while maintaining consistency with "
+                 "the original input where appropriate.<|im_end|>\n<|im_start|>user\n"
+                 "<|vision_start|><|image_pad|><|vision_end|>{}<|im_end|>\n<|im_start|>assistant\n")
+# Qwen2.5-VL's image processor limits (pixels of the resized image), as Qwen-Image-Edit's processor sets them
+MIN_PIXELS, MAX_PIXELS = 56 * 56, 28 * 28 * 16384
 # the tiny models' tokenizer: the 256 bytes and these (Qwen2.5-VL's chat and image tokens)
 TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                        "<|image_pad|>")
@@ -55,6 +69,29 @@ def template_end(ids: list[int], tokenizer: Any) -> int:
     return end
 
 
+def image_processor(vision: Any) -> Any:
+    """transformers' Qwen2.5-VL image processor for a vision tower's config (patch, merge and frame sizes)."""
+    from transformers import Qwen2VLImageProcessor
+
+    return Qwen2VLImageProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS},
+                                 patch_size=vision.patch_size, temporal_patch_size=vision.temporal_patch_size,
+                                 merge_size=vision.spatial_merge_size)
+
+
+def as_pil(image: torch.Tensor) -> Any:
+    """One IMAGE [H, W, C] (or [1, H, W, C]) in 0..1 as an 8-bit RGB PIL image, what Qwen2.5-VL's processor reads."""
+    from PIL import Image
+
+    pixels = image.reshape(-1, *image.shape[-3:])[0, ..., :3]
+    return Image.fromarray((pixels.float().clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+
+
+def vision_config(model: Any) -> Any | None:
+    """The vision tower's config of a Qwen2.5-VL model (None: a language model alone)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "vision_config", None)
+
+
 @dataclass(frozen=True, eq=False)
 class QwenImageClip(ComfyClipApi):
     """CLIP for Qwen-Image: a Qwen2.5-VL language model and its tokenizer. Answers ComfyUI's CLIP methods (tokens
@@ -65,6 +102,7 @@ class QwenImageClip(ComfyClipApi):
     name: str
     loras: tuple[LoraPatch, ...] = ()
     family = "qwenimage"
+    TOKENIZE_OPTIONS = ("images", "llama_template")
 
     def lora_modules(self) -> list[tuple[str, Any]]:
         return []  # Qwen-Image's LoRAs patch the transformer only
@@ -87,12 +125,29 @@ class QwenImageClip(ComfyClipApi):
             raise ValueError(f"stop_at_clip_layer: Qwen-Image reads Qwen2.5-VL's last layer; {layer_index} is not -1")
         return self
 
-    def tokenize_prompt(self, text: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
+    def tokenize_prompt(self, text: str, word_ids: bool = False, images: Sequence[torch.Tensor] = (),
+                        llama_template: str | None = None) -> dict[str, list[list[tuple[Any, ...]]]]:
+        """{"qwen25_7b": [[(token, 1.0), ...]]}: the prompt in its template, the first image tokens replaced by
+        ({"type": "image", "data": image}, 1.0) entries for `images` in order (as ComfyUI's tokens hold them)."""
         if word_ids:
             raise RuntimeError("clip.tokenize: return_word_ids is not supported by nodeflow for Qwen-Image's CLIP")
-        templated = text if text.startswith(TEMPLATE_START) else settings()["prompt_template"].format(text)
+        if text.startswith(TEMPLATE_START):
+            templated = text
+        else:
+            templated = (llama_template or (EDIT_TEMPLATE if images else settings()["prompt_template"])).format(text)
         ids = self.tokenizer(templated, truncation=True, max_length=settings()["max_length"]).input_ids
-        return {TOKENS_KEY: [[(token, 1.0) for token in ids]]}
+        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        entries: list[tuple[Any, ...]] = []
+        pending = list(images)
+        for token in ids:
+            if token == image_id and pending:
+                entries.append(({"type": "image", "data": pending.pop(0)}, 1.0))
+            else:
+                entries.append((token, 1.0))
+        if pending:
+            raise ValueError(f"images: {len(images)} images for a prompt with {len(images) - len(pending)} image "
+                             f"tokens ({IMAGE_TOKEN}); put one in the prompt or template for each image")
+        return {TOKENS_KEY: [entries]}
 
     def encode_prompt(self, text: str) -> Conditioning:
         return self.encode_tokens(self.tokenize_prompt(text))
@@ -108,9 +163,37 @@ class QwenImageClip(ComfyClipApi):
         if weights - {1.0}:
             raise ValueError(f"tokens: weights {sorted(weights - {1.0})} are not applied by Qwen-Image's text "
                              "encoding (ComfyUI ignores them too); give every token weight 1.0")
-        ids = [entry[0] for chunk in tokens[TOKENS_KEY] for entry in chunk]
         model = resolve(self.model)
-        hidden = model(input_ids=torch.tensor([ids], device=model.device),
-                       output_hidden_states=True).hidden_states[-1]
+        ids, images = self._widened([entry[0] for chunk in tokens[TOKENS_KEY] for entry in chunk], model)
+        hidden = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=True,
+                       **images).hidden_states[-1]
         kept = hidden[:, template_end(ids, self.tokenizer):].float().cpu()
         return [[kept, {CAPTION_LENGTH: int(kept.shape[1])}]]
+
+    def _widened(self, entries: list[Any], model: Any) -> tuple[list[int], dict[str, torch.Tensor]]:
+        """The token ids with each image entry widened to one image token per merged patch, and the images'
+        patches and patch grids for the model (none for a prompt without images)."""
+        if all(not isinstance(entry, Mapping) for entry in entries):
+            return entries, {}
+        vision = vision_config(model)
+        if vision is None:
+            raise ValueError(f"clip: {self.name} holds Qwen2.5-VL's language model without its vision tower, "
+                             "which encoding images needs; use the full Qwen2.5-VL file")
+        processor = image_processor(vision)
+        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        ids: list[int] = []
+        patches, grids = [], []
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                ids.append(entry)
+                continue
+            if entry.get("type") != "image":
+                raise ValueError(f"tokens: an embedding of type {entry.get('type')!r} is not supported by "
+                                 "Qwen-Image's CLIP (images only)")
+            processed = processor(images=[as_pil(entry["data"])], return_tensors="pt")
+            patches.append(processed["pixel_values"])
+            grids.append(processed["image_grid_thw"])
+            ids.extend([image_id] * (int(processed["image_grid_thw"].prod()) // vision.spatial_merge_size ** 2))
+        visual = model.visual if hasattr(model, "visual") else model.model.visual
+        return ids, {"pixel_values": torch.cat(patches).to(model.device, visual.dtype),
+                     "image_grid_thw": torch.cat(grids).to(model.device)}

@@ -1,0 +1,123 @@
+"""Qwen-Image-Edit's text nodes with ComfyUI's names and inputs: TextEncodeQwenImageEdit encodes an instruction with
+the image it edits (Qwen2.5-VL sees the image; the VAE's latent of it becomes the conditioning's reference latent),
+TextEncodeQwenImageEditPlus with up to three images ("Picture 1: ..." before the instruction; Qwen2.5-VL sees each
+at about 384x384 pixels, the reference latents are made at about 1024x1024). Knows nothing of HTTP or the
+executor."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from diffusion.contracts import Conditioning, TextEncoder, VaeModel
+from diffusion.sampling.reference_latents import REFERENCES
+from nodes.environment import release_text_encoders
+from nodes.latent import crop_to_vae_multiple
+from nodes.model_facts import requires_family
+from nodes.resize import upscale
+
+FAMILY = "qwenimage"
+REFERENCE_AREA = 1024 * 1024  # pixels of the images the references are made from
+VISION_AREA = 384 * 384  # pixels of the images Qwen2.5-VL sees in the Plus node
+PLUS_TEMPLATE = ("<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, "
+                 "objects, background), then explain how the user's text instruction should alter or modify the "
+                 "image. Generate a new image that meets the user's requirements while maintaining consistency with "
+                 "the original input where appropriate.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n"
+                 "<|im_start|>assistant\n")
+PICTURE = "Picture {}: <|vision_start|><|image_pad|><|vision_end|>"
+PROMPT_INPUT = ("STRING", {"multiline": True, "dynamicPrompts": True, "tooltip": "The edit instruction."})
+CLIP_INPUT = ("CLIP", {"tooltip": "Qwen-Image's text encoder (CLIPLoader type qwen_image, with its vision tower)."})
+VAE_INPUT = ("VAE", {"tooltip": "Qwen-Image's VAE: makes the reference latents (none: the model does not see the "
+                                "images' latents)."})
+
+
+def scaled_to_area(image: torch.Tensor, area: int, multiple: int = 1) -> torch.Tensor:
+    """IMAGE resized (area filter) to about `area` pixels at its aspect ratio, sides rounded to `multiple`."""
+    height, width = image.shape[1], image.shape[2]
+    scale = math.sqrt(area / (width * height))
+    new_width = max(multiple, round(width * scale / multiple) * multiple)
+    new_height = max(multiple, round(height * scale / multiple) * multiple)
+    return upscale(image.movedim(-1, 1), new_width, new_height, "area", "disabled").movedim(1, -1)
+
+
+def _encoded(clip: TextEncoder, node: str, prompt: str, images: list[torch.Tensor], references: list[torch.Tensor],
+             template: str | None = None) -> Conditioning:
+    if getattr(clip, "family", None) != FAMILY:
+        raise ValueError(f"clip: {node} needs Qwen-Image's CLIP (CLIPLoader type qwen_image); this one is "
+                         f"{getattr(clip, 'family', type(clip).__name__)}'s")
+    options = {"images": images} if template is None else {"images": images, "llama_template": template}
+    conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt, **options))
+    release_text_encoders(clip)
+    if references:
+        conditioning = [[embeddings, {**entry_options, REFERENCES: [*(entry_options.get(REFERENCES) or []),
+                                                                     *references]}]
+                        for embeddings, entry_options in conditioning]
+    return conditioning
+
+
+class TextEncodeQwenImageEdit:
+    DESCRIPTION = ("Encodes an edit instruction for Qwen-Image-Edit with the image to edit: the image, scaled to "
+                   "about one megapixel, is shown to Qwen2.5-VL and (with a VAE) encoded as the reference latent "
+                   "the model edits.")
+    CATEGORY = "advanced/conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("The encoded instruction, with the image's reference latent when a VAE is given.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        image = ("IMAGE", {"tooltip": "The image to edit (none: the instruction alone)."})
+        return {"required": {"clip": CLIP_INPUT, "prompt": PROMPT_INPUT},
+                "optional": {"vae": VAE_INPUT, "image": image}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "clip", FAMILY, "TextEncodeQwenImageEdit")
+
+    def encode(self, clip: TextEncoder, prompt: str, vae: VaeModel | None = None,
+               image: torch.Tensor | None = None) -> tuple[Conditioning]:
+        images, references = [], []
+        if image is not None:
+            scaled = scaled_to_area(image[..., :3], REFERENCE_AREA)
+            images.append(scaled)
+            if vae is not None:
+                references.append(vae.encode(crop_to_vae_multiple(vae, scaled)))
+        return (_encoded(clip, "TextEncodeQwenImageEdit", prompt, images, references),)
+
+
+class TextEncodeQwenImageEditPlus:
+    DESCRIPTION = ("Encodes an edit instruction for Qwen-Image-Edit 2509 and later with up to three images: each is "
+                   "shown to Qwen2.5-VL as \"Picture N\" (at about 384x384 pixels) and, with a VAE, encoded at about "
+                   "one megapixel as a reference latent.")
+    CATEGORY = "advanced/conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    OUTPUT_TOOLTIPS = ("The encoded instruction, with the images' reference latents when a VAE is given.",)
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        images = {f"image{index}": ("IMAGE", {"tooltip": f"Picture {index} (optional)."}) for index in (1, 2, 3)}
+        return {"required": {"clip": CLIP_INPUT, "prompt": PROMPT_INPUT}, "optional": {"vae": VAE_INPUT, **images}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "clip", FAMILY, "TextEncodeQwenImageEditPlus")
+
+    def encode(self, clip: TextEncoder, prompt: str, vae: VaeModel | None = None, image1: torch.Tensor | None = None,
+               image2: torch.Tensor | None = None, image3: torch.Tensor | None = None) -> tuple[Conditioning]:
+        images, references, pictures = [], [], ""
+        for index, image in enumerate((image1, image2, image3), start=1):
+            if image is None:
+                continue
+            images.append(scaled_to_area(image[..., :3], VISION_AREA))
+            if vae is not None:
+                references.append(vae.encode(scaled_to_area(image[..., :3], REFERENCE_AREA, multiple=8)))
+            pictures += PICTURE.format(index)
+        return (_encoded(clip, "TextEncodeQwenImageEditPlus", pictures + prompt, images, references, PLUS_TEMPLATE),)
+
+
+NODE_CLASS_MAPPINGS = {"TextEncodeQwenImageEdit": TextEncodeQwenImageEdit,
+                       "TextEncodeQwenImageEditPlus": TextEncodeQwenImageEditPlus}
+NODE_DISPLAY_NAME_MAPPINGS = {"TextEncodeQwenImageEdit": "TextEncodeQwenImageEdit",
+                              "TextEncodeQwenImageEditPlus": "TextEncodeQwenImageEditPlus"}
