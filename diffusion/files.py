@@ -2,8 +2,9 @@
 family's loader shares (counting numbered blocks from key names, building modules without random weights, loading
 a file's tensors strictly).
 
-Pickled `.ckpt`/`.pt` files are refused: they can run arbitrary code when loaded. Knows nothing of model families,
-nodes or the node environment.
+Pickled `.ckpt`/`.pt` files are refused: they can run arbitrary code when loaded. ComfyUI's fp8 files with scales
+(`*_fp8_scaled.safetensors`) are read as the full-precision weights they stand for (`dequantized`). Knows nothing
+of model families, nodes or the node environment.
 """
 from __future__ import annotations
 
@@ -47,9 +48,53 @@ def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = No
 
     try:
         with safe_open(str(path), framework="pt", backend="pread") as file:
-            return {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype)) for key in file.keys()}
+            state = {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype)) for key in file.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
+    try:
+        return dequantized(state, dtype)
+    except ValueError as error:
+        raise ValueError(f"{input_name}: {path.name}: {error}") from error
+
+
+# ComfyUI's two ways of storing fp8 weights with a scale: "scaled_fp8" files (a `scaled_fp8` marker tensor, each
+# scaled layer's `scale_weight` and maybe `scale_input`) and quantization-metadata files (each layer's
+# `weight_scale`, `comfy_quant` {"format": ...} and maybe `input_scale`); the weight is weight x scale either way
+SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
+DROPPED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
+FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+
+
+def dequantized(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A file's tensors with ComfyUI's fp8-with-scale weights turned into what they stand for, weight x scale, in
+    `dtype` (None: bfloat16, which holds every fp8 value); the markers and input scales (an fp8 matmul's, not the
+    weights') dropped. Files without scales are returned as they are. Other quantized formats (NVFP4, int8
+    blocks) are a ValueError that names them."""
+    scales = [key for key in state if key.endswith(SCALE_SUFFIXES)]
+    if not scales and not any(key.endswith(DROPPED_SUFFIXES) or _is_marker(key) for key in state):
+        return state
+    for key in [key for key in state if key.endswith(".comfy_quant")]:
+        settings = json.loads(bytes(state[key].to(torch.uint8).tolist()).decode("utf-8"))
+        if settings.get("format") not in FP8_FORMATS:
+            raise ValueError(f"layer {key.removesuffix('.comfy_quant')} is quantized as {settings.get('format')!r}, "
+                             f"which is not supported (fp8 with a scale is: {', '.join(FP8_FORMATS)})")
+    target = dtype or torch.bfloat16
+    for key in scales:
+        layer = key[:-len(".scale_weight")] if key.endswith(".scale_weight") else key[:-len(".weight_scale")]
+        scale = state.pop(key).float()
+        weight = state.get(layer + ".weight")
+        if weight is None:
+            raise ValueError(f"a weight scale {key} without its weight")
+        if scale.numel() != 1 and scale.shape[0] != weight.shape[0]:
+            raise ValueError(f"{key} holds scales of shape {list(scale.shape)}, which are not one per tensor or "
+                             "per output row (block-quantized weights are not supported)")
+        scale = scale.reshape(-1, *([1] * (weight.ndim - 1))) if scale.numel() != 1 else scale.reshape(())
+        state[layer + ".weight"] = allocator_aligned((weight.float() * scale).to(target))
+    return {key: value for key, value in state.items() if not key.endswith(DROPPED_SUFFIXES) and not _is_marker(key)}
+
+
+def _is_marker(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] == "scaled_fp8"
 
 
 def safetensors_keys(path: Path, input_name: str) -> list[str]:

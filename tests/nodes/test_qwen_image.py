@@ -307,3 +307,29 @@ def test_shipped_qwen_image_edit_workflow_edits_the_loaded_image(node_env, qwen_
                                                           "width": SIZE, "height": SIZE, "crop": "center"}}
     (image,) = run_workflow(node_env, prompt, SIZE)
     assert image.size == (SIZE, SIZE)
+
+
+def test_fp8_scaled_text_encoder_file_loads(node_env, qwen_image, tiny_models_dir):
+    """ComfyUI's Qwen-Image template loads `qwen_2.5_vl_7b_fp8_scaled.safetensors`: the language model's linear
+    weights in fp8, each with its scale. It encodes as the full-precision file nearly does."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tiny_models_dir / "text_encoders"
+    state = load_file(str(folder / tiny_qwen.DEMO_QWEN_IMAGE_TEXT_ENCODER))
+    scaled = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for key, value in state.items():
+        if key.startswith("model.layers.") and key.endswith("proj.weight"):
+            scale = value.abs().max() / 448
+            scaled[key] = (value / scale).to(torch.float8_e4m3fn)
+            scaled[key.replace(".weight", ".scale_weight")] = scale
+        else:
+            scaled[key] = value
+    save_file(scaled, str(folder / "tiny-qwen2.5-vl-fp8-scaled.safetensors"))
+    try:
+        (clip,) = CLIPLoader().load_clip("tiny-qwen2.5-vl-fp8-scaled.safetensors", "qwen_image")
+        ((fp8, _),) = CLIPTextEncode().encode(clip, PROMPT)[0]
+        ((full, _),) = CLIPTextEncode().encode(qwen_image[1], PROMPT)[0]
+        assert fp8.shape == full.shape and (fp8 - full).abs().max() > 0  # rounded to fp8 indeed
+        assert torch.nn.functional.cosine_similarity(fp8.flatten(), full.flatten(), dim=0) > 0.99
+    finally:
+        (folder / "tiny-qwen2.5-vl-fp8-scaled.safetensors").unlink()
