@@ -95,9 +95,10 @@ class FluxDisableGuidance:
 
 
 class FluxKontextMultiReferenceLatentMethod:
-    DESCRIPTION = ("Chooses how FLUX numbers the positions of several reference latents: 'offset' places them beside "
-                   "each other (Kontext's way), 'index' gives each its own index, 'uxo/uno' places them past the "
-                   "image (UXO and UNO models).")
+    DESCRIPTION = ("Chooses how an edit model numbers the positions of several reference latents: 'offset' places "
+                   "them beside each other (FLUX.1 Kontext's way), 'index' gives each its own index (Qwen-Image-Edit's "
+                   "way), 'uxo/uno' places them past the image (UXO and UNO models), 'index_timestep_zero' is "
+                   "'index' with the references seen at time zero (Qwen-Image-Edit 2511).")
     CATEGORY = "advanced/conditioning/flux"
     RETURN_TYPES = ("CONDITIONING",)
     OUTPUT_TOOLTIPS = ("The conditioning with the method set.",)
@@ -108,7 +109,8 @@ class FluxKontextMultiReferenceLatentMethod:
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
             "conditioning": ("CONDITIONING", {"tooltip": "The conditioning with reference latents."}),
-            "reference_latents_method": (["offset", "index", "uxo/uno"], {"tooltip": "How to number them."}),
+            "reference_latents_method": (["offset", "index", "uxo/uno", "index_timestep_zero"],
+                                         {"tooltip": "How to number them."}),
         }}
 
     def append(self, conditioning: Conditioning, reference_latents_method: str) -> tuple[Conditioning]:

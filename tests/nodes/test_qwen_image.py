@@ -333,3 +333,33 @@ def test_fp8_scaled_text_encoder_file_loads(node_env, qwen_image, tiny_models_di
         assert torch.nn.functional.cosine_similarity(fp8.flatten(), full.flatten(), dim=0) > 0.99
     finally:
         (folder / "tiny-qwen2.5-vl-fp8-scaled.safetensors").unlink()
+
+
+def test_edit_2511_references_at_time_zero_match_zero_cond_t(qwen_image, qwen_models, edit_pipelines):
+    """Qwen-Image-Edit 2511's workflows number references "index_timestep_zero": the pipeline's transformer with
+    `zero_cond_t` (the same weights) gives the same image; the shared network is left as it was."""
+    from diffusers import QwenImageEditPlusPipeline, QwenImageTransformer2DModel
+
+    from nodes.flux import FluxKontextMultiReferenceLatentMethod
+    from nodes.qwen_image import TextEncodeQwenImageEditPlus
+
+    model, clip, vae = qwen_image
+    pictures, images = _pictures(1)
+    (positive,) = TextEncodeQwenImageEditPlus().encode(clip, EDIT, vae, images[0])
+    (positive,) = FluxKontextMultiReferenceLatentMethod().append(positive, "index_timestep_zero")
+    zero_cond = QwenImageTransformer2DModel(**{**qwen_models.transformer.config, "zero_cond_t": True}).eval()
+    zero_cond.load_state_dict(qwen_models.transformer.state_dict())
+    pipeline = QwenImageEditPlusPipeline(**{**edit_pipelines[1].components, "transformer": zero_cond})
+    pipeline.prompt_template_encode_start_idx = edit_pipelines[1].prompt_template_encode_start_idx
+    pipeline.set_progress_bar_config(disable=True)
+    expected = pipeline(image=pictures, prompt=EDIT, height=EDIT_SIZE, width=EDIT_SIZE, num_inference_steps=STEPS,
+                        true_cfg_scale=1.0, generator=torch.Generator("cpu").manual_seed(SEED),
+                        output_type="np").images
+    image = _edited(model, positive, vae)
+    assert np.abs(image - expected).max() <= TOLERANCE
+    assert not model.network.zero_cond_t and not model.network.transformer_blocks[0].zero_cond_t
+    (indexed,) = FluxKontextMultiReferenceLatentMethod().append(positive, "index")
+    assert np.abs(image - _edited(model, indexed, vae)).max() > 5 * TOLERANCE  # time zero does change the result
+    (offset,) = FluxKontextMultiReferenceLatentMethod().append(positive, "offset")
+    with pytest.raises(ValueError, match="numbered by 'offset' are not supported by Qwen-Image"):
+        _edited(model, offset, vae)

@@ -30,6 +30,7 @@ DEFAULT_GUIDANCE = 3.5  # ComfyUI's FLUX guidance when no FluxGuidance node sets
 NO_GUIDANCE = float("nan")  # a row's guidance when its conditioning's is None (FluxDisableGuidance)
 # FLUX.1-schnell's scheduler config differs from FLUX.1-dev's (`config.json`) in these: a plain flow schedule
 SCHNELL_SCHEDULER_CHANGES = {"shift": 1.0, "use_dynamic_shifting": False}
+FLUX_REFERENCE_METHODS = ("offset", "index", "uxo")
 MASK_PATCH = 8  # FLUX.1 Fill sees its mask at pixel size, each latent pixel's 8x8 pixels as 64 channels
 
 
@@ -70,6 +71,9 @@ def reference_tokens(references: list[torch.Tensor], method: str, height: int, w
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference latents ([rows, C, h, w] each, model space) as tokens and their position ids, numbered as
     ComfyUI's FLUX numbers them for `method` beside latents of `height` x `width` (padded to whole patches)."""
+    if method not in FLUX_REFERENCE_METHODS:
+        raise ValueError(f"conditioning: reference latents numbered by {method!r} are not supported by FLUX.1 "
+                         f"(its numberings: {', '.join(FLUX_REFERENCE_METHODS)})")
     tokens, ids = [], []
     placed_height = placed_width = 0
     index = 0

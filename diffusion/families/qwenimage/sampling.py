@@ -5,11 +5,13 @@ packed into 2x2 patches (FLUX's packing) with their patch grid for the rotary em
 own length: a call's shorter captions are masked past their end, as the pipeline masks padding. Reference latents
 (Qwen-Image-Edit: TextEncodeQwenImageEdit, ReferenceLatent) are packed alike and appended to the image tokens, each
 its own frame of the rotary embedding (ComfyUI's "index" numbering, the edit pipelines' image shapes), and their
-outputs dropped. Sampling runs on
+outputs dropped; numbered "index_timestep_zero" (Qwen-Image-Edit 2511's way), the reference tokens are also
+modulated at time zero (diffusers' `zero_cond_t`). Sampling runs on
 the VAE's latents normalized by its per-channel statistics (the family's latent format; LATENT holds them raw).
 Knows nothing of nodes or files."""
 from __future__ import annotations
 
+import copy
 from typing import Any, Mapping
 
 import numpy as np
@@ -22,7 +24,24 @@ from diffusion.latent_format import LatentFormat
 from diffusion.sampling import reference_latents
 from diffusion.sampling.flow import CaptionedFlowSampling, padded_to_patches
 
-REFERENCE_METHOD = "index"  # the only numbering Qwen-Image's rotary embedding takes (each reference a frame)
+REFERENCE_METHOD = "index"  # the numbering Qwen-Image's rotary embedding takes (each reference a frame)
+ZERO_TIMESTEP_METHOD = "index_timestep_zero"  # the same, the references modulated at time zero (Edit 2511)
+
+
+def zero_reference_timestep(network: Any) -> Any:
+    """A view of a QwenImageTransformer2DModel, sharing its weights, that modulates reference tokens at time zero
+    (diffusers' `zero_cond_t`, a flag its forward and its blocks read): the network and its blocks shallow-copied
+    with the flag set, so other calls of the same network are left alone."""
+    view = copy.copy(network)
+    object.__setattr__(view, "_modules", dict(network._modules))
+    blocks = []
+    for block in network.transformer_blocks:
+        block = copy.copy(block)
+        block.zero_cond_t = True
+        blocks.append(block)
+    view.transformer_blocks = torch.nn.ModuleList(blocks)
+    view.zero_cond_t = True
+    return view
 
 
 class QwenImageSampling(CaptionedFlowSampling):
@@ -62,9 +81,12 @@ class QwenImageSampling(CaptionedFlowSampling):
         references = inputs.get(reference_latents.REFERENCES)
         if references and references[0][1]:
             method, stacked = reference_latents.stacked(references)
-            if method != REFERENCE_METHOD:
+            if method not in (REFERENCE_METHOD, ZERO_TIMESTEP_METHOD):
                 raise ValueError(f"conditioning: reference latents numbered by {method!r} are not supported by "
-                                 f"Qwen-Image, whose references are numbered by {REFERENCE_METHOD!r}")
+                                 f"Qwen-Image, whose references are numbered by {REFERENCE_METHOD!r} (or "
+                                 f"{ZERO_TIMESTEP_METHOD!r})")
+            if method == ZERO_TIMESTEP_METHOD:
+                network = zero_reference_timestep(network)
             for reference in stacked:
                 reference = padded_to_patches(reference)
                 tokens = torch.cat([tokens, pack(reference).to(tokens.dtype)], dim=1)
