@@ -206,6 +206,13 @@ def test_latent_formats_have_comfyuis_numbers():
     torch.testing.assert_close(latent_formats.Flux().process_in(z), (z - 0.1159) * 0.3611)
     torch.testing.assert_close(latent_formats.SD15().process_out(z), z / 0.18215)
     torch.testing.assert_close(latent_formats.SD3().process_out(latent_formats.SD3().process_in(z)), z)
+    wan = latent_formats.Wan21()
+    assert wan.latent_channels == 16 and wan.latent_dimensions == 3 and wan.latents_mean.shape == (1, 16, 1, 1, 1)
+    assert wan.latents_mean[0, 0].item() == pytest.approx(-0.7571) and wan.latents_std[0, 0].item() == pytest.approx(
+        2.8184)
+    frames = torch.randn(1, 16, 1, 2, 2)
+    torch.testing.assert_close(wan.process_in(frames), (frames - wan.latents_mean) / wan.latents_std)
+    torch.testing.assert_close(wan.process_out(wan.process_in(frames[:, :, 0])), frames[:, :, 0])
 
 
 def test_cli_args_follow_the_environment(environment):

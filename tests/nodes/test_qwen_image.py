@@ -363,3 +363,26 @@ def test_edit_2511_references_at_time_zero_match_zero_cond_t(qwen_image, qwen_mo
     (offset,) = FluxKontextMultiReferenceLatentMethod().append(positive, "offset")
     with pytest.raises(ValueError, match="numbered by 'offset' are not supported by Qwen-Image"):
         _edited(model, offset, vae)
+
+
+def test_qwen25_vl_is_read_on_first_encode_and_freed_by_the_policy(qwen_models, tiny_models_dir, tmp_path):
+    """The 7B text encoder is the big one here: read when a prompt is first encoded, freed after CLIPTextEncode and
+    after the edit node under the "always" policy, read again with identical results."""
+    from diffusion.lazy_module import LazyModule
+    from diffusion.manager import ModelManager
+    from nodes.environment import Folders, NodeEnvironment, use_environment
+    from nodes.qwen_image import TextEncodeQwenImageEdit
+
+    folders = Folders(tiny_models_dir, tmp_path / "input", tmp_path / "output", tmp_path / "temp", tmp_path / "user")
+    folders.create()
+    environment = NodeEnvironment(folders, torch.device("cpu"), torch.float32,
+                                  ModelManager(torch.device("cpu"), torch.float32), text_encoder_offload="always")
+    with use_environment(environment):
+        (clip,) = CLIPLoader().load_clip(tiny_qwen.DEMO_QWEN_IMAGE_TEXT_ENCODER, "qwen_image")
+        assert isinstance(clip.model, LazyModule) and not clip.model.loaded and clip.model.loads == 0
+        first = CLIPTextEncode().encode(clip, PROMPT)[0]
+        assert not clip.model.loaded and clip.model.loads == 1
+        TextEncodeQwenImageEdit().encode(clip, EDIT, None, _pictures(1)[1][0])
+        assert not clip.model.loaded and clip.model.loads == 2
+        second = CLIPTextEncode().encode(clip, PROMPT)[0]
+    assert torch.equal(first[0][0], second[0][0])
