@@ -10,6 +10,7 @@ journal.
 """
 from __future__ import annotations
 
+import abc
 import enum
 import json
 import math
@@ -63,15 +64,18 @@ class VideoComponents:
     metadata: dict[str, Any] | None = None
 
 
-class Video:
-    """A VIDEO value: its components, its size and length, and `save_to` a file."""
+class Video(abc.ABC):
+    """A VIDEO value: its components, its size and length, and `save_to` a file. Subclasses say where the frames
+    come from (`get_components`) and how they are written (`save_to`)."""
 
+    @abc.abstractmethod
     def get_components(self) -> VideoComponents:
-        raise NotImplementedError
+        """The frames, frame rate and audio."""
 
+    @abc.abstractmethod
     def save_to(self, path: str | Path | BinaryIO, format: str = VideoContainer.AUTO, codec: str = VideoCodec.AUTO,
                 metadata: dict[str, Any] | None = None) -> None:
-        raise NotImplementedError
+        """Write the video to `path` (a file name or a binary stream) in `format` with `codec`."""
 
     def get_dimensions(self) -> tuple[int, int]:
         """(width, height)."""
