@@ -100,6 +100,18 @@ class DiffusionModel(ComfyModelPatcherApi):
         return dataclasses.replace(self, speedups=speedups)
 
 
+
+def sigma_timestep_flow_model(network: Any, scheduler_config: Mapping[str, Any], name: str, family: str,
+                              sampling: FamilySampling) -> DiffusionModel:
+    """MODEL of a flow-matching transformer called with its sigmas as timesteps (ComfyUI's sampling multiplier 1,
+    as ModelSamplingAuraFlow samples), shifted as `scheduler_config` says (Lumina 2, Z-Image, Qwen-Image)."""
+    from diffusion.files import public_config
+    from diffusion.sampling.model_sampling import ModelSampling
+
+    settings = public_config(scheduler_config)
+    schedule = ModelSampling.from_scheduler_config(settings, flow_timestep_multiplier=1.0)
+    return DiffusionModel(network, settings, name, family, sampling, schedule_override=schedule)
+
 @dataclass(frozen=True, eq=False)
 class Vae:
     """VAE: a diffusers AutoencoderKL converting between IMAGE tensors and its raw latents (ComfyUI's LATENT; the

@@ -9,15 +9,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion.components import DiffusionModel, Vae
+from diffusion.components import DiffusionModel, Vae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.families.lumina2.detection import DIFFUSERS_PROBE, PREFIX
 from diffusion.families.lumina2.sampling import LUMINA2_SAMPLING
 from diffusion.families.lumina2.text_encoding import Lumina2Clip, gemma_tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
-from diffusion.sampling.model_sampling import ModelSampling
 
 if TYPE_CHECKING:
     from diffusion.manager import ModelManager
@@ -82,9 +81,8 @@ def build_lumina2_transformer(state: Mapping[str, torch.Tensor], input_name: str
 def lumina2_model(transformer: Any, name: str, scheduler_config: Mapping[str, Any] | None = None) -> DiffusionModel:
     """MODEL of a Lumina 2 transformer: shifted flow whose timesteps are sigmas (ComfyUI's AuraFlow-style
     sampling)."""
-    settings = public_config(scheduler_config or config()["scheduler"])
-    schedule = ModelSampling.from_scheduler_config(settings, flow_timestep_multiplier=1.0)
-    return DiffusionModel(transformer, settings, name, FAMILY, LUMINA2_SAMPLING, schedule_override=schedule)
+    return sigma_timestep_flow_model(transformer, scheduler_config or config()["scheduler"], name, FAMILY,
+                                     LUMINA2_SAMPLING)
 
 
 def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:

@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion.components import DiffusionModel, FrameVae
+from diffusion.components import DiffusionModel, FrameVae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
 from diffusion.families.qwenimage.sampling import QWEN_IMAGE_SAMPLING
 from diffusion.families.qwenimage.text_encoding import QwenImageClip, tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
-from diffusion.sampling.model_sampling import ModelSampling
 
 if TYPE_CHECKING:
     from diffusion.manager import ModelManager
@@ -63,9 +62,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
 
 def qwen_image_model(transformer: Any, name: str, scheduler_config: Mapping[str, Any] | None = None) -> DiffusionModel:
     """MODEL of a Qwen-Image transformer: shifted flow whose timesteps are sigmas (ComfyUI's multiplier 1)."""
-    settings = public_config(scheduler_config or config()["scheduler"])
-    schedule = ModelSampling.from_scheduler_config(settings, flow_timestep_multiplier=1.0)
-    return DiffusionModel(transformer, settings, name, FAMILY, QWEN_IMAGE_SAMPLING, schedule_override=schedule)
+    return sigma_timestep_flow_model(transformer, scheduler_config or config()["scheduler"], name, FAMILY,
+                                     QWEN_IMAGE_SAMPLING)
 
 
 def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
