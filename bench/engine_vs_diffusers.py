@@ -200,7 +200,8 @@ from pathlib import Path
 import torch, diffusers, transformers
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel
-from diffusion.loading import load_checkpoint, load_diffusion_model
+from diffusion.lazy_module import resolve
+from diffusion.loading import load_checkpoint, load_diffusion_model, load_text_encoders, load_vae
 from diffusion.manager import ModelManager
 
 def status(field):
@@ -220,6 +221,11 @@ if which == "engine":
     loaded = load_checkpoint(ModelManager(torch.device("cpu"), dtype), path)
 elif which == "engine-network":  # a denoising network alone (UNETLoader's files)
     loaded = load_diffusion_model(ModelManager(torch.device("cpu"), dtype), path).network
+elif which == "engine-vae":  # a VAE alone (VAELoader's files)
+    loaded = load_vae(ModelManager(torch.device("cpu"), dtype), path).autoencoder
+elif which.startswith("engine-text-encoder:"):  # a text encoder alone under a CLIPLoader type, read at once
+    clip = load_text_encoders(ModelManager(torch.device("cpu"), dtype), which.split(":", 1)[1], {"clip_name": path})
+    loaded = [resolve(module) for module in clip.offloadable()]
 else:
     pipeline = StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=True,
                                                         safety_checker=None, torch_dtype=dtype)

@@ -1,12 +1,15 @@
 """Peak resident memory while the engine loads a real-size single-file checkpoint, per family, over the file's size.
 
 Families with real architectures and seeded random weights: SD1.5 (fp32 file, 4.3 GB), SDXL base (fp16 file,
-6.9 GB: UNet, CLIP-L, OpenCLIP-G, VAE) and the Lumina Image 2.0 transformer alone (bf16 file, 5.2 GB, ComfyUI's
-original layout, loaded as UNETLoader loads it). Each file is loaded by the model manager in a fresh process,
+6.9 GB: UNet, CLIP-L, OpenCLIP-G, VAE), the Lumina Image 2.0 transformer alone (bf16 file, 5.2 GB, ComfyUI's
+original layout, loaded as UNETLoader loads it), and Qwen-Image's VAE (bf16, Wan's original layout, VAELoader)
+and Qwen2.5-VL 7B text encoder with its vision tower (bf16 file, 16.6 GB, the published layout, CLIPLoader type
+qwen_image; measured in bf16 only: in fp32 it would not fit this machine's 24 GB). Qwen-Image's 20B transformer
+(41 GB in bf16) does not fit here at all. Each file is loaded by the model manager in a fresh process,
 once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
 written once into `--models-dir` (about 16 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
-Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2]`.
+Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2,...]`.
 """
 from __future__ import annotations
 
@@ -92,10 +95,66 @@ def _lumina2_models(models_dir: Path) -> str:
     return name
 
 
+def _qwenimage_vae_models(models_dir: Path) -> str:
+    """Qwen-Image's VAE architecture (Wan 2.1's, 127M parameters) with seeded random weights, in bf16 and Wan's
+    original layout, as `qwen_image_vae.safetensors` is."""
+    from diffusers import AutoencoderKLQwenImage
+    from safetensors.torch import save_file
+
+    from diffusion.families.qwenimage.demo import wan_original_layout
+
+    name = "random-qwenimage-vae"
+    path = models_dir / "vae" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage().eval().to(torch.bfloat16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in wan_original_layout(vae.state_dict()).items()}, str(path))
+    return name
+
+
+def _qwenimage_text_encoder_models(models_dir: Path) -> str:
+    """Qwen2.5-VL 7B's architecture (language model and vision tower, 8.3B parameters; without the output head,
+    which encoding does not use) with seeded random weights, made in bf16 and saved in the published layout."""
+    from safetensors.torch import save_file
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLModel
+
+    from diffusion.families.qwenimage.demo import published_text_encoder_layout
+
+    name = "random-qwenimage-text-encoder"
+    path = models_dir / "text_encoders" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4, rms_norm_eps=1e-6,
+                         max_position_embeddings=128000, rope_parameters={
+                             "rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}),
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31], in_channels=3))
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16: an fp32 copy would not fit
+    try:
+        model = Qwen2_5_VLModel(config).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    state = published_text_encoder_layout({f"model.{key}": value for key, value in model.state_dict().items()})
+    del model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return name
+
+
 FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdxl_models,
-                                              "lumina2": _lumina2_models}
-NETWORK_ONLY = {"lumina2"}  # families measured as their network file alone (UNETLoader)
+                                              "lumina2": _lumina2_models, "qwenimage-vae": _qwenimage_vae_models,
+                                              "qwenimage-text-encoder": _qwenimage_text_encoder_models}
+# rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
+PARTS = {"lumina2": ("diffusion_models", "engine-network"), "qwenimage-vae": ("vae", "engine-vae"),
+         "qwenimage-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image")}
 DTYPES = (torch.float32, torch.bfloat16)
+ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,)}  # 33 GB in fp32
 
 
 def main() -> None:
@@ -111,18 +170,18 @@ def main() -> None:
                         f"print(FAMILIES[{family!r}](Path({str(args.models_dir)!r})))"],
                        check=True, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
         print(f"{family}: files ready in {time.perf_counter() - began:.0f} s", flush=True)
-        folder = "diffusion_models" if family in NETWORK_ONLY else "checkpoints"
+        folder, which = PARTS.get(family, ("checkpoints", "engine"))
         path = next((args.models_dir / folder).glob(f"random-{family}.safetensors"))
         size = path.stat().st_size
-        for dtype in DTYPES:
-            peak = loading_peak("engine-network" if family in NETWORK_ONLY else "engine", path, path.parent, dtype)
+        for dtype in ROW_DTYPES.get(family, DTYPES):
+            peak = loading_peak(which, path, path.parent, dtype)
             added = peak["peak"] - peak["before"]
             rows.append((family, size, dtype, peak["model_bytes"], added / size, added / peak["model_bytes"],
                          peak["peak"] / size))
-    print(f"\n  {'family':<8}{'file':>10}{'model dtype':>13}{'model':>10}{'peak added / file':>19}"
+    print(f"\n  {'family':<24}{'file':>10}{'model dtype':>13}{'model':>10}{'peak added / file':>19}"
           f"{'peak added / model':>20}{'process / file':>16}")
     for family, size, dtype, model_bytes, over_file, over_model, total in rows:
-        print(f"  {family:<8}{size / 1e9:>8.2f}GB{str(dtype).removeprefix('torch.'):>13}{model_bytes / 1e9:>8.2f}GB"
+        print(f"  {family:<24}{size / 1e9:>8.2f}GB{str(dtype).removeprefix('torch.'):>13}{model_bytes / 1e9:>8.2f}GB"
               f"{over_file:>18.2f}x{over_model:>19.2f}x{total:>15.2f}x")
 
 
