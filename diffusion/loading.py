@@ -77,7 +77,7 @@ def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor],
     if prefix is None:
         family = registry.vae_family(state.keys())
         if family is None:
-            raise ValueError(f"{input_name}: {name} is not a VAE in the original (LDM) layout")
+            raise ValueError(f"{input_name}: {name} holds {registry.describe_other_file(state.keys())}, not a VAE")
         try:
             return family.load_vae(state, name, models.place)
         except ValueError as error:
@@ -104,8 +104,8 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
         family = registry.diffusion_model_family(state.keys())
         if family is None:
             raise ValueError(f"{input_name}: this file holds {registry.describe_diffusion_model(state.keys())}, "
-                             "not a FLUX transformer; UNETLoader runs FLUX transformers (use CheckpointLoaderSimple "
-                             "for Stable Diffusion checkpoints)")
+                             f"not a transformer UNETLoader runs ({', '.join(registry.diffusion_model_titles())}; "
+                             "use CheckpointLoaderSimple for Stable Diffusion checkpoints)")
         return family.load_diffusion_model(state, path.name, models.place)
 
     return models.cached("diffusion_model", path, input_name, load)

@@ -94,11 +94,29 @@ OTHER_FILES = (
 
 
 def describe_other_file(keys: Collection[str]) -> str:
-    """What a file that is no checkpoint of a supported family holds, in words, from its key names."""
+    """What a file that is no checkpoint of a supported family holds, in words with the loader that takes it, from
+    its key names: a family's transformer alone or its own VAE, a language-model text encoder, or one of
+    `OTHER_FILES`."""
+    from diffusion.encoders.text_encoder_files import describe_language_model
+
+    keys = set(keys)
+    for candidate in families():
+        if candidate.is_diffusion_model is not None and candidate.is_diffusion_model(keys):
+            return f"a {candidate.title} transformer (load it with UNETLoader)"
+        if candidate.is_vae is not None and candidate.is_vae(keys):
+            return f"a {candidate.title} VAE (load it with VAELoader)"
+    language_model = describe_language_model(keys)
+    if language_model is not None:
+        return language_model
     for prefixes, description in OTHER_FILES:
         if any(key.startswith(prefixes) for key in keys):
             return description
     return "no model this engine knows (no SD1.x/SD2.x/SDXL UNet, no SD3 MMDiT)"
+
+
+def diffusion_model_titles() -> list[str]:
+    """The families whose denoising network UNETLoader loads alone."""
+    return [candidate.title for candidate in families() if candidate.is_diffusion_model is not None]
 
 
 def describe_diffusion_model(keys: Collection[str]) -> str:
@@ -114,6 +132,9 @@ def describe_diffusion_model(keys: Collection[str]) -> str:
         return "an SD3 (MMDiT) transformer"
     if any(key.startswith(("down_blocks.", "input_blocks.", unet_prefix + "input_blocks.")) for key in keys):
         return "a UNet (Stable Diffusion style)"
+    other = describe_other_file(keys)
+    if not other.startswith("no model"):
+        return other
     return f"an unknown network ({len(keys)} tensors, e.g. {sorted(keys)[:3]})"
 
 

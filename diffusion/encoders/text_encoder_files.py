@@ -63,6 +63,22 @@ def file_role(keys: Collection[str]) -> str | None:
     return CLIP_G if layers >= CLIP_G_LAYERS else CLIP_H if layers >= CLIP_H_LAYERS else CLIP_L
 
 
+def describe_language_model(keys: Collection[str]) -> str | None:
+    """A language model used as a text encoder, in words with the loader that takes it, from its tensor names:
+    Qwen3 (per-head query norms), Qwen2.5-VL (biased query projections), Gemma 2 (a norm before and after each
+    feed-forward); None for other files."""
+    def has(suffix: str) -> bool:
+        return any(key.endswith(suffix) for key in keys)
+
+    if has("layers.0.self_attn.q_norm.weight"):
+        return "a Qwen3 text encoder (Z-Image's: load it with CLIPLoader type lumina2)"
+    if has("layers.0.self_attn.q_proj.bias"):
+        return "a Qwen2.5-VL text encoder (Qwen-Image's: load it with CLIPLoader type qwen_image)"
+    if has("layers.0.pre_feedforward_layernorm.weight"):
+        return "a Gemma 2 text encoder (Lumina 2's: load it with CLIPLoader type lumina2)"
+    return None
+
+
 def read_header(path: Path, input_name: str) -> tuple[list[str], int | None]:
     """A file's tensor names and, for a CLIP, its width, from the header alone (no tensor data)."""
     from safetensors import SafetensorError, safe_open

@@ -21,6 +21,16 @@ from nodes.loaders import CheckpointLoaderSimple
     (["text_model.embeddings.token_embedding.weight"], "a CLIP text encoder"),
     (["decoder.up.0.block.0.conv1.weight"], "a VAE alone"),
     (["down_blocks.0.resnets.0.conv1.weight"], "a diffusers-layout model alone"),
+    ([f"model.diffusion_model.{key}" for key in ("txt_norm.weight", "img_in.weight",
+                                                 "transformer_blocks.0.img_mod.1.weight")],
+     "a Qwen-Image transformer (load it with UNETLoader)"),
+    (["decoder.middle.0.residual.0.gamma", "encoder.conv1.weight"], "a Qwen-Image VAE (load it with VAELoader)"),
+    (["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.bias"],
+     "a Qwen2.5-VL text encoder (Qwen-Image's: load it with CLIPLoader type qwen_image)"),
+    (["model.embed_tokens.weight", "model.layers.0.self_attn.q_norm.weight"],
+     "a Qwen3 text encoder (Z-Image's: load it with CLIPLoader type lumina2)"),
+    (["model.embed_tokens.weight", "model.layers.0.pre_feedforward_layernorm.weight"],
+     "a Gemma 2 text encoder (Lumina 2's: load it with CLIPLoader type lumina2)"),
 ])
 def test_files_of_other_kinds_are_named(node_env, keys, description):
     folder = node_env.folders.model_dir("checkpoints") / "other"

@@ -131,5 +131,5 @@ def test_not_a_diffusers_folder(node_env):
 
 
 def test_not_a_vae(node_env):
-    with pytest.raises(ValueError, match="vae_name: .* is not a VAE"):
+    with pytest.raises(ValueError, match="vae_name: tiny-sd1-lora.safetensors holds a LoRA .*, not a VAE"):
         load_vae(node_env.models, node_env.folders.model_dir("loras") / "tiny-sd1-lora.safetensors", "vae_name")

@@ -137,7 +137,7 @@ def test_vae_keeps_image_shapes(qwen_image, qwen_pipeline):
 def test_files_of_other_kinds_are_refused_by_name(qwen_models, node_env, tiny_models_dir):
     tiny_flux.make_flux_demo_models(tiny_models_dir)
     with pytest.raises(ValueError, match="clip_name: type qwen_image runs Qwen-Image, whose text encoder is "
-                                         "Qwen2.5-VL; tiny-flux-t5.safetensors is not a Qwen2.5-VL file"):
+                                         "Qwen2.5-VL; tiny-flux-t5.safetensors holds a T5 text encoder"):
         CLIPLoader().load_clip(tiny_flux.DEMO_FLUX_T5, "qwen_image")
     (model,) = UNETLoader().load_unet(tiny_qwen.DEMO_QWEN_IMAGE_TRANSFORMER, "default")
     assert model.family == "qwenimage"

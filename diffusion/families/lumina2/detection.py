@@ -14,3 +14,8 @@ DIFFUSERS_PROBE = "time_caption_embed.caption_embedder.1.weight"
 
 def is_diffusion_model(keys: Collection[str]) -> bool:
     return any(probe in keys for probe in (ORIGINAL_PROBE, PREFIX + ORIGINAL_PROBE, DIFFUSERS_PROBE))
+
+
+def is_gemma2_encoder(keys: Collection[str]) -> bool:
+    """A Gemma 2 language model's tensors (a norm before each feed-forward, which Qwen's models lack)."""
+    return any(key.endswith("layers.0.pre_feedforward_layernorm.weight") for key in keys)

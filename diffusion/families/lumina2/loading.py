@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from diffusion import registry
 from diffusion.components import DiffusionModel, Vae, sigma_timestep_flow_model
 from diffusion.contracts import Place
-from diffusion.families.lumina2.detection import DIFFUSERS_PROBE, PREFIX
+from diffusion.families.lumina2.detection import DIFFUSERS_PROBE, PREFIX, is_gemma2_encoder
 from diffusion.families.lumina2.sampling import LUMINA2_SAMPLING
 from diffusion.families.lumina2.text_encoding import Lumina2Clip, gemma_tokenizer_for_vocab
 from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors
@@ -120,9 +121,9 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Lum
     def read() -> Lumina2Clip:
         state = read_safetensors(path, input_name)
         embedding = next((value for key, value in state.items() if key.endswith("embed_tokens.weight")), None)
-        if embedding is None:
+        if embedding is None or not is_gemma2_encoder(state.keys()):
             raise ValueError(f"{input_name}: type lumina2 needs Lumina 2's Gemma 2 file or Z-Image's Qwen3 file; "
-                             f"{Path(path).name} is neither")
+                             f"{Path(path).name} holds {registry.describe_other_file(state.keys())}")
         model = LazyModule(lambda: models.place(build_gemma2_encoder(read_safetensors(path, input_name),
                                                                      input_name)), input_name)
         return Lumina2Clip(gemma_tokenizer_for_vocab(embedding.shape[0], input_name), model, Path(path).name)

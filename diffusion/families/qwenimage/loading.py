@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from diffusion import registry
 from diffusion.components import DiffusionModel, FrameVae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
@@ -171,7 +172,7 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Qwe
         prefix = language_model_prefix(state.keys())
         if prefix is None:
             raise ValueError(f"{input_name}: type qwen_image runs Qwen-Image, whose text encoder is Qwen2.5-VL; "
-                             f"{Path(path).name} is not a Qwen2.5-VL file")
+                             f"{Path(path).name} holds {registry.describe_other_file(state.keys())}")
         tokenizer = tokenizer_for_vocab(state[prefix + "embed_tokens.weight"].shape[0], input_name)
         model = LazyModule(lambda: models.place(build_text_encoder(read_safetensors(path, input_name), input_name,
                                                                    tokenizer)), input_name)
