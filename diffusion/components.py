@@ -135,6 +135,11 @@ class Vae:
     def downscale(self) -> int:
         return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
 
+    @property
+    def autoencoder_downscale(self) -> int:
+        """The autoencoder's own downscale (a VAE value that patches its latents further has a larger one)."""
+        return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
+
     def activation_bytes(self, batch: int, height: int, width: int) -> int:
         """A simple estimate of the peak activation memory to encode or decode images of height x width pixels:
         VAE_ACTIVATION_FACTOR full-resolution feature maps of the widest block (max of `block_out_channels`)
@@ -167,7 +172,7 @@ class Vae:
                 autoencoder.tile_overlap_factor = overlap_factor
             autoencoder.use_tiling = True
             autoencoder.tile_sample_min_size = sample
-            autoencoder.tile_latent_min_size = max(1, sample // self.downscale)
+            autoencoder.tile_latent_min_size = max(1, sample // self.autoencoder_downscale)
             yield
         finally:
             for name, value in saved.items():
@@ -294,14 +299,9 @@ class Vae:
 
 
 @dataclass(frozen=True, eq=False)
-class FrameVae(Vae):
-    """VAE of a video-style causal 3D autoencoder (diffusers' AutoencoderKLWan and AutoencoderKLQwenImage: Wan 2.1's
-    network, Qwen-Image's VAE) that sees each image as a one-frame video, so IMAGE and LATENT keep their image
-    shapes ([B, H, W, C] and [B, C, h, w]); latents of a single frame in ComfyUI's video shape [B, C, 1, h, w]
-    decode too. Tiles are the autoencoder's own (square). Raw latents: the family's latent format applies the
-    per-channel statistics."""
-
-    AUTO_TILE_SIZE = 256  # the autoencoder's own tile side
+class UnscaledVae(Vae):
+    """A VAE value whose autoencoder has no scaling or shift factor (its family's latent format, or the value
+    itself, normalizes the latents)."""
 
     @property
     def scaling_factor(self) -> float:
@@ -310,6 +310,17 @@ class FrameVae(Vae):
     @property
     def shift_factor(self) -> float:
         return 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class FrameVae(UnscaledVae):
+    """VAE of a video-style causal 3D autoencoder (diffusers' AutoencoderKLWan and AutoencoderKLQwenImage: Wan 2.1's
+    network, Qwen-Image's VAE) that sees each image as a one-frame video, so IMAGE and LATENT keep their image
+    shapes ([B, H, W, C] and [B, C, h, w]); latents of a single frame in ComfyUI's video shape [B, C, 1, h, w]
+    decode too. Tiles are the autoencoder's own (square). Raw latents: the family's latent format applies the
+    per-channel statistics."""
+
+    AUTO_TILE_SIZE = 256  # the autoencoder's own tile side
 
     @property
     def downscale(self) -> int:
@@ -373,3 +384,45 @@ class FrameVae(Vae):
         with self._tiling_for(tile_size, force_tiling, latents.shape[0], height, width, overlap_factor):
             images = autoencoder.decode(raw, return_dict=False)[0][:, :, 0]
         return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)
+
+
+@dataclass(frozen=True, eq=False)
+class PatchedVae(UnscaledVae):
+    """VAE whose latents are the autoencoder's in 2x2 patches (4x the channels, half the side), normalized by the
+    autoencoder's batch-norm running statistics (FLUX.2's AutoencoderKLFlux2): what ComfyUI's LATENT holds for
+    FLUX.2 and what its transformer samples in."""
+
+    @property
+    def downscale(self) -> int:
+        return 2 * self.autoencoder_downscale
+
+    @property
+    def latent_channels(self) -> int:
+        return 4 * int(self.autoencoder.config.latent_channels)
+
+    def _statistics(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        norm = self.autoencoder.bn
+        mean = norm.running_mean.view(1, -1, 1, 1).to(like)
+        return mean, torch.sqrt(norm.running_var.view(1, -1, 1, 1) + norm.eps).to(like)
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False,
+               overlap_factor: float | None = None) -> torch.Tensor:
+        """IMAGE -> the autoencoder's latents (the posterior's mode) in 2x2 patches, normalized."""
+        latents = super().encode(pixels, tile_size, force_tiling, overlap_factor)
+        batch, channels, height, width = latents.shape
+        patches = latents.view(batch, channels, height // 2, 2, width // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        patches = patches.reshape(batch, channels * 4, height // 2, width // 2)
+        mean, std = self._statistics(patches)
+        return (patches - mean) / std
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False,
+               overlap_factor: float | None = None) -> torch.Tensor:
+        """Normalized 2x2-patch latents -> IMAGE."""
+        mean, std = self._statistics(latents.float())
+        patches = latents.float() * std + mean
+        batch, channels, height, width = patches.shape
+        unpatched = patches.reshape(batch, channels // 4, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
+        return super().decode(unpatched.reshape(batch, channels // 4, height * 2, width * 2), tile_size,
+                              force_tiling, overlap_factor)

@@ -73,15 +73,15 @@ def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor],
                         input_name: str = "vae_name") -> Vae:
     """A VAE from LDM-layout tensors (a standalone VAE's, or those inside a full checkpoint), placed by the manager
     but not cached (the caller holds the tensors, not a file)."""
-    prefix = ldm.vae_prefix(state)
-    if prefix is None:
-        family = registry.vae_family(state.keys())
-        if family is None:
-            raise ValueError(f"{input_name}: {name} holds {registry.describe_other_file(state.keys())}, not a VAE")
+    family = registry.vae_family(state.keys())  # a family's own VAE (FLUX.2's has the LDM layout too)
+    if family is not None:
         try:
             return family.load_vae(state, name, models.place)
         except ValueError as error:
             raise ValueError(f"{input_name}: {error}") from error
+    prefix = ldm.vae_prefix(state)
+    if prefix is None:
+        raise ValueError(f"{input_name}: {name} holds {registry.describe_other_file(state.keys())}, not a VAE")
     try:
         factors = registry.standalone_vae_factors(state[prefix + "decoder.conv_in.weight"].shape[1])
         config = ldm.vae_config(state, prefix, factors[0] if factors else None)

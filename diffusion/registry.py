@@ -20,9 +20,10 @@ if TYPE_CHECKING:
     from diffusion.manager import ModelManager
 
 # Detection order: the first family claiming a file wins (SDXL and SD1 share UNet key names, so SD1 comes last;
+# FLUX.2's transformer has FLUX.1's block names (and its VAE FLUX.1's layout), so FLUX.2 comes before FLUX;
 # Chroma's transformer has FLUX's block names, so Chroma comes before FLUX; Z-Image's has Lumina 2's, so Z-Image
 # comes before Lumina 2).
-FAMILY_PACKAGES = ("sdxl", "sd3", "chroma", "flux", "zimage", "lumina2", "qwenimage", "unclip", "sd")
+FAMILY_PACKAGES = ("sdxl", "sd3", "flux2", "chroma", "flux", "zimage", "lumina2", "qwenimage", "unclip", "sd")
 
 State = Mapping[str, torch.Tensor]
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None when a file holds no text encoder), VAE
@@ -111,7 +112,7 @@ def describe_other_file(keys: Collection[str]) -> str:
     for prefixes, description in OTHER_FILES:
         if any(key.startswith(prefixes) for key in keys):
             return description
-    return "no model this engine knows (no SD1.x/SD2.x/SDXL UNet, no SD3 MMDiT)"
+    return "no model this engine knows (none of its families' networks, VAEs or text encoders, no LoRA)"
 
 
 def diffusion_model_titles() -> list[str]:

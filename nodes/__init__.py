@@ -221,6 +221,12 @@ from nodes import qwen_image as _qwen_image  # noqa: E402
 NODE_CLASS_MAPPINGS.update(_qwen_image.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_qwen_image.NODE_DISPLAY_NAME_MAPPINGS)
 
+# FLUX.2's latent and schedule nodes: EmptyFlux2LatentImage, Flux2Scheduler.
+from nodes import flux2 as _flux2  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_flux2.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_flux2.NODE_DISPLAY_NAME_MAPPINGS)
+
 # Video: CreateVideo, GetVideoComponents, LoadVideo, SaveVideo, SaveWEBM and the VIDEO value (PyAV).
 from nodes import video as _video  # noqa: E402
 

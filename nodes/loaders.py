@@ -126,7 +126,7 @@ CLIP_LOADER_TYPES = {
     "stable_diffusion": None, "stable_cascade": "Stable Cascade", "sd3": None, "stable_audio": "Stable Audio",
     "mochi": "Mochi", "ltxv": "LTX-Video", "pixart": "PixArt", "cosmos": "Cosmos", "lumina2": None,
     "wan": "Wan", "hidream": "HiDream", "chroma": None, "ace": "ACE-Step", "omnigen2": "OmniGen2",
-    "qwen_image": None, "hunyuan_image": "HunyuanImage"}
+    "qwen_image": None, "hunyuan_image": "HunyuanImage", "flux2": None}
 DUAL_CLIP_TYPES = {"sdxl": None, "sd3": None, "flux": None, "hunyuan_video": "HunyuanVideo", "hidream": "HiDream",
                    "hunyuan_image": "HunyuanImage"}
 DEVICE_INPUT = (["default", "cpu"], {
@@ -150,8 +150,8 @@ class CLIPLoader:
                    "CLIP-L (an OpenCLIP-G file gives the SDXL refiner's CLIP, an OpenCLIP-H file SD2's); sd3: a "
                    "CLIP-L, CLIP-G or T5-XXL alone (the missing encoders count as zeros, as in ComfyUI); chroma: "
                    "Chroma's T5-XXL; lumina2: Lumina 2's Gemma 2, or Z-Image's Qwen3; qwen_image: Qwen-Image's "
-                   "Qwen2.5-VL. Types of model families this engine does not run are refused when the prompt is "
-                   "validated.")
+                   "Qwen2.5-VL; flux2: FLUX.2 [klein]'s Qwen3. Types of model families this engine does not run are "
+                   "refused when the prompt is validated.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
     OUTPUT_TOOLTIPS = ("The text encoder for prompts.",)

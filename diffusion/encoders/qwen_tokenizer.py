@@ -22,9 +22,12 @@ QWEN25_SPECIAL_TOKENS = (
     "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
     "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
 QWEN3_SPECIAL_TOKENS = QWEN25_SPECIAL_TOKENS + ("<tool_response>", "</tool_response>", "<think>", "</think>")
-# Qwen's chat template for the turns a prompt encoder renders (and the assistant's turn opened)
+# Qwen's chat template for the turns a prompt encoder renders (and the assistant's turn opened; with thinking
+# turned off, Qwen3's empty thought after it)
 CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                 "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+                 "{% endif %}")
 
 
 @functools.lru_cache(maxsize=2)

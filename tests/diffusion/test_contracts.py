@@ -49,6 +49,14 @@ def _loaded(family: str, models_dir, manager):
                 loading.load_text_encoders(manager, "lumina2",
                                            {"clip_name": files[1] / zimage_demo.DEMO_ZIMAGE_TEXT_ENCODER}),
                 loading.load_vae(manager, files[2] / zimage_demo.DEMO_ZIMAGE_VAE))
+    if family == "flux2":
+        from diffusion.families.flux2 import demo as flux2_demo
+
+        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
+        return (loading.load_diffusion_model(manager, files[0] / flux2_demo.DEMO_FLUX2_TRANSFORMER),
+                loading.load_text_encoders(manager, "flux2",
+                                           {"clip_name": files[1] / flux2_demo.DEMO_FLUX2_TEXT_ENCODER}),
+                loading.load_vae(manager, files[2] / flux2_demo.DEMO_FLUX2_VAE))
     if family == "qwenimage":
         from diffusion.families.qwenimage import demo as qwen_demo
 

@@ -222,7 +222,7 @@ def test_family_detection_errors_name_what_was_found(node_env, flux_models, sd1)
     sd_unet = {key: value.contiguous() for key, value in sd1[0].network.state_dict().items()}
     save_file(sd_unet, str(unet_folder / "sd-unet.safetensors"))
     with pytest.raises(ValueError, match="unet_name: this file holds a UNet .* not a transformer UNETLoader runs "
-                                         r"\(Chroma, FLUX, "):
+                                         r"\(FLUX.2, Chroma, FLUX, "):
         UNETLoader().load_unet("sd-unet.safetensors")
     with pytest.raises(ValueError, match="type flux needs one CLIP-L and one T5 encoder file; found clip_name1: clip, "
                                          "clip_name2: clip"):

@@ -38,7 +38,7 @@ FILES = "COMBO"  # a list of the files in models/text_encoders
 MERGING = "advanced/model_merging"
 CLIP_LOADER_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart",
                      "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image",
-                     "hunyuan_image"]
+                     "hunyuan_image", "flux2"]
 DUAL_TYPES = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
 DEVICE = ["default", "cpu"]
 # name: (category, RETURN_TYPES, RETURN_NAMES, required inputs, optional inputs, display name)

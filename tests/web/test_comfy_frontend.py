@@ -193,7 +193,9 @@ def test_the_model_library_and_templates_browser_show_ours(tab):
     page.get_by_role("button", name="Templates").first.click()
     browser = page.get_by_role("dialog").filter(has_text="Templates")
     expect(browser.get_by_text("nodeflow", exact=True).first).to_be_visible()
-    for name in ("txt2img", "flux_txt2img", "sdxl_txt2img"):
+    search = browser.get_by_placeholder("Search")
+    for name in ("txt2img", "flux_txt2img", "sdxl_txt2img"):  # the browser renders the first cards only: search
+        search.fill(name)
         expect(browser.get_by_text(name, exact=True).first).to_be_visible()
 
 

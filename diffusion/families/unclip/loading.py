@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion.components import DiffusionModel, Vae
+from diffusion.components import DiffusionModel, UnscaledVae
 from diffusion.contracts import Place
 from diffusion.families.unclip.detection import DECODER_PIPELINE, PRIOR_PIPELINE, expect_pipeline
 from diffusion.families.unclip.sampling import DECODER_SAMPLING
@@ -18,16 +18,8 @@ from diffusion.files import scheduler_config
 FAMILY = "unclip"
 
 
-class MovqVae(Vae):
+class MovqVae(UnscaledVae):
     """VAE for the MoVQ autoencoder (a VQModel): latents unscaled, decoded without re-quantizing."""
-
-    @property
-    def scaling_factor(self) -> float:
-        return 1.0
-
-    @property
-    def shift_factor(self) -> float:
-        return 0.0
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor, tile_size: int | None = None, force_tiling: bool = False) -> torch.Tensor:
