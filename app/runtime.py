@@ -135,8 +135,8 @@ def configure_torch_threads(threads: int | None) -> int:
 
 def write_demo_models(settings: Settings, every_family: bool = False) -> list[Path]:
     """The tiny demo txt2img model; with `every_family`, also the inpainting, InstructPix2Pix, SDXL, SD3, FLUX
-    (with Fill and Depth), Chroma, Z-Image, Lumina 2 and unCLIP ones, so every shipped workflow runs. Returns what
-    the models folder now holds."""
+    (with Fill and Depth), FLUX.2 [klein], Chroma, Z-Image, Lumina 2, Qwen-Image and unCLIP ones, so every shipped
+    workflow runs. Returns what the models folder now holds."""
     from diffusion import registry
     from diffusion.families.sd.demo import make_demo_models
 

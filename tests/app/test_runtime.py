@@ -98,3 +98,16 @@ def test_warm_up_imports_the_model_libraries_in_a_fresh_process():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_default_threads_use_every_core_unless_omp_num_threads_says(monkeypatch):
+    import os
+
+    from app.settings import default_thread_count
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_thread_count() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_thread_count() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", "auto")  # not a count: ignored
+    assert default_thread_count() == len(os.sched_getaffinity(0))
