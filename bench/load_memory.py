@@ -25,8 +25,9 @@ import torch
 from bench.engine_vs_diffusers import PROJECT_DIR, _sd15_models, loading_peak
 
 
-def _sdxl_models(models_dir: Path) -> str:
-    """SDXL base's real UNet, VAE, CLIP-L and OpenCLIP-G architectures with seeded random weights, in fp16."""
+def _sdxl_models(models_dir: Path, with_folder: bool = False) -> str:
+    """SDXL base's real UNet, VAE, CLIP-L and OpenCLIP-G architectures with seeded random weights, in fp16: the
+    single-file checkpoint, and with `with_folder` the diffusers folder of the same weights too."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -36,7 +37,7 @@ def _sdxl_models(models_dir: Path) -> str:
 
     name = "random-sdxl"  # main() finds the files as random-<family>
     path = models_dir / "checkpoints" / f"{name}.safetensors"
-    if path.exists():
+    if path.exists() and (not with_folder or (models_dir / "diffusers" / name / "model_index.json").exists()):
         return name
     torch.manual_seed(0)
     family = sdxl_config()
@@ -65,6 +66,8 @@ def _sdxl_models(models_dir: Path) -> str:
                                     clip_tokenizer(49408, family["tokenizer"]["pad_token"]),
                                     clip_tokenizer(49408, family["tokenizer_2"]["pad_token"]), scheduler)
     sdxl_tiny.write_checkpoint(components, path)
+    if with_folder:
+        sdxl_tiny.write_diffusers_folder(components, models_dir / "diffusers" / name)
     return name
 
 

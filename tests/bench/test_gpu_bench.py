@@ -1,0 +1,22 @@
+"""bench/gpu.py keeps working where it can be run here: its whole path (files, our server, the diffusers worker,
+the table) on the tiny SD1 model on the CPU. Its timings are not checked (no timing asserts in tests)."""
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def test_smoke_run_prints_a_table_with_both_engines(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--tiny", "--families", "sd15", "--batches", "1",
+         "--steps", "2", "--runs", "1", "--repeats", "1", "--dtype", "fp32", "--models-dir", str(tmp_path)],
+        cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout.split("sd15 (64x64, cfg 7.5)")[1].splitlines()
+    rows = {line.split()[0]: line.split() for line in table if line.strip().startswith(("ours", "diffusers"))}
+    assert set(rows) == {"ours", "diffusers"}
+    assert rows["ours"][1] == rows["diffusers"][1] == "1"  # batch
+    assert float(rows["diffusers"][2]) > 0 and float(rows["diffusers"][3]) > 0  # first image, image
+    float(rows["diffusers"][4])  # the step time (a difference of two times: tiny models make it noise)
+    assert rows["diffusers"][-1].endswith("x")
