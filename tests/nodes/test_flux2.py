@@ -188,3 +188,32 @@ def test_diffusers_folder_gives_the_same_image(node_env, flux2, flux2_pipeline):
         assert np.abs(_image(model, clip, vae, 1.0) - _image(*flux2, 1.0)).max() <= TOLERANCE
     finally:
         shutil.rmtree(folder)
+
+
+def test_reference_image_edit_matches_the_pipelines_image_input(flux2, flux2_pipeline):
+    """FLUX.2's editing: a ReferenceLatent of the VAE-encoded image is the pipeline's condition image (its tokens
+    at frame 10); two references are numbered 10 and 20."""
+    from PIL import Image
+
+    from nodes.conditioning_ops import ConditioningZeroOut, ReferenceLatent
+
+    model, clip, vae = flux2
+    generator = torch.Generator().manual_seed(31)
+    pictures = [(torch.rand(SIZE, SIZE, 3, generator=generator) * 255).round().to(torch.uint8) for _ in range(2)]
+    references = [VAEEncode().encode(vae, (picture.float() / 255)[None])[0] for picture in pictures]
+
+    def edited(count):
+        (positive,) = CLIPTextEncode().encode(clip, PROMPT)
+        for reference in references[:count]:
+            (positive,) = ReferenceLatent().append(positive, reference)
+        (negative,) = ConditioningZeroOut().zero_out(positive)
+        (latent,) = EmptyFlux2LatentImage().generate(SIZE, SIZE, 1)
+        (samples,) = KSampler().sample(model, SEED, STEPS, 1.0, "euler", "diffusers", positive, negative, latent)
+        return VAEDecode().decode(vae, samples)[0].numpy()
+
+    for count in (1, 2):
+        expected = flux2_pipeline(prompt=PROMPT, image=[Image.fromarray(p.numpy()) for p in pictures[:count]],
+                                  height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=1.0,
+                                  generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+        assert np.abs(edited(count) - expected).max() <= TOLERANCE
+    assert np.abs(edited(1) - _image(model, clip, vae, 1.0)).max() > 1e-3
