@@ -217,3 +217,20 @@ def test_reference_image_edit_matches_the_pipelines_image_input(flux2, flux2_pip
                                   generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
         assert np.abs(edited(count) - expected).max() <= TOLERANCE
     assert np.abs(edited(1) - _image(model, clip, vae, 1.0)).max() > 1e-3
+
+
+def test_shipped_flux2_klein_edit_workflow_edits_the_loaded_image(node_env, flux2_models):
+    """Modelled on ComfyUI's Klein editing template: the loaded image, scaled and encoded, given to the prompt as a
+    reference latent. It runs end to end, small (the scale to a megapixel replaced by one to the test size)."""
+    from PIL import Image
+
+    prompt = json.loads((WORKFLOWS / "flux2_klein_edit.json").read_text())
+    assert prompt["8"]["class_type"] == "ReferenceLatent" and prompt["14"]["inputs"]["positive"] == ["8", 0]
+    Image.new("RGB", (40, 24), (200, 120, 40)).save(node_env.folders.input_dir / "example.png")
+    prompt["5"] = {"class_type": "ImageScale", "inputs": {"image": ["4", 0], "upscale_method": "bilinear",
+                                                          "width": SIZE, "height": SIZE, "crop": "center"}}
+    for node in prompt.values():
+        if node["class_type"] in ("EmptyFlux2LatentImage", "Flux2Scheduler"):
+            node["inputs"].update(width=SIZE, height=SIZE)
+    (image,) = run_workflow(node_env, prompt, SIZE)
+    assert image.size == (SIZE, SIZE)
