@@ -2,7 +2,8 @@
 
 Families with real architectures and seeded random weights: SD1.5 (fp32 file, 4.3 GB), SDXL base (fp16 file,
 6.9 GB: UNet, CLIP-L, OpenCLIP-G, VAE), the Lumina Image 2.0 transformer alone (bf16 file, 5.2 GB, ComfyUI's
-original layout, loaded as UNETLoader loads it), and Qwen-Image's VAE (bf16, Wan's original layout, VAELoader)
+original layout, loaded as UNETLoader loads it), the Z-Image Turbo transformer alone (bf16 file, 12.3 GB, the
+original layout; bf16 only), and Qwen-Image's VAE (bf16, Wan's original layout, VAELoader)
 and Qwen2.5-VL 7B text encoder with its vision tower (bf16 file, 16.6 GB, the published layout, CLIPLoader type
 qwen_image; measured in bf16 only: in fp32 it would not fit this machine's 24 GB). Qwen-Image's 20B transformer
 (41 GB in bf16) does not fit here at all. Each file is loaded by the model manager in a fresh process,
@@ -98,6 +99,32 @@ def _lumina2_models(models_dir: Path) -> str:
     return name
 
 
+def _zimage_models(models_dir: Path) -> str:
+    """Z-Image Turbo's real transformer architecture (6.2B parameters: diffusers' defaults) with seeded random
+    weights, made in bf16 and saved in ComfyUI's original layout (fused q/k/v), as `z_image_turbo_bf16.safetensors`
+    is."""
+    from diffusers import ZImageTransformer2DModel
+    from safetensors.torch import save_file
+
+    from diffusion.families.zimage.demo import original_layout
+
+    name = "random-zimage"
+    path = models_dir / "diffusion_models" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16: an fp32 copy would not fit beside it
+    try:
+        transformer = ZImageTransformer2DModel().eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    state = original_layout(transformer.state_dict())
+    del transformer
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(path))
+    return name
+
+
 def _qwenimage_vae_models(models_dir: Path) -> str:
     """Qwen-Image's VAE architecture (Wan 2.1's, 127M parameters) with seeded random weights, in bf16 and Wan's
     original layout, as `qwen_image_vae.safetensors` is."""
@@ -151,13 +178,15 @@ def _qwenimage_text_encoder_models(models_dir: Path) -> str:
 
 
 FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdxl_models,
-                                              "lumina2": _lumina2_models, "qwenimage-vae": _qwenimage_vae_models,
+                                              "lumina2": _lumina2_models, "zimage": _zimage_models,
+                                              "qwenimage-vae": _qwenimage_vae_models,
                                               "qwenimage-text-encoder": _qwenimage_text_encoder_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
-PARTS = {"lumina2": ("diffusion_models", "engine-network"), "qwenimage-vae": ("vae", "engine-vae"),
+PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusion_models", "engine-network"),
+         "qwenimage-vae": ("vae", "engine-vae"),
          "qwenimage-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image")}
 DTYPES = (torch.float32, torch.bfloat16)
-ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,)}  # 33 GB in fp32
+ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bfloat16,)}  # 33 and 25 GB in fp32
 
 
 def main() -> None:

@@ -97,6 +97,14 @@ def _is_marker(key: str) -> bool:
     return key.rsplit(".", 1)[-1] == "scaled_fp8"
 
 
+def taken(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of `state` under their keys less `prefix`, moved out of `state` (left empty): a loader that
+    converts a file's tensors then holds the only references to them, so a fused tensor a converter splits into
+    views (q/k/v) is freed as soon as the model manager has given each view its own allocation, not kept until
+    the whole model is placed."""
+    return {key.removeprefix(prefix): state.pop(key) for key in list(state)}
+
+
 def safetensors_keys(path: Path, input_name: str) -> list[str]:
     """The tensor names of a .safetensors file, read from its header only (no tensor data): enough to tell which
     family a file belongs to, cheaply, while a prompt is validated."""

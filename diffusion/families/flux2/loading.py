@@ -19,7 +19,7 @@ from diffusion.families.flux2.sampling import FLUX2_SAMPLING
 from diffusion.families.flux2.text_encoding import Flux2Clip, tokenizer_for_vocab, tokens_key
 from diffusion.families.zimage.detection import is_qwen3_encoder
 from diffusion.families.zimage.loading import build_qwen3_encoder
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 from diffusion.sampling.model_sampling import ModelSampling
@@ -55,7 +55,7 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
     from diffusers import Flux2Transformer2DModel
     from diffusers.loaders.single_file_utils import convert_flux2_transformer_checkpoint_to_diffusers
 
-    weights = {key.removeprefix(PREFIX): value for key, value in state.items()}
+    weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
     try:
         if is_bfl_layout(weights.keys()):
             weights = convert_flux2_transformer_checkpoint_to_diffusers(weights)

@@ -15,7 +15,7 @@ from diffusion.contracts import Place
 from diffusion.families.lumina2.detection import DIFFUSERS_PROBE, PREFIX, is_gemma2_encoder
 from diffusion.families.lumina2.sampling import LUMINA2_SAMPLING
 from diffusion.families.lumina2.text_encoding import Lumina2Clip, gemma_tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -31,12 +31,12 @@ def config() -> dict[str, Any]:
     return config_beside(__file__)
 
 
-def original_to_diffusers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def original_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The original layout in diffusers' names, at any size: the fused q/k/v split by the head counts the shapes
     tell (diffusers' converter assumes Lumina-Image-2.0's 2304/768), then diffusers' renames."""
     from diffusers.loaders.single_file_utils import convert_lumina2_to_diffusers
 
-    weights = {key.removeprefix(PREFIX): value for key, value in state.items()}
+    weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
     width = weights["x_embedder.weight"].shape[0]
     split: dict[str, torch.Tensor] = {}
     for key, value in weights.items():
@@ -69,7 +69,7 @@ def build_lumina2_transformer(state: Mapping[str, torch.Tensor], input_name: str
     from diffusers import Lumina2Transformer2DModel
 
     try:
-        weights = dict(state) if DIFFUSERS_PROBE in state else original_to_diffusers(state)
+        weights = taken(state) if DIFFUSERS_PROBE in state else original_to_diffusers(state)
         weights.pop("norm_final.weight", None)
         with empty_weights():
             transformer = Lumina2Transformer2DModel(**lumina2_transformer_config(weights))

@@ -17,7 +17,7 @@ from diffusion.contracts import Place
 from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
 from diffusion.families.qwenimage.sampling import QWEN_IMAGE_SAMPLING
 from diffusion.families.qwenimage.text_encoding import QwenImageClip, tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -51,7 +51,7 @@ def transformer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
     from diffusers import QwenImageTransformer2DModel
 
-    weights = {key.removeprefix(PREFIX): value for key, value in state.items()}
+    weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
     try:
         with empty_weights():
             transformer = QwenImageTransformer2DModel(**transformer_config(weights))

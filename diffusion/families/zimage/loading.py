@@ -15,7 +15,7 @@ from diffusion.contracts import Place
 from diffusion.families.zimage.detection import PREFIX, is_qwen3_encoder
 from diffusion.families.zimage.sampling import ZIMAGE_SAMPLING
 from diffusion.families.zimage.text_encoding import ZImageClip, qwen_tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -51,10 +51,9 @@ def build_zimage_transformer(state: Mapping[str, torch.Tensor], input_name: str)
     from diffusers.loaders.single_file_utils import convert_z_image_transformer_checkpoint_to_diffusers
 
     try:
-        weights = dict(state)
+        weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
         if DIFFUSERS_PROBE not in weights:
-            weights = convert_z_image_transformer_checkpoint_to_diffusers(
-                {key.removeprefix(PREFIX): value for key, value in weights.items()})
+            weights = convert_z_image_transformer_checkpoint_to_diffusers(weights)
         with empty_weights():
             transformer = ZImageTransformer2DModel(**zimage_transformer_config(weights))
         transformer.load_state_dict(weights, strict=True, assign=True)
