@@ -2,14 +2,15 @@
 
 Families with real architectures and seeded random weights: SD1.5 (fp32 file, 4.3 GB), SDXL base (fp16 file,
 6.9 GB: UNet, CLIP-L, OpenCLIP-G, VAE), the Lumina Image 2.0 transformer alone (bf16 file, 5.2 GB, ComfyUI's
-original layout, loaded as UNETLoader loads it), the Z-Image Turbo transformer alone (bf16 file, 12.3 GB, the
-original layout; bf16 only), and Qwen-Image's VAE (bf16, Wan's original layout, VAELoader)
-and Qwen2.5-VL 7B text encoder with its vision tower (bf16 file, 16.6 GB, the published layout, CLIPLoader type
-qwen_image; measured in bf16 only: in fp32 it would not fit this machine's 24 GB). Qwen-Image's 20B transformer
-(41 GB in bf16) does not fit here at all. Each file is loaded by the model manager in a fresh process,
+original layout, loaded as UNETLoader loads it), the Z-Image Turbo transformer alone (bf16, 12.3 GB, the original
+layout) and its Qwen3 4B text encoder (bf16, 8 GB, CLIPLoader type lumina2), Qwen-Image's VAE (bf16, Wan's
+original layout, VAELoader) and its Qwen2.5-VL 7B text encoder with the vision tower (bf16, 15.5 GB, the published
+layout, CLIPLoader type qwen_image). The three largest are measured in bf16 only: in fp32 they would not fit this
+machine's 24 GB beside their files. Qwen-Image's 20B transformer (41 GB in bf16) does not fit here at all.
+Each file is loaded by the model manager in a fresh process,
 once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
-written once into `--models-dir` (about 16 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
+written once into `--models-dir` (about 52 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
 Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2,...]`.
 """
 from __future__ import annotations
@@ -125,6 +126,32 @@ def _zimage_models(models_dir: Path) -> str:
     return name
 
 
+def _zimage_text_encoder_models(models_dir: Path) -> str:
+    """Qwen3 4B's architecture (Z-Image's text encoder, 4.0B parameters without the output head) with seeded random
+    weights, made in bf16 and saved with `model.*` keys, as `qwen_3_4b.safetensors` is."""
+    from safetensors.torch import save_file
+    from transformers import Qwen3Config, Qwen3Model
+
+    name = "random-zimage-text-encoder"
+    path = models_dir / "text_encoders" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = Qwen3Model(Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728,
+                                       num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+                                       head_dim=128, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                                       max_position_embeddings=40960, tie_word_embeddings=True)).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    del model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return name
+
+
 def _qwenimage_vae_models(models_dir: Path) -> str:
     """Qwen-Image's VAE architecture (Wan 2.1's, 127M parameters) with seeded random weights, in bf16 and Wan's
     original layout, as `qwen_image_vae.safetensors` is."""
@@ -179,14 +206,18 @@ def _qwenimage_text_encoder_models(models_dir: Path) -> str:
 
 FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdxl_models,
                                               "lumina2": _lumina2_models, "zimage": _zimage_models,
+                                              "zimage-text-encoder": _zimage_text_encoder_models,
                                               "qwenimage-vae": _qwenimage_vae_models,
                                               "qwenimage-text-encoder": _qwenimage_text_encoder_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
 PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusion_models", "engine-network"),
+         "zimage-text-encoder": ("text_encoders", "engine-text-encoder:lumina2"),
          "qwenimage-vae": ("vae", "engine-vae"),
          "qwenimage-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image")}
 DTYPES = (torch.float32, torch.bfloat16)
-ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bfloat16,)}  # 33 and 25 GB in fp32
+# in fp32 these would not fit this machine beside their file (33, 25 and 16 GB)
+ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bfloat16,),
+              "zimage-text-encoder": (torch.bfloat16,)}
 
 
 def main() -> None:
