@@ -15,7 +15,7 @@ from diffusion.families.chroma.detection import PROBE
 from diffusion.families.chroma.sampling import CHROMA_SAMPLING
 from diffusion.families.chroma.text_encoding import ChromaClip
 from diffusion.families.flux.loading import bfl_to_diffusers, flux_rope_axes, text_encoder_from_state
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -63,9 +63,9 @@ def chroma_model(transformer: Any, name: str, scheduler_config: Mapping[str, Any
     return DiffusionModel(transformer, settings, name, FAMILY, CHROMA_SAMPLING)
 
 
-def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
+def load_diffusion_model(state: dict[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
     """MODEL of a Chroma transformer file (UNETLoader)."""
-    return chroma_model(place(build_chroma_transformer(state, "unet_name")), name)
+    return chroma_model(place(build_chroma_transformer(taken(state), "unet_name")), name)
 
 
 def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> ChromaClip:

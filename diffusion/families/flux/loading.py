@@ -27,7 +27,7 @@ from diffusion.families.flux.detection import (
 )
 from diffusion.families.flux.sampling import FLUX_SAMPLING, SCHNELL_SCHEDULER_CHANGES, flux_model_sampling
 from diffusion.families.flux.text_encoding import FluxClip
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors
+from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -188,10 +188,10 @@ def load_checkpoint(state: Mapping[str, torch.Tensor], name: str,
     return flux_model(transformer, name), clip, Vae(vae, name)
 
 
-def load_diffusion_model(state: Mapping[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
+def load_diffusion_model(state: dict[str, torch.Tensor], name: str, place: Place) -> DiffusionModel:
     """MODEL of a FLUX transformer file (UNETLoader), with FLUX.1-dev's scheduler config, or FLUX.1-schnell's for
     a transformer without a guidance embedding."""
-    return flux_model(place(build_flux_transformer(state, "unet_name")), name)
+    return flux_model(place(build_flux_transformer(taken(state), "unet_name")), name)
 
 
 def describe_text_encoder(state: Mapping[str, torch.Tensor]) -> str:
