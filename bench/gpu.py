@@ -3,18 +3,25 @@ is given), for SD1.5 at 512x512, SDXL at 1024x1024 and FLUX.1-dev at 1024x1024, 
 architectures with seeded random weights written by the project's own tools in the files people download
 (single-file checkpoints; FLUX as ComfyUI's split files).
 
-Per engine, family and batch: time to first image (the first prompt on a fresh server or process, loading
-included), whole-image time (median of the later runs, models loaded), per-step time ((time for `--steps` steps -
-time for 1 step) / (steps - 1), so loading, text encoding and decoding cancel out), peak GPU memory (the device's
-used memory, sampled every 50 ms while the engine runs: the same measure for every engine) and the engine
-process's peak resident memory (Linux VmHWM). Engines take turns, repeat after repeat. Our server and ComfyUI's
-run the same API-format workflow (euler, "simple" schedule); the diffusers pipelines run the same size, steps and
-cfg in a fresh process each (this script with `--worker`). Ratios are ours over the others.
+Per engine, family and batch: time to first image (from launching the engine's process to its first image saved:
+imports, start-up, loading, text encoding, sampling, decoding and saving, alike for every engine), whole-image time
+(median of the later runs, models loaded; the servers reuse the cached text encoding of an unchanged prompt, the
+pipelines encode it on every call), per-step time ((time for `--steps` steps - time for 1 step) / (steps - 1), so
+loading, text encoding, decoding and saving cancel out), peak GPU memory (the device's used memory from
+`torch.cuda.mem_get_info`, sampled every 50 ms from this process while the engine runs: the same measure for every
+engine, its CUDA context included; the diffusers worker also reports its allocator's peak,
+`torch.cuda.max_memory_allocated`, as `vram_allocated` in its line of the log, which a server cannot be asked for)
+and the engine process's peak resident memory (Linux VmHWM, what `ru_maxrss` reports). Engines take turns, repeat
+after repeat. Our server and ComfyUI's run the same API-format workflow (euler, "simple" schedule, SaveImage); the
+diffusers pipelines run the same size, steps and cfg in a fresh process each (this script with `--worker`) and save
+their PNGs as SaveImage does (compress level 4). Ratios are ours over the others.
 
 Files (`--models-dir`, written once, reused): SD1.5 fp32 checkpoint and folder (8.5 GB), SDXL fp16 checkpoint and
 folder (14 GB), FLUX.1-dev's transformer (BFL layout, bf16, 24 GB), CLIP-L, a T5-XXL-size encoder (bf16; its
 vocabulary is the project's small T5 tokenizer's, since T5's is not available offline: the embedding is 0.3% of
-its weights) and the VAE; the FLUX diffusers pipeline is built from those same files in the worker.
+its weights) and the VAE; the FLUX diffusers pipeline is built from those same files in the worker. ComfyUI builds
+T5-XXL with the published 32,128-token embedding, so with `--comfyui` it gets a copy of the T5 file whose embedding
+is padded with seeded random rows to that size (another 9.5 GB; its first image reads 0.26 GB more).
 Run on a CUDA machine: `python -m bench.gpu --models-dir /tmp/gpu-models [--families sd15,sdxl,flux]
 [--batches 1,4] [--steps 20] [--repeats 2] [--dtype bf16] [--comfyui DIR]`; smoke run on a CPU (tiny demo models
 at 64x64): `OMP_NUM_THREADS=1 python -m bench.gpu --device cpu --tiny --steps 3 --repeats 1`.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -118,12 +126,68 @@ def _sdxl_files(models_dir: Path, tiny: bool) -> dict[str, str]:
     return {"checkpoint": f"{name}.safetensors", "folder": name}
 
 
+def bfl_layout(state: dict[str, Any]) -> dict[str, Any]:
+    """A diffusers FluxTransformer2DModel state dict in Black Forest Labs' released layout (`flux1-dev.safetensors`:
+    fused q/k/v, the single blocks' q/k/v/MLP input as one `linear1`, RMSNorm `scale`, the final modulation's shift
+    before its scale), inverting the loader's own name tables so that the names live in one place."""
+    import torch
+
+    from diffusion.families.flux import loading
+
+    renames = {new: old for old, new in loading._BFL_RENAMES.items()}
+    double = {new: old for old, new in loading._BFL_DOUBLE.items()}
+    single = {new: old for old, new in loading._BFL_SINGLE.items()}
+    qkv_parts = {part: (fused, parts) for fused, parts in loading._BFL_QKV.items() for part in parts}
+    single_parts = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
+    bfl: dict[str, Any] = {}
+    for key, value in state.items():
+        module, _, kind = key.rpartition(".")
+        block, _, rest = module.partition(".")
+        index, _, inner = rest.partition(".")
+        if module in renames:
+            bfl[f"{renames[module]}.{kind}"] = value
+        elif module == "norm_out.linear":
+            scale, shift = value.chunk(2)
+            bfl[f"final_layer.adaLN_modulation.1.{kind}"] = torch.cat([shift, scale])
+        elif block == "transformer_blocks" and inner in qkv_parts:
+            fused, parts = qkv_parts[inner]
+            if inner == parts[0]:
+                bfl[f"double_blocks.{index}.{fused}.{kind}"] = torch.cat(
+                    [state[f"{block}.{index}.{part}.{kind}"] for part in parts])
+        elif block == "transformer_blocks":
+            bfl[_rms_scale(f"double_blocks.{index}.{double[inner]}.{kind}")] = value
+        elif block == "single_transformer_blocks" and inner in single_parts:
+            if inner == single_parts[0]:
+                bfl[f"single_blocks.{index}.linear1.{kind}"] = torch.cat(
+                    [state[f"{block}.{index}.{part}.{kind}"] for part in single_parts])
+        elif block == "single_transformer_blocks":
+            bfl[_rms_scale(f"single_blocks.{index}.{single[inner]}.{kind}")] = value
+        else:
+            raise KeyError(f"no BFL name for {key!r}")
+    return bfl
+
+
+def _rms_scale(key: str) -> str:
+    """BFL's q/k RMSNorms call their weight `scale`."""
+    return key.removesuffix(".weight") + ".scale" if key.endswith(("query_norm.weight", "key_norm.weight")) else key
+
+
+def _save(state: dict[str, Any], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: tensor.contiguous() for key, tensor in state.items()}, str(path))
+
+
 def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
     from diffusion.families.flux import demo
 
     if tiny:
-        demo.make_flux_demo_models(models_dir)
-        return {"transformer": demo.DEMO_FLUX_TRANSFORMER, "clip_l": demo.DEMO_FLUX_CLIP_L, "t5": demo.DEMO_FLUX_T5,
+        models = demo.make_flux_demo_models(models_dir)
+        transformer = "tiny-flux1-bfl.safetensors"  # the demo's file has diffusers' names; people's have BFL's
+        if not (models_dir / "diffusion_models" / transformer).exists():
+            _save(bfl_layout(models.transformer.state_dict()), models_dir / "diffusion_models" / transformer)
+        return {"transformer": transformer, "clip_l": demo.DEMO_FLUX_CLIP_L, "t5": demo.DEMO_FLUX_T5,
                 "vae": demo.DEMO_FLUX_VAE}
     files = {"transformer": "random-flux1-dev.safetensors", "clip_l": "random-flux-clip-l.safetensors",
              "t5": "random-flux-t5xxl.safetensors", "vae": "random-flux-vae.safetensors"}
@@ -153,12 +217,46 @@ def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
                                     is_encoder_decoder=False, use_cache=False)).eval(), demo.tiny_t5_tokenizer())
     finally:
         torch.set_default_dtype(torch.float32)
-    demo.write_flux_single_files(models, models_dir)
-    for role, default_name in (("transformer", demo.DEMO_FLUX_TRANSFORMER), ("clip_l", demo.DEMO_FLUX_CLIP_L),
-                               ("t5", demo.DEMO_FLUX_T5), ("vae", demo.DEMO_FLUX_VAE)):
-        folder = {"transformer": "diffusion_models", "vae": "vae"}.get(role, "text_encoders")
+    # the demo's writer lays out the text encoders and the VAE as published; the transformer (24 GB) is written
+    # once, in BFL's layout, so an empty module stands in for it there
+    demo.write_flux_single_files(dataclasses.replace(models, transformer=torch.nn.Module()), models_dir)
+    (models_dir / "diffusion_models" / demo.DEMO_FLUX_TRANSFORMER).unlink()
+    for role, default_name in (("clip_l", demo.DEMO_FLUX_CLIP_L), ("t5", demo.DEMO_FLUX_T5),
+                               ("vae", demo.DEMO_FLUX_VAE)):
+        folder = "vae" if role == "vae" else "text_encoders"
         (models_dir / folder / default_name).rename(models_dir / folder / files[role])
+    # written last: its presence says the set is complete
+    _save(bfl_layout(models.transformer.state_dict()), models_dir / "diffusion_models" / files["transformer"])
     return files
+
+
+COMFYUI_T5_VOCAB_SIZE = 32128  # ComfyUI builds T5-XXL from a fixed config with the published embedding size
+
+
+def comfyui_t5(models_dir: Path, t5_name: str) -> str:
+    """A copy of the T5 file whose embedding has ComfyUI's 32,128 rows (its tokenizer's ids index them): the same
+    weights, the added rows seeded random at the embedding's scale. Returns its name in `text_encoders/`."""
+    import torch
+    from safetensors.torch import load_file
+
+    name = t5_name.replace(".safetensors", f"-{COMFYUI_T5_VOCAB_SIZE}.safetensors")
+    target = models_dir / "text_encoders" / name
+    if target.exists():
+        return name
+    state = load_file(str(models_dir / "text_encoders" / t5_name))
+    embedding = state["shared.weight"]
+    added = torch.randn(COMFYUI_T5_VOCAB_SIZE - embedding.shape[0], embedding.shape[1],
+                        generator=torch.Generator().manual_seed(0)) * embedding.float().std()
+    state["shared.weight"] = torch.cat([embedding, added.to(embedding.dtype)])
+    partial = target.with_suffix(".partial")
+    _save(state, partial)
+    partial.rename(target)
+    return name
+
+
+def engine_files(engine: str, files: dict[str, str]) -> dict[str, str]:
+    """The files `engine`'s workflow names: ComfyUI's FLUX T5 is the copy with its embedding size."""
+    return {**files, "t5": files["t5_comfyui"]} if engine == "comfyui" and "t5_comfyui" in files else files
 
 
 FAMILIES = {
@@ -251,20 +349,23 @@ class Server:
             paths.write_text("bench:\n  base_path: " + str(args.models_dir) + "\n" + "".join(
                 f"  {name}: {name}/\n" for name in ("checkpoints", "diffusion_models", "text_encoders", "vae",
                                                     "loras")))
+            # an empty web root: ComfyUI exits without its frontend package otherwise, and no browser comes here
+            (work / "web").mkdir(exist_ok=True)
             command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port),
                        "--extra-model-paths-config", str(paths), "--output-directory", str(work / "output"),
-                       "--disable-auto-launch", *COMFYUI_DTYPE_FLAGS[args.dtype], *device]
+                       "--front-end-root", str(work / "web"), "--disable-auto-launch",
+                       *COMFYUI_DTYPE_FLAGS[args.dtype], *device]
             cwd = args.comfyui
+        self.launched = time.perf_counter()
         self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        began = time.perf_counter()
-        while time.perf_counter() - began < TIMEOUT_S:
+        while time.perf_counter() - self.launched < TIMEOUT_S:
             with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 _request(f"{self.url}/object_info/KSampler")
                 return
             if self.process.poll() is not None:
                 raise RuntimeError(f"{engine} server exited: {self.process.stderr.read().decode()[-2000:]}")
-            time.sleep(0.5)
+            time.sleep(0.1)  # part of the time to first image: polled finely
         raise RuntimeError(f"{engine} server did not start in {TIMEOUT_S:.0f} s")
 
     def run(self, prompt: dict[str, Any]) -> float:
@@ -292,9 +393,11 @@ def measure_server(engine: str, family: Family, files: dict[str, str], batch: in
     memory = GpuMemory(args.device)
     server = Server(engine, args, work)
     size = args.size or family.size
+    files = engine_files(engine, files)
     try:
         with memory.sampling():
-            first = server.run(family.workflow(files, size, batch, args.steps, 1, family.cfg))
+            server.run(family.workflow(files, size, batch, args.steps, 1, family.cfg))
+            first = time.perf_counter() - server.launched
             images = [server.run(family.workflow(files, size, batch, args.steps, 2 + index, family.cfg))
                       for index in range(args.runs)]
             single = [server.run(family.workflow(files, size, batch, 1, 20 + index, family.cfg))
@@ -316,7 +419,7 @@ def measure_diffusers(family: Family, files: dict[str, str], batch: int, args: a
     command = [sys.executable, "-m", "bench.gpu", "--worker", family.name, "--batch", str(batch),
                "--models-dir", str(args.models_dir), "--files", json.dumps(files), "--steps", str(args.steps),
                "--runs", str(args.runs), "--dtype", args.dtype, "--device", args.device,
-               "--size", str(args.size or family.size)]
+               "--size", str(args.size or family.size), "--launched", repr(time.time())]
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"diffusers worker failed: {result.stderr[-3000:]}")
@@ -365,21 +468,24 @@ def worker(args: argparse.Namespace) -> None:
     def run(steps: int, seed: int) -> float:
         began = time.perf_counter()
         options = {"negative_prompt": NEGATIVE} if family.cfg > 1 else {}
-        pipeline(PROMPT, num_inference_steps=steps, guidance_scale=family.cfg if family.cfg > 1 else 3.5,
-                 height=args.size, width=args.size, num_images_per_prompt=args.batch,
-                 generator=torch.Generator("cpu").manual_seed(seed), **options)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
+        images = pipeline(PROMPT, num_inference_steps=steps, guidance_scale=family.cfg if family.cfg > 1 else 3.5,
+                          height=args.size, width=args.size, num_images_per_prompt=args.batch,
+                          generator=torch.Generator("cpu").manual_seed(seed), **options).images
+        for index, image in enumerate(images):  # saved as the servers' SaveImage saves them
+            image.save(output / f"{seed}-{index}.png", compress_level=4)
         return time.perf_counter() - began
 
-    with memory.sampling():
-        began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-diffusers-") as folder, memory.sampling():
+        output = Path(folder)
         pipeline = _pipeline(args.worker, files, args.models_dir, dtype, args.device)
         pipeline.set_progress_bar_config(disable=True)
-        first = time.perf_counter() - began + run(args.steps, 1)
+        run(args.steps, 1)
+        first = time.time() - args.launched  # from the parent's launching this process, as for the servers
         images = [run(args.steps, 2 + index) for index in range(args.runs)]
         single = [run(1, 20 + index) for index in range(args.runs)]
-    print(json.dumps(_result(first, images, single, args.steps, memory.peak, resident_peak(os.getpid()))))
+    result = _result(first, images, single, args.steps, memory.peak, resident_peak(os.getpid()))
+    result["vram_allocated"] = torch.cuda.max_memory_allocated() if args.device == "cuda" else None
+    print(json.dumps(result))
 
 
 # ------------------------------------------------------------------------------------------ the table
@@ -426,6 +532,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
+    parser.add_argument("--launched", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -435,6 +542,15 @@ def main() -> None:
 
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run on a GPU machine, or smoke-test with --device cpu --tiny")
+    if args.comfyui and args.tiny:
+        raise SystemExit("--comfyui needs the real-size files: ComfyUI detects models by fixed architectures and "
+                         "does not load the tiny demo models")
+    args.comfyui = args.comfyui and args.comfyui.resolve()
+    if args.comfyui and not (args.comfyui / "main.py").is_file():
+        raise SystemExit(f"--comfyui {args.comfyui}: no main.py there (give a ComfyUI repository checkout)")
+    unknown = set(args.families.split(",")) - set(FAMILIES)
+    if unknown:
+        raise SystemExit(f"--families: unknown {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})")
     if args.tiny and args.size is None:
         args.size = 64
     args.models_dir = (args.models_dir or Path(tempfile.mkdtemp(prefix="gpu-bench-"))).resolve()
@@ -444,6 +560,8 @@ def main() -> None:
         family = FAMILIES[name]
         began = time.perf_counter()
         files = family.write_files(args.models_dir, args.tiny)
+        if "comfyui" in engines and "t5" in files:
+            files["t5_comfyui"] = comfyui_t5(args.models_dir, files["t5"])
         print(f"{name}: files ready in {time.perf_counter() - began:.0f} s", flush=True)
         results: dict[tuple[str, int], list[dict[str, Any]]] = {}
         with tempfile.TemporaryDirectory(prefix="gpu-bench-work-") as work:

@@ -20,3 +20,22 @@ def test_smoke_run_prints_a_table_with_both_engines(tmp_path):
     assert float(rows["diffusers"][2]) > 0 and float(rows["diffusers"][3]) > 0  # first image, image
     float(rows["diffusers"][4])  # the step time (a difference of two times: tiny models make it noise)
     assert rows["diffusers"][-1].endswith("x")
+
+
+def test_flux_transformer_is_written_in_bfl_layout_that_loads_back_unchanged():
+    """The benchmark writes FLUX.1 as people download it (BFL's layout); the loader's converter gives back every
+    tensor of the model it came from."""
+    import torch
+
+    from bench.gpu import bfl_layout
+    from diffusion.families.flux.demo import build_tiny_flux
+    from diffusion.families.flux.detection import is_bfl_layout
+    from diffusion.families.flux.loading import bfl_to_diffusers
+
+    state = build_tiny_flux(0).transformer.state_dict()
+    written = bfl_layout(state)
+    assert is_bfl_layout(written.keys())
+    assert "double_blocks.0.img_attn.norm.query_norm.scale" in written and "single_blocks.0.linear1.weight" in written
+    loaded = bfl_to_diffusers(written)
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[key], state[key]) for key in state)
