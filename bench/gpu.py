@@ -17,11 +17,9 @@ diffusers pipelines run the same size, steps and cfg in a fresh process each (th
 their PNGs as SaveImage does (compress level 4). Ratios are ours over the others.
 
 Files (`--models-dir`, written once, reused): SD1.5 fp32 checkpoint and folder (8.5 GB), SDXL fp16 checkpoint and
-folder (14 GB), FLUX.1-dev's transformer (BFL layout, bf16, 24 GB), CLIP-L, a T5-XXL-size encoder (bf16; its
-vocabulary is the project's small T5 tokenizer's, since T5's is not available offline: the embedding is 0.3% of
-its weights) and the VAE; the FLUX diffusers pipeline is built from those same files in the worker. ComfyUI builds
-T5-XXL with the published 32,128-token embedding, so with `--comfyui` it gets a copy of the T5 file whose embedding
-is padded with seeded random rows to that size (another 9.5 GB; its first image reads 0.26 GB more).
+folder (14 GB), FLUX.1-dev's transformer (BFL layout, bf16, 24 GB), CLIP-L, T5-XXL (bf16, the published
+32,128-token embedding, so every engine tokenizes with T5's own tokenizer) and the VAE; the FLUX diffusers pipeline
+is built from those same files in the worker.
 Run on a CUDA machine: `python -m bench.gpu --models-dir /tmp/gpu-models [--families sd15,sdxl,flux]
 [--batches 1,4] [--steps 20] [--repeats 2] [--dtype bf16] [--comfyui DIR]`; smoke run on a CPU (tiny demo models
 at 64x64): `OMP_NUM_THREADS=1 python -m bench.gpu --device cpu --tiny --steps 3 --repeats 1`.
@@ -198,6 +196,7 @@ def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
     from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
     from diffusion.encoders.clip_tokenizer import clip_tokenizer
+    from diffusion.encoders.t5 import T5_VOCAB_SIZES, t5_tokenizer
     from diffusion.families.flux.loading import config as flux_config
 
     torch.manual_seed(0)
@@ -212,9 +211,9 @@ def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
                           shift_factor=flux_config()["vae"]["shift_factor"]).eval(),
             CLIPTextModel(CLIPTextConfig(hidden_act="quick_gelu", projection_dim=768, bos_token_id=49406,
                                          eos_token_id=49407)).eval(), clip_tokenizer(),
-            T5EncoderModel(T5Config(vocab_size=demo.TINY_T5_VOCAB_SIZE, d_model=4096, d_kv=64, d_ff=10240,
+            T5EncoderModel(T5Config(vocab_size=T5_VOCAB_SIZES[0], d_model=4096, d_kv=64, d_ff=10240,
                                     num_layers=24, num_heads=64, feed_forward_proj="gated-gelu",
-                                    is_encoder_decoder=False, use_cache=False)).eval(), demo.tiny_t5_tokenizer())
+                                    is_encoder_decoder=False, use_cache=False)).eval(), t5_tokenizer())
     finally:
         torch.set_default_dtype(torch.float32)
     # the demo's writer lays out the text encoders and the VAE as published; the transformer (24 GB) is written
@@ -228,35 +227,6 @@ def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
     # written last: its presence says the set is complete
     _save(bfl_layout(models.transformer.state_dict()), models_dir / "diffusion_models" / files["transformer"])
     return files
-
-
-COMFYUI_T5_VOCAB_SIZE = 32128  # ComfyUI builds T5-XXL from a fixed config with the published embedding size
-
-
-def comfyui_t5(models_dir: Path, t5_name: str) -> str:
-    """A copy of the T5 file whose embedding has ComfyUI's 32,128 rows (its tokenizer's ids index them): the same
-    weights, the added rows seeded random at the embedding's scale. Returns its name in `text_encoders/`."""
-    import torch
-    from safetensors.torch import load_file
-
-    name = t5_name.replace(".safetensors", f"-{COMFYUI_T5_VOCAB_SIZE}.safetensors")
-    target = models_dir / "text_encoders" / name
-    if target.exists():
-        return name
-    state = load_file(str(models_dir / "text_encoders" / t5_name))
-    embedding = state["shared.weight"]
-    added = torch.randn(COMFYUI_T5_VOCAB_SIZE - embedding.shape[0], embedding.shape[1],
-                        generator=torch.Generator().manual_seed(0)) * embedding.float().std()
-    state["shared.weight"] = torch.cat([embedding, added.to(embedding.dtype)])
-    partial = target.with_suffix(".partial")
-    _save(state, partial)
-    partial.rename(target)
-    return name
-
-
-def engine_files(engine: str, files: dict[str, str]) -> dict[str, str]:
-    """The files `engine`'s workflow names: ComfyUI's FLUX T5 is the copy with its embedding size."""
-    return {**files, "t5": files["t5_comfyui"]} if engine == "comfyui" and "t5_comfyui" in files else files
 
 
 FAMILIES = {
@@ -393,7 +363,6 @@ def measure_server(engine: str, family: Family, files: dict[str, str], batch: in
     memory = GpuMemory(args.device)
     server = Server(engine, args, work)
     size = args.size or family.size
-    files = engine_files(engine, files)
     try:
         with memory.sampling():
             server.run(family.workflow(files, size, batch, args.steps, 1, family.cfg))
@@ -560,8 +529,6 @@ def main() -> None:
         family = FAMILIES[name]
         began = time.perf_counter()
         files = family.write_files(args.models_dir, args.tiny)
-        if "comfyui" in engines and "t5" in files:
-            files["t5_comfyui"] = comfyui_t5(args.models_dir, files["t5"])
         print(f"{name}: files ready in {time.perf_counter() - began:.0f} s", flush=True)
         results: dict[tuple[str, int], list[dict[str, Any]]] = {}
         with tempfile.TemporaryDirectory(prefix="gpu-bench-work-") as work:

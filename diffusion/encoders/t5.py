@@ -2,17 +2,19 @@
 
 A T5 encoder file in the transformers key layout (`shared.weight`, `encoder.block.N...`, as the published
 `t5xxl_*.safetensors` files are) is rebuilt from its shapes. The tokenizer is chosen by the embedding's row
-count, as for CLIP: the tiny test models use the project's own Unigram vocabulary (built here, deterministic,
-no sentencepiece model and no training); the real 32,128-token vocabulary is not shipped, so a real T5 file
-needs its tokenizer from a diffusers folder. `T5Padding` holds ComfyUI's T5 tokenizer options (T5TokenizerOptions),
-which the families' CLIPs tokenize with instead of their pipelines' fixed length when set. Knows nothing of nodes,
-the node environment or other families.
+count, as for CLIP: the published encoders (32,128 embedding rows) use T5 v1.1's own tokenizer, shipped in `data/`
+(see LICENSE-T5-TOKENIZER.txt for where it comes from); the tiny test models use the project's own Unigram
+vocabulary (built here, deterministic, no sentencepiece model and no training). `T5Padding` holds ComfyUI's T5
+tokenizer options (T5TokenizerOptions), which the families' CLIPs tokenize with instead of their pipelines' fixed
+length when set. Knows nothing of nodes, the node environment or other families.
 """
 from __future__ import annotations
 
 import functools
+import gzip
 import string
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
@@ -25,6 +27,9 @@ if TYPE_CHECKING:
 PAD, END, UNKNOWN = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2, as in T5
 WORD_START = "\u2581"  # sentencepiece's word-boundary marker
 MAX_LENGTH = 512  # FluxPipeline's default max_sequence_length
+TOKENIZER_FILE = Path(__file__).parent / "data" / "t5_tokenizer.json.gz"
+# T5 v1.1's vocabulary has 32,100 tokens; its encoders' embeddings are padded to 32,128 rows.
+T5_VOCAB_SIZES = (32_128, 32_100)
 
 
 def _tiny_pieces() -> list[tuple[str, float]]:
@@ -64,12 +69,26 @@ class T5Padding:
         return torch.tensor([ids])
 
 
+@functools.lru_cache(maxsize=1)
+def t5_tokenizer() -> Any:
+    """T5 v1.1's tokenizer (the T5-XXL encoders' of FLUX.1, SD3 and Chroma), from the file shipped in `data/`."""
+    from tokenizers import Tokenizer
+    from transformers import T5Tokenizer
+
+    with gzip.open(TOKENIZER_FILE, "rt", encoding="utf-8") as file:
+        backend = Tokenizer.from_str(file.read())
+    return T5Tokenizer(tokenizer_object=backend, model_max_length=MAX_LENGTH)
+
+
 def t5_tokenizer_for_vocab(vocab_size: int, input_name: str) -> Any:
+    if vocab_size in T5_VOCAB_SIZES:
+        return t5_tokenizer()
     if vocab_size == TINY_T5_VOCAB_SIZE:
         return tiny_t5_tokenizer()
     raise ValueError(
-        f"{input_name}: a T5 encoder with {vocab_size} tokens needs its own tokenizer, which a single file does not "
-        "carry and cannot be downloaded here; load the model from a diffusers folder (with tokenizer_2/) instead")
+        f"{input_name}: a T5 encoder with {vocab_size} tokens is not T5 v1.1's (32,128 rows, as in FLUX.1's, SD3's "
+        "and Chroma's t5xxl files), so its tokenizer is unknown; load the model from a diffusers folder (with its "
+        "tokenizer) instead")
 
 
 def is_t5_encoder(state: Mapping[str, torch.Tensor]) -> bool:

@@ -119,6 +119,27 @@ def test_single_files_give_the_diffusers_folder_model(node_env, flux, flux_pipel
     assert np.abs(_image(model, clip, vae) - _reference(flux_pipeline)).max() <= TOLERANCE
 
 
+def test_t5_file_with_t5s_real_vocabulary_uses_t5s_tokenizer(node_env, flux, flux_pipeline):
+    """A T5 file with T5-XXL's 32,128 embedding rows (as ComfyUI's t5xxl files) tokenizes with T5 v1.1's own
+    tokenizer, shipped with the project: the image is FluxPipeline's with that tokenizer and encoder."""
+    from diffusers import FluxPipeline
+    from transformers import T5Config, T5EncoderModel
+
+    from diffusion.encoders.t5 import t5_tokenizer
+
+    torch.manual_seed(7)
+    t5 = T5EncoderModel(T5Config(
+        vocab_size=32_128, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4, relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)).eval()
+    state = {key: value for key, value in t5.state_dict().items() if key != "encoder.embed_tokens.weight"}
+    save_file(state, str(node_env.folders.model_dir("text_encoders") / "t5xxl-layout.safetensors"))
+    model, _, vae = flux
+    (clip,) = DualCLIPLoader().load_clip("t5xxl-layout.safetensors", tiny_flux.DEMO_FLUX_CLIP_L, "flux")
+    pipeline = FluxPipeline(**{**flux_pipeline.components, "text_encoder_2": t5, "tokenizer_2": t5_tokenizer()})
+    pipeline.set_progress_bar_config(disable=True)
+    assert np.abs(_image(model, clip, vae) - _reference(pipeline)).max() <= TOLERANCE
+
+
 def test_schnell_style_model_without_guidance_embedding_matches(node_env, tiny_models_dir):
     from diffusers import FluxPipeline
 
