@@ -14,7 +14,7 @@ import functools
 import json
 import re
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import torch
 
@@ -33,10 +33,12 @@ def _refuse_unreadable(path: Path, input_name: str) -> None:
         raise ValueError(f"{input_name}: file {path} not found")
 
 
-def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors file, each in memory of its own (floating-point ones in `dtype` when given:
-    converted one at a time as read, so an fp32 file loaded in bf16 never holds the whole file in fp32); a
-    ValueError naming the input for pickles, missing, truncated or corrupt files.
+def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = None,
+                     keep: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors file (those whose names `keep` accepts, when given: the rest are never read),
+    each in memory of its own (floating-point ones in `dtype` when given: converted one at a time as read, so an
+    fp32 file loaded in bf16 never holds the whole file in fp32); a ValueError naming the input for pickles,
+    missing, truncated or corrupt files.
 
     Tensors are read one at a time with `pread` rather than memory-mapped: a model built from a mapping keeps the
     file's pages resident beside its own copies (2x the file at peak), and dies with SIGBUS if the file is
@@ -48,7 +50,8 @@ def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = No
 
     try:
         with safe_open(str(path), framework="pt", backend="pread") as file:
-            state = {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype)) for key in file.keys()}
+            state = {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype)) for key in file.keys()
+                     if keep is None or keep(key)}
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
     try:

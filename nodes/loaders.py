@@ -150,8 +150,8 @@ class CLIPLoader:
                    "CLIP-L (an OpenCLIP-G file gives the SDXL refiner's CLIP, an OpenCLIP-H file SD2's); sd3: a "
                    "CLIP-L, CLIP-G or T5-XXL alone (the missing encoders count as zeros, as in ComfyUI); chroma: "
                    "Chroma's T5-XXL; lumina2: Lumina 2's Gemma 2, or Z-Image's Qwen3; qwen_image: Qwen-Image's "
-                   "Qwen2.5-VL; flux2: FLUX.2 [klein]'s Qwen3. Types of model families this engine does not run are "
-                   "refused when the prompt is validated.")
+                   "Qwen2.5-VL; flux2: FLUX.2 [klein]'s Qwen3 or [dev]'s Mistral. Types of model families this "
+                   "engine does not run are refused when the prompt is validated.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
     OUTPUT_TOOLTIPS = ("The text encoder for prompts.",)

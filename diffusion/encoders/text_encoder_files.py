@@ -22,6 +22,7 @@ import torch
 
 from diffusion.encoders.clip import fit_keys
 from diffusion.encoders.t5 import build_t5_encoder, is_t5_encoder
+from diffusion.encoders.tekken import TEKKEN_TENSOR
 from diffusion.files import block_indices, empty_weights, load_strict, read_safetensors, safetensors_keys
 from diffusion.lazy_module import LazyModule, resolve
 
@@ -66,10 +67,12 @@ def file_role(keys: Collection[str]) -> str | None:
 def describe_language_model(keys: Collection[str]) -> str | None:
     """A language model used as a text encoder, in words with the loader that takes it, from its tensor names:
     Qwen3 (per-head query norms), Qwen2.5-VL (biased query projections), Gemma 2 (a norm before and after each
-    feed-forward); None for other files."""
+    feed-forward), Mistral with its tekken.json; None for other files."""
     def has(suffix: str) -> bool:
         return any(key.endswith(suffix) for key in keys)
 
+    if TEKKEN_TENSOR in keys:
+        return "a Mistral text encoder (FLUX.2 [dev]'s: load it with CLIPLoader type flux2)"
     if has("layers.0.self_attn.q_norm.weight"):
         return "a Qwen3 text encoder (Z-Image's: load it with CLIPLoader type lumina2)"
     if has("layers.0.self_attn.q_proj.bias"):

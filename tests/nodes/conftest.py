@@ -60,6 +60,14 @@ def pipeline_scheduler_config(tiny_models_dir):
 
 
 @pytest.fixture(scope="session")
+def flux2_models(tiny_models_dir):
+    """The tiny FLUX.2 [klein] and [dev] files in the shared tiny models folder."""
+    from diffusion.families.flux2.demo import make_flux2_demo_models
+
+    return make_flux2_demo_models(tiny_models_dir)
+
+
+@pytest.fixture(scope="session")
 def editing_models(tiny_models_dir):
     """The tiny inpainting (9-channel) and InstructPix2Pix (8-channel) models, written into the shared models
     folder (single-file checkpoints and diffusers folders)."""

@@ -12,16 +12,19 @@ from engine.cache import OutputCache
 from engine.registry import NodeRegistry
 from engine.validation import validate_prompt
 
-EMPTY_LATENTS = ("EmptyLatentImage", "EmptySD3LatentImage")
+EMPTY_LATENTS = ("EmptyLatentImage", "EmptySD3LatentImage", "EmptyFlux2LatentImage")
 MAX_STEPS = 4
 
 
 def shrunk(prompt: dict[str, Any], size: int) -> dict[str, Any]:
-    """Images of `size` pixels and at most 4 steps; KSamplerAdvanced start/end steps scaled alike."""
+    """Images of `size` pixels and at most 4 steps; KSamplerAdvanced start/end steps scaled alike; FLUX.2's
+    scheduler for that size and 2 steps."""
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] in EMPTY_LATENTS:
             inputs.update(width=size, height=size)
+        if node["class_type"] == "Flux2Scheduler":
+            inputs.update(width=size, height=size, steps=min(inputs["steps"], 2))
         if node["class_type"] in ("KSampler", "KSamplerAdvanced") and inputs["steps"] > MAX_STEPS:
             scale = MAX_STEPS / inputs["steps"]
             inputs["steps"] = MAX_STEPS

@@ -1,10 +1,13 @@
 """Which files are FLUX.2's: its transformer alone in BFL's layout (ComfyUI's `flux-2-klein-*.safetensors`, with or
 without `model.diffusion_model.`) or diffusers' (told from FLUX.1's by the modulation FLUX.2's blocks share), its
 VAE (FLUX.1's LDM layout with 32 latent channels and the batch-norm statistics of its patched latents), diffusers
-Flux2KleinPipeline folders. Its Qwen3 text encoder is Z-Image's kind of file. Knows nothing of nodes or files."""
+Flux2KleinPipeline folders. [klein]'s Qwen3 text encoder is Z-Image's kind of file; [dev]'s Mistral Small 3.x file
+is told by the tekken.json it carries. Knows nothing of nodes or files."""
 from __future__ import annotations
 
 from typing import Collection
+
+from diffusion.encoders.tekken import TEKKEN_TENSOR
 
 PIPELINES = ("Flux2KleinPipeline",)
 PREFIX = "model.diffusion_model."
@@ -23,3 +26,8 @@ def is_diffusion_model(keys: Collection[str]) -> bool:
 
 def is_vae(keys: Collection[str]) -> bool:
     return all(probe in keys for probe in VAE_PROBES)
+
+
+def is_mistral_encoder(keys: Collection[str]) -> bool:
+    """A Mistral text encoder with its tokenizer, as ComfyUI's FLUX.2 [dev] files are."""
+    return TEKKEN_TENSOR in keys and any(key.endswith("layers.0.self_attn.q_proj.weight") for key in keys)

@@ -1,9 +1,9 @@
 """FLUX.2 model files read into diffusers/transformers modules, offline: the transformer alone (BFL's layout, as
 ComfyUI's `flux-2-klein-*.safetensors` have it, through diffusers' converter; or diffusers keys), its VAE
-(`flux2-vae.safetensors`: the LDM layout with batch-norm statistics; VAELoader), its Qwen3 text encoder file
-(CLIPLoader type flux2, as ComfyUI loads FLUX.2 [klein]'s), and diffusers Flux2KleinPipeline folders. What a file
-holds is read from its tensor names and shapes; the scheduler is in `config.json` beside this module. FLUX.2 [dev]'s
-Mistral text encoder is not read here (its tokenizer is not in its file). Knows nothing of nodes."""
+(`flux2-vae.safetensors`: the LDM layout with batch-norm statistics; VAELoader), its text encoder files (CLIPLoader
+type flux2, as ComfyUI loads them: Qwen3 for [klein]; for [dev] Mistral Small 3.x with its tekken.json inside, only
+the layers FLUX.2 reads built), and diffusers Flux2KleinPipeline folders. What a file holds is read from its tensor
+names and shapes; the scheduler is in `config.json` beside this module. Knows nothing of nodes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,12 +14,21 @@ import torch
 from diffusion import ldm, registry
 from diffusion.components import DiffusionModel, PatchedVae
 from diffusion.contracts import Place
-from diffusion.families.flux2.detection import PREFIX, is_bfl_layout
+from diffusion.encoders.tekken import TEKKEN_TENSOR, tekken_bytes, tekken_tokenizer
+from diffusion.families.flux2.detection import PREFIX, is_bfl_layout, is_mistral_encoder
 from diffusion.families.flux2.sampling import FLUX2_SAMPLING
-from diffusion.families.flux2.text_encoding import Flux2Clip, tokenizer_for_vocab, tokens_key
+from diffusion.families.flux2.text_encoding import Flux2Clip, mistral_format, qwen3_format, tokenizer_for_vocab
 from diffusion.families.zimage.detection import is_qwen3_encoder
 from diffusion.families.zimage.loading import build_qwen3_encoder
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors, taken
+from diffusion.files import (
+    block_indices,
+    config_beside,
+    empty_weights,
+    public_config,
+    read_safetensors,
+    safetensors_keys,
+    taken,
+)
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 from diffusion.sampling.model_sampling import ModelSampling
@@ -30,6 +39,11 @@ if TYPE_CHECKING:
 FAMILY = "flux2"
 CLIP_TYPES = ("flux2",)  # CLIPLoader's type for FLUX.2's text encoder
 ROPE_AXES = 4  # FLUX.2's rotary embedding has four position axes (frame, row, column, index), a quarter each
+# Mistral Small 3.x's text model, as far as its tensor shapes do not tell
+MISTRAL_HEAD_DIM = 128  # not hidden size / heads (5120 / 32)
+MISTRAL_ROPE_THETA = 1_000_000_000.0
+MISTRAL_NORM_EPS = 1e-5
+MISTRAL_CONTEXT = 131_072
 
 
 def config() -> dict[str, Any]:
@@ -107,23 +121,79 @@ def load_vae(state: Mapping[str, torch.Tensor], name: str, place: Place) -> Patc
     return PatchedVae(place(build_vae(state, name)), name)
 
 
+def build_mistral_encoder(state: Mapping[str, torch.Tensor], layer_count: int, input_name: str) -> Any:
+    """A transformers MistralModel of the first `layer_count` layers of a Mistral Small 3.x file (`model.*` keys,
+    as ComfyUI's files have them; `state` need hold no later layers). Nothing after them is built, the final norm
+    included: hidden state `layer_count` is read as the last layer gives it."""
+    from transformers import MistralConfig, MistralModel
+
+    weights = {key.removeprefix("model."): value for key, value in state.items()
+               if key.startswith("model.") and key != "model.norm.weight"}
+    try:
+        vocab, width = weights["embed_tokens.weight"].shape
+        present = len(block_indices(weights, "layers."))
+        if present < layer_count:
+            raise ValueError(f"its Mistral has {present} layers; FLUX.2 [dev] reads the output of layer {layer_count}")
+        settings = MistralConfig(
+            vocab_size=vocab, hidden_size=width, head_dim=MISTRAL_HEAD_DIM, num_hidden_layers=layer_count,
+            intermediate_size=weights["layers.0.mlp.gate_proj.weight"].shape[0],
+            num_attention_heads=weights["layers.0.self_attn.q_proj.weight"].shape[0] // MISTRAL_HEAD_DIM,
+            num_key_value_heads=weights["layers.0.self_attn.k_proj.weight"].shape[0] // MISTRAL_HEAD_DIM,
+            rms_norm_eps=MISTRAL_NORM_EPS, sliding_window=None, max_position_embeddings=MISTRAL_CONTEXT,
+            rope_parameters={"rope_type": "default", "rope_theta": MISTRAL_ROPE_THETA})
+        with empty_weights():
+            model = MistralModel(settings)
+        model.norm = torch.nn.Identity()
+        model.load_state_dict(weights, strict=True, assign=True)
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{input_name}: Mistral text encoder tensors incomplete or mis-shaped ({error})") from error
+    except ValueError as error:
+        raise ValueError(f"{input_name}: {error}") from error
+    return model.eval()
+
+
+def _needed_mistral_tensor(layer_count: int) -> Any:
+    """Which of a Mistral file's tensors FLUX.2 [dev] uses: the embedding and the first `layer_count` layers."""
+    def needed(key: str) -> bool:
+        if key.startswith("model.layers."):
+            return int(key.split(".")[2]) < layer_count
+        return key.startswith("model.") and key != "model.norm.weight"
+
+    return needed
+
+
+def _mistral_clip(models: "ModelManager", path: Path, input_name: str) -> Flux2Clip:
+    form = mistral_format()
+    layer_count = max(form.text_layers)
+    tekken = read_safetensors(path, input_name, keep=lambda key: key == TEKKEN_TENSOR)[TEKKEN_TENSOR]
+    tokenizer = tekken_tokenizer(tekken_bytes(tekken), input_name)
+    model = LazyModule(lambda: models.place(build_mistral_encoder(read_safetensors(
+        path, input_name, keep=_needed_mistral_tensor(layer_count)), layer_count, input_name)), input_name)
+    return Flux2Clip(tokenizer, model, Path(path).name, form)
+
+
 def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Flux2Clip:
-    """FLUX.2 [klein]'s CLIP from its Qwen3 file (CLIPLoader type flux2); the encoder is read on the first
+    """FLUX.2's CLIP from its text encoder file (CLIPLoader type flux2): Qwen3 for [klein], Mistral Small 3.x with
+    its tekken.json inside (ComfyUI's `mistral_3_small_flux2_*` files) for [dev]; the encoder is read on the first
     encode."""
     (input_name, path), *others = paths.items()
     if others:
         raise ValueError(f"type flux2 takes one text encoder file; got {len(paths)}")
 
     def read() -> Flux2Clip:
-        state = read_safetensors(path, input_name)
-        if not is_qwen3_encoder(state):
-            raise ValueError(f"{input_name}: type flux2 runs FLUX.2 [klein], whose text encoder is Qwen3 (FLUX.2 "
-                             f"[dev]'s Mistral is not supported); {Path(path).name} holds "
-                             f"{registry.describe_other_file(state.keys())}")
-        vocab, width = next(value for key, value in state.items() if key.endswith("embed_tokens.weight")).shape
+        keys = safetensors_keys(path, input_name)
+        if is_mistral_encoder(keys):
+            return _mistral_clip(models, path, input_name)
+        if not is_qwen3_encoder(keys):
+            raise ValueError(
+                f"{input_name}: type flux2 runs FLUX.2 [klein] with its Qwen3 text encoder, or FLUX.2 [dev] with "
+                f"Mistral Small 3 carrying its tokenizer ({TEKKEN_TENSOR}, as ComfyUI's mistral_3_small_flux2 "
+                f"files do); {Path(path).name} holds {registry.describe_other_file(keys)}")
+        state = read_safetensors(path, input_name, keep=lambda key: key.endswith("embed_tokens.weight"))
+        vocab, width = next(iter(state.values())).shape
         model = LazyModule(lambda: models.place(build_qwen3_encoder(read_safetensors(path, input_name),
                                                                     input_name)), input_name)
-        return Flux2Clip(tokenizer_for_vocab(vocab, input_name), model, Path(path).name, tokens_key(width))
+        return Flux2Clip(tokenizer_for_vocab(vocab, input_name), model, Path(path).name, qwen3_format(width))
 
     return models.cached("flux2-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP
 
@@ -139,6 +209,6 @@ def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, 
     text_encoder = LazyModule(lambda: place(AutoModelForCausalLM.from_pretrained(  # read on the first encode
         folder, subfolder="text_encoder", local_files_only=True)).eval(), f"{name}/text_encoder")
     tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
-    width = int(transformer.config.joint_attention_dim) // len(config()["text_layers"])
+    width = int(transformer.config.joint_attention_dim) // len(qwen3_format(0).text_layers)
     return (flux2_model(place(transformer).eval(), name, folder_scheduler_config(folder)),
-            Flux2Clip(tokenizer, text_encoder, name, tokens_key(width)), PatchedVae(place(vae).eval(), name))
+            Flux2Clip(tokenizer, text_encoder, name, qwen3_format(width)), PatchedVae(place(vae).eval(), name))
