@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 # FLUX.2's transformer has FLUX.1's block names (and its VAE FLUX.1's layout), so FLUX.2 comes before FLUX;
 # Chroma's transformer has FLUX's block names, so Chroma comes before FLUX; Z-Image's has Lumina 2's, so Z-Image
 # comes before Lumina 2).
-FAMILY_PACKAGES = ("sdxl", "sd3", "flux2", "chroma", "flux", "zimage", "lumina2", "qwenimage", "unclip", "sd")
+FAMILY_PACKAGES = ("sdxl", "sd3", "flux2", "chroma", "flux", "zimage", "lumina2", "qwenimage", "hidream", "unclip",
+                   "sd")
 
 State = Mapping[str, torch.Tensor]
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None when a file holds no text encoder), VAE

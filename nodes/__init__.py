@@ -24,6 +24,7 @@ from nodes.loaders import (
     DualCLIPLoader,
     LoraLoader,
     LoraLoaderModelOnly,
+    QuadrupleCLIPLoader,
     TripleCLIPLoader,
     UNETLoader,
     VAELoader,
@@ -40,6 +41,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "UNETLoader": UNETLoader,
     "DualCLIPLoader": DualCLIPLoader,
     "TripleCLIPLoader": TripleCLIPLoader,
+    "QuadrupleCLIPLoader": QuadrupleCLIPLoader,
     "LoraLoader": LoraLoader,
     "LoraLoaderModelOnly": LoraLoaderModelOnly,
     "CLIPTextEncode": CLIPTextEncode,
@@ -69,6 +71,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "UNETLoader": "Load Diffusion Model",
     "DualCLIPLoader": "DualCLIPLoader",
     "TripleCLIPLoader": "Triple CLIP Loader",
+    "QuadrupleCLIPLoader": "Quadruple CLIP Loader",
     "LoraLoader": "Load LoRA",
     "LoraLoaderModelOnly": "Load LoRA (Model Only)",
     "CLIPTextEncode": "CLIP Text Encode (Prompt)",
@@ -226,6 +229,12 @@ from nodes import flux2 as _flux2  # noqa: E402
 
 NODE_CLASS_MAPPINGS.update(_flux2.NODE_CLASS_MAPPINGS)
 NODE_DISPLAY_NAME_MAPPINGS.update(_flux2.NODE_DISPLAY_NAME_MAPPINGS)
+
+# HiDream's text node: CLIPTextEncodeHiDream.
+from nodes import hidream as _hidream  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_hidream.NODE_CLASS_MAPPINGS)
+NODE_DISPLAY_NAME_MAPPINGS.update(_hidream.NODE_DISPLAY_NAME_MAPPINGS)
 
 # Video: CreateVideo, GetVideoComponents, LoadVideo, SaveVideo, SaveWEBM and the VIDEO value (PyAV).
 from nodes import video as _video  # noqa: E402

@@ -125,9 +125,9 @@ def _text_encoder_paths(names: dict[str, str]) -> dict[str, Any]:
 CLIP_LOADER_TYPES = {
     "stable_diffusion": None, "stable_cascade": "Stable Cascade", "sd3": None, "stable_audio": "Stable Audio",
     "mochi": "Mochi", "ltxv": "LTX-Video", "pixart": "PixArt", "cosmos": "Cosmos", "lumina2": None,
-    "wan": "Wan", "hidream": "HiDream", "chroma": None, "ace": "ACE-Step", "omnigen2": "OmniGen2",
+    "wan": "Wan", "hidream": None, "chroma": None, "ace": "ACE-Step", "omnigen2": "OmniGen2",
     "qwen_image": None, "hunyuan_image": "HunyuanImage", "flux2": None}
-DUAL_CLIP_TYPES = {"sdxl": None, "sd3": None, "flux": None, "hunyuan_video": "HunyuanVideo", "hidream": "HiDream",
+DUAL_CLIP_TYPES = {"sdxl": None, "sd3": None, "flux": None, "hunyuan_video": "HunyuanVideo", "hidream": None,
                    "hunyuan_image": "HunyuanImage"}
 DEVICE_INPUT = (["default", "cpu"], {
     "advanced": True,
@@ -244,6 +244,33 @@ class TripleCLIPLoader:
     def load_clip(self, clip_name1: str, clip_name2: str, clip_name3: str) -> tuple[TextEncoder]:
         paths = _text_encoder_paths({"clip_name1": clip_name1, "clip_name2": clip_name2, "clip_name3": clip_name3})
         return (loading.load_text_encoders(current_environment().models, "sd3", paths),)
+
+
+class QuadrupleCLIPLoader:
+    DESCRIPTION = ("Loads HiDream's four text encoders from models/text_encoders as one CLIP: CLIP-L, CLIP-G, T5-XXL "
+                   "and Llama 3.1 8B Instruct (recognised from their tensors, in any order).")
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        names = current_environment().folders.list_models("text_encoders")
+        return {"required": {
+            "clip_name1": (names, {"tooltip": "A text encoder file (CLIP-L)."}),
+            "clip_name2": (names, {"tooltip": "A text encoder file (CLIP-G)."}),
+            "clip_name3": (names, {"tooltip": "A text encoder file (T5-XXL)."}),
+            "clip_name4": (names, {"tooltip": "A text encoder file (Llama 3.1)."}),
+        }}
+
+    @classmethod
+    def OUTPUT_FACTS(cls, input_facts: dict[str, Any], **widgets: Any) -> tuple[Any, ...]:
+        return family_facts(registry.clip_type_family("hidream").name, 1)
+
+    def load_clip(self, clip_name1: str, clip_name2: str, clip_name3: str, clip_name4: str) -> tuple[TextEncoder]:
+        paths = _text_encoder_paths({"clip_name1": clip_name1, "clip_name2": clip_name2, "clip_name3": clip_name3,
+                                     "clip_name4": clip_name4})
+        return (loading.load_text_encoders(current_environment().models, "hidream", paths),)
 
 
 def _lora_patch(lora_name: str, strength: float, family: str) -> LoraPatch:

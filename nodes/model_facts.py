@@ -29,14 +29,17 @@ def sampler_choice(input_facts: Mapping[str, Facts], widgets: Mapping[str, Any])
     return True if problem is None else problem
 
 
-def requires_family(input_facts: Mapping[str, Facts], input_name: str, family: str, node: str) -> bool | str:
+def requires_family(input_facts: Mapping[str, Facts], input_name: str, family: str | tuple[str, ...],
+                    node: str) -> bool | str:
     """True, or why `input_name` (linked to a model of another known family) does not fit a node that only works
-    with `family`'s."""
+    with `family`'s (or one of these families')."""
+    families = (family,) if isinstance(family, str) else family
     found = input_facts.get(input_name, {}).get("family")
-    if found is None or found == family:
+    if found is None or found in families:
         return True
     kind = "CLIP" if input_name == "clip" else "model"
-    return f"{input_name}: {node} needs an {_title(family)} {kind}; this one is a {_title(found)} {kind}"
+    wanted = " or ".join(_title(name) for name in families)
+    return f"{input_name}: {node} needs an {wanted} {kind}; this one is a {_title(found)} {kind}"
 
 
 def _title(family: str) -> str:

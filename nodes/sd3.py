@@ -11,8 +11,8 @@ from typing import Any
 
 from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning
-from diffusion.families.sd3.sampling import with_shift
 from diffusion.families.sd3.text_encoding import Sd3Clip
+from diffusion.sampling.flow import with_shift
 from nodes.environment import release_text_encoders
 from nodes.model_facts import requires_family
 
@@ -54,8 +54,9 @@ class CLIPTextEncodeSD3:
 
 
 class ModelSamplingSD3:
-    DESCRIPTION = ("Sets the timestep shift of an SD3 (flow-matching) model: higher values spend more steps at high "
-                   "noise (3.0 is SD3's default).")
+    DESCRIPTION = ("Sets the timestep shift of an SD3 or HiDream (flow-matching) model: higher values spend more "
+                   "steps at high noise (3.0 is SD3's default; ComfyUI's HiDream templates use 3.0 for Full and Fast, "
+                   "6.0 for Dev).")
     CATEGORY = "advanced/model"
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
@@ -63,14 +64,14 @@ class ModelSamplingSD3:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
         return {"required": {
-            "model": ("MODEL", {"tooltip": "An SD3 model."}),
+            "model": ("MODEL", {"tooltip": "An SD3 or HiDream model."}),
             "shift": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.01,
                                 "tooltip": "The timestep shift of the flow-matching schedule."}),
         }}
 
     @classmethod
     def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
-        return requires_family(input_facts, "model", "sd3", "ModelSamplingSD3")
+        return requires_family(input_facts, "model", ("sd3", "hidream"), "ModelSamplingSD3")
 
     def patch(self, model: DiffusionModel, shift: float) -> tuple[DiffusionModel]:
         return (with_shift(model, shift),)

@@ -46,9 +46,9 @@ def qwen_tokenizer(special_tokens: tuple[str, ...], max_length: int) -> Any:
     return _wrapped(tokenizer, max_length)
 
 
-def tiny_qwen_tokenizer(special_tokens: tuple[str, ...], max_length: int) -> Any:
-    """The project's small Qwen-style tokenizer for tiny models: byte-level, no merges (one token per byte), the
-    special tokens after the 256 bytes."""
+def byte_level_bpe(special_tokens: tuple[str, ...]) -> Any:
+    """A `tokenizers` byte-level BPE without merges (one token per byte) and the special tokens after the 256
+    bytes: the tiny models' tokenizers."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {symbol: index for index, symbol in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
@@ -56,7 +56,13 @@ def tiny_qwen_tokenizer(special_tokens: tuple[str, ...], max_length: int) -> Any
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(list(special_tokens))
-    return _wrapped(tokenizer, max_length)
+    return tokenizer
+
+
+def tiny_qwen_tokenizer(special_tokens: tuple[str, ...], max_length: int) -> Any:
+    """The project's small Qwen-style tokenizer for tiny models: byte-level, no merges (one token per byte), the
+    special tokens after the 256 bytes."""
+    return _wrapped(byte_level_bpe(special_tokens), max_length)
 
 
 def _wrapped(tokenizer: Any, max_length: int) -> Any:

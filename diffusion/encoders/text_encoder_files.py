@@ -67,7 +67,7 @@ def file_role(keys: Collection[str]) -> str | None:
 def describe_language_model(keys: Collection[str]) -> str | None:
     """A language model used as a text encoder, in words with the loader that takes it, from its tensor names:
     Qwen3 (per-head query norms), Qwen2.5-VL (biased query projections), Gemma 2 (a norm before and after each
-    feed-forward), Mistral with its tekken.json; None for other files."""
+    feed-forward), Mistral with its tekken.json, Llama 3 (none of those marks); None for other files."""
     def has(suffix: str) -> bool:
         return any(key.endswith(suffix) for key in keys)
 
@@ -79,6 +79,8 @@ def describe_language_model(keys: Collection[str]) -> str | None:
         return "a Qwen2.5-VL text encoder (Qwen-Image's: load it with CLIPLoader type qwen_image)"
     if has("layers.0.pre_feedforward_layernorm.weight"):
         return "a Gemma 2 text encoder (Lumina 2's: load it with CLIPLoader type lumina2)"
+    if has("layers.0.self_attn.q_proj.weight") and has("layers.0.mlp.gate_proj.weight"):
+        return "a Llama 3 text encoder (HiDream's: load it with QuadrupleCLIPLoader)"
     return None
 
 

@@ -9,8 +9,9 @@ conditioning's crop can be odd-sized). Knows nothing of nodes, files or particul
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from diffusion.contracts import FamilySampling, GuidanceBatch
 from diffusion.lora import TRANSFORMER
 from diffusion.sampling.reference_latents import PerRow
 from diffusion.sampling.schedulers import installed
+
+if TYPE_CHECKING:
+    from diffusion.components import DiffusionModel
 
 CAPTION_LENGTH = "caption_length"  # conditioning option: the caption's own token count (NextDiT families' CLIPs)
 
@@ -48,6 +52,8 @@ class FlowSampling(FamilySampling):
     # ComfyUI sampler name -> diffusers flow-matching scheduler class; a subclass sets both this and
     # `sampler_names = tuple(FLOW_SAMPLERS)`
     FLOW_SAMPLERS: Mapping[str, str] = {}
+    # timesteps sigma x 1000 and a fixed shift in the scheduler config, which ModelSamplingSD3 sets (SD3, HiDream)
+    fixed_shift = False
 
     def make_scheduler(self, config: Mapping[str, Any], sampler_name: str, scheduler_name: str, seed: int) -> Any:
         import diffusers
@@ -111,3 +117,13 @@ class CaptionedFlowSampling(FlowSampling):
         does not divide the shared length: then the caption was not repeated, e.g. concatenated)."""
         lengths = inputs.get(CAPTION_LENGTH) or [None] * rows
         return [shared if length is None or length >= shared or shared % length else length for length in lengths]
+
+
+def with_shift(model: "DiffusionModel", shift: float) -> "DiffusionModel":
+    """The MODEL sampled with another timestep shift (ComfyUI's ModelSamplingSD3): the shift of its scheduler
+    config, which both the diffusers loop and the sigma core read (rectified flow, timesteps x1000: SD3, HiDream);
+    it replaces any schedule an earlier ModelSampling* node set, as ComfyUI's last model-sampling patch wins."""
+    if not getattr(model.sampling, "fixed_shift", False):
+        raise ValueError(f"model: ModelSamplingSD3 needs an SD3 or HiDream model; {model.name} is not one")
+    return dataclasses.replace(model, scheduler_config={**model.scheduler_config, "shift": float(shift)},
+                               schedule_override=None)

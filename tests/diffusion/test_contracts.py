@@ -72,6 +72,16 @@ def _loaded(family: str, models_dir, manager):
         return (loading.load_diffusion_model(manager, files[0] / chroma_demo.DEMO_CHROMA_TRANSFORMER),
                 loading.load_text_encoders(manager, "chroma", {"clip_name": files[1] / chroma_demo.DEMO_CHROMA_T5}),
                 loading.load_vae(manager, files[2] / chroma_demo.DEMO_CHROMA_VAE))
+    if family == "hidream":
+        from diffusion.families.hidream import demo as hidream_demo
+
+        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
+        encoders = (hidream_demo.DEMO_HIDREAM_CLIP_L, hidream_demo.DEMO_HIDREAM_CLIP_G, hidream_demo.DEMO_HIDREAM_T5,
+                    hidream_demo.DEMO_HIDREAM_LLAMA)
+        return (loading.load_diffusion_model(manager, files[0] / hidream_demo.DEMO_HIDREAM_TRANSFORMER),
+                loading.load_text_encoders(manager, "hidream", {
+                    f"clip_name{index}": files[1] / name for index, name in enumerate(encoders, 1)}),
+                loading.load_vae(manager, files[2] / hidream_demo.DEMO_HIDREAM_VAE))
     model, vae = load_decoder(folders / unclip_demo.DEMO_DECODER, manager.place, "decoder_name")
     return model, None, vae
 

@@ -68,7 +68,7 @@ def test_family_specific_nodes_refuse_another_familys_clip(flux_files):
     shifted = _txt2img(unet, ["clip", 0], "euler")
     shifted["lora"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["model", 0], "shift": 3.0}}
     (error,) = validation_errors(shifted)["lora"]
-    assert "model: ModelSamplingSD3 needs an SD3 model; this one is a FLUX model" in error["details"]
+    assert "model: ModelSamplingSD3 needs an SD3 or HiDream model; this one is a FLUX model" in error["details"]
 
 
 def test_unknown_facts_never_refuse(flux_files, tiny_models_dir):

@@ -131,7 +131,7 @@ def test_model_sampling_sd3_shift_matches_the_scheduler_shift(sd3, sd3_pipelines
 
 
 def test_model_sampling_sd3_refuses_other_families(sd1):
-    with pytest.raises(ValueError, match="model: ModelSamplingSD3 needs an SD3 model"):
+    with pytest.raises(ValueError, match="model: ModelSamplingSD3 needs an SD3 or HiDream model"):
         ModelSamplingSD3().patch(sd1[0], 2.0)
 
 

@@ -157,7 +157,7 @@ def test_node_contract_is_comfyuis(name, node_env):
 @pytest.mark.parametrize("node, inputs, family", [
     ("CLIPLoader", {"clip_name": L_FILE, "type": "wan"}, "Wan"),
     ("CLIPLoader", {"clip_name": L_FILE, "type": "stable_cascade"}, "Stable Cascade"),
-    ("DualCLIPLoader", {"clip_name1": L_FILE, "clip_name2": T5_FILE, "type": "hidream"}, "HiDream"),
+    ("DualCLIPLoader", {"clip_name1": L_FILE, "clip_name2": T5_FILE, "type": "hunyuan_image"}, "HunyuanImage"),
     ("DualCLIPLoader", {"clip_name1": L_FILE, "clip_name2": T5_FILE, "type": "hunyuan_video"}, "HunyuanVideo"),
 ])
 def test_types_of_families_we_do_not_run_are_refused_at_validation(node_env, te_models, node, inputs, family):

@@ -4,12 +4,10 @@ as `pooled_projections`, and CLIP-only conditioning widened with the zero tokens
 when there is no T5, so any CLIP pair works with any SD3 transformer. Knows nothing of nodes or files."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping
 
 import torch
 
-from diffusion.components import DiffusionModel
 from diffusion.contracts import GuidanceBatch
 from diffusion.files import config_beside
 from diffusion.latent_format import LatentFormat
@@ -24,6 +22,7 @@ class Sd3Sampling(FlowSampling):
     # ComfyUI sampler names -> diffusers flow-matching schedulers (each checked against StableDiffusion3Pipeline)
     FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler", "heun": "FlowMatchHeunDiscreteScheduler"}
     sampler_names = tuple(FLOW_SAMPLERS)
+    fixed_shift = True
 
     def network_inputs(self, guidance: GuidanceBatch, batch: int, device: torch.device,
                        dtype: torch.dtype) -> dict[str, Any]:
@@ -65,13 +64,3 @@ def with_t5_width(embeddings: torch.Tensor, width: int) -> torch.Tensor:
     padded = torch.nn.functional.pad(embeddings, (0, width - embeddings.shape[-1]))
     zeros = padded.new_zeros(embeddings.shape[0], config_beside(__file__)["t5_max_length"], width)
     return torch.cat([padded, zeros], dim=1)
-
-
-def with_shift(model: DiffusionModel, shift: float) -> DiffusionModel:
-    """The MODEL sampled with another timestep shift (ComfyUI's ModelSamplingSD3): the shift of its scheduler
-    config, which both the diffusers loop and the sigma core read (SD3's rectified flow, timesteps x1000); it
-    replaces any schedule an earlier ModelSampling* node set, as ComfyUI's last model-sampling patch wins."""
-    if not isinstance(model.sampling, Sd3Sampling):
-        raise ValueError(f"model: ModelSamplingSD3 needs an SD3 model; {model.name} is not one")
-    return dataclasses.replace(model, scheduler_config={**model.scheduler_config, "shift": float(shift)},
-                               schedule_override=None)
