@@ -93,6 +93,55 @@ def test_type_lumina2_takes_gemma_for_lumina2_and_qwen3_for_z_image(node_env, lu
         CLIPLoader().load_clip(tiny_flux.DEMO_FLUX_T5, "lumina2")
 
 
+def _sentencepiece_model() -> bytes:
+    """A small Gemma-style SentencePiece model: BPE with byte fallback, Gemma's special pieces at ids 0-3 and its
+    normalizer settings (no dummy prefix, whitespace kept, no normalization rule)."""
+    import io
+
+    import sentencepiece
+
+    corpus = ["A photo of a cat sitting on a windowsill in the morning light.",
+              "Ein Foto von einer Katze. Une photo d'un chat. 12345 lighthouse at dusk"] * 20
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=model, vocab_size=320, model_type="bpe", byte_fallback=True,
+        split_digits=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+        bos_piece="<bos>", unk_piece="<unk>", add_dummy_prefix=False, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", num_threads=1, minloglevel=2)
+    return model.getvalue()
+
+
+def test_gemma_file_carrying_its_sentencepiece_model_tokenizes_as_comfyui(node_env):
+    """ComfyUI's Gemma 2 files hold their tokenizer as `spiece_model`: tokens are SentencePiece's own, `<bos>`
+    first and no end token (ComfyUI's Gemma tokenizer), and the encoding is Gemma's second-to-last layer."""
+    import sentencepiece
+    from safetensors.torch import save_file
+    from transformers import Gemma2Config, Gemma2Model
+
+    proto = _sentencepiece_model()
+    torch.manual_seed(3)
+    gemma = Gemma2Model(Gemma2Config(
+        vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=3, head_dim=256,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)).eval()
+    state = {f"model.{key}": value for key, value in gemma.state_dict().items()}
+    state["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
+    save_file(state, str(node_env.folders.model_dir("text_encoders") / "gemma-with-spiece.safetensors"))
+    (clip,) = CLIPLoader().load_clip("gemma-with-spiece.safetensors", "lumina2")
+    text = "A cat at dusk, 12345 photos"
+    ids = [token for token, _ in clip.tokenize(text)["gemma2_2b"][0]]
+    assert ids == sentencepiece.SentencePieceProcessor(model_proto=proto, add_bos=True).encode(text)
+    assert ids[0] == 2 and ids[-1] != 1
+    ((embeddings, _),) = CLIPTextEncode().encode(clip, text)[0]
+    with torch.no_grad():
+        expected = gemma(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states[-2]
+    assert torch.allclose(embeddings, expected, atol=1e-5)
+    del state["spiece_model"]
+    save_file(state, str(node_env.folders.model_dir("text_encoders") / "gemma-without-spiece.safetensors"))
+    with pytest.raises(ValueError, match="clip_name: a Gemma 2 encoder with 320 tokens needs its own tokenizer, and "
+                                         "this file does not carry it"):
+        CLIPLoader().load_clip("gemma-without-spiece.safetensors", "lumina2")
+
+
 def test_shipped_lumina2_workflow_runs(node_env, lumina2_models):
     (image,) = run_workflow(node_env, json.loads((WORKFLOWS / "lumina2_txt2img.json").read_text()), SIZE)
     assert image.size == (SIZE, SIZE)

@@ -12,10 +12,11 @@ import torch
 from diffusion import registry
 from diffusion.components import DiffusionModel, Vae, sigma_timestep_flow_model
 from diffusion.contracts import Place
+from diffusion.encoders.spiece import SPIECE_TENSOR, gemma_tokenizer
 from diffusion.families.lumina2.detection import DIFFUSERS_PROBE, PREFIX, is_gemma2_encoder
 from diffusion.families.lumina2.sampling import LUMINA2_SAMPLING
 from diffusion.families.lumina2.text_encoding import Lumina2Clip, gemma_tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, taken
+from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, safetensors_keys, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -95,7 +96,8 @@ def build_gemma2_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> 
     """A transformers Gemma2Model rebuilt from a Gemma 2 file's shapes (`model.*` keys as published, or bare)."""
     from transformers import Gemma2Config, Gemma2Model
 
-    weights = {key.removeprefix("model."): value for key, value in state.items() if not key.startswith("lm_head.")}
+    weights = {key.removeprefix("model."): value for key, value in state.items()
+               if not key.startswith("lm_head.") and key != SPIECE_TENSOR}
     try:
         vocab, width = weights["embed_tokens.weight"].shape
         settings = Gemma2Config(
@@ -119,14 +121,18 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Lum
         raise ValueError(f"type lumina2 takes one text encoder file; got {len(paths)}")
 
     def read() -> Lumina2Clip:
-        state = read_safetensors(path, input_name)
-        embedding = next((value for key, value in state.items() if key.endswith("embed_tokens.weight")), None)
-        if embedding is None or not is_gemma2_encoder(state.keys()):
+        keys = safetensors_keys(path, input_name)
+        if not is_gemma2_encoder(keys):
             raise ValueError(f"{input_name}: type lumina2 needs Lumina 2's Gemma 2 file or Z-Image's Qwen3 file; "
-                             f"{Path(path).name} holds {registry.describe_other_file(state.keys())}")
+                             f"{Path(path).name} holds {registry.describe_other_file(keys)}")
+        wanted = (SPIECE_TENSOR,) if SPIECE_TENSOR in keys else tuple(key for key in keys
+                                                                     if key.endswith("embed_tokens.weight"))
+        (value,) = read_safetensors(path, input_name, keep=lambda key: key in wanted).values()
+        tokenizer = gemma_tokenizer(value, config()["max_length"], input_name) if SPIECE_TENSOR in keys \
+            else gemma_tokenizer_for_vocab(value.shape[0], input_name)
         model = LazyModule(lambda: models.place(build_gemma2_encoder(read_safetensors(path, input_name),
                                                                      input_name)), input_name)
-        return Lumina2Clip(gemma_tokenizer_for_vocab(embedding.shape[0], input_name), model, Path(path).name)
+        return Lumina2Clip(tokenizer, model, Path(path).name)
 
     return models.cached("lumina2-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP
 

@@ -39,8 +39,9 @@ def gemma_tokenizer_for_vocab(vocab_size: int, input_name: str) -> Any:
     if vocab_size == TINY_GEMMA_VOCAB_SIZE:
         return tiny_gemma_tokenizer()
     raise ValueError(
-        f"{input_name}: a Gemma 2 encoder with {vocab_size} tokens needs its own tokenizer, which a single file does "
-        "not carry and cannot be downloaded here; load Lumina 2 from a diffusers folder (with tokenizer/) instead")
+        f"{input_name}: a Gemma 2 encoder with {vocab_size} tokens needs its own tokenizer, and this file does not "
+        "carry it (ComfyUI's gemma_2_2b files hold it as spiece_model); use such a file, or load Lumina 2 from a "
+        "diffusers folder (with tokenizer/)")
 
 
 @dataclass(frozen=True, eq=False)
