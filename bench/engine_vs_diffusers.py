@@ -226,6 +226,9 @@ elif which == "engine-vae":  # a VAE alone (VAELoader's files)
 elif which.startswith("engine-text-encoder:"):  # a text encoder alone under a CLIPLoader type, read at once
     clip = load_text_encoders(ModelManager(torch.device("cpu"), dtype), which.split(":", 1)[1], {"clip_name": path})
     loaded = [resolve(module) for module in clip.offloadable()]
+elif which == "engine-llama":  # HiDream's Llama 3.1 alone, as QuadrupleCLIPLoader reads it, read at once
+    from diffusion.families.hidream.loading import llama_part
+    loaded = resolve(llama_part(ModelManager(torch.device("cpu"), dtype), path, "clip_name4")[0])
 else:
     pipeline = StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=True,
                                                         safety_checker=None, torch_dtype=dtype)

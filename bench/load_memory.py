@@ -5,12 +5,14 @@ Families with real architectures and seeded random weights: SD1.5 (fp32 file, 4.
 original layout, loaded as UNETLoader loads it), the Z-Image Turbo transformer alone (bf16, 12.3 GB, the original
 layout) and its Qwen3 4B text encoder (bf16, 8 GB, CLIPLoader type lumina2), Qwen-Image's VAE (bf16, Wan's
 original layout, VAELoader) and its Qwen2.5-VL 7B text encoder with the vision tower (bf16, 15.5 GB, the published
-layout, CLIPLoader type qwen_image). The three largest are measured in bf16 only: in fp32 they would not fit this
-machine's 24 GB beside their files. Qwen-Image's 20B transformer (41 GB in bf16) does not fit here at all.
+layout, CLIPLoader type qwen_image), HiDream's Llama 3.1 8B text encoder (bf16, 15 GB, `model.*` keys, read as
+QuadrupleCLIPLoader reads it). The four largest are measured in bf16 only: in fp32 they would not fit this
+machine's 24 GB beside their files. Qwen-Image's 20B transformer (41 GB in bf16), HiDream's 17B (34 GB) and
+FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB) do not fit here at all.
 Each file is loaded by the model manager in a fresh process,
 once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
-written once into `--models-dir` (about 52 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
+written once into `--models-dir` (about 67 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
 Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2,...]`.
 """
 from __future__ import annotations
@@ -126,23 +128,18 @@ def _zimage_models(models_dir: Path) -> str:
     return name
 
 
-def _zimage_text_encoder_models(models_dir: Path) -> str:
-    """Qwen3 4B's architecture (Z-Image's text encoder, 4.0B parameters without the output head) with seeded random
-    weights, made in bf16 and saved with `model.*` keys, as `qwen_3_4b.safetensors` is."""
+def _language_model_file(models_dir: Path, name: str, build: Callable[[], torch.nn.Module]) -> str:
+    """`text_encoders/{name}.safetensors`: the language model `build()` makes (seeded, in bf16: an fp32 copy would
+    not fit beside it), saved with `model.*` keys as the published files are; a file already there is kept."""
     from safetensors.torch import save_file
-    from transformers import Qwen3Config, Qwen3Model
 
-    name = "random-zimage-text-encoder"
     path = models_dir / "text_encoders" / f"{name}.safetensors"
     if path.exists():
         return name
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
     try:
-        model = Qwen3Model(Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728,
-                                       num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
-                                       head_dim=128, rope_theta=1000000.0, rms_norm_eps=1e-6,
-                                       max_position_embeddings=40960, tie_word_embeddings=True)).eval()
+        model = build().eval()
     finally:
         torch.set_default_dtype(torch.float32)
     state = {f"model.{key}": value for key, value in model.state_dict().items()}
@@ -150,6 +147,32 @@ def _zimage_text_encoder_models(models_dir: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
     return name
+
+
+def _zimage_text_encoder_models(models_dir: Path) -> str:
+    """Qwen3 4B's architecture (Z-Image's text encoder, 4.0B parameters without the output head) with seeded random
+    weights, as `qwen_3_4b.safetensors` is."""
+    from transformers import Qwen3Config, Qwen3Model
+
+    return _language_model_file(models_dir, "random-zimage-text-encoder", lambda: Qwen3Model(Qwen3Config(
+        vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=128, rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=40960,
+        tie_word_embeddings=True)))
+
+
+def _hidream_llama_models(models_dir: Path) -> str:
+    """Llama 3.1 8B's architecture (HiDream's fourth text encoder, 7.5B parameters without the output head) with
+    seeded random weights, as `llama_3.1_8b_instruct_*.safetensors` is."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from diffusion.families.hidream.loading import config as hidream_config
+
+    settings = hidream_config()["llama"]
+    return _language_model_file(models_dir, "random-hidream-llama", lambda: LlamaModel(LlamaConfig(
+        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=settings["head_dim"], rms_norm_eps=settings["rms_norm_eps"],
+        rope_parameters=dict(settings["rope_parameters"]),
+        max_position_embeddings=settings["max_position_embeddings"])))
 
 
 def _qwenimage_vae_models(models_dir: Path) -> str:
@@ -208,16 +231,18 @@ FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdx
                                               "lumina2": _lumina2_models, "zimage": _zimage_models,
                                               "zimage-text-encoder": _zimage_text_encoder_models,
                                               "qwenimage-vae": _qwenimage_vae_models,
-                                              "qwenimage-text-encoder": _qwenimage_text_encoder_models}
+                                              "qwenimage-text-encoder": _qwenimage_text_encoder_models,
+                                              "hidream-llama": _hidream_llama_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
 PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusion_models", "engine-network"),
          "zimage-text-encoder": ("text_encoders", "engine-text-encoder:lumina2"),
          "qwenimage-vae": ("vae", "engine-vae"),
-         "qwenimage-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image")}
+         "qwenimage-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image"),
+         "hidream-llama": ("text_encoders", "engine-llama")}
 DTYPES = (torch.float32, torch.bfloat16)
 # in fp32 these would not fit this machine beside their file (33, 25 and 16 GB)
 ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bfloat16,),
-              "zimage-text-encoder": (torch.bfloat16,)}
+              "zimage-text-encoder": (torch.bfloat16,), "hidream-llama": (torch.bfloat16,)}
 
 
 def main() -> None:

@@ -100,6 +100,42 @@ def test_txt2img_matches_flux2_pipeline(flux2_dev, flux2_models):
     assert np.abs(VAEDecode().decode(vae, output)[0].numpy() - image).max() <= TOLERANCE
 
 
+def test_flux2_pipeline_folder_gives_the_single_files_image(node_env, flux2_dev, flux2_models):
+    """A diffusers Flux2Pipeline folder: Mistral3ForConditionalGeneration (language model and vision tower) with
+    the same language weights, the tokenizer saved beside it."""
+    import shutil
+
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralVisionConfig
+
+    from diffusion import loading
+
+    mistral = flux2_models.mistral
+    torch.manual_seed(0)
+    encoder = Mistral3ForConditionalGeneration(Mistral3Config(
+        text_config=mistral.config, vision_config=PixtralVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, head_dim=16,
+            image_size=64, patch_size=16))).eval()
+    encoder.model.language_model.load_state_dict(mistral.model.state_dict())
+    pipeline = _pipeline(flux2_models)
+    pipeline.register_modules(text_encoder=encoder,
+                              tokenizer=tekken.tekken_tokenizer(tekken.tiny_tekken_json(), "test"))
+    folder = node_env.folders.model_dir("diffusers") / "tiny-flux2-dev"
+    pipeline.save_pretrained(folder)
+    try:
+        model, clip, vae = loading.load_diffusers(node_env.models, folder)
+        assert clip.format.key == "mistral3_24b" and model.network.config.guidance_embeds
+        assert clip.tokenize(PROMPT) == flux2_dev[1].tokenize(PROMPT)
+        images = []
+        for parts in ((model, clip, vae), flux2_dev):
+            positive = FluxGuidance().append(CLIPTextEncode().encode(parts[1], PROMPT)[0], GUIDANCE)[0]
+            (latent,) = EmptyFlux2LatentImage().generate(SIZE, SIZE, 1)
+            (samples,) = KSampler().sample(parts[0], SEED, 2, 1.0, "euler", "diffusers", positive, positive, latent)
+            images.append(VAEDecode().decode(parts[2], samples)[0].numpy())
+        assert np.abs(images[0] - images[1]).max() <= TOLERANCE
+    finally:
+        shutil.rmtree(folder)
+
+
 def test_mistral_files_without_what_flux2_needs_are_refused(node_env, flux2_models):
     folder = node_env.folders.model_dir("text_encoders")
     state = tiny_flux2.mistral_file(flux2_models.mistral)

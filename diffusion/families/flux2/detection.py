@@ -1,15 +1,15 @@
 """Which files are FLUX.2's: its transformer alone in BFL's layout (ComfyUI's `flux-2-klein-*.safetensors`, with or
 without `model.diffusion_model.`) or diffusers' (told from FLUX.1's by the modulation FLUX.2's blocks share), its
 VAE (FLUX.1's LDM layout with 32 latent channels and the batch-norm statistics of its patched latents), diffusers
-Flux2KleinPipeline folders. [klein]'s Qwen3 text encoder is Z-Image's kind of file; [dev]'s Mistral Small 3.x file
-is told by the tekken.json it carries. Knows nothing of nodes or files."""
+Flux2KleinPipeline and Flux2Pipeline folders. [klein]'s Qwen3 text encoder is Z-Image's kind of file; [dev]'s
+Mistral Small 3.x file is told by the tekken.json it carries. Knows nothing of nodes or files."""
 from __future__ import annotations
 
 from typing import Collection
 
 from diffusion.encoders.tekken import TEKKEN_TENSOR
 
-PIPELINES = ("Flux2KleinPipeline",)
+PIPELINES = ("Flux2KleinPipeline", "Flux2Pipeline")
 PREFIX = "model.diffusion_model."
 BFL_PROBE = "double_stream_modulation_img.lin.weight"
 DIFFUSERS_PROBE = "double_stream_modulation_img.linear.weight"

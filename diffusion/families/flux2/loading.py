@@ -2,8 +2,9 @@
 ComfyUI's `flux-2-klein-*.safetensors` have it, through diffusers' converter; or diffusers keys), its VAE
 (`flux2-vae.safetensors`: the LDM layout with batch-norm statistics; VAELoader), its text encoder files (CLIPLoader
 type flux2, as ComfyUI loads them: Qwen3 for [klein]; for [dev] Mistral Small 3.x with its tekken.json inside, only
-the layers FLUX.2 reads built), and diffusers Flux2KleinPipeline folders. What a file holds is read from its tensor
-names and shapes; the scheduler is in `config.json` beside this module. Knows nothing of nodes."""
+the layers FLUX.2 reads built), and diffusers Flux2KleinPipeline and Flux2Pipeline folders. What a file holds is
+read from its tensor names and shapes; the scheduler is in `config.json` beside this module. Knows nothing of
+nodes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,7 @@ from diffusion.files import (
     block_indices,
     config_beside,
     empty_weights,
+    pipeline_class,
     public_config,
     read_safetensors,
     safetensors_keys,
@@ -199,16 +201,21 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Flu
 
 
 def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, Flux2Clip, PatchedVae]:
-    """MODEL, CLIP and VAE from a diffusers Flux2KleinPipeline folder (its tokenizer comes with it)."""
+    """MODEL, CLIP and VAE from a diffusers Flux2KleinPipeline folder (Qwen3) or Flux2Pipeline folder (FLUX.2
+    [dev]: Mistral3ForConditionalGeneration, whose language model is read); the tokenizer comes with it, the text
+    encoder is read on the first encode."""
     from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Mistral3ForConditionalGeneration
 
     folder = Path(folder)
     transformer = Flux2Transformer2DModel.from_pretrained(folder, subfolder="transformer", local_files_only=True)
     vae = AutoencoderKLFlux2.from_pretrained(folder, subfolder="vae", local_files_only=True)
-    text_encoder = LazyModule(lambda: place(AutoModelForCausalLM.from_pretrained(  # read on the first encode
+    dev = pipeline_class(folder) == "Flux2Pipeline"
+    encoder_class = Mistral3ForConditionalGeneration if dev else AutoModelForCausalLM
+    text_encoder = LazyModule(lambda: place(encoder_class.from_pretrained(  # read on the first encode
         folder, subfolder="text_encoder", local_files_only=True)).eval(), f"{name}/text_encoder")
     tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
     width = int(transformer.config.joint_attention_dim) // len(qwen3_format(0).text_layers)
+    form = mistral_format() if dev else qwen3_format(width)
     return (flux2_model(place(transformer).eval(), name, folder_scheduler_config(folder)),
-            Flux2Clip(tokenizer, text_encoder, name, qwen3_format(width)), PatchedVae(place(vae).eval(), name))
+            Flux2Clip(tokenizer, text_encoder, name, form), PatchedVae(place(vae).eval(), name))

@@ -119,7 +119,7 @@ def build_llama_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> A
     return model.eval()
 
 
-def _llama_part(models: "ModelManager", path: Path, input_name: str) -> tuple[Any, Any]:
+def llama_part(models: "ModelManager", path: Path, input_name: str) -> tuple[Any, Any]:
     """(the Llama encoder, read on the first encode; its tokenizer), cached per file."""
     def read() -> tuple[Any, Any]:
         embedding = read_safetensors(path, input_name, keep=lambda key: key.endswith("embed_tokens.weight"))
@@ -161,7 +161,7 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> HiD
                                       component)
     t5_input = by_role[text_encoder_files.T5]
     t5 = text_encoder_files.load_part(models, paths[t5_input], t5_input, text_encoder_files.T5)
-    llama, llama_tokenizer = _llama_part(models, paths[llama_inputs[0]], llama_inputs[0])
+    llama, llama_tokenizer = llama_part(models, paths[llama_inputs[0]], llama_inputs[0])
     return HiDreamClip(slots[text_encoder_files.CLIP_L], slots[text_encoder_files.CLIP_G],
                        t5_files.t5_tokenizer_for_vocab(t5.vocab_size, t5_input), t5.model, llama_tokenizer, llama,
                        "+".join(Path(path).name for path in paths.values()))
