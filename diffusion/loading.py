@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from diffusion import ldm, registry
+from diffusion import gguf, ldm, registry
 from diffusion.components import DiffusionModel, Vae
 from diffusion.encoders import text_encoder_files
 from diffusion.files import (
@@ -100,12 +100,15 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
     path = Path(path)
 
     def load() -> DiffusionModel:
-        state = read_safetensors(path, input_name, models.dtype)
+        gguf_file = path.suffix.lower() == gguf.GGUF_SUFFIX
+        state = gguf.read_gguf(path, input_name) if gguf_file else read_safetensors(path, input_name, models.dtype)
         family = registry.diffusion_model_family(state.keys())
         if family is None:
             raise ValueError(f"{input_name}: this file holds {registry.describe_diffusion_model(state.keys())}, "
                              f"not a transformer UNETLoader runs ({', '.join(registry.diffusion_model_titles())}; "
                              "use CheckpointLoaderSimple for Stable Diffusion checkpoints)")
+        if gguf_file and not family.keeps_gguf_quantized:
+            state = gguf.dequantized(state, models.dtype)
         return family.load_diffusion_model(state, path.name, models.place)
 
     return models.cached("diffusion_model", path, input_name, load)
@@ -175,8 +178,10 @@ def read_lora_state_dict(state: Mapping[str, torch.Tensor], family_name: str, na
 def file_family(path: Path, input_name: str) -> str | None:
     """The family of a checkpoint or diffusion-model file from its tensor names alone (the header, no tensor
     data), for facts known at validation; None when no family claims it or it cannot be read."""
+    path = Path(path)
     try:
-        keys = set(safetensors_keys(Path(path), input_name))
+        keys = set(gguf.gguf_keys(path, input_name) if path.suffix.lower() == gguf.GGUF_SUFFIX
+                   else safetensors_keys(path, input_name))
     except ValueError:
         return None
     try:

@@ -13,8 +13,9 @@ from typing import Any
 from diffusion import loading, registry
 from diffusion.components import DiffusionModel
 from diffusion.contracts import LoraPatch, TextEncoder, VaeModel
+from diffusion.gguf import GGUF_SUFFIX
 from diffusion.lora import lora_applied, lora_targets
-from nodes.environment import current_environment
+from nodes.environment import CHECKPOINT_EXTENSIONS, current_environment
 from nodes.model_facts import family_facts
 
 STRENGTH = {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
@@ -87,15 +88,17 @@ class VAELoader:
 
 
 class UNETLoader:
-    DESCRIPTION = ("Loads a diffusion model file alone (a FLUX transformer, diffusers or original layout) from "
-                   "models/diffusion_models; pair it with DualCLIPLoader and VAELoader.")
+    DESCRIPTION = ("Loads a diffusion model file alone (a transformer of the families this engine runs, in their "
+                   "published layouts) from models/diffusion_models; pair it with the family's CLIP loader and "
+                   "VAELoader. GGUF-quantized files (.gguf, as ComfyUI-GGUF's UnetLoaderGGUF reads them) load too: "
+                   "FLUX.1's stay quantized in memory, other families' are dequantized.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load_unet"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        names = current_environment().folders.list_models("diffusion_models")
+        names = current_environment().folders.list_models("diffusion_models", CHECKPOINT_EXTENSIONS + (GGUF_SUFFIX,))
         return {"required": {
             "unet_name": (names, {"tooltip": "The model file in models/diffusion_models."}),
             "weight_dtype": (["default"], {

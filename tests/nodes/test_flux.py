@@ -29,7 +29,7 @@ from nodes.loaders import (
     VAELoader,
 )
 from nodes.sampling import KSampler, KSamplerAdvanced
-from tests.nodes.conftest import own_storage, validation_errors
+from tests.nodes.conftest import own_storage, validation_errors, write_gguf
 
 TOLERANCE = 1e-4
 PROMPT = "a photo of an astronaut riding a horse on mars"
@@ -415,6 +415,33 @@ def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
     assert {key: value.shape for key, value in bfl_to_diffusers(bfl).items()} == \
         {key: value.shape for key, value in theirs.items()}
     assert all(rebuilt.config[key] == value or tuple(rebuilt.config[key]) == value for key, value in config.items())
+
+
+def test_gguf_transformer_stays_quantized_and_gives_its_weights_image(node_env, flux, flux_models):
+    """A GGUF transformer in BFL's layout (as ComfyUI-GGUF's files are) through UNETLoader: its linear layers keep
+    the Q8_0 blocks (dequantized when called) and the image is that of the same weights dequantized; a LoRA
+    applies."""
+    from diffusion.families.flux.loading import bfl_to_diffusers
+    from diffusion.gguf import QuantizedLinear, dequantized, read_gguf
+
+    folder = node_env.folders.model_dir("diffusion_models")
+    write_gguf(_diffusers_to_bfl(flux_models.transformer.state_dict()), folder / "tiny-flux-Q8_0.gguf")
+    assert "tiny-flux-Q8_0.gguf" in UNETLoader.INPUT_TYPES()["required"]["unet_name"][0]
+    (model,) = UNETLoader().load_unet("tiny-flux-Q8_0.gguf")
+    quantized = [module for module in model.network.modules() if isinstance(module, QuantizedLinear)]
+    assert len(quantized) > 10 and all(module.weight.dtype == torch.uint8 for module in quantized)
+    reference = dequantized(read_gguf(folder / "tiny-flux-Q8_0.gguf", "unet_name"), torch.float32)
+    save_file({key: value.contiguous() for key, value in bfl_to_diffusers(reference).items()},
+              str(folder / "tiny-flux-dequantized.safetensors"))
+    (plain,) = UNETLoader().load_unet("tiny-flux-dequantized.safetensors")
+    _, clip, vae = flux
+    image = _image(model, clip, vae)
+    assert np.abs(image - _image(plain, clip, vae)).max() <= TOLERANCE
+    assert np.abs(image - _image(flux[0], clip, vae)).max() < 0.05  # Q8_0 is close to the original weights
+    save_file(tiny_flux.peft_flux_lora(flux_models), str(node_env.folders.model_dir("loras") / "gguf-lora.safetensors"))
+    (with_lora,) = LoraLoaderModelOnly().load_lora_model_only(model, "gguf-lora.safetensors", 1.0)
+    (plain_lora,) = LoraLoaderModelOnly().load_lora_model_only(plain, "gguf-lora.safetensors", 1.0)
+    assert np.abs(_image(with_lora, clip, vae) - _image(plain_lora, clip, vae)).max() <= TOLERANCE
 
 
 def test_all_in_one_checkpoint_in_comfyuis_layout_is_the_split_files_model(node_env, flux, flux_models):

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 
-from diffusion import ldm
+from diffusion import gguf, ldm
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
@@ -133,10 +133,10 @@ def build_flux_transformer(state: Mapping[str, torch.Tensor], input_name: str) -
 
     try:
         weights = _diffusers_layout(state, input_name)
-        config = flux_transformer_config(weights)
+        config = flux_transformer_config(gguf.shape_view(weights))  # a GGUF file's quantized tensors: byte shapes
         with torch.device("meta"):
             transformer = FluxTransformer2DModel(**config)
-        transformer.load_state_dict(dict(weights), strict=True, assign=True)
+        gguf.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: FLUX transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()

@@ -1,0 +1,104 @@
+"""GGUF files (city96's ComfyUI-GGUF transformers, llama.cpp's format): read with diffusers' GGUF reader, whose
+quantized tensors (`GGUFParameter`: the blocks' bytes, with their `quant_type`) have a byte shape, not the weight's.
+
+`shape_view` gives every tensor its logical shape (empty, on the meta device), so a family's config-from-shapes code
+reads a GGUF file as it reads a safetensors one. A family that keeps the weights quantized builds its network from
+the view and loads it with `load_quantized`: each linear layer whose weight is quantized becomes a `QuantizedLinear`
+that dequantizes its weight when called (a Q4 FLUX.1 transformer stays about a quarter of its bf16 size in memory).
+Other families get `dequantized` tensors. Layout conversions that split or join rows (FLUX's fused q/k/v) work on
+the quantized bytes too: GGUF quantizes each row on its own. Knows nothing of nodes or families."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+
+GGUF_SUFFIX = ".gguf"
+
+
+def is_quantized(tensor: torch.Tensor) -> bool:
+    return getattr(tensor, "quant_type", None) is not None
+
+
+def read_gguf(path: Path, input_name: str) -> dict[str, torch.Tensor]:
+    """The tensors of a .gguf file: quantized ones as diffusers' GGUFParameter, the others as plain tensors; a
+    ValueError naming the input for an unreadable file."""
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{input_name}: file {path} not found")
+    try:
+        return dict(load_gguf_checkpoint(str(path)))
+    except (ValueError, OSError, KeyError, RuntimeError) as error:
+        raise ValueError(f"{input_name}: {path.name} is not a readable GGUF file ({error})") from error
+
+
+def gguf_keys(path: Path, input_name: str) -> list[str]:
+    """The tensor names of a .gguf file, from its header (the tensor data is mapped, not read)."""
+    import gguf
+
+    try:
+        return [tensor.name for tensor in gguf.GGUFReader(str(path)).tensors]
+    except (ValueError, OSError, KeyError) as error:
+        raise ValueError(f"{input_name}: {Path(path).name} is not a readable GGUF file ({error})") from error
+
+
+def logical_shape(tensor: torch.Tensor) -> torch.Size:
+    """The shape of the weight a quantized tensor holds (blocks along its last dimension)."""
+    import gguf
+
+    block_size, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(tensor.quant_type)]
+    return torch.Size((*tensor.shape[:-1], tensor.shape[-1] // block_bytes * block_size))
+
+
+def shape_view(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with each quantized tensor replaced by an empty one of its logical shape (meta device, bf16)."""
+    return {key: torch.empty(logical_shape(value), dtype=torch.bfloat16, device="meta") if is_quantized(value)
+            else value for key, value in state.items()}
+
+
+def dequantized(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """`state` with each quantized tensor dequantized (in `dtype`; None: bfloat16)."""
+    from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
+
+    return {key: dequantize_gguf_tensor(value).to(dtype or torch.bfloat16) if is_quantized(value) else value
+            for key, value in state.items()}
+
+
+class QuantizedLinear(torch.nn.Linear):
+    """A linear layer holding a GGUF-quantized weight, dequantized to the input's dtype for each call."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
+
+        weight = dequantize_gguf_tensor(self.weight).to(inputs.dtype)
+        bias = None if self.bias is None else self.bias.to(inputs.dtype)
+        return F.linear(inputs, weight, bias)
+
+
+def load_quantized(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """Load `weights` (names as the model's) into `model`, built on the meta device: each quantized weight goes into
+    a `QuantizedLinear` replacing its linear layer, everything else is assigned as `load_state_dict` does, strictly.
+    RuntimeError for a quantized tensor that is no linear layer's weight, or for missing or unexpected tensors."""
+    quantized = {key: value for key, value in weights.items() if is_quantized(value)}
+    for key, value in quantized.items():
+        module_name, _, attribute = key.rpartition(".")
+        parent_name, _, child_name = module_name.rpartition(".")
+        layer = model.get_submodule(module_name)
+        if attribute != "weight" or type(layer) is not torch.nn.Linear:
+            raise RuntimeError(f"{key} is quantized but is no linear layer's weight")
+        if logical_shape(value) != layer.weight.shape:
+            raise RuntimeError(f"{key}: a {tuple(logical_shape(value))} weight for a {tuple(layer.weight.shape)} layer")
+        with torch.device("meta"):
+            replacement = QuantizedLinear(layer.in_features, layer.out_features, layer.bias is not None)
+        replacement.weight = value.requires_grad_(False)  # a GGUFParameter: the bytes and their quant_type
+        setattr(model.get_submodule(parent_name) if parent_name else model, child_name, replacement)
+    rest = {key: value for key, value in weights.items() if key not in quantized}
+    missing, unexpected = model.load_state_dict(rest, strict=False, assign=True)
+    missing = [key for key in missing if key not in quantized]
+    if missing or unexpected:
+        raise RuntimeError(f"missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}")
+    return model
