@@ -80,25 +80,34 @@ class QuantizedLinear(torch.nn.Linear):
 
 
 def load_quantized(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-    """Load `weights` (names as the model's) into `model`, built on the meta device: each quantized weight goes into
-    a `QuantizedLinear` replacing its linear layer, everything else is assigned as `load_state_dict` does, strictly.
-    RuntimeError for a quantized tensor that is no linear layer's weight, or for missing or unexpected tensors."""
-    quantized = {key: value for key, value in weights.items() if is_quantized(value)}
-    for key, value in quantized.items():
+    """Load `weights` (names as the model's) into `model`, built on the meta device: each quantized weight of a
+    linear layer goes into a `QuantizedLinear` replacing it; other quantized tensors (a mixture-of-experts gate's
+    weight) are dequantized; everything is assigned as `load_state_dict` does, strictly. RuntimeError for missing
+    or unexpected tensors, or a quantized weight of another shape than its layer's."""
+    from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
+
+    rest = dict(weights)
+    for key, value in weights.items():
+        if not is_quantized(value):
+            continue
         module_name, _, attribute = key.rpartition(".")
-        parent_name, _, child_name = module_name.rpartition(".")
-        layer = model.get_submodule(module_name)
+        try:
+            layer = model.get_submodule(module_name)
+        except AttributeError as error:
+            raise RuntimeError(f"unexpected tensor {key}") from error
         if attribute != "weight" or type(layer) is not torch.nn.Linear:
-            raise RuntimeError(f"{key} is quantized but is no linear layer's weight")
+            rest[key] = dequantize_gguf_tensor(value)
+            continue
         if logical_shape(value) != layer.weight.shape:
             raise RuntimeError(f"{key}: a {tuple(logical_shape(value))} weight for a {tuple(layer.weight.shape)} layer")
         with torch.device("meta"):
             replacement = QuantizedLinear(layer.in_features, layer.out_features, layer.bias is not None)
         replacement.weight = value.requires_grad_(False)  # a GGUFParameter: the bytes and their quant_type
+        parent_name, _, child_name = module_name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child_name, replacement)
-    rest = {key: value for key, value in weights.items() if key not in quantized}
+        del rest[key]
     missing, unexpected = model.load_state_dict(rest, strict=False, assign=True)
-    missing = [key for key in missing if key not in quantized]
+    missing = [key for key in missing if key not in weights]  # not the weights now inside QuantizedLinear
     if missing or unexpected:
         raise RuntimeError(f"missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}")
     return model

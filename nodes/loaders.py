@@ -91,7 +91,8 @@ class UNETLoader:
     DESCRIPTION = ("Loads a diffusion model file alone (a transformer of the families this engine runs, in their "
                    "published layouts) from models/diffusion_models; pair it with the family's CLIP loader and "
                    "VAELoader. GGUF-quantized files (.gguf, as ComfyUI-GGUF's UnetLoaderGGUF reads them) load too: "
-                   "FLUX.1's stay quantized in memory, other families' are dequantized.")
+                   "FLUX.1's, FLUX.2's, Chroma's, Qwen-Image's and HiDream's stay quantized in memory, Z-Image's and "
+                   "Lumina 2's are dequantized.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load_unet"

@@ -13,7 +13,6 @@ from safetensors.torch import save_file
 
 from diffusion.encoders import llama_tokenizer
 from diffusion.families.hidream import demo as tiny_hidream
-from diffusion.files import read_safetensors
 from nodes.conditioning import CLIPTextEncode
 from nodes.flux import EmptySD3LatentImage
 from nodes.hidream import CLIPTextEncodeHiDream
@@ -21,7 +20,6 @@ from nodes.latent import VAEDecode
 from nodes.loaders import CLIPLoader, DiffusersLoader, LoraLoaderModelOnly, QuadrupleCLIPLoader, UNETLoader, VAELoader
 from nodes.sampling import KSampler
 from nodes.sd3 import ModelSamplingSD3
-from tests.nodes.conftest import write_gguf
 from tests.nodes.family_workflows import run_workflow
 
 TOLERANCE = 1e-4
@@ -140,22 +138,6 @@ def test_peft_lora_matches_load_lora_weights(node_env, hidream, hidream_pipeline
     image = _image(patched, clip, vae)
     assert np.abs(image - expected).max() <= TOLERANCE
     assert np.abs(image - _image(model, clip, vae)).max() > TOLERANCE
-
-
-def test_gguf_transformer_is_dequantized_at_load(node_env, hidream, hidream_models):
-    """A GGUF file of a family whose loader does not keep quantized weights loads with them dequantized."""
-    from diffusion.gguf import QuantizedLinear, dequantized, read_gguf
-
-    folder = node_env.folders.model_dir("diffusion_models")
-    write_gguf(read_safetensors(folder / tiny_hidream.DEMO_HIDREAM_TRANSFORMER, "unet_name"),
-               folder / "tiny-hidream-Q8_0.gguf")
-    (model,) = UNETLoader().load_unet("tiny-hidream-Q8_0.gguf")
-    assert model.family == "hidream"
-    assert not any(isinstance(module, QuantizedLinear) for module in model.network.modules())
-    expected = dequantized(read_gguf(folder / "tiny-hidream-Q8_0.gguf", "unet_name"), torch.float32)
-    weights = model.network.state_dict()
-    assert all(torch.equal(weights[key.removeprefix("model.diffusion_model.")].float(), value.float())
-               for key, value in expected.items())
 
 
 def test_text_encoder_files_are_checked_by_name(node_env, hidream_models):

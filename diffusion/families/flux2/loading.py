@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import ldm, registry
+from diffusion import gguf, ldm, registry
 from diffusion.components import DiffusionModel, PatchedVae
 from diffusion.contracts import Place
 from diffusion.encoders.tekken import TEKKEN_TENSOR, tekken_bytes, tekken_tokenizer
@@ -76,8 +76,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
         if is_bfl_layout(weights.keys()):
             weights = convert_flux2_transformer_checkpoint_to_diffusers(weights)
         with empty_weights():
-            transformer = Flux2Transformer2DModel(**transformer_config(weights))
-        transformer.load_state_dict(weights, strict=True, assign=True)
+            transformer = Flux2Transformer2DModel(**transformer_config(gguf.shape_view(weights)))
+        gguf.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: FLUX.2 transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()

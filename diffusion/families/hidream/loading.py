@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import registry
+from diffusion import gguf, registry
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders import t5 as t5_files
@@ -74,8 +74,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
     weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
     try:
         with empty_weights():
-            transformer = HiDreamImageTransformer2DModel(**transformer_config(weights))
-        transformer.load_state_dict(weights, strict=True, assign=True)
+            transformer = HiDreamImageTransformer2DModel(**transformer_config(gguf.shape_view(weights)))
+        gguf.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: HiDream transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import registry
+from diffusion import gguf, registry
 from diffusion.components import DiffusionModel, FrameVae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
@@ -54,8 +54,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
     weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
     try:
         with empty_weights():
-            transformer = QwenImageTransformer2DModel(**transformer_config(weights))
-        transformer.load_state_dict(weights, strict=True, assign=True)
+            transformer = QwenImageTransformer2DModel(**transformer_config(gguf.shape_view(weights)))
+        gguf.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen-Image transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
