@@ -6,7 +6,8 @@ original layout, loaded as UNETLoader loads it), the Z-Image Turbo transformer a
 layout) and its Qwen3 4B text encoder (bf16, 8 GB, CLIPLoader type lumina2), Qwen-Image's VAE (bf16, Wan's
 original layout, VAELoader) and its Qwen2.5-VL 7B text encoder with the vision tower (bf16, 15.5 GB, the published
 layout, CLIPLoader type qwen_image), HiDream's Llama 3.1 8B text encoder (bf16, 15 GB, `model.*` keys, read as
-QuadrupleCLIPLoader reads it). The four largest are measured in bf16 only: in fp32 they would not fit this
+QuadrupleCLIPLoader reads it), FLUX.2 [klein] 4B's transformer as a Q8_0 GGUF file (4.2 GB, UNETLoader, kept
+quantized). The four largest and the GGUF file are measured in bf16 only: in fp32 they would not fit this
 machine's 24 GB beside their files. Qwen-Image's 20B transformer (41 GB in bf16), HiDream's 17B (34 GB) and
 FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB) do not fit here at all.
 Each file is loaded by the model manager in a fresh process,
@@ -128,6 +129,34 @@ def _zimage_models(models_dir: Path) -> str:
     return name
 
 
+def _flux2_gguf_models(models_dir: Path) -> str:
+    """FLUX.2 [klein] 4B's transformer architecture (5 double and 20 single blocks, 24 heads of 128; 3.9B
+    parameters) with seeded random weights, Q8_0-quantized as a GGUF file in diffusers' names (UNETLoader keeps
+    the quantized weights: the loaded model should be about the file's size, half of bf16)."""
+    from diffusers import Flux2Transformer2DModel
+
+    from diffusion.gguf import write_gguf
+
+    name = "random-flux2-gguf"
+    path = models_dir / "diffusion_models" / f"{name}.gguf"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        transformer = Flux2Transformer2DModel(
+            patch_size=1, in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
+            num_attention_heads=24, joint_attention_dim=7680, timestep_guidance_channels=256, mlp_ratio=3.0,
+            axes_dims_rope=(32, 32, 32, 32), guidance_embeds=False).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    write_gguf(transformer.state_dict(), partial, "flux2")
+    partial.rename(path)
+    return name
+
+
 def _language_model_file(models_dir: Path, name: str, build: Callable[[], torch.nn.Module]) -> str:
     """`text_encoders/{name}.safetensors`: the language model `build()` makes (seeded, in bf16: an fp32 copy would
     not fit beside it), saved with `model.*` keys as the published files are; a file already there is kept."""
@@ -232,17 +261,20 @@ FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdx
                                               "zimage-text-encoder": _zimage_text_encoder_models,
                                               "qwenimage-vae": _qwenimage_vae_models,
                                               "qwenimage-text-encoder": _qwenimage_text_encoder_models,
-                                              "hidream-llama": _hidream_llama_models}
+                                              "hidream-llama": _hidream_llama_models,
+                                              "flux2-gguf": _flux2_gguf_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
 PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusion_models", "engine-network"),
          "zimage-text-encoder": ("text_encoders", "engine-text-encoder:lumina2"),
          "qwenimage-vae": ("vae", "engine-vae"),
          "qwenimage-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image"),
-         "hidream-llama": ("text_encoders", "engine-llama")}
+         "hidream-llama": ("text_encoders", "engine-llama"),
+         "flux2-gguf": ("diffusion_models", "engine-network")}
 DTYPES = (torch.float32, torch.bfloat16)
 # in fp32 these would not fit this machine beside their file (33, 25 and 16 GB)
 ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bfloat16,),
-              "zimage-text-encoder": (torch.bfloat16,), "hidream-llama": (torch.bfloat16,)}
+              "zimage-text-encoder": (torch.bfloat16,), "hidream-llama": (torch.bfloat16,),
+              "flux2-gguf": (torch.bfloat16,)}
 
 
 def main() -> None:
@@ -259,7 +291,7 @@ def main() -> None:
                        check=True, cwd=PROJECT_DIR, stdout=subprocess.PIPE, text=True)
         print(f"{family}: files ready in {time.perf_counter() - began:.0f} s", flush=True)
         folder, which = PARTS.get(family, ("checkpoints", "engine"))
-        path = next((args.models_dir / folder).glob(f"random-{family}.safetensors"))
+        path = next((args.models_dir / folder).glob(f"random-{family}.*"))
         size = path.stat().st_size
         for dtype in ROW_DTYPES.get(family, DTYPES):
             peak = loading_peak(which, path, path.parent, dtype)

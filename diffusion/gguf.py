@@ -68,6 +68,27 @@ def dequantized(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) ->
             for key, value in state.items()}
 
 
+def write_gguf(state: Mapping[str, torch.Tensor], path: Path, architecture: str) -> None:
+    """`state` as a GGUF file the way ComfyUI-GGUF's conversions write them: 2-D weights whose rows divide into
+    32-value blocks Q8_0-quantized, the other tensors float32 (the benchmarks' and tests' files; the engine itself
+    only reads GGUF)."""
+    import gguf
+    from gguf.quants import quantize
+
+    writer = gguf.GGUFWriter(str(path), architecture)
+    for key, value in state.items():
+        array = value.detach().float().numpy()
+        if array.ndim == 2 and array.shape[1] % 32 == 0:
+            blocks = quantize(array, gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(key, blocks, raw_shape=blocks.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(key, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
 class QuantizedLinear(torch.nn.Linear):
     """A linear layer holding a GGUF-quantized weight, dequantized to the input's dtype for each call."""
 

@@ -8,9 +8,8 @@ from safetensors.torch import save_file
 
 from diffusion import loading, registry
 from diffusion.files import read_safetensors
-from diffusion.gguf import QuantizedLinear, dequantized, read_gguf
+from diffusion.gguf import QuantizedLinear, dequantized, read_gguf, write_gguf
 from diffusion.manager import ModelManager
-from tests.nodes.conftest import write_gguf
 
 TRANSFORMERS = {"flux": ("flux", "DEMO_FLUX_TRANSFORMER"), "flux2": ("flux2", "DEMO_FLUX2_TRANSFORMER"),
                 "chroma": ("chroma", "DEMO_CHROMA_TRANSFORMER"),
@@ -26,7 +25,7 @@ def test_gguf_transformer_keeps_quantized_layers_equal_to_dequantized_ones(famil
     registry.family(family).make_demo_models(tiny_models_dir)
     name = getattr(importlib.import_module(f"diffusion.families.{package}.demo"), constant)
     state = read_safetensors(tiny_models_dir / "diffusion_models" / name, "unet_name")
-    write_gguf(state, tmp_path / "model.gguf")
+    write_gguf(state, tmp_path / "model.gguf", family)
     save_file({key: value.contiguous() for key, value in dequantized(
         read_gguf(tmp_path / "model.gguf", "unet_name"), torch.float32).items()}, str(tmp_path / "plain.safetensors"))
     manager = ModelManager(torch.device("cpu"), torch.float32)
@@ -51,7 +50,7 @@ def test_other_families_load_gguf_files_dequantized(tmp_path, tiny_models_dir):
 
     lumina2_demo.make_lumina2_demo_models(tiny_models_dir)
     state = read_safetensors(tiny_models_dir / "diffusion_models" / lumina2_demo.DEMO_LUMINA2_TRANSFORMER, "unet_name")
-    write_gguf(state, tmp_path / "model.gguf")
+    write_gguf(state, tmp_path / "model.gguf", "lumina2")
     assert any(getattr(value, "quant_type", None) == 8 for value in read_gguf(tmp_path / "model.gguf", "x").values())
     save_file({key: value.contiguous() for key, value in dequantized(
         read_gguf(tmp_path / "model.gguf", "unet_name"), torch.float32).items()}, str(tmp_path / "plain.safetensors"))

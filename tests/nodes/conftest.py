@@ -12,26 +12,6 @@ def own_storage(*modules) -> None:
             tensor.data = tensor.data.clone()
 
 
-def write_gguf(state, path):
-    """`state` as city96's ComfyUI-GGUF files are written: 2-D weights Q8_0-quantized (rows of 32-value blocks),
-    the rest float32."""
-    import gguf
-    from gguf.quants import quantize
-
-    writer = gguf.GGUFWriter(str(path), "flux")
-    for key, value in state.items():
-        array = value.detach().float().numpy()
-        if array.ndim == 2 and array.shape[1] % 32 == 0:
-            blocks = quantize(array, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(key, blocks, raw_shape=blocks.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
-            writer.add_tensor(key, array)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
 def validation_errors(prompt: dict) -> dict[str, list[dict]]:
     """The engine's validation errors per node of an API prompt of built-in nodes, every node checked as a
     target (what POST /prompt answers with a 400)."""

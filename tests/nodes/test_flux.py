@@ -29,7 +29,7 @@ from nodes.loaders import (
     VAELoader,
 )
 from nodes.sampling import KSampler, KSamplerAdvanced
-from tests.nodes.conftest import own_storage, validation_errors, write_gguf
+from tests.nodes.conftest import own_storage, validation_errors
 
 TOLERANCE = 1e-4
 PROMPT = "a photo of an astronaut riding a horse on mars"
@@ -422,10 +422,10 @@ def test_gguf_transformer_stays_quantized_and_gives_its_weights_image(node_env, 
     the Q8_0 blocks (dequantized when called) and the image is that of the same weights dequantized; a LoRA
     applies."""
     from diffusion.families.flux.loading import bfl_to_diffusers
-    from diffusion.gguf import QuantizedLinear, dequantized, read_gguf
+    from diffusion.gguf import QuantizedLinear, dequantized, read_gguf, write_gguf
 
     folder = node_env.folders.model_dir("diffusion_models")
-    write_gguf(_diffusers_to_bfl(flux_models.transformer.state_dict()), folder / "tiny-flux-Q8_0.gguf")
+    write_gguf(_diffusers_to_bfl(flux_models.transformer.state_dict()), folder / "tiny-flux-Q8_0.gguf", "flux")
     assert "tiny-flux-Q8_0.gguf" in UNETLoader.INPUT_TYPES()["required"]["unet_name"][0]
     (model,) = UNETLoader().load_unet("tiny-flux-Q8_0.gguf")
     quantized = [module for module in model.network.modules() if isinstance(module, QuantizedLinear)]
