@@ -129,6 +129,16 @@ def _zimage_models(models_dir: Path) -> str:
     return name
 
 
+def _seeded_bf16(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """`build()` after seeding with 0, its parameters made in bf16 (an fp32 copy would need twice the memory)."""
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        return build().eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def _flux2_gguf_models(models_dir: Path) -> str:
     """FLUX.2 [klein] 4B's transformer architecture (5 double and 20 single blocks, 24 heads of 128; 3.9B
     parameters) with seeded random weights, Q8_0-quantized as a GGUF file in diffusers' names (UNETLoader keeps
@@ -141,15 +151,10 @@ def _flux2_gguf_models(models_dir: Path) -> str:
     path = models_dir / "diffusion_models" / f"{name}.gguf"
     if path.exists():
         return name
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        transformer = Flux2Transformer2DModel(
-            patch_size=1, in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
-            num_attention_heads=24, joint_attention_dim=7680, timestep_guidance_channels=256, mlp_ratio=3.0,
-            axes_dims_rope=(32, 32, 32, 32), guidance_embeds=False).eval()
-    finally:
-        torch.set_default_dtype(torch.float32)
+    transformer = _seeded_bf16(lambda: Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
+        num_attention_heads=24, joint_attention_dim=7680, timestep_guidance_channels=256, mlp_ratio=3.0,
+        axes_dims_rope=(32, 32, 32, 32), guidance_embeds=False))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     write_gguf(transformer.state_dict(), partial, "flux2")
@@ -165,12 +170,7 @@ def _language_model_file(models_dir: Path, name: str, build: Callable[[], torch.
     path = models_dir / "text_encoders" / f"{name}.safetensors"
     if path.exists():
         return name
-    torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        model = build().eval()
-    finally:
-        torch.set_default_dtype(torch.float32)
+    model = _seeded_bf16(build)
     state = {f"model.{key}": value for key, value in model.state_dict().items()}
     del model
     path.parent.mkdir(parents=True, exist_ok=True)
