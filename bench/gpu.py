@@ -124,52 +124,6 @@ def _sdxl_files(models_dir: Path, tiny: bool) -> dict[str, str]:
     return {"checkpoint": f"{name}.safetensors", "folder": name}
 
 
-def bfl_layout(state: dict[str, Any]) -> dict[str, Any]:
-    """A diffusers FluxTransformer2DModel state dict in Black Forest Labs' released layout (`flux1-dev.safetensors`:
-    fused q/k/v, the single blocks' q/k/v/MLP input as one `linear1`, RMSNorm `scale`, the final modulation's shift
-    before its scale), inverting the loader's own name tables so that the names live in one place."""
-    import torch
-
-    from diffusion.families.flux import loading
-
-    renames = {new: old for old, new in loading._BFL_RENAMES.items()}
-    double = {new: old for old, new in loading._BFL_DOUBLE.items()}
-    single = {new: old for old, new in loading._BFL_SINGLE.items()}
-    qkv_parts = {part: (fused, parts) for fused, parts in loading._BFL_QKV.items() for part in parts}
-    single_parts = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")
-    bfl: dict[str, Any] = {}
-    for key, value in state.items():
-        module, _, kind = key.rpartition(".")
-        block, _, rest = module.partition(".")
-        index, _, inner = rest.partition(".")
-        if module in renames:
-            bfl[f"{renames[module]}.{kind}"] = value
-        elif module == "norm_out.linear":
-            scale, shift = value.chunk(2)
-            bfl[f"final_layer.adaLN_modulation.1.{kind}"] = torch.cat([shift, scale])
-        elif block == "transformer_blocks" and inner in qkv_parts:
-            fused, parts = qkv_parts[inner]
-            if inner == parts[0]:
-                bfl[f"double_blocks.{index}.{fused}.{kind}"] = torch.cat(
-                    [state[f"{block}.{index}.{part}.{kind}"] for part in parts])
-        elif block == "transformer_blocks":
-            bfl[_rms_scale(f"double_blocks.{index}.{double[inner]}.{kind}")] = value
-        elif block == "single_transformer_blocks" and inner in single_parts:
-            if inner == single_parts[0]:
-                bfl[f"single_blocks.{index}.linear1.{kind}"] = torch.cat(
-                    [state[f"{block}.{index}.{part}.{kind}"] for part in single_parts])
-        elif block == "single_transformer_blocks":
-            bfl[_rms_scale(f"single_blocks.{index}.{single[inner]}.{kind}")] = value
-        else:
-            raise KeyError(f"no BFL name for {key!r}")
-    return bfl
-
-
-def _rms_scale(key: str) -> str:
-    """BFL's q/k RMSNorms call their weight `scale`."""
-    return key.removesuffix(".weight") + ".scale" if key.endswith(("query_norm.weight", "key_norm.weight")) else key
-
-
 def _save(state: dict[str, Any], path: Path) -> None:
     from safetensors.torch import save_file
 
@@ -184,7 +138,7 @@ def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
         models = demo.make_flux_demo_models(models_dir)
         transformer = "tiny-flux1-bfl.safetensors"  # the demo's file has diffusers' names; people's have BFL's
         if not (models_dir / "diffusion_models" / transformer).exists():
-            _save(bfl_layout(models.transformer.state_dict()), models_dir / "diffusion_models" / transformer)
+            _save(demo.bfl_layout(models.transformer.state_dict()), models_dir / "diffusion_models" / transformer)
         return {"transformer": transformer, "clip_l": demo.DEMO_FLUX_CLIP_L, "t5": demo.DEMO_FLUX_T5,
                 "vae": demo.DEMO_FLUX_VAE}
     files = {"transformer": "random-flux1-dev.safetensors", "clip_l": "random-flux-clip-l.safetensors",
@@ -225,7 +179,7 @@ def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
         folder = "vae" if role == "vae" else "text_encoders"
         (models_dir / folder / default_name).rename(models_dir / folder / files[role])
     # written last: its presence says the set is complete
-    _save(bfl_layout(models.transformer.state_dict()), models_dir / "diffusion_models" / files["transformer"])
+    _save(demo.bfl_layout(models.transformer.state_dict()), models_dir / "diffusion_models" / files["transformer"])
     return files
 
 

@@ -27,8 +27,7 @@ def test_flux_transformer_is_written_in_bfl_layout_that_loads_back_unchanged():
     tensor of the model it came from."""
     import torch
 
-    from bench.gpu import bfl_layout
-    from diffusion.families.flux.demo import build_tiny_flux
+    from diffusion.families.flux.demo import bfl_layout, build_tiny_flux
     from diffusion.families.flux.detection import is_bfl_layout
     from diffusion.families.flux.loading import bfl_to_diffusers
 

@@ -115,7 +115,7 @@ def test_original_layout_file_is_the_same_model(node_env, chroma, chroma_models)
 
 def _diffusers_to_bfl_without_modulation(state):
     """FLUX's inverse conversion for a transformer without per-block modulation or time/text embedders."""
-    from tests.nodes.test_flux import _diffusers_to_bfl
+    from diffusion.families.flux.demo import bfl_layout
 
     padded = dict(state)
     blocks = {key.split(".")[1] for key in state if key.startswith("transformer_blocks.")}
@@ -128,7 +128,7 @@ def _diffusers_to_bfl_without_modulation(state):
     for index in singles:
         padded[f"single_transformer_blocks.{index}.norm.linear.weight"] = torch.zeros(1, width)
         padded[f"single_transformer_blocks.{index}.norm.linear.bias"] = torch.zeros(1)
-    return {key: value for key, value in _diffusers_to_bfl(padded).items()
+    return {key: value for key, value in bfl_layout(padded).items()
             if ".img_mod." not in key and ".txt_mod." not in key and ".modulation." not in key}
 
 

@@ -339,56 +339,12 @@ def test_realism_workflow_applies_its_lora(node_env, flux_models):
     assert plain["8"]["inputs"]["cfg"] == 1.0 and plain["5"]["class_type"] == "FluxGuidance"
 
 
-def _diffusers_to_bfl(state):
-    """A diffusers FluxTransformer2DModel state dict in BFL's original layout (the inverse of diffusers' converter)."""
-    renames = {"time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
-               "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
-               "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
-               "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
-               "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
-               "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
-               "context_embedder": "txt_in", "x_embedder": "img_in", "proj_out": "final_layer.linear"}
-    double = {"norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin", "ff.net.0.proj": "img_mlp.0",
-              "ff.net.2": "img_mlp.2", "ff_context.net.0.proj": "txt_mlp.0", "ff_context.net.2": "txt_mlp.2",
-              "attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj"}
-    norms = {"attn.norm_q": "img_attn.norm.query_norm", "attn.norm_k": "img_attn.norm.key_norm",
-             "attn.norm_added_q": "txt_attn.norm.query_norm", "attn.norm_added_k": "txt_attn.norm.key_norm"}
-    bfl = {}
-    for key, value in state.items():
-        module, _, kind = key.rpartition(".")
-        if module in renames:
-            bfl[f"{renames[module]}.{kind}"] = value
-        elif module == "norm_out.linear":  # BFL stores shift before scale
-            scale, shift = value.chunk(2)
-            bfl[f"final_layer.adaLN_modulation.1.{kind}"] = torch.cat([shift, scale])
-    for index in range(len({key.split(".")[1] for key in state if key.startswith("transformer_blocks.")})):
-        prefix, target = f"transformer_blocks.{index}.", f"double_blocks.{index}."
-        for module, name in double.items():
-            for kind in ("weight", "bias"):
-                bfl[f"{target}{name}.{kind}"] = state[f"{prefix}{module}.{kind}"]
-        for module, name in norms.items():
-            bfl[f"{target}{name}.scale"] = state[f"{prefix}{module}.weight"]
-        for stream, parts in (("img", ("to_q", "to_k", "to_v")), ("txt", ("add_q_proj", "add_k_proj", "add_v_proj"))):
-            for kind in ("weight", "bias"):
-                bfl[f"{target}{stream}_attn.qkv.{kind}"] = torch.cat([state[f"{prefix}attn.{p}.{kind}"] for p in parts])
-    for index in range(len({key.split(".")[1] for key in state if key.startswith("single_transformer_blocks.")})):
-        prefix, target = f"single_transformer_blocks.{index}.", f"single_blocks.{index}."
-        for kind in ("weight", "bias"):
-            bfl[f"{target}linear1.{kind}"] = torch.cat(
-                [state[f"{prefix}{part}.{kind}"] for part in ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")])
-            bfl[f"{target}linear2.{kind}"] = state[f"{prefix}proj_out.{kind}"]
-            bfl[f"{target}modulation.lin.{kind}"] = state[f"{prefix}norm.linear.{kind}"]
-        bfl[f"{target}norm.query_norm.scale"] = state[f"{prefix}attn.norm_q.weight"]
-        bfl[f"{target}norm.key_norm.scale"] = state[f"{prefix}attn.norm_k.weight"]
-    return bfl
-
-
 def test_bfl_layout_converts_back_at_any_width(flux_models):
     from diffusion.families.flux.loading import bfl_to_diffusers
 
     state = flux_models.transformer.state_dict()
     converted = bfl_to_diffusers({"model.diffusion_model." + key: value
-                                  for key, value in _diffusers_to_bfl(state).items()})
+                                  for key, value in tiny_flux.bfl_layout(state).items()})
     assert converted.keys() == state.keys()
     assert all(torch.equal(converted[key], state[key]) for key in state)
 
@@ -407,7 +363,7 @@ def test_full_width_bfl_layout_file_is_rebuilt_with_flux1_config():
                   axes_dims_rope=(16, 56, 56))
     with torch.device("meta"):
         original = FluxTransformer2DModel(**config)
-    bfl = {"model.diffusion_model." + key: value for key, value in _diffusers_to_bfl(original.state_dict()).items()}
+    bfl = {"model.diffusion_model." + key: value for key, value in tiny_flux.bfl_layout(original.state_dict()).items()}
     rebuilt = build_flux_transformer(bfl, "unet_name")
     assert {key: value.shape for key, value in rebuilt.state_dict().items()} == \
         {key: value.shape for key, value in original.state_dict().items()}
@@ -425,7 +381,7 @@ def test_gguf_transformer_stays_quantized_and_gives_its_weights_image(node_env, 
     from diffusion.gguf import QuantizedLinear, dequantized, read_gguf, write_gguf
 
     folder = node_env.folders.model_dir("diffusion_models")
-    write_gguf(_diffusers_to_bfl(flux_models.transformer.state_dict()), folder / "tiny-flux-Q8_0.gguf", "flux")
+    write_gguf(tiny_flux.bfl_layout(flux_models.transformer.state_dict()), folder / "tiny-flux-Q8_0.gguf", "flux")
     assert "tiny-flux-Q8_0.gguf" in UNETLoader.INPUT_TYPES()["required"]["unet_name"][0]
     (model,) = UNETLoader().load_unet("tiny-flux-Q8_0.gguf")
     quantized = [module for module in model.network.modules() if isinstance(module, QuantizedLinear)]
@@ -452,7 +408,7 @@ def test_all_in_one_checkpoint_in_comfyuis_layout_is_the_split_files_model(node_
 
     models = flux_models
     state = {"model.diffusion_model." + key: value
-             for key, value in _diffusers_to_bfl(models.transformer.state_dict()).items()}
+             for key, value in tiny_flux.bfl_layout(models.transformer.state_dict()).items()}
     state.update(ldm_export.vae_to_ldm(models.vae.state_dict(), models.vae.config, prefix="vae."))
     state.update({"text_encoders.clip_l.transformer." + key: value
                   for key, value in models.text_encoder.state_dict().items() if not key.endswith("position_ids")})

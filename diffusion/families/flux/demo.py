@@ -68,6 +68,53 @@ def build_tiny_flux(seed: int = 0, guidance_embeds: bool = True) -> TinyFlux:
                     tiny_t5_tokenizer())
 
 
+def bfl_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers FluxTransformer2DModel state dict in Black Forest Labs' released layout (`flux1-dev.safetensors`:
+    fused q/k/v, the single blocks' q/k/v/MLP input as one `linear1`, RMSNorm `scale`, the final modulation's shift
+    before its scale). Written from its own name tables, not the loader's, so that tests of the loader's converter
+    check it against an independent inverse."""
+    renames = {"time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
+               "time_text_embed.timestep_embedder.linear_2": "time_in.out_layer",
+               "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
+               "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
+               "time_text_embed.guidance_embedder.linear_1": "guidance_in.in_layer",
+               "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
+               "context_embedder": "txt_in", "x_embedder": "img_in", "proj_out": "final_layer.linear"}
+    double = {"norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin", "ff.net.0.proj": "img_mlp.0",
+              "ff.net.2": "img_mlp.2", "ff_context.net.0.proj": "txt_mlp.0", "ff_context.net.2": "txt_mlp.2",
+              "attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj"}
+    norms = {"attn.norm_q": "img_attn.norm.query_norm", "attn.norm_k": "img_attn.norm.key_norm",
+             "attn.norm_added_q": "txt_attn.norm.query_norm", "attn.norm_added_k": "txt_attn.norm.key_norm"}
+    bfl = {}
+    for key, value in state.items():
+        module, _, kind = key.rpartition(".")
+        if module in renames:
+            bfl[f"{renames[module]}.{kind}"] = value
+        elif module == "norm_out.linear":  # BFL stores shift before scale
+            scale, shift = value.chunk(2)
+            bfl[f"final_layer.adaLN_modulation.1.{kind}"] = torch.cat([shift, scale])
+    for index in range(len({key.split(".")[1] for key in state if key.startswith("transformer_blocks.")})):
+        prefix, target = f"transformer_blocks.{index}.", f"double_blocks.{index}."
+        for module, name in double.items():
+            for kind in ("weight", "bias"):
+                bfl[f"{target}{name}.{kind}"] = state[f"{prefix}{module}.{kind}"]
+        for module, name in norms.items():
+            bfl[f"{target}{name}.scale"] = state[f"{prefix}{module}.weight"]
+        for stream, parts in (("img", ("to_q", "to_k", "to_v")), ("txt", ("add_q_proj", "add_k_proj", "add_v_proj"))):
+            for kind in ("weight", "bias"):
+                bfl[f"{target}{stream}_attn.qkv.{kind}"] = torch.cat([state[f"{prefix}attn.{p}.{kind}"] for p in parts])
+    for index in range(len({key.split(".")[1] for key in state if key.startswith("single_transformer_blocks.")})):
+        prefix, target = f"single_transformer_blocks.{index}.", f"single_blocks.{index}."
+        for kind in ("weight", "bias"):
+            bfl[f"{target}linear1.{kind}"] = torch.cat(
+                [state[f"{prefix}{part}.{kind}"] for part in ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")])
+            bfl[f"{target}linear2.{kind}"] = state[f"{prefix}proj_out.{kind}"]
+            bfl[f"{target}modulation.lin.{kind}"] = state[f"{prefix}norm.linear.{kind}"]
+        bfl[f"{target}norm.query_norm.scale"] = state[f"{prefix}attn.norm_q.weight"]
+        bfl[f"{target}norm.key_norm.scale"] = state[f"{prefix}attn.norm_k.weight"]
+    return bfl
+
+
 def tiny_flux_transformer(guidance_embeds: bool = True, in_channels: int = 64, out_channels: int | None = None
                           ) -> Any:
     """The tiny FLUX transformer (random weights from torch's current seed); FLUX.1 Fill's takes 384 channels
