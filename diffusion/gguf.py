@@ -9,6 +9,7 @@ Other families get `dequantized` tensors. Layout conversions that split or join 
 the quantized bytes too: GGUF quantizes each row on its own. Knows nothing of nodes or families."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -23,17 +24,36 @@ def is_quantized(tensor: torch.Tensor) -> bool:
 
 
 def read_gguf(path: Path, input_name: str) -> dict[str, torch.Tensor]:
-    """The tensors of a .gguf file: quantized ones as diffusers' GGUFParameter, the others as plain tensors; a
-    ValueError naming the input for an unreadable file."""
-    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+    """The tensors of a .gguf file: quantized ones (and bf16 ones) as diffusers' GGUFParameter with their
+    `quant_type`, float32 and float16 ones as plain tensors, as diffusers' GGUF reader gives them; a ValueError
+    naming the input for an unreadable file or an unsupported quantization. The tensors are read with `pread` into
+    memory of their own, not copied out of a memory map, whose pages would stay resident beside the copies."""
+    import gguf
+    import numpy as np
+    from diffusers.quantizers.gguf.utils import SUPPORTED_GGUF_QUANT_TYPES, GGUFParameter
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{input_name}: file {path} not found")
+    plain = (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+    state: dict[str, torch.Tensor] = {}
     try:
-        return dict(load_gguf_checkpoint(str(path)))
+        reader = gguf.GGUFReader(str(path))  # the header; the tensor data stays unread in its map
+        with open(path, "rb", buffering=0) as file:
+            for tensor in reader.tensors:
+                if tensor.tensor_type not in plain and tensor.tensor_type not in SUPPORTED_GGUF_QUANT_TYPES:
+                    raise ValueError(f"{tensor.name} is quantized as {tensor.tensor_type.name}, which diffusers' "
+                                     "GGUF dequantizers do not read")
+                buffer = torch.empty(tensor.n_bytes, dtype=torch.uint8)
+                if os.preadv(file.fileno(), [buffer.numpy()], tensor.data_offset) != tensor.n_bytes:
+                    raise ValueError(f"{tensor.name} runs past the end of the file")
+                dtype = torch.from_numpy(np.empty(0, dtype=tensor.data.dtype)).dtype
+                weights = buffer.view(dtype).reshape(tensor.data.shape)
+                state[tensor.name] = weights if tensor.tensor_type in plain else GGUFParameter(
+                    weights, quant_type=tensor.tensor_type)
     except (ValueError, OSError, KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable GGUF file ({error})") from error
+    return state
 
 
 def gguf_keys(path: Path, input_name: str) -> list[str]:

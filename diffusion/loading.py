@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import torch
 
-from diffusion import gguf, ldm, registry
+from diffusion import gguf, ldm, registry, weight_storage
 from diffusion.components import DiffusionModel, Vae
 from diffusion.encoders import text_encoder_files
 from diffusion.files import (
@@ -95,9 +95,12 @@ def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor],
     return Vae(models.place(autoencoder), name)
 
 
-def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "unet_name") -> DiffusionModel:
-    """MODEL from a file holding the denoising network alone (UNETLoader)."""
+def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "unet_name",
+                         weight_dtype: str = "default") -> DiffusionModel:
+    """MODEL from a file holding the denoising network alone (UNETLoader); with a `weight_dtype` of
+    `weight_storage.WEIGHT_DTYPES` other than "default", its weights stored in that precision."""
     path = Path(path)
+    storage = weight_storage.WEIGHT_DTYPES[weight_dtype]
 
     def load() -> DiffusionModel:
         gguf_file = path.suffix.lower() == gguf.GGUF_SUFFIX
@@ -109,9 +112,13 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
                              "use CheckpointLoaderSimple for Stable Diffusion checkpoints)")
         if gguf_file and not family.keeps_gguf_quantized:
             state = gguf.dequantized(state, models.dtype)
-        return family.load_diffusion_model(state, path.name, models.place)
+        model = family.load_diffusion_model(state, path.name, models.place)
+        if storage is not None:
+            weight_storage.with_weights_stored_in(model.network, storage, "weight_dtype")
+        return model
 
-    return models.cached("diffusion_model", path, input_name, load)
+    kind = "diffusion_model" if storage is None else f"diffusion_model-{weight_dtype}"
+    return models.cached(kind, path, input_name, load)
 
 
 # ComfyUI reads a lone OpenCLIP-G file given as stable_diffusion as the SDXL refiner's CLIP

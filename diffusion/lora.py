@@ -59,6 +59,24 @@ def _inject(module: Any, component: str, patch: LoraPatch, state: dict[str, Any]
                 state, alphas, module, prefix=component, adapter_name=adapter_name)
     else:  # a diffusers model (UNet or transformer): what diffusers' load_lora_into_unet/_transformer call
         module.load_lora_adapter(state, prefix=component, network_alphas=alphas, adapter_name=adapter_name)
+        _lora_in_compute_dtype(module, component, state, adapter_name)
+
+
+def _lora_in_compute_dtype(module: Any, component: str, state: dict[str, Any], adapter_name: str) -> None:
+    """A model whose weights are stored in fp8 (UNETLoader's weight_dtype, diffusers' layerwise casting) gets LoRA
+    layers in fp8 from peft, which cannot compute in it: they are made in the model's compute precision and given
+    the LoRA's values again, unrounded."""
+    from peft import set_peft_model_state_dict
+
+    compute = module.dtype
+    adapters = [parameter for name, parameter in module.named_parameters() if f".{adapter_name}." in name]
+    if all(parameter.dtype == compute for parameter in adapters):
+        return
+    for parameter in adapters:
+        parameter.data = parameter.data.to(compute)
+    values = {key.removeprefix(f"{component}."): value.to(compute) for key, value in state.items()
+              if key.startswith(f"{component}.")}
+    set_peft_model_state_dict(module, values, adapter_name=adapter_name)
 
 
 @contextlib.contextmanager

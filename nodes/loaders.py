@@ -15,6 +15,7 @@ from diffusion.components import DiffusionModel
 from diffusion.contracts import LoraPatch, TextEncoder, VaeModel
 from diffusion.gguf import GGUF_SUFFIX
 from diffusion.lora import lora_applied, lora_targets
+from diffusion.weight_storage import WEIGHT_DTYPES
 from nodes.environment import CHECKPOINT_EXTENSIONS, current_environment
 from nodes.model_facts import family_facts
 
@@ -102,10 +103,11 @@ class UNETLoader:
         names = current_environment().folders.list_models("diffusion_models", CHECKPOINT_EXTENSIONS + (GGUF_SUFFIX,))
         return {"required": {
             "unet_name": (names, {"tooltip": "The model file in models/diffusion_models."}),
-            "weight_dtype": (["default"], {
-                "tooltip": "The precision the weights are kept in: the device's (--fp16/--bf16/--fp32). ComfyUI's "
-                           "fp8 storage choices are not offered yet, so workflows asking for them are refused at "
-                           "validation instead of running in another precision."}),
+            "weight_dtype": (list(WEIGHT_DTYPES), {
+                "tooltip": "The precision the weights are kept in. default: the device's (--fp16/--bf16/--fp32). "
+                           "fp8_e4m3fn, fp8_e5m2: the layers' weights stored in fp8 (half of bf16's memory) and "
+                           "cast to the device's precision while each layer runs (norms and embeddings stay in it); "
+                           "fp8_e4m3fn_fast stores them the same way."}),
         }}
 
     @classmethod
@@ -115,7 +117,7 @@ class UNETLoader:
 
     def load_unet(self, unet_name: str, weight_dtype: str = "default") -> tuple[DiffusionModel]:
         path = _model_file("diffusion_models", unet_name, "unet_name")
-        return (loading.load_diffusion_model(current_environment().models, path, "unet_name"),)
+        return (loading.load_diffusion_model(current_environment().models, path, "unet_name", weight_dtype),)
 
 
 def _text_encoder_paths(names: dict[str, str]) -> dict[str, Any]:

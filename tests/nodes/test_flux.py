@@ -400,6 +400,33 @@ def test_gguf_transformer_stays_quantized_and_gives_its_weights_image(node_env, 
     assert np.abs(_image(with_lora, clip, vae) - _image(plain_lora, clip, vae)).max() <= TOLERANCE
 
 
+@pytest.mark.parametrize("weight_dtype, storage", [("fp8_e4m3fn", torch.float8_e4m3fn),
+                                                   ("fp8_e4m3fn_fast", torch.float8_e4m3fn),
+                                                   ("fp8_e5m2", torch.float8_e5m2)])
+def test_fp8_weight_dtype_stores_weights_in_fp8(node_env, flux, weight_dtype, storage):
+    """UNETLoader's weight_dtype as ComfyUI offers it: the layers keep fp8 weights and compute in the model's
+    precision, so the image is that of the model with those weights rounded to fp8."""
+    assert weight_dtype in UNETLoader.INPUT_TYPES()["required"]["weight_dtype"][0]
+    (model,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_TRANSFORMER, weight_dtype)
+    stored = model.network.state_dict()
+    assert model.network.dtype == torch.float32  # the compute precision (the tests' engine runs fp32)
+    assert stored["transformer_blocks.0.attn.to_q.weight"].dtype == storage
+    assert sum(value.dtype == storage for value in stored.values()) > len(stored) // 2
+    save_file({key: value.float().contiguous() for key, value in stored.items()},
+              str(node_env.folders.model_dir("diffusion_models") / "tiny-flux-rounded.safetensors"))
+    (reference,) = UNETLoader().load_unet("tiny-flux-rounded.safetensors")
+    _, clip, vae = flux
+    image = _image(model, clip, vae)
+    assert np.abs(image - _image(reference, clip, vae)).max() <= TOLERANCE
+    assert np.abs(image - _image(flux[0], clip, vae)).max() > TOLERANCE  # the rounding shows
+    lora = (tiny_flux.DEMO_FLUX_LORA, 0.8)
+    assert np.abs(_image(LoraLoaderModelOnly().load_lora_model_only(model, *lora)[0], clip, vae)
+                  - _image(LoraLoaderModelOnly().load_lora_model_only(reference, *lora)[0], clip, vae)).max() \
+        <= TOLERANCE
+    (default,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_TRANSFORMER, "default")
+    assert default.network.state_dict()["transformer_blocks.0.attn.to_q.weight"].dtype == torch.float32
+
+
 def test_all_in_one_checkpoint_in_comfyuis_layout_is_the_split_files_model(node_env, flux, flux_models):
     """A FLUX checkpoint as ComfyUI saves and ships them (BFL transformer under model.diffusion_model., the VAE
     under vae., CLIP-L and T5 under text_encoders.) loads through CheckpointLoaderSimple and gives the image of
