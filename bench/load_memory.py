@@ -8,8 +8,9 @@ original layout, VAELoader) and its Qwen2.5-VL 7B text encoder with the vision t
 layout, CLIPLoader type qwen_image), HiDream's Llama 3.1 8B text encoder (bf16, 15 GB, `model.*` keys, read as
 QuadrupleCLIPLoader reads it), FLUX.2 [klein] 4B's transformer as a Q8_0 GGUF file (4.2 GB, UNETLoader, kept
 quantized). The four largest are measured in bf16 only: in fp32 they would not fit this machine's 24 GB beside
-their files (the GGUF file's quantized weights keep their size in any dtype). Qwen-Image's 20B transformer (41 GB in bf16), HiDream's 17B (34 GB) and
-FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB) do not fit here at all.
+their files (the GGUF file's quantized weights keep their size in any dtype). Qwen-Image's 20B transformer
+(41 GB in bf16), HiDream's 17B (34 GB) and FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB) do not fit here at
+all.
 Each file is loaded by the model manager in a fresh process,
 once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
