@@ -1,12 +1,13 @@
-"""GGUF files (city96's ComfyUI-GGUF transformers, llama.cpp's format): read with diffusers' GGUF reader, whose
-quantized tensors (`GGUFParameter`: the blocks' bytes, with their `quant_type`) have a byte shape, not the weight's.
+"""GGUF files (city96's ComfyUI-GGUF transformers, llama.cpp's format), read as diffusers' GGUF reader reads them:
+quantized tensors are diffusers' `GGUFParameter` (the blocks' bytes, with their `quant_type`), whose shape counts
+bytes, not the weight's values.
 
 `shape_view` gives every tensor its logical shape (empty, on the meta device), so a family's config-from-shapes code
-reads a GGUF file as it reads a safetensors one. A family that keeps the weights quantized builds its network from
-the view and loads it with `load_quantized`: each linear layer whose weight is quantized becomes a `QuantizedLinear`
-that dequantizes its weight when called (a Q4 FLUX.1 transformer stays about a quarter of its bf16 size in memory).
-Other families get `dequantized` tensors. Layout conversions that split or join rows (FLUX's fused q/k/v) work on
-the quantized bytes too: GGUF quantizes each row on its own. Knows nothing of nodes or families."""
+reads a GGUF file as it reads a safetensors one; every family builds its network from the view and loads it with
+`load_quantized`: each linear layer whose weight is quantized becomes a `QuantizedLinear` that dequantizes its
+weight when called (a Q4 transformer stays about a quarter of its bf16 size in memory). Layout conversions that
+split or join rows (FLUX's fused q/k/v) work on the quantized bytes too: GGUF quantizes each row on its own. Knows
+nothing of nodes or families."""
 from __future__ import annotations
 
 import os
@@ -78,14 +79,6 @@ def shape_view(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`state` with each quantized tensor replaced by an empty one of its logical shape (meta device, bf16)."""
     return {key: torch.empty(logical_shape(value), dtype=torch.bfloat16, device="meta") if is_quantized(value)
             else value for key, value in state.items()}
-
-
-def dequantized(state: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """`state` with each quantized tensor dequantized (in `dtype`; None: bfloat16)."""
-    from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
-
-    return {key: dequantize_gguf_tensor(value).to(dtype or torch.bfloat16) if is_quantized(value) else value
-            for key, value in state.items()}
 
 
 def write_gguf(state: Mapping[str, torch.Tensor], path: Path, architecture: str) -> None:

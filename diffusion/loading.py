@@ -110,8 +110,6 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
             raise ValueError(f"{input_name}: this file holds {registry.describe_diffusion_model(state.keys())}, "
                              f"not a transformer UNETLoader runs ({', '.join(registry.diffusion_model_titles())}; "
                              "use CheckpointLoaderSimple for Stable Diffusion checkpoints)")
-        if gguf_file and not family.keeps_gguf_quantized:
-            state = gguf.dequantized(state, models.dtype)
         model = family.load_diffusion_model(state, path.name, models.place)
         if storage is not None:
             weight_storage.with_weights_stored_in(model.network, storage, "weight_dtype")

@@ -46,8 +46,6 @@ class Family:
       alone (VAELoader tells families' VAEs apart by their latent channels).
     - `is_vae(keys)` / `load_vae(state, name, place)`: a VAE file of the family's own architecture (not the LDM
       autoencoder), for VAELoader.
-    - `keeps_gguf_quantized`: `load_diffusion_model` takes a GGUF file's quantized tensors as they are
-      (`diffusion.gguf`); other families are given them dequantized.
     - `sampling`: the family's `FamilySampling` class (its sampler/scheduler limits are known at validation).
     - `make_demo_models(models_dir)`: writes the family's tiny random-weight demo models in its real file layouts.
     """
@@ -68,7 +66,6 @@ class Family:
     standalone_vae: tuple[int, float, float] | None = None
     is_vae: Callable[[Collection[str]], bool] | None = None
     load_vae: Callable[[State, str, Place], Any] | None = None
-    keeps_gguf_quantized: bool = False
 
 
 def families() -> tuple[Family, ...]:

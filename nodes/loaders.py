@@ -91,9 +91,8 @@ class VAELoader:
 class UNETLoader:
     DESCRIPTION = ("Loads a diffusion model file alone (a transformer of the families this engine runs, in their "
                    "published layouts) from models/diffusion_models; pair it with the family's CLIP loader and "
-                   "VAELoader. GGUF-quantized files (.gguf, as ComfyUI-GGUF's UnetLoaderGGUF reads them) load too: "
-                   "FLUX.1's, FLUX.2's, Chroma's, Qwen-Image's and HiDream's stay quantized in memory, Z-Image's and "
-                   "Lumina 2's are dequantized.")
+                   "VAELoader. GGUF-quantized files (.gguf, as ComfyUI-GGUF's UnetLoaderGGUF reads them) load too "
+                   "and stay quantized in memory.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "load_unet"

@@ -1,20 +1,21 @@
 """GGUF transformers: each family's tiny transformer file, written as a GGUF file (2-D weights Q8_0), loads through
-the UNETLoader path; families that keep quantized weights hold them in `QuantizedLinear` layers that compute what
-the dequantized weights compute, every other tensor being the dequantized file's; the others load the dequantized
-weights."""
+the UNETLoader path, its quantized weights held in `QuantizedLinear` layers that compute what the dequantized
+weights compute, every other tensor being the dequantized file's."""
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from diffusion import loading, registry
 from diffusion.files import read_safetensors
-from diffusion.gguf import QuantizedLinear, dequantized, read_gguf, write_gguf
+from diffusion.gguf import QuantizedLinear, write_gguf
 from diffusion.manager import ModelManager
+from tests.nodes.conftest import dequantized_gguf
 
 TRANSFORMERS = {"flux": ("flux", "DEMO_FLUX_TRANSFORMER"), "flux2": ("flux2", "DEMO_FLUX2_TRANSFORMER"),
                 "chroma": ("chroma", "DEMO_CHROMA_TRANSFORMER"),
                 "qwenimage": ("qwenimage", "DEMO_QWEN_IMAGE_TRANSFORMER"),
-                "hidream": ("hidream", "DEMO_HIDREAM_TRANSFORMER")}
+                "hidream": ("hidream", "DEMO_HIDREAM_TRANSFORMER"),
+                "zimage": ("zimage", "DEMO_ZIMAGE_TRANSFORMER"), "lumina2": ("lumina2", "DEMO_LUMINA2_TRANSFORMER")}
 
 
 @pytest.mark.parametrize("family", sorted(TRANSFORMERS))
@@ -26,12 +27,11 @@ def test_gguf_transformer_keeps_quantized_layers_equal_to_dequantized_ones(famil
     name = getattr(importlib.import_module(f"diffusion.families.{package}.demo"), constant)
     state = read_safetensors(tiny_models_dir / "diffusion_models" / name, "unet_name")
     write_gguf(state, tmp_path / "model.gguf", family)
-    save_file({key: value.contiguous() for key, value in dequantized(
-        read_gguf(tmp_path / "model.gguf", "unet_name"), torch.float32).items()}, str(tmp_path / "plain.safetensors"))
+    save_file({key: value.contiguous() for key, value in dequantized_gguf(tmp_path / "model.gguf").items()},
+              str(tmp_path / "plain.safetensors"))
     manager = ModelManager(torch.device("cpu"), torch.float32)
     quantized = loading.load_diffusion_model(manager, tmp_path / "model.gguf").network
     plain = loading.load_diffusion_model(manager, tmp_path / "plain.safetensors").network
-    assert registry.family(family).keeps_gguf_quantized
     layers = {name: module for name, module in quantized.named_modules() if isinstance(module, QuantizedLinear)}
     assert layers and all(module.weight.dtype == torch.uint8 for module in layers.values())
     generator = torch.Generator().manual_seed(0)
@@ -44,19 +44,3 @@ def test_gguf_transformer_keeps_quantized_layers_equal_to_dequantized_ones(famil
     assert rest.keys() <= plain_state.keys()
     assert all(torch.equal(value, plain_state[key]) for key, value in rest.items())
 
-
-def test_other_families_load_gguf_files_dequantized(tmp_path, tiny_models_dir):
-    from diffusion.families.lumina2 import demo as lumina2_demo
-
-    lumina2_demo.make_lumina2_demo_models(tiny_models_dir)
-    state = read_safetensors(tiny_models_dir / "diffusion_models" / lumina2_demo.DEMO_LUMINA2_TRANSFORMER, "unet_name")
-    write_gguf(state, tmp_path / "model.gguf", "lumina2")
-    assert any(getattr(value, "quant_type", None) == 8 for value in read_gguf(tmp_path / "model.gguf", "x").values())
-    save_file({key: value.contiguous() for key, value in dequantized(
-        read_gguf(tmp_path / "model.gguf", "unet_name"), torch.float32).items()}, str(tmp_path / "plain.safetensors"))
-    manager = ModelManager(torch.device("cpu"), torch.float32)
-    model = loading.load_diffusion_model(manager, tmp_path / "model.gguf")
-    assert model.family == "lumina2" and not registry.family("lumina2").keeps_gguf_quantized
-    assert not any(isinstance(module, QuantizedLinear) for module in model.network.modules())
-    plain = loading.load_diffusion_model(manager, tmp_path / "plain.safetensors").network.state_dict()
-    assert all(torch.equal(value, plain[key]) for key, value in model.network.state_dict().items())

@@ -12,6 +12,16 @@ def own_storage(*modules) -> None:
             tensor.data = tensor.data.clone()
 
 
+def dequantized_gguf(path) -> dict:
+    """A GGUF file's tensors with the quantized ones dequantized (float32), by diffusers' dequantizers."""
+    from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
+
+    from diffusion.gguf import is_quantized, read_gguf
+
+    return {key: dequantize_gguf_tensor(value).float() if is_quantized(value) else value.float()
+            for key, value in read_gguf(path, "unet_name").items()}
+
+
 def validation_errors(prompt: dict) -> dict[str, list[dict]]:
     """The engine's validation errors per node of an API prompt of built-in nodes, every node checked as a
     target (what POST /prompt answers with a 400)."""

@@ -29,7 +29,7 @@ from nodes.loaders import (
     VAELoader,
 )
 from nodes.sampling import KSampler, KSamplerAdvanced
-from tests.nodes.conftest import own_storage, validation_errors
+from tests.nodes.conftest import dequantized_gguf, own_storage, validation_errors
 
 TOLERANCE = 1e-4
 PROMPT = "a photo of an astronaut riding a horse on mars"
@@ -378,7 +378,7 @@ def test_gguf_transformer_stays_quantized_and_gives_its_weights_image(node_env, 
     the Q8_0 blocks (dequantized when called) and the image is that of the same weights dequantized; a LoRA
     applies."""
     from diffusion.families.flux.loading import bfl_to_diffusers
-    from diffusion.gguf import QuantizedLinear, dequantized, read_gguf, write_gguf
+    from diffusion.gguf import QuantizedLinear, write_gguf
 
     folder = node_env.folders.model_dir("diffusion_models")
     write_gguf(tiny_flux.bfl_layout(flux_models.transformer.state_dict()), folder / "tiny-flux-Q8_0.gguf", "flux")
@@ -386,7 +386,7 @@ def test_gguf_transformer_stays_quantized_and_gives_its_weights_image(node_env, 
     (model,) = UNETLoader().load_unet("tiny-flux-Q8_0.gguf")
     quantized = [module for module in model.network.modules() if isinstance(module, QuantizedLinear)]
     assert len(quantized) > 10 and all(module.weight.dtype == torch.uint8 for module in quantized)
-    reference = dequantized(read_gguf(folder / "tiny-flux-Q8_0.gguf", "unet_name"), torch.float32)
+    reference = dequantized_gguf(folder / "tiny-flux-Q8_0.gguf")
     save_file({key: value.contiguous() for key, value in bfl_to_diffusers(reference).items()},
               str(folder / "tiny-flux-dequantized.safetensors"))
     (plain,) = UNETLoader().load_unet("tiny-flux-dequantized.safetensors")

@@ -21,4 +21,4 @@ FAMILY = Family(
     name=loading.FAMILY, title="Chroma", sampling=sampling.ChromaSampling, make_demo_models=_make_demo_models,
     pipelines=detection.PIPELINES, load_folder=loading.load_folder, is_diffusion_model=detection.is_diffusion_model,
     load_diffusion_model=loading.load_diffusion_model, clip_types=loading.CLIP_TYPES,
-    load_text_encoders=loading.load_text_encoders, read_lora=lora.read_lora, keeps_gguf_quantized=True)
+    load_text_encoders=loading.load_text_encoders, read_lora=lora.read_lora)

@@ -21,5 +21,5 @@ FAMILY = Family(
     name=loading.FAMILY, title="FLUX.2", sampling=sampling.Flux2Sampling, make_demo_models=_make_demo_models,
     pipelines=detection.PIPELINES, load_folder=loading.load_folder, is_diffusion_model=detection.is_diffusion_model,
     load_diffusion_model=loading.load_diffusion_model, clip_types=loading.CLIP_TYPES,
-    load_text_encoders=loading.load_text_encoders, read_lora=lora.read_lora, keeps_gguf_quantized=True,
+    load_text_encoders=loading.load_text_encoders, read_lora=lora.read_lora,
     is_vae=detection.is_vae, load_vae=loading.load_vae)

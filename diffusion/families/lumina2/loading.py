@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import registry
+from diffusion import gguf, registry
 from diffusion.components import DiffusionModel, Vae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.encoders.spiece import SPIECE_TENSOR, gemma_tokenizer
@@ -73,8 +73,8 @@ def build_lumina2_transformer(state: Mapping[str, torch.Tensor], input_name: str
         weights = taken(state) if DIFFUSERS_PROBE in state else original_to_diffusers(state)
         weights.pop("norm_final.weight", None)
         with empty_weights():
-            transformer = Lumina2Transformer2DModel(**lumina2_transformer_config(weights))
-        transformer.load_state_dict(weights, strict=True, assign=True)
+            transformer = Lumina2Transformer2DModel(**lumina2_transformer_config(gguf.shape_view(weights)))
+        gguf.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Lumina 2 transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()

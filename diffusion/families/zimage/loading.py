@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from diffusion import gguf
 from diffusion.components import DiffusionModel, Vae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.families.zimage.detection import PREFIX, is_qwen3_encoder
@@ -55,8 +56,8 @@ def build_zimage_transformer(state: Mapping[str, torch.Tensor], input_name: str)
         if DIFFUSERS_PROBE not in weights:
             weights = convert_z_image_transformer_checkpoint_to_diffusers(weights)
         with empty_weights():
-            transformer = ZImageTransformer2DModel(**zimage_transformer_config(weights))
-        transformer.load_state_dict(weights, strict=True, assign=True)
+            transformer = ZImageTransformer2DModel(**zimage_transformer_config(gguf.shape_view(weights)))
+        gguf.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Z-Image transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
