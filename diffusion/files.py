@@ -122,6 +122,24 @@ def safetensors_keys(path: Path, input_name: str) -> list[str]:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
 
 
+def safetensors_shapes(path: Path, input_name: str) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in a .safetensors file, from its header only (no tensor data)."""
+    path = Path(path)
+    _refuse_unreadable(path, input_name)
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
+
+
+def embedding_rows(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
+    """The token count of a language model's file (its `embed_tokens` rows), from `safetensors_shapes`."""
+    return next((shape[0] for key, shape in shapes.items() if key.endswith("embed_tokens.weight")), None)
+
+
 def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor  # no copy if equal
 

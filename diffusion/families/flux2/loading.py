@@ -29,6 +29,7 @@ from diffusion.files import (
     public_config,
     read_safetensors,
     safetensors_keys,
+    safetensors_shapes,
     taken,
 )
 from diffusion.files import scheduler_config as folder_scheduler_config
@@ -191,8 +192,8 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Flu
                 f"{input_name}: type flux2 runs FLUX.2 [klein] with its Qwen3 text encoder, or FLUX.2 [dev] with "
                 f"Mistral Small 3 carrying its tokenizer ({TEKKEN_TENSOR}, as ComfyUI's mistral_3_small_flux2 "
                 f"files do); {Path(path).name} holds {registry.describe_other_file(keys)}")
-        state = read_safetensors(path, input_name, keep=lambda key: key.endswith("embed_tokens.weight"))
-        vocab, width = next(iter(state.values())).shape
+        shapes = safetensors_shapes(path, input_name)
+        vocab, width = next(shape for key, shape in shapes.items() if key.endswith("embed_tokens.weight"))
         model = LazyModule(lambda: models.place(build_qwen3_encoder(read_safetensors(path, input_name),
                                                                     input_name)), input_name)
         return Flux2Clip(tokenizer_for_vocab(vocab, input_name), model, Path(path).name, qwen3_format(width))

@@ -24,10 +24,12 @@ from diffusion.families.hidream.text_encoding import HiDreamClip
 from diffusion.files import (
     block_indices,
     config_beside,
+    embedding_rows,
     empty_weights,
     public_config,
     read_safetensors,
     safetensors_keys,
+    safetensors_shapes,
     taken,
 )
 from diffusion.files import scheduler_config as folder_scheduler_config
@@ -122,8 +124,7 @@ def build_llama_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> A
 def llama_part(models: "ModelManager", path: Path, input_name: str) -> tuple[Any, Any]:
     """(the Llama encoder, read on the first encode; its tokenizer), cached per file."""
     def read() -> tuple[Any, Any]:
-        embedding = read_safetensors(path, input_name, keep=lambda key: key.endswith("embed_tokens.weight"))
-        vocab = next(iter(embedding.values())).shape[0]
+        vocab = embedding_rows(safetensors_shapes(path, input_name))
         model = LazyModule(lambda: models.place(build_llama_encoder(read_safetensors(path, input_name),
                                                                     input_name)), input_name)
         return model, llama3_tokenizer_for_vocab(vocab, input_name)

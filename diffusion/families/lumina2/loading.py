@@ -16,7 +16,16 @@ from diffusion.encoders.spiece import SPIECE_TENSOR, gemma_tokenizer
 from diffusion.families.lumina2.detection import DIFFUSERS_PROBE, PREFIX, is_gemma2_encoder
 from diffusion.families.lumina2.sampling import LUMINA2_SAMPLING
 from diffusion.families.lumina2.text_encoding import Lumina2Clip, gemma_tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, safetensors_keys, taken
+from diffusion.files import (
+    block_indices,
+    config_beside,
+    embedding_rows,
+    empty_weights,
+    read_safetensors,
+    safetensors_keys,
+    safetensors_shapes,
+    taken,
+)
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -125,11 +134,11 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Lum
         if not is_gemma2_encoder(keys):
             raise ValueError(f"{input_name}: type lumina2 needs Lumina 2's Gemma 2 file or Z-Image's Qwen3 file; "
                              f"{Path(path).name} holds {registry.describe_other_file(keys)}")
-        wanted = (SPIECE_TENSOR,) if SPIECE_TENSOR in keys else tuple(key for key in keys
-                                                                     if key.endswith("embed_tokens.weight"))
-        (value,) = read_safetensors(path, input_name, keep=lambda key: key in wanted).values()
-        tokenizer = gemma_tokenizer(value, config()["max_length"], input_name) if SPIECE_TENSOR in keys \
-            else gemma_tokenizer_for_vocab(value.shape[0], input_name)
+        if SPIECE_TENSOR in keys:
+            model_proto = read_safetensors(path, input_name, keep=lambda key: key == SPIECE_TENSOR)[SPIECE_TENSOR]
+            tokenizer = gemma_tokenizer(model_proto, config()["max_length"], input_name)
+        else:
+            tokenizer = gemma_tokenizer_for_vocab(embedding_rows(safetensors_shapes(path, input_name)), input_name)
         model = LazyModule(lambda: models.place(build_gemma2_encoder(read_safetensors(path, input_name),
                                                                      input_name)), input_name)
         return Lumina2Clip(tokenizer, model, Path(path).name)

@@ -17,7 +17,7 @@ from diffusion.contracts import Place
 from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
 from diffusion.families.qwenimage.sampling import QWEN_IMAGE_SAMPLING
 from diffusion.families.qwenimage.text_encoding import QwenImageClip, tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, taken
+from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, safetensors_shapes, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -168,12 +168,12 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Qwe
         raise ValueError(f"type qwen_image takes one text encoder file; got {len(paths)}")
 
     def read() -> QwenImageClip:
-        state = read_safetensors(path, input_name)
-        prefix = language_model_prefix(state.keys())
+        shapes = safetensors_shapes(path, input_name)
+        prefix = language_model_prefix(shapes.keys())
         if prefix is None:
             raise ValueError(f"{input_name}: type qwen_image runs Qwen-Image, whose text encoder is Qwen2.5-VL; "
-                             f"{Path(path).name} holds {registry.describe_other_file(state.keys())}")
-        tokenizer = tokenizer_for_vocab(state[prefix + "embed_tokens.weight"].shape[0], input_name)
+                             f"{Path(path).name} holds {registry.describe_other_file(shapes.keys())}")
+        tokenizer = tokenizer_for_vocab(shapes[prefix + "embed_tokens.weight"][0], input_name)
         model = LazyModule(lambda: models.place(build_text_encoder(read_safetensors(path, input_name), input_name,
                                                                    tokenizer)), input_name)
         return QwenImageClip(tokenizer, model, Path(path).name)

@@ -16,7 +16,15 @@ from diffusion.contracts import Place
 from diffusion.families.zimage.detection import PREFIX, is_qwen3_encoder
 from diffusion.families.zimage.sampling import ZIMAGE_SAMPLING
 from diffusion.families.zimage.text_encoding import ZImageClip, qwen_tokenizer_for_vocab
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, taken
+from diffusion.files import (
+    block_indices,
+    config_beside,
+    embedding_rows,
+    empty_weights,
+    read_safetensors,
+    safetensors_shapes,
+    taken,
+)
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -104,11 +112,11 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> ZIm
         raise ValueError(f"type lumina2 takes one text encoder file; got {len(paths)}")
 
     def read() -> ZImageClip:
-        state = read_safetensors(path, input_name)
-        if not is_qwen3_encoder(state):
+        shapes = safetensors_shapes(path, input_name)
+        if not is_qwen3_encoder(shapes):
             raise ValueError(f"{input_name}: type lumina2 runs Z-Image, whose text encoder is Qwen3; "
                              f"{Path(path).name} is not a Qwen3 file (Lumina 2's Gemma is not supported)")
-        vocab = next(value for key, value in state.items() if key.endswith("embed_tokens.weight")).shape[0]
+        vocab = embedding_rows(shapes)
         model = LazyModule(lambda: models.place(build_qwen3_encoder(read_safetensors(path, input_name),
                                                                     input_name)), input_name)
         return ZImageClip(qwen_tokenizer_for_vocab(vocab, input_name), model, Path(path).name)
