@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    import numpy as np
 
 GGUF_SUFFIX = ".gguf"
 
@@ -46,8 +49,7 @@ def read_gguf(path: Path, input_name: str) -> dict[str, torch.Tensor]:
                     raise ValueError(f"{tensor.name} is quantized as {tensor.tensor_type.name}, which diffusers' "
                                      "GGUF dequantizers do not read")
                 buffer = torch.empty(tensor.n_bytes, dtype=torch.uint8)
-                if os.preadv(file.fileno(), [buffer.numpy()], tensor.data_offset) != tensor.n_bytes:
-                    raise ValueError(f"{tensor.name} runs past the end of the file")
+                _read_into(file.fileno(), buffer.numpy(), tensor.data_offset, tensor.name)
                 dtype = torch.from_numpy(np.empty(0, dtype=tensor.data.dtype)).dtype
                 weights = buffer.view(dtype).reshape(tensor.data.shape)
                 state[tensor.name] = weights if tensor.tensor_type in plain else GGUFParameter(
@@ -55,6 +57,17 @@ def read_gguf(path: Path, input_name: str) -> dict[str, torch.Tensor]:
     except (ValueError, OSError, KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable GGUF file ({error})") from error
     return state
+
+
+def _read_into(descriptor: int, target: "np.ndarray", offset: int, name: str) -> None:
+    """Fill `target` with the file's bytes from `offset` (a read returns at most about 2 GB, so it loops)."""
+    view = memoryview(target).cast("B")
+    done = 0
+    while done < len(view):
+        count = os.preadv(descriptor, [view[done:]], offset + done)
+        if count == 0:
+            raise ValueError(f"{name} runs past the end of the file")
+        done += count
 
 
 def gguf_keys(path: Path, input_name: str) -> list[str]:

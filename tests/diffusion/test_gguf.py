@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from diffusion import loading, registry
 from diffusion.files import read_safetensors
-from diffusion.gguf import QuantizedLinear, write_gguf
+from diffusion.gguf import QuantizedLinear, read_gguf, write_gguf
 from diffusion.manager import ModelManager
 from tests.nodes.conftest import dequantized_gguf
 
@@ -44,3 +44,13 @@ def test_gguf_transformer_keeps_quantized_layers_equal_to_dequantized_ones(famil
     assert rest.keys() <= plain_state.keys()
     assert all(torch.equal(value, plain_state[key]) for key, value in rest.items())
 
+
+
+def test_unreadable_gguf_files_are_named(tmp_path):
+    write_gguf({"img_in.weight": torch.randn(64, 64), "img_in.bias": torch.zeros(64)}, tmp_path / "model.gguf", "flux")
+    data = (tmp_path / "model.gguf").read_bytes()
+    (tmp_path / "cut.gguf").write_bytes(data[:-100])
+    (tmp_path / "text.gguf").write_bytes(b"not a gguf file")
+    for name in ("cut.gguf", "text.gguf"):
+        with pytest.raises(ValueError, match=f"unet_name: {name} is not a readable GGUF file"):
+            read_gguf(tmp_path / name, "unet_name")
