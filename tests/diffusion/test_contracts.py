@@ -1,6 +1,8 @@
 """Every family implements the written contracts: its MODEL carries its `FamilySampling` hooks and names its
 family, its CLIP is a `TextEncoder` of the same family, its VAE a `VaeModel`; and each one is found through the
 registry from its files."""
+import importlib
+
 import pytest
 import torch
 
@@ -21,6 +23,20 @@ def every_family(tiny_models_dir):
     return tiny_models_dir
 
 
+# families loaded from their separate files, as ComfyUI's templates load them: (CLIP loader type, the demo
+# module's names of its transformer, text encoder(s) and VAE files)
+SPLIT_FILES = {
+    "lumina2": ("lumina2", "DEMO_LUMINA2_TRANSFORMER", ("DEMO_LUMINA2_TEXT_ENCODER",), "DEMO_LUMINA2_VAE"),
+    "zimage": ("lumina2", "DEMO_ZIMAGE_TRANSFORMER", ("DEMO_ZIMAGE_TEXT_ENCODER",), "DEMO_ZIMAGE_VAE"),
+    "flux2": ("flux2", "DEMO_FLUX2_TRANSFORMER", ("DEMO_FLUX2_TEXT_ENCODER",), "DEMO_FLUX2_VAE"),
+    "qwenimage": ("qwen_image", "DEMO_QWEN_IMAGE_TRANSFORMER", ("DEMO_QWEN_IMAGE_TEXT_ENCODER",),
+                  "DEMO_QWEN_IMAGE_VAE"),
+    "chroma": ("chroma", "DEMO_CHROMA_TRANSFORMER", ("DEMO_CHROMA_T5",), "DEMO_CHROMA_VAE"),
+    "hidream": ("hidream", "DEMO_HIDREAM_TRANSFORMER", ("DEMO_HIDREAM_CLIP_L", "DEMO_HIDREAM_CLIP_G",
+                                                         "DEMO_HIDREAM_T5", "DEMO_HIDREAM_LLAMA"), "DEMO_HIDREAM_VAE"),
+}
+
+
 def _loaded(family: str, models_dir, manager):
     checkpoints, folders = models_dir / "checkpoints", models_dir / "diffusers"
     if family == "sd":
@@ -31,57 +47,14 @@ def _loaded(family: str, models_dir, manager):
         return loading.load_checkpoint(manager, checkpoints / sd3_demo.DEMO_CHECKPOINT)
     if family == "flux":
         return loading.load_diffusers(manager, folders / flux_demo.DEMO_FLUX_DIFFUSERS)
-    if family == "lumina2":
-        from diffusion.families.lumina2 import demo as lumina2_demo
-
-        lumina2_demo.make_lumina2_demo_models(models_dir)
-        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
-        return (loading.load_diffusion_model(manager, files[0] / lumina2_demo.DEMO_LUMINA2_TRANSFORMER),
-                loading.load_text_encoders(manager, "lumina2",
-                                           {"clip_name": files[1] / lumina2_demo.DEMO_LUMINA2_TEXT_ENCODER}),
-                loading.load_vae(manager, files[2] / lumina2_demo.DEMO_LUMINA2_VAE))
-    if family == "zimage":
-        from diffusion.families.zimage import demo as zimage_demo
-
-        zimage_demo.make_zimage_demo_models(models_dir)
-        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
-        return (loading.load_diffusion_model(manager, files[0] / zimage_demo.DEMO_ZIMAGE_TRANSFORMER),
-                loading.load_text_encoders(manager, "lumina2",
-                                           {"clip_name": files[1] / zimage_demo.DEMO_ZIMAGE_TEXT_ENCODER}),
-                loading.load_vae(manager, files[2] / zimage_demo.DEMO_ZIMAGE_VAE))
-    if family == "flux2":
-        from diffusion.families.flux2 import demo as flux2_demo
-
-        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
-        return (loading.load_diffusion_model(manager, files[0] / flux2_demo.DEMO_FLUX2_TRANSFORMER),
-                loading.load_text_encoders(manager, "flux2",
-                                           {"clip_name": files[1] / flux2_demo.DEMO_FLUX2_TEXT_ENCODER}),
-                loading.load_vae(manager, files[2] / flux2_demo.DEMO_FLUX2_VAE))
-    if family == "qwenimage":
-        from diffusion.families.qwenimage import demo as qwen_demo
-
-        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
-        return (loading.load_diffusion_model(manager, files[0] / qwen_demo.DEMO_QWEN_IMAGE_TRANSFORMER),
-                loading.load_text_encoders(manager, "qwen_image",
-                                           {"clip_name": files[1] / qwen_demo.DEMO_QWEN_IMAGE_TEXT_ENCODER}),
-                loading.load_vae(manager, files[2] / qwen_demo.DEMO_QWEN_IMAGE_VAE))
-    if family == "chroma":
-        from diffusion.families.chroma import demo as chroma_demo
-
-        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
-        return (loading.load_diffusion_model(manager, files[0] / chroma_demo.DEMO_CHROMA_TRANSFORMER),
-                loading.load_text_encoders(manager, "chroma", {"clip_name": files[1] / chroma_demo.DEMO_CHROMA_T5}),
-                loading.load_vae(manager, files[2] / chroma_demo.DEMO_CHROMA_VAE))
-    if family == "hidream":
-        from diffusion.families.hidream import demo as hidream_demo
-
-        files = models_dir / "diffusion_models", models_dir / "text_encoders", models_dir / "vae"
-        encoders = (hidream_demo.DEMO_HIDREAM_CLIP_L, hidream_demo.DEMO_HIDREAM_CLIP_G, hidream_demo.DEMO_HIDREAM_T5,
-                    hidream_demo.DEMO_HIDREAM_LLAMA)
-        return (loading.load_diffusion_model(manager, files[0] / hidream_demo.DEMO_HIDREAM_TRANSFORMER),
-                loading.load_text_encoders(manager, "hidream", {
-                    f"clip_name{index}": files[1] / name for index, name in enumerate(encoders, 1)}),
-                loading.load_vae(manager, files[2] / hidream_demo.DEMO_HIDREAM_VAE))
+    if family in SPLIT_FILES:
+        demo = importlib.import_module(f"diffusion.families.{family}.demo")
+        clip_type, transformer, encoders, vae = SPLIT_FILES[family]
+        paths = {f"clip_name{index}": models_dir / "text_encoders" / getattr(demo, name)
+                 for index, name in enumerate(encoders, 1)}
+        return (loading.load_diffusion_model(manager, models_dir / "diffusion_models" / getattr(demo, transformer)),
+                loading.load_text_encoders(manager, clip_type, paths),
+                loading.load_vae(manager, models_dir / "vae" / getattr(demo, vae)))
     model, vae = load_decoder(folders / unclip_demo.DEMO_DECODER, manager.place, "decoder_name")
     return model, None, vae
 
