@@ -62,11 +62,11 @@ class Family:
     size: int
     cfg: float
     write_files: Callable[[Path, bool], dict[str, str]]  # (models dir, tiny) -> file names the workflow names
-    workflow: Callable[[dict[str, str], int, int, int, int, float], dict[str, Any]]
+    workflow: Callable[..., dict[str, Any]]  # (files, size, batch, steps, seed, cfg, weight_dtype) -> API prompt
 
 
-def _checkpoint_workflow(files: dict[str, str], size: int, batch: int, steps: int, seed: int,
-                         cfg: float) -> dict[str, Any]:
+def _checkpoint_workflow(files: dict[str, str], size: int, batch: int, steps: int, seed: int, cfg: float,
+                         weight_dtype: str = "default") -> dict[str, Any]:
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": files["checkpoint"]}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["1", 1]}},
@@ -81,9 +81,10 @@ def _checkpoint_workflow(files: dict[str, str], size: int, batch: int, steps: in
     }
 
 
-def _flux_workflow(files: dict[str, str], size: int, batch: int, steps: int, seed: int, cfg: float) -> dict[str, Any]:
+def _flux_workflow(files: dict[str, str], size: int, batch: int, steps: int, seed: int, cfg: float,
+                   weight_dtype: str = "default") -> dict[str, Any]:
     return {
-        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": files["transformer"], "weight_dtype": "default"}},
+        "1": {"class_type": "UNETLoader", "inputs": {"unet_name": files["transformer"], "weight_dtype": weight_dtype}},
         "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": files["clip_l"], "clip_name2": files["t5"],
                                                           "type": "flux"}},
         "3": {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}},
@@ -319,11 +320,11 @@ def measure_server(engine: str, family: Family, files: dict[str, str], batch: in
     size = args.size or family.size
     try:
         with memory.sampling():
-            server.run(family.workflow(files, size, batch, args.steps, 1, family.cfg))
+            server.run(family.workflow(files, size, batch, args.steps, 1, family.cfg, args.weight_dtype))
             first = time.perf_counter() - server.launched
-            images = [server.run(family.workflow(files, size, batch, args.steps, 2 + index, family.cfg))
-                      for index in range(args.runs)]
-            single = [server.run(family.workflow(files, size, batch, 1, 20 + index, family.cfg))
+            images = [server.run(family.workflow(files, size, batch, args.steps, 2 + index, family.cfg,
+                                                 args.weight_dtype)) for index in range(args.runs)]
+            single = [server.run(family.workflow(files, size, batch, 1, 20 + index, family.cfg, args.weight_dtype))
                       for index in range(args.runs)]
     finally:
         ram = server.close()
@@ -342,6 +343,7 @@ def measure_diffusers(family: Family, files: dict[str, str], batch: int, args: a
     command = [sys.executable, "-m", "bench.gpu", "--worker", family.name, "--batch", str(batch),
                "--models-dir", str(args.models_dir), "--files", json.dumps(files), "--steps", str(args.steps),
                "--runs", str(args.runs), "--dtype", args.dtype, "--device", args.device,
+               "--weight-dtype", args.weight_dtype,
                "--size", str(args.size or family.size), "--launched", repr(time.time())]
     result = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True)
     if result.returncode != 0:
@@ -349,8 +351,10 @@ def measure_diffusers(family: Family, files: dict[str, str], batch: int, args: a
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _pipeline(family: str, files: dict[str, str], models_dir: Path, dtype: Any, device: str) -> Any:
-    """The diffusers pipeline of `family` with the benchmark's weights."""
+def _pipeline(family: str, files: dict[str, str], models_dir: Path, dtype: Any, device: str,
+              weight_dtype: str = "default") -> Any:
+    """The diffusers pipeline of `family` with the benchmark's weights (FLUX's transformer stored in
+    `weight_dtype` as UNETLoader stores it: diffusers' layerwise casting)."""
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -373,7 +377,8 @@ def _pipeline(family: str, files: dict[str, str], models_dir: Path, dtype: Any, 
     manager = ModelManager(torch.device(device), dtype)
     clip = load_text_encoders(manager, "flux", {"clip_name1": models_dir / "text_encoders" / files["clip_l"],
                                                  "clip_name2": models_dir / "text_encoders" / files["t5"]})
-    transformer = load_diffusion_model(manager, models_dir / "diffusion_models" / files["transformer"]).network
+    transformer = load_diffusion_model(manager, models_dir / "diffusion_models" / files["transformer"],
+                                       weight_dtype=weight_dtype).network
     vae = load_vae(manager, models_dir / "vae" / files["vae"]).autoencoder
     return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**demo.FLUX_SCHEDULER), vae=vae,
                         text_encoder=resolve(clip.clip_model), tokenizer=clip.clip_tokenizer,
@@ -400,7 +405,7 @@ def worker(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory(prefix="gpu-bench-diffusers-") as folder, memory.sampling():
         output = Path(folder)
-        pipeline = _pipeline(args.worker, files, args.models_dir, dtype, args.device)
+        pipeline = _pipeline(args.worker, files, args.models_dir, dtype, args.device, args.weight_dtype)
         pipeline.set_progress_bar_config(disable=True)
         run(args.steps, 1)
         first = time.time() - args.launched  # from the parent's launching this process, as for the servers
@@ -440,6 +445,8 @@ def print_table(family: Family, size: int, results: dict[tuple[str, int], list[d
 
 
 def main() -> None:
+    from diffusion.weight_storage import WEIGHT_DTYPES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models-dir", type=Path, default=None)
     parser.add_argument("--families", default="sd15,sdxl,flux")
@@ -448,6 +455,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2, help="timed runs per measurement, after the first")
     parser.add_argument("--repeats", type=int, default=2, help="rounds of every engine in turn")
     parser.add_argument("--dtype", choices=tuple(DTYPE_FLAGS), default="bf16")
+    parser.add_argument("--weight-dtype", choices=tuple(WEIGHT_DTYPES), default="default",
+                        help="FLUX's UNETLoader weight_dtype (fp8 storage), for every engine")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--tiny", action="store_true", help="the tiny demo models at 64x64 (a smoke run)")
     parser.add_argument("--size", type=int, default=None, help="image side (default: the family's)")
@@ -474,6 +483,8 @@ def main() -> None:
     unknown = set(args.families.split(",")) - set(FAMILIES)
     if unknown:
         raise SystemExit(f"--families: unknown {', '.join(sorted(unknown))} (choose from {', '.join(FAMILIES)})")
+    if args.weight_dtype != "default" and args.families != "flux":
+        raise SystemExit(f"--weight-dtype {args.weight_dtype} is UNETLoader's: run it with --families flux alone")
     if args.tiny and args.size is None:
         args.size = 64
     args.models_dir = (args.models_dir or Path(tempfile.mkdtemp(prefix="gpu-bench-"))).resolve()

@@ -38,3 +38,19 @@ def test_flux_transformer_is_written_in_bfl_layout_that_loads_back_unchanged():
     loaded = bfl_to_diffusers(written)
     assert loaded.keys() == state.keys()
     assert all(torch.equal(loaded[key], state[key]) for key in state)
+
+
+def test_fp8_weight_storage_runs_for_flux_on_every_engine(tmp_path):
+    """`--weight-dtype` reaches our server's UNETLoader and the diffusers worker's transformer alike (FLUX only)."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--tiny", "--families", "sd15", "--weight-dtype",
+         "fp8_e4m3fn", "--models-dir", str(tmp_path)], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "run it with --families flux alone" in refused.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--device", "cpu", "--tiny", "--families", "flux", "--batches", "1",
+         "--steps", "2", "--runs", "1", "--repeats", "1", "--dtype", "fp32", "--weight-dtype", "fp8_e4m3fn",
+         "--models-dir", str(tmp_path)], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout.split("flux (64x64")[1].splitlines()
+    assert {line.split()[0] for line in table if line.strip().startswith(("ours", "diffusers"))} == {"ours",
+                                                                                                      "diffusers"}
