@@ -155,8 +155,9 @@ class CLIPLoader:
                    "CLIP-L (an OpenCLIP-G file gives the SDXL refiner's CLIP, an OpenCLIP-H file SD2's); sd3: a "
                    "CLIP-L, CLIP-G or T5-XXL alone (the missing encoders count as zeros, as in ComfyUI); chroma: "
                    "Chroma's T5-XXL; lumina2: Lumina 2's Gemma 2, or Z-Image's Qwen3; qwen_image: Qwen-Image's "
-                   "Qwen2.5-VL; flux2: FLUX.2 [klein]'s Qwen3 or [dev]'s Mistral. Types of model families this "
-                   "engine does not run are refused when the prompt is validated.")
+                   "Qwen2.5-VL; flux2: FLUX.2 [klein]'s Qwen3 or [dev]'s Mistral; hidream: one of HiDream's four "
+                   "(the others count as zeros). Types of model families this engine does not run are refused when "
+                   "the prompt is validated.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
     OUTPUT_TOOLTIPS = ("The text encoder for prompts.",)
@@ -192,8 +193,9 @@ class CLIPLoader:
 class DualCLIPLoader:
     DESCRIPTION = ("Loads two text encoder files from models/text_encoders as one CLIP, in either order. sdxl: "
                    "CLIP-L and CLIP-G; sd3: two of CLIP-L, CLIP-G and T5-XXL (the third counts as zeros, as in "
-                   "ComfyUI); flux: CLIP-L and T5-XXL. Types of model families this engine does not run are "
-                   "refused when the prompt is validated.")
+                   "ComfyUI); flux: CLIP-L and T5-XXL; hidream: two of HiDream's four (the others count as "
+                   "zeros). Types of model families this engine does not run are refused when the prompt is "
+                   "validated.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
     OUTPUT_TOOLTIPS = ("The text encoders for prompts, as one CLIP.",)

@@ -141,16 +141,57 @@ def test_peft_lora_matches_load_lora_weights(node_env, hidream, hidream_pipeline
 
 
 def test_text_encoder_files_are_checked_by_name(node_env, hidream_models):
-    with pytest.raises(ValueError, match=r"HiDream needs four text encoder files, CLIP-L, CLIP-G, T5-XXL and Llama "
-                                         r"3.1 8B Instruct \(QuadrupleCLIPLoader\); found clip_name: llama"):
-        CLIPLoader().load_clip(tiny_hidream.DEMO_HIDREAM_LLAMA, "hidream")
-    with pytest.raises(ValueError, match="QuadrupleCLIPLoader\\); found clip_name2: t5xxl, clip_name3: t5xxl, "
-                                         "clip_name4: clip_l, clip_name1: llama"):
+    with pytest.raises(ValueError, match=r"HiDream takes at most one each of CLIP-L, CLIP-G, T5-XXL and Llama 3.1 8B "
+                                         r"Instruct \(all four: QuadrupleCLIPLoader\); found clip_name2: t5xxl, "
+                                         "clip_name3: t5xxl, clip_name4: clip_l, clip_name1: llama"):
         QuadrupleCLIPLoader().load_clip(tiny_hidream.DEMO_HIDREAM_LLAMA, tiny_hidream.DEMO_HIDREAM_T5,
                                         tiny_hidream.DEMO_HIDREAM_T5, tiny_hidream.DEMO_HIDREAM_CLIP_L)
     with pytest.raises(ValueError, match="tiny-hidream-llama3.safetensors holds a Llama 3 text encoder \\(HiDream's: "
                                          "load it with QuadrupleCLIPLoader\\)"):
         CLIPLoader().load_clip(tiny_hidream.DEMO_HIDREAM_LLAMA, "lumina2")
+
+
+def test_absent_encoders_count_as_comfyuis_zeros(node_env, hidream_models):
+    """Fewer than four files (DualCLIPLoader type hidream: CLIP-L and T5 here): CLIP-G's pooled output and Llama's
+    states are zeros of the real models' sizes, as ComfyUI's; a transformer of those widths samples with them as
+    HiDreamImagePipeline does with the same embeddings."""
+    from diffusers import HiDreamImageTransformer2DModel
+
+    from nodes.loaders import DualCLIPLoader
+
+    (clip,) = DualCLIPLoader().load_clip(tiny_hidream.DEMO_HIDREAM_CLIP_L, tiny_hidream.DEMO_HIDREAM_T5, "hidream")
+    ((t5_states, options),) = CLIPTextEncode().encode(clip, PROMPT)[0]
+    assert set(clip.tokenize(PROMPT)) == {"l", "t5xxl"}
+    pooled, llama = options["pooled_output"], options["conditioning_llama3"]
+    assert pooled.shape == (1, tiny_hidream.CLIP_L_WIDTH + 1280) and not pooled[:, tiny_hidream.CLIP_L_WIDTH:].any()
+    assert llama.shape == (1, 32, 1, 4096) and not llama.any()
+    torch.manual_seed(12)
+    transformer = HiDreamImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=128,
+        num_attention_heads=1, caption_channels=[tiny_hidream.T5_WIDTH, 4096],
+        text_emb_dim=tiny_hidream.CLIP_L_WIDTH + 1280, num_routed_experts=2, num_activated_experts=2,
+        axes_dims_rope=(64, 32, 32), max_resolution=(128, 128), llama_layers=[0, 1]).eval()
+    save_file({f"model.diffusion_model.{key}": value.contiguous() for key, value in transformer.state_dict().items()},
+              str(node_env.folders.model_dir("diffusion_models") / "tiny-hidream-real-text-widths.safetensors"))
+    (model,) = UNETLoader().load_unet("tiny-hidream-real-text-widths.safetensors", "default")
+    (vae,) = VAELoader().load_vae(tiny_hidream.DEMO_HIDREAM_VAE)
+    negative = CLIPTextEncode().encode(clip, NEGATIVE)[0]
+    (latent,) = EmptySD3LatentImage().generate(SIZE, SIZE, 1)
+    (samples,) = KSampler().sample(model, SEED, STEPS, CFG, "euler", "diffusers", CLIPTextEncode().encode(
+        clip, PROMPT)[0], negative, latent)
+    image = VAEDecode().decode(vae, samples)[0].numpy()
+    pipeline = type(hidream_models.pipeline())(**{**hidream_models.pipeline().components, "transformer": transformer})
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.default_sample_size = SIZE // pipeline.vae_scale_factor
+    ((negative_t5, negative_options),) = negative
+    expected = pipeline(
+        prompt_embeds_t5=t5_states, prompt_embeds_llama3=llama.movedim(1, 0), pooled_prompt_embeds=pooled,
+        negative_prompt_embeds_t5=negative_t5,
+        negative_prompt_embeds_llama3=negative_options["conditioning_llama3"].movedim(1, 0),
+        negative_pooled_prompt_embeds=negative_options["pooled_output"], height=SIZE, width=SIZE,
+        num_inference_steps=STEPS, guidance_scale=CFG, generator=torch.Generator("cpu").manual_seed(SEED),
+        output_type="np").images
+    assert np.abs(image - expected).max() <= TOLERANCE
 
 
 def test_llama3_tokenizer_gives_llama3s_ids():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf, registry
+from diffusion import gguf
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders import t5 as t5_files
@@ -133,39 +133,40 @@ def llama_part(models: "ModelManager", path: Path, input_name: str) -> tuple[Any
 
 
 def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> HiDreamClip:
-    """HiDream's CLIP from its four text encoder files (QuadrupleCLIPLoader), in any order."""
+    """HiDream's CLIP from its text encoder files, in any order: all four (QuadrupleCLIPLoader), or some of CLIP-L,
+    CLIP-G, T5-XXL and Llama 3.1 (CLIPLoader/DualCLIPLoader type hidream), the absent ones counted as zeros, as in
+    ComfyUI."""
     llama_inputs = [input_name for input_name, path in paths.items()
                     if is_llama_encoder(safetensors_keys(path, input_name))]
     headers = {input_name: text_encoder_files.read_header(path, input_name) for input_name, path in paths.items()
                if input_name not in llama_inputs}
-    needs = ("HiDream needs four text encoder files, CLIP-L, CLIP-G, T5-XXL and Llama 3.1 8B Instruct "
-             "(QuadrupleCLIPLoader)")
-    if len(paths) != 4 or len(llama_inputs) != 1:
-        found = [f"{input_name}: llama" for input_name in llama_inputs] + [
-            f"{input_name}: {text_encoder_files.file_role(keys) or registry.describe_other_file(keys)}"
-            for input_name, (keys, _) in headers.items()]
-        raise ValueError(f"{needs}; found {', '.join(found)}")
-    roles = text_encoder_files.file_roles(headers)
-    if sorted(roles.values()) != sorted((text_encoder_files.CLIP_L, text_encoder_files.CLIP_G,
-                                          text_encoder_files.T5)):
-        raise ValueError(f"{needs}; found {text_encoder_files.describe_roles(roles)}, "
-                         f"{llama_inputs[0]}: llama")
+    roles = {**text_encoder_files.file_roles(headers), **{input_name: "llama" for input_name in llama_inputs}}
+    kinds = (text_encoder_files.CLIP_L, text_encoder_files.CLIP_G, text_encoder_files.T5, "llama")
+    if any(role not in kinds for role in roles.values()) or len(set(roles.values())) != len(roles):
+        raise ValueError(f"HiDream takes at most one each of CLIP-L, CLIP-G, T5-XXL and Llama 3.1 8B Instruct (all "
+                         f"four: QuadrupleCLIPLoader); found {text_encoder_files.describe_roles(roles)}")
     by_role = {role: input_name for input_name, role in roles.items()}
     family = config()
-    slots = {}
+    slots: dict[str, TextEncoderSlot | None] = {}
     for role, settings, pad, component in (
             (text_encoder_files.CLIP_L, "text_encoder", "tokenizer", TEXT_ENCODER),
             (text_encoder_files.CLIP_G, "text_encoder_2", "tokenizer_2", TEXT_ENCODER_2)):
-        input_name = by_role[role]
+        input_name = by_role.get(role)
+        if input_name is None:
+            slots[role] = None
+            continue
         part = text_encoder_files.load_part(models, paths[input_name], input_name, role, family[settings])
         slots[role] = TextEncoderSlot(clip_tokenizer(part.vocab_size, family[pad]["pad_token"]), part.model,
                                       component)
-    t5_input = by_role[text_encoder_files.T5]
-    t5 = text_encoder_files.load_part(models, paths[t5_input], t5_input, text_encoder_files.T5)
-    llama, llama_tokenizer = llama_part(models, paths[llama_inputs[0]], llama_inputs[0])
-    return HiDreamClip(slots[text_encoder_files.CLIP_L], slots[text_encoder_files.CLIP_G],
-                       t5_files.t5_tokenizer_for_vocab(t5.vocab_size, t5_input), t5.model, llama_tokenizer, llama,
-                       "+".join(Path(path).name for path in paths.values()))
+    t5_model = t5_tokenizer = llama = llama_tokenizer = None
+    if text_encoder_files.T5 in by_role:
+        t5_input = by_role[text_encoder_files.T5]
+        t5 = text_encoder_files.load_part(models, paths[t5_input], t5_input, text_encoder_files.T5)
+        t5_model, t5_tokenizer = t5.model, t5_files.t5_tokenizer_for_vocab(t5.vocab_size, t5_input)
+    if "llama" in by_role:
+        llama, llama_tokenizer = llama_part(models, paths[by_role["llama"]], by_role["llama"])
+    return HiDreamClip(slots[text_encoder_files.CLIP_L], slots[text_encoder_files.CLIP_G], t5_tokenizer, t5_model,
+                       llama_tokenizer, llama, "+".join(Path(path).name for path in paths.values()))
 
 
 def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, HiDreamClip, Vae]:
