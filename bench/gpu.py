@@ -67,6 +67,8 @@ class Family:
 
 def _checkpoint_workflow(files: dict[str, str], size: int, batch: int, steps: int, seed: int, cfg: float,
                          weight_dtype: str = "default") -> dict[str, Any]:
+    """SD1.5's and SDXL's workflow; `weight_dtype` is UNETLoader's, which checkpoints do not go through (main
+    refuses anything but "default" for them)."""
     return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": files["checkpoint"]}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": PROMPT, "clip": ["1", 1]}},
@@ -185,10 +187,8 @@ def _flux_files(models_dir: Path, tiny: bool) -> dict[str, str]:
 
 
 FAMILIES = {
-    "sd15": Family("sd15", 512, 7.5, _sd15_files, lambda f, s, b, n, seed, cfg: _checkpoint_workflow(
-        f, s, b, n, seed, cfg)),
-    "sdxl": Family("sdxl", 1024, 7.0, _sdxl_files, lambda f, s, b, n, seed, cfg: _checkpoint_workflow(
-        f, s, b, n, seed, cfg)),
+    "sd15": Family("sd15", 512, 7.5, _sd15_files, _checkpoint_workflow),
+    "sdxl": Family("sdxl", 1024, 7.0, _sdxl_files, _checkpoint_workflow),
     "flux": Family("flux", 1024, 1.0, _flux_files, _flux_workflow),
 }
 
