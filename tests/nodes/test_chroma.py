@@ -1,7 +1,7 @@
 """Chroma through the nodes: its files through UNETLoader, CLIPLoader (type chroma) and VAELoader give
 ChromaPipeline's image for the same weights and seed (cfg as true classifier-free guidance, the prompt's padding
-masked), its original file layout converts to the same model, other files are refused by name, and the shipped
-workflow runs."""
+masked), or ComfyUI's encoding under T5TokenizerOptions; its original file layout converts to the same model,
+other files are refused by name, and the shipped workflow runs."""
 import json
 from pathlib import Path
 
@@ -88,6 +88,35 @@ def test_the_prompts_padding_is_masked(chroma):
     assert embeddings.shape[1] == mask.shape[1] == 512
     length = int(mask.sum())
     assert 2 < length < 40 and mask[0, :length].all() and not mask[0, length:].any()
+
+
+@pytest.mark.parametrize("min_padding", [1, 0])
+def test_t5_tokenizer_options_encode_as_comfyui(chroma, chroma_pipeline, min_padding):
+    """Chroma's ComfyUI workflows set T5TokenizerOptions (min_padding 1 or 0): the prompt's tokens and end token,
+    then that padding, through T5 unmasked, the transformer seeing all of them; the image is ChromaPipeline's for
+    those embeddings with nothing masked."""
+    from nodes.text_encoders import T5TokenizerOptions
+
+    model, clip, vae = chroma
+    (options_clip,) = T5TokenizerOptions().set_options(clip, min_padding, 0)
+    tokenizer = clip.t5_tokenizer
+    ids = [token for token, _ in options_clip.tokenize(PROMPT)["t5xxl"][0]]
+    assert ids == tokenizer(PROMPT).input_ids + [tokenizer.pad_token_id] * min_padding
+    ((embeddings, options),) = CLIPTextEncode().encode(options_clip, PROMPT)[0]
+    assert "attention_mask" not in options
+    with torch.no_grad():
+        expected = chroma_pipeline.text_encoder(torch.tensor([ids]))[0]
+    assert torch.allclose(embeddings, expected.float(), atol=1e-5)
+    negative = "blurry, low quality"
+    image = _image(model, options_clip, vae, 4.0, negative)
+    ((negative_embeddings, _),) = CLIPTextEncode().encode(options_clip, negative)[0]
+    reference = chroma_pipeline(
+        prompt_embeds=embeddings, prompt_attention_mask=torch.ones(1, embeddings.shape[1]),
+        negative_prompt_embeds=negative_embeddings,
+        negative_prompt_attention_mask=torch.ones(1, negative_embeddings.shape[1]), height=SIZE, width=SIZE,
+        num_inference_steps=STEPS, guidance_scale=4.0, generator=torch.Generator("cpu").manual_seed(SEED),
+        output_type="np").images
+    assert np.abs(image - reference).max() <= TOLERANCE
 
 
 def test_original_layout_file_is_the_same_model(node_env, chroma, chroma_models):

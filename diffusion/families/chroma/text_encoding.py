@@ -1,7 +1,10 @@
 """The CLIP value of Chroma (`ChromaClip`): T5 alone, tokenized and masked as ChromaPipeline does: padded to 512
 tokens, the encoder run with the padding masked, and the transformer given the mask of the prompt's tokens and the
-first padding token (option "attention_mask"; `sampling` says how it is applied). ComfyUI encodes Chroma's prompts
-unpadded instead (its PixArt T5 tokenizer), so its images differ. Knows nothing of nodes or files."""
+first padding token (option "attention_mask"; `sampling` says how it is applied). With ComfyUI's T5 tokenizer
+options set (T5TokenizerOptions, as Chroma's ComfyUI workflows use it: min_padding 1 or 0), it encodes as ComfyUI
+does: the prompt's tokens and end token, then that padding, run through T5 and seen by the transformer whole, no
+mask. (Without them ComfyUI encodes unpadded too, so its images differ from ours there.) Knows nothing of nodes or
+files."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,6 +15,7 @@ import torch
 
 from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders.clip_api import ComfyClipApi, Tokens
+from diffusion.encoders.t5 import T5Padding
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 
@@ -26,6 +30,7 @@ class ChromaClip(ComfyClipApi):
     t5_model: Any
     name: str
     loras: tuple[LoraPatch, ...] = ()
+    t5_padding: T5Padding | None = None  # ComfyUI's T5 tokenizer options; None: ChromaPipeline's padding and masks
     family = "chroma"
 
     def lora_modules(self) -> list[tuple[str, Any]]:
@@ -43,6 +48,9 @@ class ChromaClip(ComfyClipApi):
     def with_lora(self, patch: LoraPatch) -> "ChromaClip":
         return dataclasses.replace(self, loras=self.loras + (patch,))
 
+    def with_t5_padding(self, padding: T5Padding) -> "ChromaClip":
+        return dataclasses.replace(self, t5_padding=padding)
+
     def with_layer(self, layer_index: int) -> "ChromaClip":
         """CLIPSetLastLayer: Chroma reads T5's last layer only, so -1 is the one choice."""
         if layer_index != -1:
@@ -50,11 +58,15 @@ class ChromaClip(ComfyClipApi):
         return self
 
     def tokenize_prompt(self, text: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
-        """{"t5xxl": one chunk of the prompt's tokens padded to 512}, weight 1 each (ChromaPipeline's way)."""
+        """{"t5xxl": one chunk of the prompt's tokens padded to 512 (ChromaPipeline's way), or as the T5 tokenizer
+        options say}, weight 1 each."""
         if word_ids:
             raise RuntimeError("clip.tokenize: return_word_ids is not supported by nodeflow for Chroma's CLIP")
-        ids = self.t5_tokenizer(text, padding="max_length", max_length=config_beside(__file__)["t5_max_length"],
-                                truncation=True).input_ids
+        if self.t5_padding is not None:
+            ids = self.t5_padding.token_ids(self.t5_tokenizer, text)[0].tolist()
+        else:
+            ids = self.t5_tokenizer(text, padding="max_length", max_length=config_beside(__file__)["t5_max_length"],
+                                    truncation=True).input_ids
         return {"t5xxl": [[(token, 1.0) for token in ids]]}
 
     def encode_prompt(self, text: str) -> Conditioning:
@@ -64,7 +76,8 @@ class ChromaClip(ComfyClipApi):
     def encode_tokens(self, tokens: Tokens) -> Conditioning:
         """[[T5 hidden states [1, 512, width], {"attention_mask": [1, 512]}]], float32 CPU. Padding tokens (the
         tokenizer's pad id after the prompt) are masked in the encoder; the transformer sees the prompt and the
-        first padding token."""
+        first padding token. With T5 tokenizer options: [[T5 hidden states [1, tokens, width], {}]], nothing masked
+        (ComfyUI's)."""
         if set(tokens) != {"t5xxl"}:
             raise ValueError(f"tokens: Chroma's CLIP needs 't5xxl' tokens only (got {', '.join(map(repr, tokens))})")
         weights = {entry[1] for chunk in tokens["t5xxl"] for entry in chunk}
@@ -72,11 +85,13 @@ class ChromaClip(ComfyClipApi):
             raise ValueError(f"tokens: weights {sorted(weights - {1.0})} are not applied by Chroma's text encoding "
                              "here; give every token weight 1.0")
         ids = torch.tensor([[entry[0] for chunk in tokens["t5xxl"] for entry in chunk]])
+        t5_model = resolve(self.t5_model)
+        if self.t5_padding is not None:
+            return [[t5_model(ids.to(t5_model.device), output_hidden_states=False)[0].float().cpu(), {}]]
         padding = ids == self.t5_tokenizer.pad_token_id
         length = int((~padding).sum())
         encoder_mask = torch.zeros_like(ids)
         encoder_mask[:, :length] = 1
-        t5_model = resolve(self.t5_model)
         hidden = t5_model(ids.to(t5_model.device), attention_mask=encoder_mask.to(t5_model.device),
                           output_hidden_states=False)[0]
         attended = torch.zeros(1, ids.shape[1])
