@@ -101,9 +101,11 @@ def _without_prefix(state: Mapping[str, torch.Tensor]) -> Mapping[str, torch.Ten
     return {key.split(".", 1)[1]: value for key, value in state.items() if "." in key}
 
 
-def t5_vocab_size(state: Mapping[str, torch.Tensor]) -> int:
-    """The token count of a T5 encoder file, read from its embedding's shape (no model is built)."""
-    return int(_without_prefix(state)["shared.weight"].shape[0])
+def t5_vocab_size(state: Mapping[str, Any]) -> int:
+    """The token count of a T5 encoder file, from its embedding's shape: its tensors, or `files.safetensors_shapes`
+    of its header."""
+    embedding = _without_prefix(state)["shared.weight"]
+    return int((embedding.shape if isinstance(embedding, torch.Tensor) else embedding)[0])
 
 
 def t5_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:

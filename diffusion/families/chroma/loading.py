@@ -15,8 +15,8 @@ from diffusion.contracts import Place
 from diffusion.families.chroma.detection import PROBE
 from diffusion.families.chroma.sampling import CHROMA_SAMPLING
 from diffusion.families.chroma.text_encoding import ChromaClip
-from diffusion.families.flux.loading import bfl_to_diffusers, flux_rope_axes, text_encoder_from_state
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors, taken
+from diffusion.families.flux.loading import bfl_to_diffusers, flux_rope_axes, text_encoder_file
+from diffusion.files import block_indices, config_beside, empty_weights, public_config, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -74,11 +74,7 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Chr
     (input_name, path), *others = paths.items()
     if others:
         raise ValueError(f"type chroma takes one T5 file; got {len(paths)}")
-    def read() -> Mapping[str, torch.Tensor]:
-        return read_safetensors(path, input_name)
-
-    encoder = models.cached("text_encoder", path, input_name,
-                            lambda: text_encoder_from_state(read(), input_name, models.place, reread=read))
+    encoder = text_encoder_file(models, path, input_name)
     if encoder.kind != "t5":
         raise ValueError(f"{input_name}: type chroma needs a T5-XXL encoder file; {Path(path).name} holds a "
                          f"{encoder.kind.upper()} encoder")

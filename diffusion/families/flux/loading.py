@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -27,7 +27,15 @@ from diffusion.families.flux.detection import (
 )
 from diffusion.families.flux.sampling import FLUX_SAMPLING, SCHNELL_SCHEDULER_CHANGES, flux_model_sampling
 from diffusion.families.flux.text_encoding import FluxClip
-from diffusion.files import block_indices, config_beside, empty_weights, public_config, read_safetensors, taken
+from diffusion.files import (
+    block_indices,
+    config_beside,
+    empty_weights,
+    public_config,
+    read_safetensors,
+    safetensors_shapes,
+    taken,
+)
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -194,14 +202,6 @@ def load_diffusion_model(state: dict[str, torch.Tensor], name: str, place: Place
     return flux_model(place(build_flux_transformer(taken(state), "unet_name")), name)
 
 
-def describe_text_encoder(state: Mapping[str, torch.Tensor]) -> str:
-    if is_t5_encoder(state):
-        return "t5"
-    if _clip_weights(state) is not None:
-        return "clip"
-    return "unknown"
-
-
 def _clip_weights(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """A CLIP text model's tensors with the `text_model.` prefix of published files removed (transformers 5 keys)."""
     for prefix in ("text_model.", ""):
@@ -243,21 +243,24 @@ class TextEncoderFile:
     tokenizer: Any
 
 
-def text_encoder_from_state(state: Mapping[str, torch.Tensor], input_name: str, place: Place,
-                            reread: Callable[[], Mapping[str, torch.Tensor]] | None = None) -> TextEncoderFile:
-    """The encoder a file holds; with `reread` (reading the file's tensors again) a T5 is built only when a prompt
-    is first encoded, and can be freed after encoding (`LazyModule`)."""
-    kind = describe_text_encoder(state)
-    if kind == "t5" and reread is not None:
-        model = LazyModule(lambda: place(build_t5_encoder(reread(), input_name)), input_name)
-        return TextEncoderFile(kind, model, t5_tokenizer_for_vocab(t5_vocab_size(state), input_name))
-    if kind == "clip":
+def text_encoder_file(models: "ModelManager", path: Path, input_name: str) -> TextEncoderFile:
+    """The encoder a CLIP-L or T5 file holds, cached by the model manager per file. Which one, and a T5's token
+    count, are read from the header; a T5 is read only when a prompt is first encoded (and can be freed after
+    encoding, `LazyModule`), a CLIP at once."""
+    def read() -> TextEncoderFile:
+        shapes = safetensors_shapes(path, input_name)
+        if is_t5_encoder(shapes):
+            model = LazyModule(lambda: models.place(build_t5_encoder(read_safetensors(path, input_name),
+                                                                     input_name)), input_name)
+            return TextEncoderFile("t5", model, t5_tokenizer_for_vocab(t5_vocab_size(shapes), input_name))
+        state = read_safetensors(path, input_name)
+        if _clip_weights(state) is None:
+            raise ValueError(f"{input_name}: not a text encoder this engine knows (CLIP or T5 in the transformers "
+                             "layout)")
         model = build_clip_text_model(state, input_name)
-        return TextEncoderFile(kind, place(model), clip_tokenizer(model.config.vocab_size))
-    if kind == "t5":
-        model = build_t5_encoder(state, input_name)
-        return TextEncoderFile(kind, place(model), t5_tokenizer_for_vocab(model.config.vocab_size, input_name))
-    raise ValueError(f"{input_name}: not a text encoder this engine knows (CLIP or T5 in the transformers layout)")
+        return TextEncoderFile("clip", models.place(model), clip_tokenizer(model.config.vocab_size))
+
+    return models.cached("text_encoder", path, input_name, read)
 
 
 def flux_text_encoders(files: Mapping[str, TextEncoderFile], name: str) -> FluxClip:
@@ -291,11 +294,5 @@ def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, 
 def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> FluxClip:
     """FLUX's CLIP from two text encoder files (input name -> path: one CLIP-L and one T5, in either order), each
     cached by the model manager on its own; a T5 is read on the first encode."""
-    def encoder(input_name: str) -> TextEncoderFile:
-        path = paths[input_name]
-        return models.cached("text_encoder", path, input_name, lambda: text_encoder_from_state(
-            read_safetensors(path, input_name), input_name, models.place,
-            reread=lambda: read_safetensors(path, input_name)))
-
-    files = {input_name: encoder(input_name) for input_name in paths}
+    files = {input_name: text_encoder_file(models, path, input_name) for input_name, path in paths.items()}
     return flux_text_encoders(files, "+".join(Path(path).name for path in paths.values()))
