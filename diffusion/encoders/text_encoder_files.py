@@ -21,9 +21,16 @@ from typing import TYPE_CHECKING, Any, Collection, Mapping
 import torch
 
 from diffusion.encoders.clip import fit_keys
-from diffusion.encoders.t5 import build_t5_encoder, is_t5_encoder
+from diffusion.encoders.t5 import build_t5_encoder, is_t5_encoder, t5_vocab_size
 from diffusion.encoders.tekken import TEKKEN_TENSOR
-from diffusion.files import block_indices, empty_weights, load_strict, read_safetensors, safetensors_keys
+from diffusion.files import (
+    block_indices,
+    empty_weights,
+    load_strict,
+    read_safetensors,
+    safetensors_keys,
+    safetensors_shapes,
+)
 from diffusion.lazy_module import LazyModule, resolve
 
 if TYPE_CHECKING:
@@ -186,7 +193,10 @@ def load_part(models: "ModelManager", path: Path, input_name: str, role: str,
     path = Path(path)
     if role == T5:
         def load_t5() -> LoadedPart:
-            vocab_size = _t5_vocab_size(path, input_name)
+            try:
+                vocab_size = t5_vocab_size(safetensors_shapes(path, input_name))
+            except KeyError as error:
+                raise ValueError(f"{input_name}: {path.name}: no T5 token embedding ({error})") from error
             model = LazyModule(lambda: models.place(build_t5_encoder(read_safetensors(path, input_name),
                                                                      input_name)), input_name)
             return LoadedPart(role, model, vocab_size)
@@ -202,17 +212,6 @@ def load_part(models: "ModelManager", path: Path, input_name: str, role: str,
 
     kind = f"text_encoder-{role}{'-projection' if projection else ''}{f'-less{drop_layers}' if drop_layers else ''}"
     return models.cached(kind, path, input_name, load_clip)
-
-
-def _t5_vocab_size(path: Path, input_name: str) -> int:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            key = next(key for key in file.keys() if key.endswith("shared.weight"))
-            return int(file.get_slice(key).get_shape()[0])
-    except (StopIteration, SafetensorError, OSError, RuntimeError, ValueError) as error:
-        raise ValueError(f"{input_name}: {path.name}: no T5 token embedding (shared.weight) ({error})") from error
 
 
 # ---------------------------------------------------------------- weights in ComfyUI's layout (CLIPSave, merges)
