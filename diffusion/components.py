@@ -315,7 +315,8 @@ class UnscaledVae(Vae):
 @dataclass(frozen=True, eq=False)
 class FrameVae(UnscaledVae):
     """VAE of a video-style causal 3D autoencoder (diffusers' AutoencoderKLWan and AutoencoderKLQwenImage: Wan 2.1's
-    network, Qwen-Image's VAE) that sees each image as a one-frame video, so IMAGE and LATENT keep their image
+    network, Qwen-Image's VAE; AutoencoderKLQwenImage21, whose images are RGBA: IMAGE's pixels go in opaque and its
+    colour comes out) that sees each image as a one-frame video, so IMAGE and LATENT keep their image
     shapes ([B, H, W, C] and [B, C, h, w]); latents of a single frame in ComfyUI's video shape [B, C, 1, h, w]
     decode too. Tiles are the autoencoder's own (square). Raw latents: the family's latent format applies the
     per-channel statistics."""
@@ -329,6 +330,11 @@ class FrameVae(UnscaledVae):
     @property
     def latent_channels(self) -> int:
         return int(self.autoencoder.config.z_dim)
+
+    @property
+    def image_channels(self) -> int:
+        """3, or 4 for an RGBA autoencoder (Qwen-Image 2.1's)."""
+        return 4 if getattr(self.autoencoder.config, "in_channels", None) == 4 else 3
 
     def activation_bytes(self, batch: int, height: int, width: int) -> int:
         """As `Vae.activation_bytes`, with the widest block's channels from the base width and multipliers."""
@@ -362,8 +368,10 @@ class FrameVae(UnscaledVae):
         """IMAGE [B, H, W, C] in 0..1 -> raw latents [B, C, h, w] (each image a one-frame video; the posterior's
         mode), sides first centre-cropped to multiples of `downscale`."""
         autoencoder = self.autoencoder
-        pixels = self.crop_pixels(pixels)
-        frames = pixels[..., :3].movedim(-1, 1).unsqueeze(2).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
+        pixels = self.crop_pixels(pixels)[..., :3]
+        if self.image_channels == 4:  # an RGBA autoencoder sees IMAGE's pixels opaque
+            pixels = torch.cat([pixels, torch.ones_like(pixels[..., :1])], dim=-1)
+        frames = pixels.movedim(-1, 1).unsqueeze(2).to(autoencoder.device, autoencoder.dtype) * 2.0 - 1.0
         with self._tiling_for(tile_size, force_tiling, pixels.shape[0], pixels.shape[1], pixels.shape[2],
                               overlap_factor):
             latents = autoencoder.encode(frames).latent_dist.mode()
@@ -382,7 +390,7 @@ class FrameVae(UnscaledVae):
         raw = latents.unsqueeze(2).to(autoencoder.device, autoencoder.dtype)
         height, width = latents.shape[-2] * self.downscale, latents.shape[-1] * self.downscale
         with self._tiling_for(tile_size, force_tiling, latents.shape[0], height, width, overlap_factor):
-            images = autoencoder.decode(raw, return_dict=False)[0][:, :, 0]
+            images = autoencoder.decode(raw, return_dict=False)[0][:, :3, 0]  # an RGBA autoencoder's colour
         return (images / 2 + 0.5).clamp(0, 1).float().cpu().movedim(1, -1)
 
 

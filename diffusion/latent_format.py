@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 
 RGB = tuple[float, float, float]
+EMPTY_LATENT_DOWNSCALE = 8  # EmptyLatentImage's (and EmptySD3LatentImage's) pixels per latent pixel
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,20 @@ class LatentFormat:
     latent_channels: int = 4
     latents_mean: tuple[float, ...] | None = None
     latents_std: tuple[float, ...] | None = None
+    spatial_downscale: int = 8  # image pixels per latent pixel along a side (the VAE's, with any patching)
 
     @classmethod
     def from_config(cls, vae: Mapping[str, Any]) -> "LatentFormat":
         """From a family config's "vae" section: `scaling_factor` (or the LDM name `scale_factor`),
-        `shift_factor`, `latent_rgb_factors`, `latent_rgb_factors_bias`, `latent_channels` (default 4) and the
-        per-channel `latents_mean` and `latents_std`."""
+        `shift_factor`, `latent_rgb_factors`, `latent_rgb_factors_bias`, `latent_channels` (default 4), the
+        per-channel `latents_mean` and `latents_std` and `spatial_downscale` (default 8)."""
         factors = vae.get("latent_rgb_factors")
         bias = vae.get("latent_rgb_factors_bias")
         mean, std = vae.get("latents_mean"), vae.get("latents_std")
         return cls(float(vae.get("scaling_factor", vae.get("scale_factor", 1.0))), float(vae.get("shift_factor", 0.0)),
                    tuple(tuple(row) for row in factors) if factors else None, tuple(bias) if bias else None,
-                   int(vae.get("latent_channels", 4)), tuple(mean) if mean else None, tuple(std) if std else None)
+                   int(vae.get("latent_channels", 4)), tuple(mean) if mean else None, tuple(std) if std else None,
+                   int(vae.get("spatial_downscale", 8)))
 
     def _channel_statistics(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-channel mean and std shaped to broadcast over `latents` [B, C, ...]."""
@@ -75,11 +78,15 @@ class LatentFormat:
 
     def fitted_empty(self, latents: torch.Tensor) -> torch.Tensor:
         """An empty (all-zero) latent with another channel count than this format's as zeros with this format's
-        channels, as ComfyUI's samplers take EmptyLatentImage's 4 channels for a 16-channel model; other latents
-        as they are."""
+        channels, as ComfyUI's samplers take EmptyLatentImage's 4 channels for a 16-channel model; its sides are
+        rescaled from the 8x downscale such empty latents are made at to this format's (16x: Qwen-Image 2.1,
+        FLUX.2), as ComfyUI rescales them. Other latents as they are."""
         if latents.ndim < 2 or latents.shape[1] == self.latent_channels or bool(torch.count_nonzero(latents)):
             return latents
-        return latents.new_zeros((latents.shape[0], self.latent_channels, *latents.shape[2:]))
-
+        sides = latents.shape[2:]
+        if self.spatial_downscale != EMPTY_LATENT_DOWNSCALE and latents.ndim >= 4:
+            sides = (*sides[:-2], *(max(1, round(side * EMPTY_LATENT_DOWNSCALE / self.spatial_downscale))
+                                    for side in sides[-2:]))
+        return latents.new_zeros((latents.shape[0], self.latent_channels, *sides))
 
 IDENTITY = LatentFormat()

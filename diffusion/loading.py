@@ -119,9 +119,11 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
     return models.cached(kind, path, input_name, load)
 
 
-# ComfyUI reads a lone OpenCLIP-G file given as stable_diffusion as the SDXL refiner's CLIP
+# ComfyUI reads a lone OpenCLIP-G file given as stable_diffusion as the SDXL refiner's CLIP, Qwen3 under lumina2 as
+# Z-Image's, Qwen3-VL under qwen_image as Qwen-Image 2.1's
 FILE_ROLE_FAMILIES = {("stable_diffusion", text_encoder_files.CLIP_G): "sdxl",
-                      ("lumina2", text_encoder_files.QWEN3): "zimage"}
+                      ("lumina2", text_encoder_files.QWEN3): "zimage",
+                      ("qwen_image", text_encoder_files.QWEN3_VL): "qwenimage21"}
 
 
 def text_encoders_family(clip_type: str, paths: Mapping[str, Path]) -> registry.Family:

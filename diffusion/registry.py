@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 # Detection order: the first family claiming a file wins (SDXL and SD1 share UNet key names, so SD1 comes last;
 # FLUX.2's transformer has FLUX.1's block names (and its VAE FLUX.1's layout), so FLUX.2 comes before FLUX;
 # Chroma's transformer has FLUX's block names, so Chroma comes before FLUX; Z-Image's has Lumina 2's, so Z-Image
-# comes before Lumina 2).
-FAMILY_PACKAGES = ("sdxl", "sd3", "flux2", "chroma", "flux", "zimage", "lumina2", "qwenimage", "hidream", "unclip",
-                   "sd")
+# comes before Lumina 2; Qwen-Image 2.1's VAE in ComfyUI's layout has the Wan key names Qwen-Image's VAE is told by,
+# so Qwen-Image 2.1 comes before Qwen-Image).
+FAMILY_PACKAGES = ("sdxl", "sd3", "flux2", "chroma", "flux", "zimage", "lumina2", "qwenimage21", "qwenimage", "hidream",
+                   "unclip", "sd")
 
 State = Mapping[str, torch.Tensor]
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None when a file holds no text encoder), VAE

@@ -1,8 +1,8 @@
 """Qwen-Image-Edit's text nodes with ComfyUI's names and inputs: TextEncodeQwenImageEdit encodes an instruction with
 the image it edits (Qwen2.5-VL sees the image; the VAE's latent of it becomes the conditioning's reference latent),
 TextEncodeQwenImageEditPlus with up to three images ("Picture 1: ..." before the instruction; Qwen2.5-VL sees each
-at about 384x384 pixels, the reference latents are made at about 1024x1024). Knows nothing of HTTP or the
-executor."""
+at about 384x384 pixels, the reference latents are made at about 1024x1024). TextEncodeQwenImage21 encodes Qwen-Image
+2.1's prompt and negative and makes its empty latent. Knows nothing of HTTP or the executor."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from diffusion.contracts import Conditioning, TextEncoder, VaeModel
+from diffusion.families.qwenimage21.sampling import QwenImage21Sampling
 from diffusion.sampling.reference_latents import REFERENCES
 from nodes.environment import release_text_encoders
 from nodes.latent import crop_to_vae_multiple
@@ -18,6 +19,11 @@ from nodes.model_facts import requires_family
 from nodes.resize import upscale
 
 FAMILY = "qwenimage"
+QWEN_IMAGE21 = "qwenimage21"
+QWEN_IMAGE21_LATENT_CHANNELS = QwenImage21Sampling.latent_format.latent_channels
+QWEN_IMAGE21_DOWNSCALE = QwenImage21Sampling.latent_format.spatial_downscale
+DEFAULT_RESOLUTION = 1024  # TextEncodeQwenImage21's latent side when its resolution is 0
+REFERENCE_SLOTS = 16  # TextEncodeQwenImage21's reference image inputs ("images.image_1" ...), as ComfyUI's
 REFERENCE_AREA = 1024 * 1024  # pixels of the images the references are made from
 VISION_AREA = 384 * 384  # pixels of the images Qwen2.5-VL sees in the Plus node
 PLUS_TEMPLATE = ("<|im_start|>system\nDescribe the key features of the input image (color, shape, size, texture, "
@@ -117,7 +123,56 @@ class TextEncodeQwenImageEditPlus:
         return (_encoded(clip, "TextEncodeQwenImageEditPlus", pictures + prompt, images, references, PLUS_TEMPLATE),)
 
 
+class TextEncodeQwenImage21:
+    DESCRIPTION = ("Encodes a prompt and its negative for Qwen-Image 2.1 (Qwen3-VL reads each in Qwen-Image 2.1's chat "
+                   "template) and makes the empty latent to sample at resolution x resolution pixels.")
+    CATEGORY = "model/conditioning/qwen image"
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
+    RETURN_NAMES = ("positive", "negative", "latent")
+    OUTPUT_TOOLTIPS = ("The encoded prompt.", "The encoded negative prompt (an empty one is encoded as a space).",
+                       "An empty latent of resolution x resolution pixels (1024 when 0), for the sampler.")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        images = {f"images.image_{index}": ("IMAGE", {"tooltip": f"Reference image {index}: not supported by "
+                                                                 "nodeflow yet (leave unconnected)."})
+                  for index in range(1, REFERENCE_SLOTS + 1)}
+        return {"required": {
+                    "clip": ("CLIP", {"tooltip": "Qwen-Image 2.1's text encoder (CLIPLoader type qwen_image with "
+                                                 "its Qwen3-VL file)."}),
+                    "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                          "tooltip": "What the image shows."}),
+                    "negative_prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
+                                                   "tooltip": "What to steer away from (with cfg above 1)."}),
+                    "resolution": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
+                                           "tooltip": "The empty latent's side in pixels (0: 1024)."})},
+                "optional": {"vae": ("VAE", {"tooltip": "Qwen-Image 2.1's VAE, for reference images."}), **images}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "clip", QWEN_IMAGE21, "TextEncodeQwenImage21")
+
+    def encode(self, clip: TextEncoder, prompt: str, negative_prompt: str, resolution: int = 1024,
+               vae: VaeModel | None = None, **images: torch.Tensor) -> tuple[Conditioning, Conditioning, dict]:
+        if getattr(clip, "family", None) != QWEN_IMAGE21:
+            raise ValueError(f"clip: TextEncodeQwenImage21 needs Qwen-Image 2.1's CLIP (CLIPLoader type qwen_image "
+                             f"with its Qwen3-VL file); this one is {getattr(clip, 'family', type(clip).__name__)}'s")
+        connected = sorted(name for name, image in images.items() if image is not None)
+        if connected:
+            raise ValueError(f"{connected[0]}: reference images (Qwen-Image 2.1's editing) are not supported by "
+                             "nodeflow yet; leave the images unconnected for text-to-image")
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+        negative = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
+        release_text_encoders(clip)
+        side = (resolution or DEFAULT_RESOLUTION) // QWEN_IMAGE21_DOWNSCALE
+        latent = torch.zeros(1, QWEN_IMAGE21_LATENT_CHANNELS, side, side)
+        return positive, negative, {"samples": latent}
+
+
 NODE_CLASS_MAPPINGS = {"TextEncodeQwenImageEdit": TextEncodeQwenImageEdit,
-                       "TextEncodeQwenImageEditPlus": TextEncodeQwenImageEditPlus}
+                       "TextEncodeQwenImageEditPlus": TextEncodeQwenImageEditPlus,
+                       "TextEncodeQwenImage21": TextEncodeQwenImage21}
 NODE_DISPLAY_NAME_MAPPINGS = {"TextEncodeQwenImageEdit": "TextEncodeQwenImageEdit",
-                              "TextEncodeQwenImageEditPlus": "TextEncodeQwenImageEditPlus"}
+                              "TextEncodeQwenImageEditPlus": "TextEncodeQwenImageEditPlus",
+                              "TextEncodeQwenImage21": "Text Encode Qwen Image 2.1"}

@@ -22,6 +22,9 @@ QWEN25_SPECIAL_TOKENS = (
     "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
     "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
 QWEN3_SPECIAL_TOKENS = QWEN25_SPECIAL_TOKENS + ("<tool_response>", "</tool_response>", "<think>", "</think>")
+# the tiny vision-language models' tokenizer (Qwen-Image's and Qwen-Image 2.1's): the 256 bytes and these
+TINY_VL_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                          "<|image_pad|>")
 # Qwen's chat template for the turns a prompt encoder renders (and the assistant's turn opened; with thinking
 # turned off, Qwen3's empty thought after it)
 CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 T5 = "t5xxl"
 CLIP_L, CLIP_G, CLIP_H = "clip_l", "clip_g", "clip_h"
 QWEN3 = "qwen3"  # a Qwen3 language model (Z-Image's text encoder)
+QWEN3_VL = "qwen3vl"  # a Qwen3 language model with Qwen3-VL's vision tower (Qwen-Image 2.1's text encoder)
+QWEN3_VL_VISION = "deepstack_merger_list.0.norm.weight"  # a tensor of Qwen3-VL's vision tower, no other's
 PART_NAMES = (CLIP_L, CLIP_G, CLIP_H, T5)  # ComfyUI's prefixes of a CLIP's parts, in CLIPSave's order
 CLIP_G_LAYERS, CLIP_H_LAYERS = 31, 23  # ComfyUI's tests: layer 30 exists (OpenCLIP-G), layer 22 (OpenCLIP-H)
 NOT_MERGED = (".position_ids", ".logit_scale")  # ComfyUI's CLIP merges leave these alone
@@ -58,13 +60,13 @@ def clip_layer_count(keys: Collection[str]) -> int:
 
 
 def file_role(keys: Collection[str]) -> str | None:
-    """The role of one text encoder file from its tensor names alone: T5, Qwen3, CLIP-G, CLIP-H or CLIP-L; None
-    when it is no text encoder these roles name (CLIP or T5 in the transformers layout, Qwen3)."""
+    """The role of one text encoder file from its tensor names alone: T5, Qwen3-VL, Qwen3, CLIP-G, CLIP-H or CLIP-L;
+    None when it is no text encoder these roles name (CLIP or T5 in the transformers layout, Qwen3)."""
     keys = set(keys)
     if is_t5_encoder(dict.fromkeys(keys)):
         return T5
     if any(key.endswith("layers.0.self_attn.q_norm.weight") for key in keys):
-        return QWEN3
+        return QWEN3_VL if any(key.endswith(QWEN3_VL_VISION) for key in keys) else QWEN3
     if _clip_prefix(keys) is None:
         return None
     layers = clip_layer_count(keys)
@@ -73,13 +75,16 @@ def file_role(keys: Collection[str]) -> str | None:
 
 def describe_language_model(keys: Collection[str]) -> str | None:
     """A language model used as a text encoder, in words with the loader that takes it, from its tensor names:
-    Qwen3 (per-head query norms), Qwen2.5-VL (biased query projections), Gemma 2 (a norm before and after each
-    feed-forward), Mistral with its tekken.json, Llama 3 (none of those marks); None for other files."""
+    Qwen3-VL (Qwen3 with its vision tower), Qwen3 (per-head query norms), Qwen2.5-VL (biased query projections),
+    Gemma 2 (a norm before and after each feed-forward), Mistral with its tekken.json, Llama 3 (none of those
+    marks); None for other files."""
     def has(suffix: str) -> bool:
         return any(key.endswith(suffix) for key in keys)
 
     if TEKKEN_TENSOR in keys:
         return "a Mistral text encoder (FLUX.2 [dev]'s: load it with CLIPLoader type flux2)"
+    if has("layers.0.self_attn.q_norm.weight") and has(QWEN3_VL_VISION):
+        return "a Qwen3-VL text encoder (Qwen-Image 2.1's: load it with CLIPLoader type qwen_image)"
     if has("layers.0.self_attn.q_norm.weight"):
         return "a Qwen3 text encoder (Z-Image's: load it with CLIPLoader type lumina2)"
     if has("layers.0.self_attn.q_proj.bias"):

@@ -31,6 +31,8 @@ SPLIT_FILES = {
     "flux2": ("flux2", "DEMO_FLUX2_TRANSFORMER", ("DEMO_FLUX2_TEXT_ENCODER",), "DEMO_FLUX2_VAE"),
     "qwenimage": ("qwen_image", "DEMO_QWEN_IMAGE_TRANSFORMER", ("DEMO_QWEN_IMAGE_TEXT_ENCODER",),
                   "DEMO_QWEN_IMAGE_VAE"),
+    "qwenimage21": ("qwen_image", "DEMO_QWEN_IMAGE21_TRANSFORMER", ("DEMO_QWEN_IMAGE21_TEXT_ENCODER",),
+                    "DEMO_QWEN_IMAGE21_VAE"),
     "chroma": ("chroma", "DEMO_CHROMA_TRANSFORMER", ("DEMO_CHROMA_T5",), "DEMO_CHROMA_VAE"),
     "hidream": ("hidream", "DEMO_HIDREAM_TRANSFORMER", ("DEMO_HIDREAM_CLIP_L", "DEMO_HIDREAM_CLIP_G",
                                                          "DEMO_HIDREAM_T5", "DEMO_HIDREAM_LLAMA"), "DEMO_HIDREAM_VAE"),

@@ -14,6 +14,7 @@ from tests.nodes.conftest import dequantized_gguf
 TRANSFORMERS = {"flux": ("flux", "DEMO_FLUX_TRANSFORMER"), "flux2": ("flux2", "DEMO_FLUX2_TRANSFORMER"),
                 "chroma": ("chroma", "DEMO_CHROMA_TRANSFORMER"),
                 "qwenimage": ("qwenimage", "DEMO_QWEN_IMAGE_TRANSFORMER"),
+                "qwenimage21": ("qwenimage21", "DEMO_QWEN_IMAGE21_TRANSFORMER"),
                 "hidream": ("hidream", "DEMO_HIDREAM_TRANSFORMER"),
                 "zimage": ("zimage", "DEMO_ZIMAGE_TRANSFORMER"), "lumina2": ("lumina2", "DEMO_LUMINA2_TRANSFORMER")}
 

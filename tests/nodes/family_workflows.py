@@ -17,12 +17,14 @@ MAX_STEPS = 4
 
 
 def shrunk(prompt: dict[str, Any], size: int) -> dict[str, Any]:
-    """Images of `size` pixels and at most 4 steps; KSamplerAdvanced start/end steps scaled alike; FLUX.2's
-    scheduler for that size and 2 steps."""
+    """Images (TextEncodeQwenImage21's latent too) of `size` pixels and at most 4 steps; KSamplerAdvanced
+    start/end steps scaled alike; FLUX.2's scheduler for that size and 2 steps."""
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] in EMPTY_LATENTS:
             inputs.update(width=size, height=size)
+        if node["class_type"] == "TextEncodeQwenImage21":
+            inputs.update(resolution=size)
         if node["class_type"] == "Flux2Scheduler":
             inputs.update(width=size, height=size, steps=min(inputs["steps"], 2))
         if node["class_type"] in ("KSampler", "KSamplerAdvanced") and inputs["steps"] > MAX_STEPS:

@@ -101,6 +101,24 @@ def test_process_in_and_out_are_comfyuis_maps():
     assert torch.equal(sd3.sampling_input(raw), sd3.process_in(raw))
 
 
+def test_empty_latents_are_fitted_to_the_formats_channels_and_downscale():
+    """EmptyLatentImage's 4 channels at 8x, as ComfyUI's samplers take them: 16 channels at the same size for SD3,
+    the format's channels at 16x for Qwen-Image 2.1 and FLUX.2 (rounded sides); a latent that is not empty, or
+    already has the format's channels, stays as it is."""
+    from diffusion import registry
+
+    empty = torch.zeros(2, 4, 13, 8)
+    fitted = {name: registry.family(name).sampling.latent_format.fitted_empty(empty)
+              for name in ("sd3", "qwenimage21", "flux2")}
+    assert {name: tuple(latent.shape) for name, latent in fitted.items()} == {
+        "sd3": (2, 16, 13, 8), "qwenimage21": (2, 64, 6, 4), "flux2": (2, 128, 6, 4)}
+    assert not any(latent.any() for latent in fitted.values())
+    qwen21 = registry.family("qwenimage21").sampling.latent_format
+    noisy = torch.ones(1, 4, 8, 8)
+    own = torch.zeros(1, 64, 8, 8)
+    assert qwen21.fitted_empty(noisy) is noisy and qwen21.fitted_empty(own) is own
+
+
 def test_loaded_models_carry_their_familys_format(sd1):
     model, _, vae = sd1
     assert model.latent_format.scale_factor == 0.18215 == vae.scaling_factor

@@ -65,7 +65,8 @@ class Flux2Sampling(FlowSampling):
     """The shared sampling loop's hooks for a Flux2Transformer2DModel."""
 
     family_title = "FLUX.2"
-    latent_format = LatentFormat(latent_channels=config_beside(__file__)["vae"]["latent_channels"])
+    latent_format = LatentFormat(latent_channels=config_beside(__file__)["vae"]["latent_channels"],
+                                 spatial_downscale=16)  # the VAE's 8x, then 2x2 patches
     FLOW_SAMPLERS = {"euler": "FlowMatchEulerDiscreteScheduler"}
     sampler_names = tuple(FLOW_SAMPLERS)
 

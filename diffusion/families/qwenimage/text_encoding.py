@@ -35,9 +35,7 @@ EDIT_TEMPLATE = ("<|im_start|>system\nDescribe the key features of the input ima
                  "<|vision_start|><|image_pad|><|vision_end|>{}<|im_end|>\n<|im_start|>assistant\n")
 # Qwen2.5-VL's image processor limits (pixels of the resized image), as Qwen-Image-Edit's processor sets them
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 28 * 28 * 16384
-# the tiny models' tokenizer: the 256 bytes and these (Qwen2.5-VL's chat and image tokens)
-TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                       "<|image_pad|>")
+TINY_SPECIAL_TOKENS = qwen_tokenizer.TINY_VL_SPECIAL_TOKENS
 TINY_VOCAB_SIZE = 256 + len(TINY_SPECIAL_TOKENS)
 
 
