@@ -7,14 +7,18 @@ layout) and its Qwen3 4B text encoder (bf16, 8 GB, CLIPLoader type lumina2), Qwe
 original layout, VAELoader) and its Qwen2.5-VL 7B text encoder with the vision tower (bf16, 15.5 GB, the published
 layout, CLIPLoader type qwen_image), HiDream's Llama 3.1 8B text encoder (bf16, 15 GB, `model.*` keys, read as
 QuadrupleCLIPLoader reads it), FLUX.2 [klein] 4B's transformer as a Q8_0 GGUF file (4.2 GB, UNETLoader, kept
-quantized). The four largest are measured in bf16 only: in fp32 they would not fit this machine's 24 GB beside
-their files (the GGUF file's quantized weights keep their size in any dtype). Qwen-Image's 20B transformer
-(41 GB in bf16), HiDream's 17B (34 GB) and FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB) do not fit here at
-all.
+quantized), Qwen-Image 2.1's VAE (bf16, 0.68 GB, ComfyUI's original Wan 2.2 style layout with one-tap
+3-D causal convolutions, VAELoader), its 7.1B transformer alone (bf16, 14.2 GB, ComfyUI's layout with fused
+SwiGLU gate and up weights, UNETLoader) and its Qwen3-VL 8B text encoder with the vision tower (bf16, 16.3 GB, the
+published layout, CLIPLoader type qwen_image). The six largest are measured in bf16 only: in fp32 they would not
+fit this machine's 24 GB beside their files (the GGUF file's quantized weights keep their size in any dtype).
+Qwen-Image's 20B transformer (41 GB in bf16), HiDream's 17B (34 GB) and FLUX.2 [dev]'s Mistral (30 of its layers:
+35 GB) do not fit here at all.
 Each file is loaded by the model manager in a fresh process,
 once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
-written once into `--models-dir` (about 67 GB of disk; writing SDXL needs ~14 GB of RAM for a minute).
+written once into `--models-dir` (about 100 GB of disk; writing SDXL needs ~14 GB of RAM for a minute, Qwen-Image
+2.1's transformer ~15 GB for a few minutes).
 Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2,...]`.
 """
 from __future__ import annotations
@@ -257,11 +261,101 @@ def _qwenimage_text_encoder_models(models_dir: Path) -> str:
     return name
 
 
+def _qwenimage21_vae_models(models_dir: Path) -> str:
+    """Qwen-Image 2.1's VAE architecture (Wan 2.2 style, diffusers' defaults: base widths 96/144, 64 latent channels,
+    RGBA; 338M parameters) with seeded random weights, in bf16 and ComfyUI's original layout (3-D causal
+    convolutions of one temporal tap), as `qwen_image_2.1_vae_bf16.safetensors` is."""
+    from diffusers import AutoencoderKLQwenImage21
+    from safetensors.torch import save_file
+
+    from diffusion.families import wan22_vae_layout
+
+    name = "random-qwenimage21-vae"
+    path = models_dir / "vae" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage21().eval().to(torch.bfloat16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({key: value.contiguous() for key, value in wan22_vae_layout.diffusers_to_comfy(vae.state_dict()).items()},
+              str(path))
+    return name
+
+
+def _qwenimage21_transformer_models(models_dir: Path) -> str:
+    """Qwen-Image 2.1's real transformer architecture (diffusers' defaults: 32 blocks of width 4096, 7.1B
+    parameters) with seeded random weights, made in bf16 and saved in ComfyUI's layout (fused SwiGLU gate and up
+    projections, under `model.diffusion_model.`), as `qwen_image_2.1_*_bf16.safetensors` is. Fused a block at a
+    time, each block's separate weights dropped as soon as they are: fusing them all at once would hold a second
+    copy of every gate and up weight (6.4 GB) beside the model's 14 GB."""
+    from diffusers import QwenImage21Transformer2DModel
+    from safetensors.torch import save_file
+
+    from diffusion.families.qwenimage21.demo import comfy_transformer_layout
+
+    name = "random-qwenimage21-transformer"
+    path = models_dir / "diffusion_models" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    transformer = _seeded_bf16(lambda: QwenImage21Transformer2DModel())
+    state = transformer.state_dict()
+    del transformer  # `state` holds the only references to the weights now
+    groups: dict[str, list[str]] = {}  # a block's MLP weights together, every other tensor alone
+    for key in state:
+        groups.setdefault(key.partition(".img_mlp.")[0], []).append(key)
+    comfy: dict[str, torch.Tensor] = {}
+    for keys in groups.values():
+        comfy.update(comfy_transformer_layout({key: state.pop(key) for key in keys}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
+    save_file({key: value.contiguous() for key, value in comfy.items()}, str(partial))
+    partial.replace(path)
+    return name
+
+
+def _qwenimage21_text_encoder_models(models_dir: Path) -> str:
+    """Qwen3-VL 8B's architecture (language model and vision tower with its DeepStack mergers, 8.1B parameters;
+    without the output head, which encoding does not use) with seeded random weights, made in bf16 and saved in the
+    published layout (`model.language_model.*`, `model.visual.*`), as `qwen3vl_8b_bf16.safetensors` holds it."""
+    from safetensors.torch import save_file
+    from transformers import Qwen3VLConfig, Qwen3VLModel
+
+    name = "random-qwenimage21-text-encoder"
+    path = models_dir / "text_encoders" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    torch.manual_seed(0)
+    config = Qwen3VLConfig(
+        text_config=dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-6,
+                         max_position_embeddings=262144, rope_parameters={
+                             "rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [24, 20, 20],
+                             "mrope_interleaved": True}),
+        vision_config=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                           deepstack_visual_indexes=[8, 16, 24]))
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16: an fp32 copy would not fit
+    try:
+        model = Qwen3VLModel(config).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    del model
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
+    save_file(state, str(partial))
+    partial.replace(path)
+    return name
+
+
 FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdxl_models,
                                               "lumina2": _lumina2_models, "zimage": _zimage_models,
                                               "zimage-text-encoder": _zimage_text_encoder_models,
                                               "qwenimage-vae": _qwenimage_vae_models,
                                               "qwenimage-text-encoder": _qwenimage_text_encoder_models,
+                                              "qwenimage21-vae": _qwenimage21_vae_models,
+                                              "qwenimage21-transformer": _qwenimage21_transformer_models,
+                                              "qwenimage21-text-encoder": _qwenimage21_text_encoder_models,
                                               "hidream-llama": _hidream_llama_models,
                                               "flux2-gguf": _flux2_gguf_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
@@ -269,12 +363,16 @@ PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusio
          "zimage-text-encoder": ("text_encoders", "engine-text-encoder:lumina2"),
          "qwenimage-vae": ("vae", "engine-vae"),
          "qwenimage-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image"),
+         "qwenimage21-vae": ("vae", "engine-vae"),
+         "qwenimage21-transformer": ("diffusion_models", "engine-network"),
+         "qwenimage21-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image"),
          "hidream-llama": ("text_encoders", "engine-llama"),
          "flux2-gguf": ("diffusion_models", "engine-network")}
 DTYPES = (torch.float32, torch.bfloat16)
-# in fp32 these would not fit this machine beside their file (33, 25 and 16 GB)
+# in fp32 these would not fit this machine beside their file (33, 25, 16, 30, 28 and 35 GB)
 ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bfloat16,),
               "zimage-text-encoder": (torch.bfloat16,), "hidream-llama": (torch.bfloat16,),
+              "qwenimage21-transformer": (torch.bfloat16,), "qwenimage21-text-encoder": (torch.bfloat16,),
               "flux2-gguf": (torch.bfloat16,)}
 
 

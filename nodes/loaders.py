@@ -155,9 +155,9 @@ class CLIPLoader:
                    "CLIP-L (an OpenCLIP-G file gives the SDXL refiner's CLIP, an OpenCLIP-H file SD2's); sd3: a "
                    "CLIP-L, CLIP-G or T5-XXL alone (the missing encoders count as zeros, as in ComfyUI); chroma: "
                    "Chroma's T5-XXL; lumina2: Lumina 2's Gemma 2, or Z-Image's Qwen3; qwen_image: Qwen-Image's "
-                   "Qwen2.5-VL; flux2: FLUX.2 [klein]'s Qwen3 or [dev]'s Mistral; hidream: one of HiDream's four "
-                   "(the others count as zeros). Types of model families this engine does not run are refused when "
-                   "the prompt is validated.")
+                   "Qwen2.5-VL, or Qwen-Image 2.1's Qwen3-VL; flux2: FLUX.2 [klein]'s Qwen3 or [dev]'s Mistral; "
+                   "hidream: one of HiDream's four (the others count as zeros). Types of model families this engine "
+                   "does not run are refused when the prompt is validated.")
     CATEGORY = "advanced/loaders"
     RETURN_TYPES = ("CLIP",)
     OUTPUT_TOOLTIPS = ("The text encoder for prompts.",)

@@ -2,7 +2,8 @@
 the image it edits (Qwen2.5-VL sees the image; the VAE's latent of it becomes the conditioning's reference latent),
 TextEncodeQwenImageEditPlus with up to three images ("Picture 1: ..." before the instruction; Qwen2.5-VL sees each
 at about 384x384 pixels, the reference latents are made at about 1024x1024). TextEncodeQwenImage21 encodes Qwen-Image
-2.1's prompt and negative and makes its empty latent. Knows nothing of HTTP or the executor."""
+2.1's prompt and negative with up to 16 reference images and makes its empty latent. Knows nothing of HTTP or the
+executor."""
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ QWEN_IMAGE21 = "qwenimage21"
 QWEN_IMAGE21_LATENT_CHANNELS = QwenImage21Sampling.latent_format.latent_channels
 QWEN_IMAGE21_DOWNSCALE = QwenImage21Sampling.latent_format.spatial_downscale
 DEFAULT_RESOLUTION = 1024  # TextEncodeQwenImage21's latent side when its resolution is 0
+QWEN_IMAGE21_MULTIPLE = 32  # reference sides: one Qwen3-VL token (2x2 latent pixels) covers 32x32 pixels
 REFERENCE_SLOTS = 16  # TextEncodeQwenImage21's reference image inputs ("images.image_1" ...), as ComfyUI's
 REFERENCE_AREA = 1024 * 1024  # pixels of the images the references are made from
 VISION_AREA = 384 * 384  # pixels of the images Qwen2.5-VL sees in the Plus node
@@ -123,31 +125,51 @@ class TextEncodeQwenImageEditPlus:
         return (_encoded(clip, "TextEncodeQwenImageEditPlus", pictures + prompt, images, references, PLUS_TEMPLATE),)
 
 
+def reference_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """(height, width) TextEncodeQwenImage21 gives a reference image: about resolution x resolution pixels at its
+    aspect ratio, sides multiples of 32 (the image's own size so rounded for 0), as ComfyUI's node and
+    QwenImage21Pipeline size them."""
+    if resolution:
+        aspect = width / height
+        width, height = math.sqrt(resolution * resolution * aspect), math.sqrt(resolution * resolution / aspect)
+    multiple = QWEN_IMAGE21_MULTIPLE
+    return (max(multiple, round(height / multiple) * multiple), max(multiple, round(width / multiple) * multiple))
+
+
 class TextEncodeQwenImage21:
-    DESCRIPTION = ("Encodes a prompt and its negative for Qwen-Image 2.1 (Qwen3-VL reads each in Qwen-Image 2.1's chat "
-                   "template) and makes the empty latent to sample at resolution x resolution pixels.")
+    DESCRIPTION = ("Encodes a prompt and its negative for Qwen-Image 2.1 with up to 16 reference images (Qwen3-VL "
+                   "reads each text in Qwen-Image 2.1's chat template, the images as \"<imageN>\" before it) and makes "
+                   "the empty latent to sample: at the first reference's size, or resolution x resolution pixels. "
+                   "With a VAE, each reference is also encoded as a reference latent the model edits from.")
     CATEGORY = "model/conditioning/qwen image"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
     RETURN_NAMES = ("positive", "negative", "latent")
-    OUTPUT_TOOLTIPS = ("The encoded prompt.", "The encoded negative prompt (an empty one is encoded as a space).",
-                       "An empty latent of resolution x resolution pixels (1024 when 0), for the sampler.")
+    OUTPUT_TOOLTIPS = ("The encoded prompt, with the references' latents when a VAE is given.",
+                       "The encoded negative prompt (an empty one is encoded as a space), with the same references.",
+                       "An empty latent at the first reference's size, or resolution x resolution pixels (1024 for "
+                       "0) without references: sample at this size, since another shifts the edit.")
     FUNCTION = "encode"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
-        images = {f"images.image_{index}": ("IMAGE", {"tooltip": f"Reference image {index}: not supported by "
-                                                                 "nodeflow yet (leave unconnected)."})
+        images = {f"images.image_{index}": ("IMAGE", {"tooltip": f"Reference image {index} (optional; taken in "
+                                                                 "number order, the first frame of a batch)."})
                   for index in range(1, REFERENCE_SLOTS + 1)}
         return {"required": {
                     "clip": ("CLIP", {"tooltip": "Qwen-Image 2.1's text encoder (CLIPLoader type qwen_image with "
                                                  "its Qwen3-VL file)."}),
                     "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
-                                          "tooltip": "What the image shows."}),
+                                          "tooltip": "What the image shows, or how to change the references."}),
                     "negative_prompt": ("STRING", {"multiline": True, "dynamicPrompts": True,
                                                    "tooltip": "What to steer away from (with cfg above 1)."}),
                     "resolution": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 32,
-                                           "tooltip": "The empty latent's side in pixels (0: 1024)."})},
-                "optional": {"vae": ("VAE", {"tooltip": "Qwen-Image 2.1's VAE, for reference images."}), **images}}
+                                           "tooltip": "Reference images are resized to about resolution x "
+                                                      "resolution pixels at their aspect ratio, sides multiples "
+                                                      "of 32 (0 keeps each at its own size, so rounded); the empty "
+                                                      "latent's side without references (0: 1024)."})},
+                "optional": {"vae": ("VAE", {"tooltip": "Qwen-Image 2.1's VAE: makes the references' latents (none: "
+                                                        "the images condition through the text encoder alone)."}),
+                             **images}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
@@ -158,17 +180,33 @@ class TextEncodeQwenImage21:
         if getattr(clip, "family", None) != QWEN_IMAGE21:
             raise ValueError(f"clip: TextEncodeQwenImage21 needs Qwen-Image 2.1's CLIP (CLIPLoader type qwen_image "
                              f"with its Qwen3-VL file); this one is {getattr(clip, 'family', type(clip).__name__)}'s")
-        connected = sorted(name for name, image in images.items() if image is not None)
-        if connected:
-            raise ValueError(f"{connected[0]}: reference images (Qwen-Image 2.1's editing) are not supported by "
-                             "nodeflow yet; leave the images unconnected for text-to-image")
-        positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
-        negative = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
+        connected = sorted((int(name.rsplit("_", 1)[1]), image) for name, image in images.items()
+                           if image is not None)
+        resized = []
+        for _, image in connected:
+            height, width = reference_size(image.shape[1], image.shape[2], resolution)
+            frame = image[:1]
+            if (frame.shape[1], frame.shape[2]) != (height, width):
+                frame = upscale(frame.movedim(-1, 1), width, height, "lanczos", "disabled").movedim(1, -1)
+            resized.append(frame)
+        references = [vae.encode(frame) for frame in resized] if vae is not None else []
+        encoded = []
+        for text in (prompt, negative_prompt):
+            tokens = clip.tokenize(text, images=[frame[..., :3] for frame in resized], keep_vision=not references)
+            conditioning = clip.encode_from_tokens_scheduled(tokens)
+            if references:
+                conditioning = [[embeddings, {**options, REFERENCES: [*(options.get(REFERENCES) or []),
+                                                                      *references]}]
+                                for embeddings, options in conditioning]
+            encoded.append(conditioning)
         release_text_encoders(clip)
-        side = (resolution or DEFAULT_RESOLUTION) // QWEN_IMAGE21_DOWNSCALE
-        latent = torch.zeros(1, QWEN_IMAGE21_LATENT_CHANNELS, side, side)
-        return positive, negative, {"samples": latent}
-
+        if resized:
+            height, width = resized[0].shape[1], resized[0].shape[2]
+        else:
+            height = width = resolution or DEFAULT_RESOLUTION
+        latent = torch.zeros(1, QWEN_IMAGE21_LATENT_CHANNELS, height // QWEN_IMAGE21_DOWNSCALE,
+                             width // QWEN_IMAGE21_DOWNSCALE)
+        return encoded[0], encoded[1], {"samples": latent}
 
 NODE_CLASS_MAPPINGS = {"TextEncodeQwenImageEdit": TextEncodeQwenImageEdit,
                        "TextEncodeQwenImageEditPlus": TextEncodeQwenImageEditPlus,

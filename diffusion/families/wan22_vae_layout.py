@@ -6,12 +6,13 @@ stages, `nn.Sequential` indices inside residual blocks and heads, `conv1`/`conv2
 
 Besides the names, the two differ in the shape of their causal convolutions: the original model is a video VAE whose
 causal convolutions are 3-D (`[out, in, t, h, w]`), diffusers' is its image specialization, whose same layers are
-2-D (`[out, in, h, w]`). An image is a single frame and a causal convolution pads only the past with zeros, so of the
-`t` temporal taps only the last one ever meets data: it is the 2-D weight. Going to ComfyUI's layout, the earlier taps
-are written as zeros, which computes the same image. The temporal `time_conv` layers never run on a single frame
-(either model skips them for the first chunk) and are carried along the same way so that both files are complete.
-Every other tensor (norm scales, biases, the plain 2-D convolutions of resampling and attention) passes through as
-the same object.
+2-D (`[out, in, h, w]`). ComfyUI builds Qwen-Image 2.1's VAE with a temporal kernel of one, so its file holds one
+temporal tap (`[out, in, 1, h, w]`: the file is the model's size), which is what is written. A file with more taps
+(Wan 2.2's three-frame video layout) reads too: an image is a single frame and a causal convolution pads only the
+past with zeros, so only the last tap ever meets data; it is the 2-D weight. The temporal `time_conv` layers never
+run on a single frame (either model skips them for the first chunk) and are carried along the same way so that both
+files are complete. Every other tensor (norm scales, biases, the plain 2-D convolutions of resampling and attention)
+passes through as the same object.
 
 The level and block structure is read from the key names, so any size of the architecture converts (the real one,
 base widths 96/144 and 64 latent channels, or a tiny test model). Knows nothing of files, nodes or model loading.
@@ -27,25 +28,24 @@ import torch
 
 @dataclass(frozen=True)
 class _Kind:
-    """What a layer holds: its parameter names, and for a causal convolution the number of temporal taps its
-    original 3-D weight has (None for layers whose tensors are the same in both layouts)."""
+    """What a layer holds: its parameter names, and whether it is a causal convolution (3-D in the original layout,
+    2-D in diffusers'; other layers' tensors are the same in both)."""
     params: tuple[str, ...]
-    taps: int | None = None
+    causal: bool = False
 
 
 _NORM = _Kind(("gamma",))  # RMS norm scale; no bias in this architecture
 _CONV2D = _Kind(("weight", "bias"))  # a plain 2-D convolution in both layouts
-_CAUSAL3 = _Kind(("weight", "bias"), taps=3)  # 3-D causal conv with a 3-frame window (3x3x3, or 3x1x1 time_conv)
-_CAUSAL1 = _Kind(("weight", "bias"), taps=1)  # 1x1x1 causal conv (shortcuts, the convs around the latent)
+_CAUSAL = _Kind(("weight", "bias"), causal=True)  # written with ComfyUI's one temporal tap, read with any number
 
 # One table of (ComfyUI name, diffusers name, kind) pairs per kind of block, read in both directions, so that the
 # two conversions cannot drift apart. ComfyUI's residual block is an nn.Sequential: 0 norm, 1 SiLU, 2 conv,
 # 3 norm, 4 SiLU, 5 dropout, 6 conv; only the indices with weights appear.
-_RESIDUAL = (("residual.0", "norm1", _NORM), ("residual.2", "conv1", _CAUSAL3), ("residual.3", "norm2", _NORM),
-             ("residual.6", "conv2", _CAUSAL3), ("shortcut", "conv_shortcut", _CAUSAL1))
+_RESIDUAL = (("residual.0", "norm1", _NORM), ("residual.2", "conv1", _CAUSAL), ("residual.3", "norm2", _NORM),
+             ("residual.6", "conv2", _CAUSAL), ("shortcut", "conv_shortcut", _CAUSAL))
 _ATTENTION = (("norm", "norm", _NORM), ("to_qkv", "to_qkv", _CONV2D), ("proj", "proj", _CONV2D))
 # the resampling stage: index 1 of its nn.Sequential is the strided / after-upsampling conv (0 is pad or upsample)
-_RESAMPLE = (("resample.1", "resample.1", _CONV2D), ("time_conv", "time_conv", _CAUSAL3))
+_RESAMPLE = (("resample.1", "resample.1", _CONV2D), ("time_conv", "time_conv", _CAUSAL))
 # The middle's nn.Sequential is residual block, attention, residual block: diffusers splits it into two lists.
 _MIDDLE = tuple((f"middle.{stage}.{comfy}", f"mid_block.{group}.{diffusers}", kind)
                 for stage, group, table in ((0, "resnets.0", _RESIDUAL), (1, "attentions.0", _ATTENTION),
@@ -53,10 +53,10 @@ _MIDDLE = tuple((f"middle.{stage}.{comfy}", f"mid_block.{group}.{diffusers}", ki
                 for comfy, diffusers, kind in table)
 # Single layers: the heads are nn.Sequential(norm, SiLU, conv); `conv1`/`conv2` at the top level are the quant and
 # post-quant convs (the decoder's and encoder's own `conv1` are their input convs).
-_FIXED = (("conv1", "quant_conv", _CAUSAL1), ("conv2", "post_quant_conv", _CAUSAL1),
+_FIXED = (("conv1", "quant_conv", _CAUSAL), ("conv2", "post_quant_conv", _CAUSAL),
           *((f"{side}.{comfy}", f"{side}.{diffusers}", kind) for side in ("encoder", "decoder")
-            for comfy, diffusers, kind in (("conv1", "conv_in", _CAUSAL3), ("head.0", "norm_out", _NORM),
-                                           ("head.2", "conv_out", _CAUSAL3), *_MIDDLE)))
+            for comfy, diffusers, kind in (("conv1", "conv_in", _CAUSAL), ("head.0", "norm_out", _NORM),
+                                           ("head.2", "conv_out", _CAUSAL), *_MIDDLE)))
 
 _COMFY_FIXED = {comfy: (diffusers, kind) for comfy, diffusers, kind in _FIXED}
 _DIFFUSERS_FIXED = {diffusers: (comfy, kind) for comfy, diffusers, kind in _FIXED}
@@ -93,25 +93,20 @@ def _split(key: str) -> tuple[str, str]:
 
 
 def _to_2d(value: torch.Tensor, kind: _Kind, param: str) -> torch.Tensor:
-    """The image (2-D) weight of a causal convolution: the last temporal tap, the only one a lone frame meets.
-    Made contiguous (a copy of a third of the original for 3 taps) so that a model loading it with assign=True
-    holds neither a strided parameter nor, through it, the unused taps. Other tensors are returned as they are."""
-    if kind.taps is None or param != "weight" or value.ndim != 5:
+    """The image (2-D) weight of a causal convolution: the last temporal tap, the only one a lone frame meets (a
+    view of a one-tap weight; of more taps, a contiguous copy, so that a model loading it with assign=True holds
+    neither a strided parameter nor, through it, the unused taps). Other tensors are returned as they are."""
+    if not kind.causal or param != "weight" or value.ndim != 5:
         return value  # the same in both layouts, or already 2-D
     return value[:, :, -1].contiguous()
 
 
 def _to_3d(value: torch.Tensor, kind: _Kind, param: str) -> torch.Tensor:
-    """The original (3-D) weight of a causal convolution from its 2-D one: the 2-D weight as the last temporal tap,
-    zeros before it (the past frames an image model has no weights for). Other tensors are returned as they are."""
-    if kind.taps is None or param != "weight" or value.ndim != 4:
+    """The original (3-D) weight of a causal convolution from its 2-D one, with ComfyUI's one temporal tap (a view).
+    Other tensors are returned as they are."""
+    if not kind.causal or param != "weight" or value.ndim != 4:
         return value
-    if kind.taps == 1:
-        return value.unsqueeze(2)  # a view: there is nothing to pad
-    out_channels, in_channels, height, width = value.shape
-    weight = value.new_zeros((out_channels, in_channels, kind.taps, height, width))
-    weight[:, :, -1] = value
-    return weight
+    return value.unsqueeze(2)
 
 
 def _no_place(key: str, layout: str) -> ValueError:

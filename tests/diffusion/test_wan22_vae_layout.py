@@ -33,23 +33,28 @@ def state() -> dict[str, torch.Tensor]:
 def test_round_trip_keeps_every_name_and_tensor(state):
     comfy = vae_layout.diffusers_to_comfy(state)
     assert vae_layout.is_comfy_layout(comfy) and not vae_layout.is_comfy_layout(state)
-    # ComfyUI's names and shapes, 3-D causal convolutions included (checked against ComfyUI's WanVAE)
-    assert comfy["decoder.conv1.weight"].shape == (96, Z_DIM, 3, 3, 3)
-    assert comfy["decoder.upsamples.0.upsamples.3.time_conv.weight"].shape == (192, 96, 3, 1, 1)
+    # ComfyUI's names and shapes, 3-D causal convolutions of one temporal tap included (checked against ComfyUI's
+    # WanVAE; ComfyUI builds Qwen-Image 2.1's with a temporal kernel of one)
+    assert comfy["decoder.conv1.weight"].shape == (96, Z_DIM, 1, 3, 3)
+    assert comfy["decoder.upsamples.0.upsamples.3.time_conv.weight"].shape == (192, 96, 1, 1, 1)
     assert comfy["encoder.downsamples.1.downsamples.0.shortcut.weight"].shape == (16, 8, 1, 1, 1)
     assert comfy["encoder.downsamples.0.downsamples.2.resample.1.weight"].shape == (8, 8, 3, 3)
     assert comfy["encoder.middle.1.to_qkv.weight"].shape == (192, 64, 1, 1)
     assert comfy["conv1.weight"].shape == (2 * Z_DIM, 2 * Z_DIM, 1, 1, 1)
-    assert comfy["decoder.head.2.weight"].shape == (4, 12, 3, 3, 3)
+    assert comfy["decoder.head.2.weight"].shape == (4, 12, 1, 3, 3)
     assert len(comfy) == len(state)
     # the sequential indices of a residual block: 0 and 3 its norms, 2 and 6 its convolutions
     block, resnet = "encoder.downsamples.1.downsamples.0.", "encoder.down_blocks.1.resnets.0."
     assert comfy[block + "residual.0.gamma"] is state[resnet + "norm1.gamma"]
     assert comfy[block + "residual.3.gamma"] is state[resnet + "norm2.gamma"]
-    # a 2-D weight is the last temporal tap of the 3-D one, the past taps zero
-    assert torch.equal(comfy["decoder.upsamples.2.upsamples.1.residual.6.weight"][:, :, -1],
+    # a 2-D weight is the 3-D one's single temporal tap; of a video layout's three taps, the last (the only one a
+    # lone frame meets)
+    conv = "decoder.upsamples.2.upsamples.1.residual.6.weight"
+    assert torch.equal(comfy[conv][:, :, 0], state["decoder.up_blocks.2.resnets.1.conv2.weight"])
+    video = {**comfy, conv: torch.cat([torch.randn_like(comfy[conv]), torch.randn_like(comfy[conv]), comfy[conv]],
+                                      dim=2)}
+    assert torch.equal(vae_layout.comfy_to_diffusers(video)["decoder.up_blocks.2.resnets.1.conv2.weight"],
                        state["decoder.up_blocks.2.resnets.1.conv2.weight"])
-    assert not comfy["decoder.upsamples.2.upsamples.1.residual.6.weight"][:, :, :-1].any()
 
     back = vae_layout.comfy_to_diffusers(comfy)
     assert list(back) == list(state)

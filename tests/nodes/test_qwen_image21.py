@@ -7,6 +7,7 @@ runs."""
 import json
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 
 from diffusion.families.qwenimage21 import demo as tiny_qwen21
 from diffusion.families.qwenimage21.loading import config
-from diffusion.families.qwenimage21.text_encoding import tiny_tokenizer
+from diffusion.families.qwenimage21.text_encoding import IMAGE_SLOTS, image_processor, tiny_tokenizer
 from diffusion.sampling.flow import CAPTION_LENGTH
 from diffusion.sampling.model_sampling import flux_shift_time
 from nodes.custom_sampling import BasicScheduler
@@ -30,24 +31,25 @@ PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 NEGATIVE = "blurry"
 SEED, SIZE, STEPS = 5, 64, 3
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+# Qwen's chat template for messages of text parts (what QwenImage21Pipeline renders to count the system turn)
+CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}"
+                 "{{ part['text'] }}{% endfor %}<|im_end|>\n{% endfor %}")
 
 
-class TextProcessor:
-    """What QwenImage21Pipeline asks of its Qwen3VLProcessor for text alone (transformers' processor needs
-    torchvision, which this machine lacks): the chat template of a system turn, and the tokenizer's left-padded
-    batch."""
+def qwen3_vl_processor(tokenizer, vision):
+    """transformers' Qwen3VLProcessor for the tiny models, its image processor set as the CLIP sets it (its video
+    processor needs torchvision, which this machine lacks: the processor is built without one, for images)."""
+    from transformers import Qwen3VLProcessor
+    from transformers.processing_utils import ProcessorMixin
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+    check = ProcessorMixin.check_argument_for_proper_class
 
-    def apply_chat_template(self, messages, tokenize=True, return_dict=False):
-        text = "".join(f"<|im_start|>{message['role']}\n" + "".join(part["text"] for part in message["content"])
-                       + "<|im_end|>\n" for message in messages)
-        return [self.tokenizer(text).input_ids]
+    def without_video(self, name, argument):
+        return None if name == "video_processor" and argument is None else check(self, name, argument)
 
-    def __call__(self, text, padding=True, padding_side="left", return_tensors="pt", images=None):
-        assert images is None, "text-to-image only"
-        return self.tokenizer(text, padding=padding, padding_side=padding_side, return_tensors=return_tensors)
+    with mock.patch.object(ProcessorMixin, "check_argument_for_proper_class", without_video):
+        return Qwen3VLProcessor(image_processor=image_processor(vision), tokenizer=tokenizer, video_processor=None,
+                                chat_template=CHAT_TEMPLATE)
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +72,8 @@ def qwen21_pipeline(qwen21_models):
     pipeline = QwenImage21Pipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**{key: value for key, value in config()["scheduler"].items()
                                                      if not key.startswith("_")}),
-        vae=qwen21_models.vae, text_encoder=qwen21_models.text_encoder, processor=TextProcessor(tiny_tokenizer()),
+        vae=qwen21_models.vae, text_encoder=qwen21_models.text_encoder,
+        processor=qwen3_vl_processor(tiny_tokenizer(), qwen21_models.text_encoder.config.vision_config),
         transformer=qwen21_models.transformer)
     own_storage(pipeline.transformer, pipeline.vae, pipeline.text_encoder)
     pipeline.set_progress_bar_config(disable=True)
@@ -162,15 +165,82 @@ def test_files_of_other_kinds_are_refused_by_name(qwen21_models, node_env):
     assert model.family == "qwenimage21"
 
 
-def test_text_encode_node_refuses_other_clips_and_reference_images(qwen21, node_env, tiny_models_dir):
+def test_text_encode_node_refuses_other_clips(qwen21, node_env, tiny_models_dir):
     from diffusion.families.qwenimage import demo as tiny_qwen
 
     tiny_qwen.make_qwen_image_demo_models(tiny_models_dir)
     (other,) = CLIPLoader().load_clip(tiny_qwen.DEMO_QWEN_IMAGE_TEXT_ENCODER, "qwen_image")
     with pytest.raises(ValueError, match="clip: TextEncodeQwenImage21 needs Qwen-Image 2.1's CLIP"):
         TextEncodeQwenImage21().encode(other, PROMPT, "", SIZE)
-    with pytest.raises(ValueError, match="images.image_1: reference images"):
-        TextEncodeQwenImage21().encode(qwen21[1], PROMPT, "", SIZE, **{"images.image_1": torch.rand(1, 8, 8, 3)})
+
+
+EDIT_PROMPT = "make the sky stormy"
+
+
+def _picture(height, width, seed):
+    """An IMAGE of 8-bit values (what both engines' image processors see alike)."""
+    pixels = torch.randint(0, 256, (1, height, width, 3), generator=torch.Generator().manual_seed(seed))
+    return pixels.float() / 255
+
+
+def _as_pil(image):
+    from PIL import Image
+
+    return Image.fromarray((image[0] * 255).round().to(torch.uint8).numpy())
+
+
+def _edited(model, clip, vae, pictures, cfg=1.0, negative="", resolution=SIZE):
+    positive, negative, latent = TextEncodeQwenImage21().encode(
+        clip, EDIT_PROMPT, negative, resolution, vae, **{f"images.image_{index}": picture
+                                                         for index, picture in enumerate(pictures, 1)})
+    (samples,) = KSampler().sample(model, SEED, STEPS, cfg, "euler", "diffusers", positive, negative, latent)
+    return VAEDecode().decode(vae, samples)[0].numpy(), positive, latent
+
+
+def test_edit_with_a_reference_matches_the_pipeline(qwen21, qwen21_pipeline):
+    """A reference image at the resolution's size: Qwen3-VL reads it before the prompt, its latent takes its
+    tokens' place in the transformer's sequence, the latent to sample is its size."""
+    picture = _picture(SIZE, SIZE, 1)
+    image, positive, latent = _edited(*qwen21, [picture])
+    ((embeddings, options),) = positive
+    assert latent["samples"].shape == (1, 64, SIZE // 16, SIZE // 16) and len(options[IMAGE_SLOTS]) == 1
+    expected = qwen21_pipeline(EDIT_PROMPT, image=[_as_pil(picture)], height=SIZE, width=SIZE, output_resolution=SIZE,
+                               num_inference_steps=STEPS, output_type="np",
+                               generator=torch.Generator("cpu").manual_seed(SEED)).images[..., :3]
+    assert np.abs(image - expected).max() <= TOLERANCE
+    assert np.abs(image - _image(*qwen21)).max() > 1e-3
+
+
+def test_edit_with_two_references_and_true_cfg_matches_the_pipeline(qwen21, qwen21_pipeline):
+    """Two references of other aspect ratios (each kept at its size: about the resolution's area, sides multiples
+    of 32; large enough that Qwen3-VL's processor keeps it too), a negative prompt of another length: each text
+    encoded with both images, as the pipeline does."""
+    side = 96
+    pictures = [_picture(side, side, 2), _picture(64, 128, 3)]
+    image, positive, latent = _edited(*qwen21, pictures, cfg=3.0, negative="dull, flat light", resolution=side)
+    ((_, options),) = positive
+    assert len(options[IMAGE_SLOTS]) == 2 and latent["samples"].shape[-2:] == (side // 16, side // 16)
+    expected = qwen21_pipeline(EDIT_PROMPT, image=[_as_pil(picture) for picture in pictures],
+                               negative_prompt="dull, flat light", true_cfg_scale=3.0, height=side, width=side,
+                               output_resolution=side, num_inference_steps=STEPS, output_type="np",
+                               generator=torch.Generator("cpu").manual_seed(SEED)).images[..., :3]
+    assert np.abs(image - expected).max() <= TOLERANCE
+
+
+def test_references_are_resized_to_the_resolution_and_without_a_vae_stay_in_the_text(qwen21):
+    model, clip, vae = qwen21
+    picture = _picture(100, 200, 4)  # 2:1, resized to about 96x96's area: 128x64 (0: its own size rounded)
+    positive, _, latent = TextEncodeQwenImage21().encode(clip, EDIT_PROMPT, "", 96, vae,
+                                                         **{"images.image_1": picture})
+    assert latent["samples"].shape == (1, 64, 64 // 16, 128 // 16)
+    ((with_references, options),) = positive
+    _, _, own_size = TextEncodeQwenImage21().encode(clip, EDIT_PROMPT, "", 0, **{"images.image_1": picture})
+    assert own_size["samples"].shape == (1, 64, 96 // 16, 192 // 16)
+    ((kept, kept_options),) = TextEncodeQwenImage21().encode(clip, EDIT_PROMPT, "", 96,
+                                                             **{"images.image_1": picture})[0]
+    image_tokens = (128 // 32) * (64 // 32)  # one Qwen3-VL token per 32x32 pixels
+    assert kept.shape[1] == with_references.shape[1] + image_tokens and IMAGE_SLOTS not in kept_options
+    assert "reference_latents" in options and "reference_latents" not in kept_options
 
 
 def test_diffusers_folder_gives_the_same_image(node_env, qwen21, qwen21_models):
@@ -194,6 +264,18 @@ def test_diffusers_folder_gives_the_same_image(node_env, qwen21, qwen21_models):
 def test_shipped_qwen_image21_workflow_runs(node_env, qwen21_models):
     (image,) = run_workflow(node_env, json.loads((WORKFLOWS / "qwen_image_2_1_txt2img.json").read_text()), SIZE)
     assert image.size == (SIZE, SIZE)
+
+
+def test_shipped_qwen_image21_edit_workflow_edits_the_loaded_image(node_env, qwen21_models):
+    """Modelled on ComfyUI's Qwen-Image 2.1 edit template (its QwenImage21Cache left out): the loaded image as
+    reference 1 of TextEncodeQwenImage21 with the VAE, sampled at the latent it gives."""
+    from PIL import Image
+
+    Image.new("RGB", (80, 40), (200, 120, 40)).save(node_env.folders.input_dir / "example.png")
+    prompt = json.loads((WORKFLOWS / "qwen_image_2_1_edit.json").read_text())
+    assert prompt["6"]["inputs"]["latent_image"] == ["5", 2]
+    (image,) = run_workflow(node_env, prompt, SIZE)
+    assert image.size == (96, 32)  # about 64x64's area at the loaded image's 2:1, sides multiples of 32
 
 
 def test_peft_lora_matches_load_lora_weights(node_env, qwen21, qwen21_pipeline):

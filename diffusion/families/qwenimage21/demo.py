@@ -50,9 +50,10 @@ def build_tiny_qwen_image21(seed: int = 7) -> TinyQwenImage21:
                          head_dim=TEXT_HEAD_DIM, rms_norm_eps=1e-6, max_position_embeddings=2048,
                          rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA,
                                           "mrope_section": [half - 10, 5, 5], "mrope_interleaved": True}),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=32, num_heads=1, out_hidden_size=TEXT_WIDTH,
-                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2, deepstack_visual_indexes=[0],
-                           num_position_embeddings=64),
+        # Qwen3-VL 4B's depth and DeepStack layers, its 16 heads, at a tiny width
+        vision_config=dict(depth=24, hidden_size=64, intermediate_size=32, num_heads=16, out_hidden_size=TEXT_WIDTH,
+                           patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                           deepstack_visual_indexes=[5, 11, 17], num_position_embeddings=64),
         vision_start_token_id=vision_start, vision_end_token_id=vision_end, image_token_id=image_pad,
         video_token_id=image_pad)).eval()
     return TinyQwenImage21(transformer, vae, text_encoder)

@@ -2,7 +2,7 @@
 `qwen_image_2.1_*.safetensors`, whose SwiGLU gate and up projections are one fused weight, gate rows first; or
 diffusers' names; with or without `model.diffusion_model.`; GGUF too), its VAE (ComfyUI's original layout through
 `vae_layout`, or diffusers'), its Qwen3-VL text encoder file (CLIPLoader type qwen_image, told from Qwen-Image's
-Qwen2.5-VL by its vision tower; text-to-image reads its language model), and diffusers QwenImage21Pipeline
+Qwen2.5-VL by its vision tower, which reference images need), and diffusers QwenImage21Pipeline
 folders. What a file holds is read from its tensor names and shapes; the scheduler and latent statistics are in
 `config.json` beside this module. Knows nothing of nodes."""
 from __future__ import annotations
@@ -16,6 +16,7 @@ from diffusion import gguf, registry
 from diffusion.components import DiffusionModel, FrameVae
 from diffusion.contracts import Place
 from diffusion.families import wan22_vae_layout as vae_layout
+from diffusion.families.qwenimage21 import detection
 from diffusion.families.qwenimage21.detection import PREFIX, language_model_prefix
 from diffusion.families.qwenimage21.sampling import QWEN_IMAGE21_SAMPLING
 from diffusion.families.qwenimage21.text_encoding import QwenImage21Clip, tokenizer_for_vocab
@@ -148,28 +149,64 @@ def text_config(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
                                  "mrope_section": [half - 2 * spatial, spatial, spatial], "mrope_interleaved": True})
 
 
-def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> Any:
-    """A Qwen3-VL file's language model as transformers' Qwen3VLTextModel rebuilt from its shapes, without its final
-    norm (Qwen-Image 2.1 reads the last layer's output before it); the vision tower and the output head are not
+def vision_config(weights: Mapping[str, torch.Tensor], out_width: int) -> dict[str, Any]:
+    """Qwen3-VL vision tower arguments read from its tensor shapes (`blocks.*`, `merger.*` keys); its 16 heads and
+    which blocks feed the language model's first layers (DeepStack) are Qwen3-VL's, by its depth, as ComfyUI fixes
+    them."""
+    width = weights["blocks.0.norm1.weight"].shape[0]
+    _, channels, frames, patch, _ = weights["patch_embed.proj.weight"].shape
+    depth = len(block_indices(weights, "blocks."))
+    deepstack = config()["vision"]["deepstack_layers"].get(str(depth))
+    if deepstack is None or len(deepstack) != len(block_indices(weights, "deepstack_merger_list.")):
+        raise ValueError(f"a Qwen3-VL vision tower of {depth} blocks, which no Qwen3-VL has (known: "
+                         f"{', '.join(config()['vision']['deepstack_layers'])})")
+    return dict(depth=depth, hidden_size=width, num_heads=config()["vision"]["heads"],
+                intermediate_size=weights["blocks.0.mlp.linear_fc1.weight"].shape[0], out_hidden_size=out_width,
+                in_channels=channels, patch_size=patch, temporal_patch_size=frames,
+                spatial_merge_size=round((weights["merger.linear_fc1.weight"].shape[1] // width) ** 0.5),
+                num_position_embeddings=weights["pos_embed.weight"].shape[0], deepstack_visual_indexes=deepstack)
+
+
+def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, tokenizer: Any) -> Any:
+    """A Qwen3-VL file as a transformers module rebuilt from its shapes, without its language model's final norm
+    (Qwen-Image 2.1 reads the last layer's output before it): Qwen3VLModel when the file has the vision tower
+    (which reference images need), its language model alone (Qwen3VLTextModel) otherwise. The output head is not
     read."""
-    from transformers import Qwen3VLTextConfig, Qwen3VLTextModel
+    from transformers import Qwen3VLConfig, Qwen3VLModel, Qwen3VLTextConfig, Qwen3VLTextModel
 
     prefix = language_model_prefix(state.keys())
+    vision_prefix = detection.vision_prefix(state.keys())
     text = {key[len(prefix):]: value for key, value in state.items()
             if key.startswith(prefix) and not key.startswith(NOT_TEXT) and key[len(prefix):] != "norm.weight"}
     try:
+        if vision_prefix is None:
+            with empty_weights():
+                model = Qwen3VLTextModel(Qwen3VLTextConfig(**text_config(text)))
+            model.norm = torch.nn.Identity()
+            model.load_state_dict(text, strict=True, assign=True)
+            return model.eval()
+        vision = {key[len(vision_prefix):]: value for key, value in state.items() if key.startswith(vision_prefix)}
+        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+            ("image_token_id", "<|image_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"))}
+        settings = Qwen3VLConfig(text_config=text_config(text),
+                                 vision_config=vision_config(vision, text["embed_tokens.weight"].shape[1]),
+                                 video_token_id=ids["image_token_id"], **ids)
         with empty_weights():
-            model = Qwen3VLTextModel(Qwen3VLTextConfig(**text_config(text)))
-        model.norm = torch.nn.Identity()
-        model.load_state_dict(text, strict=True, assign=True)
+            model = Qwen3VLModel(settings)
+        model.language_model.norm = torch.nn.Identity()
+        model.load_state_dict({**{f"language_model.{key}": value for key, value in text.items()},
+                               **{f"visual.{key}": value for key, value in vision.items()}}, strict=True, assign=True)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen3-VL text encoder tensors incomplete or mis-shaped ({error})") from error
+    except ValueError as error:
+        raise ValueError(f"{input_name}: {error}") from error
     return model.eval()
 
 
 def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> QwenImage21Clip:
     """Qwen-Image 2.1's CLIP from its Qwen3-VL file (CLIPLoader type qwen_image); the encoder is read on the first
-    encode, its language model only."""
+    encode."""
     (input_name, path), *others = paths.items()
     if others:
         raise ValueError(f"type qwen_image takes one text encoder file; got {len(paths)}")
@@ -182,16 +219,15 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Qwe
                              f"{registry.describe_other_file(shapes.keys())}")
         tokenizer = tokenizer_for_vocab(shapes[prefix + "embed_tokens.weight"][0], input_name)
         model = LazyModule(lambda: models.place(build_text_encoder(read_safetensors(
-            path, input_name, keep=lambda key: key.startswith(prefix) and not key.startswith(NOT_TEXT)), input_name)),
-            input_name)
+            path, input_name, keep=lambda key: not key.startswith("lm_head.")), input_name, tokenizer)), input_name)
         return QwenImage21Clip(tokenizer, model, Path(path).name)
 
     return models.cached("qwenimage21-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP
 
 
 def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, QwenImage21Clip, FrameVae]:
-    """MODEL, CLIP and VAE from a diffusers QwenImage21Pipeline folder (its tokenizer comes with it; its text encoder
-    is read as a Qwen3-VL file's language model)."""
+    """MODEL, CLIP and VAE from a diffusers QwenImage21Pipeline folder (its tokenizer comes with its processor; its
+    text encoder is read as a Qwen3-VL file)."""
     from diffusers import AutoencoderKLQwenImage21, QwenImage21Transformer2DModel
     from transformers import AutoTokenizer
 
@@ -202,13 +238,14 @@ def load_folder(folder: Path, name: str, place: Place) -> tuple[DiffusionModel, 
     if not files:
         raise ValueError(f"{name}: its text_encoder folder holds no safetensors files")
 
+    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="processor", local_files_only=True)
+
     def read_text_encoder() -> Any:
         state = {}
         for file in files:
-            state.update(read_safetensors(file, name, keep=lambda key: not key.startswith(NOT_TEXT)))
-        return place(build_text_encoder(state, f"{name}/text_encoder"))
+            state.update(read_safetensors(file, name, keep=lambda key: not key.startswith("lm_head.")))
+        return place(build_text_encoder(state, f"{name}/text_encoder", tokenizer))
 
-    tokenizer = AutoTokenizer.from_pretrained(folder, subfolder="processor", local_files_only=True)
     return (qwen_image21_model(place(transformer).eval(), name, folder_scheduler_config(folder)),
             QwenImage21Clip(tokenizer, LazyModule(read_text_encoder, f"{name}/text_encoder"), name),
             FrameVae(place(vae).eval(), name))

@@ -3,24 +3,36 @@ system turn asking to comprehend the prompt, the prompt as the user's turn, the 
 with Qwen's tokenizer, and Qwen3-VL's last layer's hidden states before its final norm (what the transformer was
 trained on; the model is built without that norm) from the user's turn on: everything before the second
 "<|im_start|>" is dropped, as ComfyUI and QwenImage21Pipeline drop the system turn. A prompt that starts with
-"<|im_start|>" is taken as a whole template of the user's own. Knows nothing of nodes or files."""
+"<|im_start|>" is taken as a whole template of the user's own.
+
+Reference images (`tokenize(prompt, images=[...])`, as ComfyUI's TextEncodeQwenImage21 calls it) come before the
+prompt in the user's turn, "<imageN>" and a vision block each; Qwen3-VL's vision tower reads each image, cut into
+patches by transformers' Qwen2-VL image processor set as Qwen3-VL reads images, each "<|image_pad|>" widened to one
+token per merged patch. The images' tokens are then dropped from the encoding and their places recorded, for the
+reference latents the transformer puts there, unless `keep_vision` (no references: the images condition through
+the text encoder alone), as ComfyUI does. Knows nothing of nodes or files."""
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders import qwen_tokenizer
 from diffusion.encoders.clip_api import ComfyClipApi, Tokens
+from diffusion.families.qwenimage.text_encoding import as_pil, vision_config
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 from diffusion.sampling.flow import CAPTION_LENGTH
 
 TOKENS_KEY = "qwen3vl_8b"  # ComfyUI's name for Qwen-Image 2.1's token stream
+KEEP_VISION = "keep_vision"  # ComfyUI's tokens key: the images' tokens stay in the encoding
+IMAGE_SLOTS = "image_slots"  # ComfyUI's conditioning option: where each reference latent goes in the text
 TEMPLATE_START = "<|im_start|>"
+IMAGE_TOKEN = "<|image_pad|>"
+VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
 TINY_SPECIAL_TOKENS = qwen_tokenizer.TINY_VL_SPECIAL_TOKENS
 TINY_VOCAB_SIZE = 256 + len(TINY_SPECIAL_TOKENS)
 
@@ -37,6 +49,18 @@ def tokenizer_for_vocab(vocab_size: int, input_name: str) -> Any:
     """Qwen3-VL's tokenizer (Qwen3's; the tiny models' for their vocabulary)."""
     return qwen_tokenizer.tokenizer_for_vocab(vocab_size, qwen_tokenizer.QWEN3_SPECIAL_TOKENS, TINY_SPECIAL_TOKENS,
                                               settings()["max_length"], "Qwen3-VL", input_name)
+
+
+def image_processor(vision: Any) -> Any:
+    """transformers' Qwen2-VL image processor set as Qwen3-VL reads images (ComfyUI's settings: pixels to [-1, 1],
+    the vision tower's patch, merge and frame sizes)."""
+    from transformers import Qwen2VLImageProcessor
+
+    images = settings()["vision"]
+    return Qwen2VLImageProcessor(size={"shortest_edge": images["min_pixels"], "longest_edge": images["max_pixels"]},
+                                 patch_size=vision.patch_size, temporal_patch_size=vision.temporal_patch_size,
+                                 merge_size=vision.spatial_merge_size, image_mean=images["image_mean"],
+                                 image_std=images["image_std"])
 
 
 def template_end(ids: list[int], tokenizer: Any) -> int:
@@ -57,6 +81,7 @@ class QwenImage21Clip(ComfyClipApi):
     name: str
     loras: tuple[LoraPatch, ...] = ()
     family = "qwenimage21"
+    TOKENIZE_OPTIONS = ("images", "keep_vision", "prevent_empty_text")
 
     def lora_modules(self) -> list[tuple[str, Any]]:
         return []  # Qwen-Image 2.1's LoRAs patch the transformer only
@@ -80,15 +105,35 @@ class QwenImage21Clip(ComfyClipApi):
                              "not -1")
         return self
 
-    def tokenize_prompt(self, text: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
+    def tokenize_prompt(self, text: str, word_ids: bool = False, images: Sequence[torch.Tensor] = (),
+                        keep_vision: bool = False, prevent_empty_text: bool = True) -> dict[str, Any]:
+        """{"qwen3vl_8b": [[(token, 1.0), ...]], "keep_vision": ...}: the prompt in its template, with
+        "<imageN>" and a vision block before it for each of `images`, whose "<|image_pad|>" tokens are replaced by
+        ({"type": "image", "data": image}, 1.0) entries in order (as ComfyUI's tokens hold them). `keep_vision`:
+        the images' tokens stay in the encoding (no reference latents take their place)."""
         if word_ids:
             raise RuntimeError("clip.tokenize: return_word_ids is not supported by nodeflow for Qwen-Image 2.1's "
                                "CLIP")
-        # Qwen has no start token, so an empty prompt would leave the user's turn without text (ComfyUI's and
-        # the pipeline's fix: a space)
-        templated = text if text.startswith(TEMPLATE_START) else settings()["prompt_template"].format(text or " ")
+        if prevent_empty_text and not text:
+            text = " "  # Qwen has no start token: an empty prompt would leave the user's turn without text
+        if text.startswith(TEMPLATE_START):
+            templated = text
+        else:
+            references = " ".join(f"<image{index}>{VISION_BLOCK}" for index in range(1, len(images) + 1))
+            templated = settings()["prompt_template"].format(references + text)
         ids = self.tokenizer(templated, truncation=True, max_length=settings()["max_length"]).input_ids
-        return {TOKENS_KEY: [[(token, 1.0) for token in ids]]}
+        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        entries: list[tuple[Any, ...]] = []
+        pending = list(images)
+        for token in ids:
+            if token == image_id and pending:
+                entries.append(({"type": "image", "data": pending.pop(0)}, 1.0))
+            else:
+                entries.append((token, 1.0))
+        if pending:
+            raise ValueError(f"images: {len(images)} images for a prompt with {len(images) - len(pending)} image "
+                             f"tokens ({IMAGE_TOKEN}); put one in the prompt for each image")
+        return {TOKENS_KEY: [entries], KEEP_VISION: bool(keep_vision)}
 
     def encode_prompt(self, text: str) -> Conditioning:
         return self.encode_tokens(self.tokenize_prompt(text))
@@ -96,19 +141,62 @@ class QwenImage21Clip(ComfyClipApi):
     @torch.inference_mode()
     def encode_tokens(self, tokens: Tokens) -> Conditioning:
         """[[Qwen3-VL's last hidden states (unnormed) from the user's turn on [1, tokens, width],
-        {"caption_length"}]], float32 CPU."""
-        if set(tokens) != {TOKENS_KEY}:
+        {"caption_length", "image_slots"}]], float32 CPU. Each image's tokens are left out unless the tokens say
+        to keep them, and where they were is recorded ("image_slots": the position in the kept text where each
+        image's reference latent goes, as ComfyUI records it)."""
+        if set(tokens) - {KEEP_VISION} != {TOKENS_KEY}:
             raise ValueError(f"tokens: Qwen-Image 2.1's CLIP needs {TOKENS_KEY!r} tokens only (got "
                              f"{', '.join(map(repr, tokens))})")
         entries = [entry for chunk in tokens[TOKENS_KEY] for entry in chunk]
         if {entry[1] for entry in entries} - {1.0}:
             raise ValueError("tokens: weights are not applied by Qwen-Image 2.1's text encoding (ComfyUI ignores "
                              "them too); give every token weight 1.0")
-        if any(not isinstance(entry[0], int) for entry in entries):
-            raise ValueError("tokens: Qwen-Image 2.1's CLIP encodes text tokens only here; reference images are "
-                             "not supported")
-        ids = [entry[0] for entry in entries]
         model = resolve(self.model)
-        hidden = model(input_ids=torch.tensor([ids], device=model.device)).last_hidden_state
-        kept = hidden[:, template_end(ids, self.tokenizer):].float().cpu()
-        return [[kept, {CAPTION_LENGTH: int(kept.shape[1])}]]
+        ids, spans, images = self._widened([entry[0] for entry in entries], model)
+        hidden = model(input_ids=torch.tensor([ids], device=model.device), **images).last_hidden_state[0]
+        keep = torch.ones(len(ids), dtype=torch.bool)
+        keep[:template_end(ids, self.tokenizer)] = False
+        slots = []
+        if not tokens.get(KEEP_VISION, False):
+            for start, size in spans:
+                keep[start:start + size] = False
+                slots.append(int(keep[:start].sum()))
+        kept = hidden[keep.to(hidden.device)][None].float().cpu()
+        options: dict[str, Any] = {CAPTION_LENGTH: int(kept.shape[1])}
+        if slots:
+            options[IMAGE_SLOTS] = slots
+        return [[kept, options]]
+
+    def _widened(self, entries: list[Any], model: Any) -> tuple[list[int], list[tuple[int, int]], dict[str, Any]]:
+        """The token ids with each image entry widened to one image token per merged patch, each image's
+        (start, size) span among them, and the images' patches, patch grids and token types for the model (none
+        for a prompt without images)."""
+        if all(not isinstance(entry, Mapping) for entry in entries):
+            return entries, [], {}
+        vision = vision_config(model)
+        if vision is None:
+            raise ValueError(f"clip: {self.name} holds Qwen3-VL's language model without its vision tower, which "
+                             "encoding images needs; use the full Qwen3-VL file")
+        processor = image_processor(vision)
+        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        ids: list[int] = []
+        spans, patches, grids = [], [], []
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                ids.append(entry)
+                continue
+            if entry.get("type") != "image":
+                raise ValueError(f"tokens: an embedding of type {entry.get('type')!r} is not supported by "
+                                 "Qwen-Image 2.1's CLIP (images only)")
+            processed = processor(images=[as_pil(entry["data"])], return_tensors="pt")
+            patches.append(processed["pixel_values"])
+            grids.append(processed["image_grid_thw"])
+            size = int(processed["image_grid_thw"].prod()) // vision.spatial_merge_size ** 2
+            spans.append((len(ids), size))
+            ids.extend([image_id] * size)
+        types = torch.zeros(1, len(ids), dtype=torch.int32)
+        for start, size in spans:
+            types[0, start:start + size] = 1  # transformers' token type of an image token
+        return ids, spans, {"pixel_values": torch.cat(patches).to(model.device, model.visual.dtype),
+                            "image_grid_thw": torch.cat(grids).to(model.device),
+                            "mm_token_type_ids": types.to(model.device)}
