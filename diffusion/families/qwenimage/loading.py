@@ -16,7 +16,7 @@ from diffusion.components import DiffusionModel, FrameVae, sigma_timestep_flow_m
 from diffusion.contracts import Place
 from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
 from diffusion.families.qwenimage.sampling import QWEN_IMAGE_SAMPLING
-from diffusion.families.qwenimage.text_encoding import QwenImageClip, tokenizer_for_vocab
+from diffusion.families.qwenimage.text_encoding import QwenImageClip, tokenizer_for_vocab, vision_token_ids
 from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, safetensors_shapes, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
@@ -144,12 +144,9 @@ def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, token
             model.load_state_dict(text, strict=True, assign=True)
             return model.eval()
         vision = {key[len(vision_prefix):]: value for key, value in state.items() if key.startswith(vision_prefix)}
-        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
-            ("image_token_id", "<|image_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"))}
         settings = Qwen2_5_VLConfig(text_config=text_config(text),
                                     vision_config=vision_config(vision, text["embed_tokens.weight"].shape[1]),
-                                    video_token_id=ids["image_token_id"], **ids)
+                                    **vision_token_ids(tokenizer))
         with empty_weights():
             model = Qwen2_5_VLModel(settings)
         weights = {**{f"language_model.{key}": value for key, value in text.items()},

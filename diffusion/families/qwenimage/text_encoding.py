@@ -84,6 +84,64 @@ def as_pil(image: torch.Tensor) -> Any:
     return Image.fromarray((pixels.float().clamp(0, 1) * 255).round().to(torch.uint8).numpy())
 
 
+def vision_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The ids of the image and vision-block tokens under transformers' Qwen-VL config names (the video token is
+    the image token: video is not read), from the tokenizer (the real or the tiny one)."""
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("image_token_id", IMAGE_TOKEN), ("vision_start_token_id", "<|vision_start|>"),
+        ("vision_end_token_id", "<|vision_end|>"))}
+    return {**ids, "video_token_id": ids["image_token_id"]}
+
+
+def image_entries(ids: list[int], image_id: int, images: Sequence[torch.Tensor]) -> list[tuple[Any, ...]]:
+    """Token entries (token, 1.0) with the first image tokens replaced by ({"type": "image", "data": image}, 1.0)
+    for `images` in order, as ComfyUI's tokens hold them; ValueError when the prompt has fewer image tokens."""
+    entries: list[tuple[Any, ...]] = []
+    pending = list(images)
+    for token in ids:
+        if token == image_id and pending:
+            entries.append(({"type": "image", "data": pending.pop(0)}, 1.0))
+        else:
+            entries.append((token, 1.0))
+    if pending:
+        raise ValueError(f"images: {len(images)} images for a prompt with {len(images) - len(pending)} image "
+                         f"tokens ({IMAGE_TOKEN}); put one in the prompt or template for each image")
+    return entries
+
+
+@dataclass(frozen=True)
+class WidenedImages:
+    """Token ids with each image entry widened to one image token per merged patch: the ids, each image's
+    (start, size) span among them, and the images' patches and patch grids (transformers' Qwen2-VL image
+    processor's `pixel_values` and `image_grid_thw`)."""
+
+    ids: list[int]
+    spans: list[tuple[int, int]]
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+
+
+def widened_images(entries: list[Any], image_id: int, processor: Any, merge_size: int,
+                   family_title: str) -> WidenedImages:
+    """`entries` (token ids and image entries, as tokenized) with every image read by `processor`."""
+    ids: list[int] = []
+    spans, patches, grids = [], [], []
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            ids.append(entry)
+            continue
+        if entry.get("type") != "image":
+            raise ValueError(f"tokens: an embedding of type {entry.get('type')!r} is not supported by "
+                             f"{family_title}'s CLIP (images only)")
+        processed = processor(images=[as_pil(entry["data"])], return_tensors="pt")
+        patches.append(processed["pixel_values"])
+        grids.append(processed["image_grid_thw"])
+        size = int(processed["image_grid_thw"].prod()) // merge_size ** 2
+        spans.append((len(ids), size))
+        ids.extend([image_id] * size)
+    return WidenedImages(ids, spans, torch.cat(patches), torch.cat(grids))
+
+
 def vision_config(model: Any) -> Any | None:
     """The vision tower's config of a Qwen2.5-VL model (None: a language model alone)."""
     config = getattr(model, "config", None)
@@ -134,18 +192,7 @@ class QwenImageClip(ComfyClipApi):
         else:
             templated = (llama_template or (EDIT_TEMPLATE if images else settings()["prompt_template"])).format(text)
         ids = self.tokenizer(templated, truncation=True, max_length=settings()["max_length"]).input_ids
-        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        entries: list[tuple[Any, ...]] = []
-        pending = list(images)
-        for token in ids:
-            if token == image_id and pending:
-                entries.append(({"type": "image", "data": pending.pop(0)}, 1.0))
-            else:
-                entries.append((token, 1.0))
-        if pending:
-            raise ValueError(f"images: {len(images)} images for a prompt with {len(images) - len(pending)} image "
-                             f"tokens ({IMAGE_TOKEN}); put one in the prompt or template for each image")
-        return {TOKENS_KEY: [entries]}
+        return {TOKENS_KEY: [image_entries(ids, self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), images)]}
 
     def encode_prompt(self, text: str) -> Conditioning:
         return self.encode_tokens(self.tokenize_prompt(text))
@@ -177,21 +224,8 @@ class QwenImageClip(ComfyClipApi):
         if vision is None:
             raise ValueError(f"clip: {self.name} holds Qwen2.5-VL's language model without its vision tower, "
                              "which encoding images needs; use the full Qwen2.5-VL file")
-        processor = image_processor(vision)
-        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        ids: list[int] = []
-        patches, grids = [], []
-        for entry in entries:
-            if not isinstance(entry, Mapping):
-                ids.append(entry)
-                continue
-            if entry.get("type") != "image":
-                raise ValueError(f"tokens: an embedding of type {entry.get('type')!r} is not supported by "
-                                 "Qwen-Image's CLIP (images only)")
-            processed = processor(images=[as_pil(entry["data"])], return_tensors="pt")
-            patches.append(processed["pixel_values"])
-            grids.append(processed["image_grid_thw"])
-            ids.extend([image_id] * (int(processed["image_grid_thw"].prod()) // vision.spatial_merge_size ** 2))
+        images = widened_images(entries, self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_processor(vision),
+                                vision.spatial_merge_size, "Qwen-Image")
         visual = model.visual if hasattr(model, "visual") else model.model.visual
-        return ids, {"pixel_values": torch.cat(patches).to(model.device, visual.dtype),
-                     "image_grid_thw": torch.cat(grids).to(model.device)}
+        return images.ids, {"pixel_values": images.pixel_values.to(model.device, visual.dtype),
+                            "image_grid_thw": images.image_grid_thw.to(model.device)}

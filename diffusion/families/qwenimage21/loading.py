@@ -16,6 +16,7 @@ from diffusion import gguf, registry
 from diffusion.components import DiffusionModel, FrameVae
 from diffusion.contracts import Place
 from diffusion.families import wan22_vae_layout as vae_layout
+from diffusion.families.qwenimage.text_encoding import vision_token_ids
 from diffusion.families.qwenimage21 import detection
 from diffusion.families.qwenimage21.detection import PREFIX, language_model_prefix
 from diffusion.families.qwenimage21.sampling import QWEN_IMAGE21_SAMPLING
@@ -186,12 +187,9 @@ def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, token
             model.load_state_dict(text, strict=True, assign=True)
             return model.eval()
         vision = {key[len(vision_prefix):]: value for key, value in state.items() if key.startswith(vision_prefix)}
-        ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
-            ("image_token_id", "<|image_pad|>"), ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"))}
         settings = Qwen3VLConfig(text_config=text_config(text),
                                  vision_config=vision_config(vision, text["embed_tokens.weight"].shape[1]),
-                                 video_token_id=ids["image_token_id"], **ids)
+                                 **vision_token_ids(tokenizer))
         with empty_weights():
             model = Qwen3VLModel(settings)
         model.language_model.norm = torch.nn.Identity()

@@ -22,7 +22,7 @@ import torch
 from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders import qwen_tokenizer
 from diffusion.encoders.clip_api import ComfyClipApi, Tokens
-from diffusion.families.qwenimage.text_encoding import as_pil, vision_config
+from diffusion.families.qwenimage.text_encoding import image_entries, vision_config, widened_images
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 from diffusion.sampling.flow import CAPTION_LENGTH
@@ -122,17 +122,7 @@ class QwenImage21Clip(ComfyClipApi):
             references = " ".join(f"<image{index}>{VISION_BLOCK}" for index in range(1, len(images) + 1))
             templated = settings()["prompt_template"].format(references + text)
         ids = self.tokenizer(templated, truncation=True, max_length=settings()["max_length"]).input_ids
-        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        entries: list[tuple[Any, ...]] = []
-        pending = list(images)
-        for token in ids:
-            if token == image_id and pending:
-                entries.append(({"type": "image", "data": pending.pop(0)}, 1.0))
-            else:
-                entries.append((token, 1.0))
-        if pending:
-            raise ValueError(f"images: {len(images)} images for a prompt with {len(images) - len(pending)} image "
-                             f"tokens ({IMAGE_TOKEN}); put one in the prompt for each image")
+        entries = image_entries(ids, self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), images)
         return {TOKENS_KEY: [entries], KEEP_VISION: bool(keep_vision)}
 
     def encode_prompt(self, text: str) -> Conditioning:
@@ -177,26 +167,11 @@ class QwenImage21Clip(ComfyClipApi):
         if vision is None:
             raise ValueError(f"clip: {self.name} holds Qwen3-VL's language model without its vision tower, which "
                              "encoding images needs; use the full Qwen3-VL file")
-        processor = image_processor(vision)
-        image_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-        ids: list[int] = []
-        spans, patches, grids = [], [], []
-        for entry in entries:
-            if not isinstance(entry, Mapping):
-                ids.append(entry)
-                continue
-            if entry.get("type") != "image":
-                raise ValueError(f"tokens: an embedding of type {entry.get('type')!r} is not supported by "
-                                 "Qwen-Image 2.1's CLIP (images only)")
-            processed = processor(images=[as_pil(entry["data"])], return_tensors="pt")
-            patches.append(processed["pixel_values"])
-            grids.append(processed["image_grid_thw"])
-            size = int(processed["image_grid_thw"].prod()) // vision.spatial_merge_size ** 2
-            spans.append((len(ids), size))
-            ids.extend([image_id] * size)
-        types = torch.zeros(1, len(ids), dtype=torch.int32)
-        for start, size in spans:
+        images = widened_images(entries, self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_processor(vision),
+                                vision.spatial_merge_size, "Qwen-Image 2.1")
+        types = torch.zeros(1, len(images.ids), dtype=torch.int32)
+        for start, size in images.spans:
             types[0, start:start + size] = 1  # transformers' token type of an image token
-        return ids, spans, {"pixel_values": torch.cat(patches).to(model.device, model.visual.dtype),
-                            "image_grid_thw": torch.cat(grids).to(model.device),
-                            "mm_token_type_ids": types.to(model.device)}
+        return images.ids, images.spans, {"pixel_values": images.pixel_values.to(model.device, model.visual.dtype),
+                                          "image_grid_thw": images.image_grid_thw.to(model.device),
+                                          "mm_token_type_ids": types.to(model.device)}
