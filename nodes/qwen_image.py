@@ -2,17 +2,19 @@
 the image it edits (Qwen2.5-VL sees the image; the VAE's latent of it becomes the conditioning's reference latent),
 TextEncodeQwenImageEditPlus with up to three images ("Picture 1: ..." before the instruction; Qwen2.5-VL sees each
 at about 384x384 pixels, the reference latents are made at about 1024x1024). TextEncodeQwenImage21 encodes Qwen-Image
-2.1's prompt and negative with up to 16 reference images and makes its empty latent. Knows nothing of HTTP or the
-executor."""
+2.1's prompt and negative with up to 16 reference images and makes its empty latent; QwenImage21Cache keeps their
+keys and values between steps. Knows nothing of HTTP or the executor."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 
+from diffusion.components import DiffusionModel
 from diffusion.contracts import Conditioning, TextEncoder, VaeModel
-from diffusion.families.qwenimage21.sampling import QwenImage21Sampling
+from diffusion.families.qwenimage21.sampling import PrefixCacheSettings, QwenImage21Sampling
 from diffusion.sampling.reference_latents import REFERENCES
 from nodes.environment import release_text_encoders
 from nodes.latent import crop_to_vae_multiple
@@ -25,6 +27,8 @@ QWEN_IMAGE21_LATENT_CHANNELS = QwenImage21Sampling.latent_format.latent_channels
 QWEN_IMAGE21_DOWNSCALE = QwenImage21Sampling.latent_format.spatial_downscale
 DEFAULT_RESOLUTION = 1024  # TextEncodeQwenImage21's latent side when its resolution is 0
 QWEN_IMAGE21_MULTIPLE = 32  # reference sides: one Qwen3-VL token (2x2 latent pixels) covers 32x32 pixels
+CACHE_DEVICES = ("auto", "gpu", "cpu", "off")  # QwenImage21Cache's choices, as ComfyUI's
+CACHE_STORAGE = ("default", "int8", "int4")
 REFERENCE_SLOTS = 16  # TextEncodeQwenImage21's reference image inputs ("images.image_1" ...), as ComfyUI's
 REFERENCE_AREA = 1024 * 1024  # pixels of the images the references are made from
 VISION_AREA = 384 * 384  # pixels of the images Qwen2.5-VL sees in the Plus node
@@ -208,9 +212,44 @@ class TextEncodeQwenImage21:
                              width // QWEN_IMAGE21_DOWNSCALE)
         return encoded[0], encoded[1], {"samples": latent}
 
+class QwenImage21Cache:
+    DESCRIPTION = ("Keeps the prompt's and the reference images' keys and values between sampling steps for Qwen-Image "
+                   "2.1 (they are the same at every step), so each step computes only the image's tokens: faster "
+                   "sampling for the memory the keys and values take (about a quarter in int4).")
+    CATEGORY = "advanced/model"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("The model, sampling with the cache.",)
+    FUNCTION = "apply"
+    EXPERIMENTAL = True
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "A Qwen-Image 2.1 model."}),
+            "device": (list(CACHE_DEVICES), {"default": "auto", "tooltip": "Where the cache is kept: auto and gpu "
+                                                                          "where the model computes, cpu in RAM "
+                                                                          "(moved back each step), off: no cache."}),
+            "dtype": (list(CACHE_STORAGE), {"default": "default", "tooltip": "The cache's precision: default (the "
+                                                                            "model's), int8 (half) or int4 "
+                                                                            "(a quarter), scaled per token and head."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, input_facts: dict[str, Any], **widgets: Any) -> bool | str:
+        return requires_family(input_facts, "model", QWEN_IMAGE21, "QwenImage21Cache")
+
+    def apply(self, model: DiffusionModel, device: str = "auto", dtype: str = "default") -> tuple[DiffusionModel]:
+        if model.family != QWEN_IMAGE21:
+            raise ValueError(f"model: QwenImage21Cache needs a Qwen-Image 2.1 model; {model.name} is "
+                             f"{model.sampling.family_title}'s")
+        settings = None if device == "off" else PrefixCacheSettings(dtype, "cpu" if device == "cpu" else "auto")
+        return (dataclasses.replace(model, sampling=QwenImage21Sampling(prefix_cache=settings)),)
+
+
 NODE_CLASS_MAPPINGS = {"TextEncodeQwenImageEdit": TextEncodeQwenImageEdit,
                        "TextEncodeQwenImageEditPlus": TextEncodeQwenImageEditPlus,
-                       "TextEncodeQwenImage21": TextEncodeQwenImage21}
+                       "TextEncodeQwenImage21": TextEncodeQwenImage21, "QwenImage21Cache": QwenImage21Cache}
 NODE_DISPLAY_NAME_MAPPINGS = {"TextEncodeQwenImageEdit": "TextEncodeQwenImageEdit",
                               "TextEncodeQwenImageEditPlus": "TextEncodeQwenImageEditPlus",
-                              "TextEncodeQwenImage21": "Text Encode Qwen Image 2.1"}
+                              "TextEncodeQwenImage21": "Text Encode Qwen Image 2.1",
+                              "QwenImage21Cache": "Qwen Image 2.1 Cache"}

@@ -189,11 +189,11 @@ def _as_pil(image):
     return Image.fromarray((image[0] * 255).round().to(torch.uint8).numpy())
 
 
-def _edited(model, clip, vae, pictures, cfg=1.0, negative="", resolution=SIZE):
+def _edited(model, clip, vae, pictures, cfg=1.0, negative="", resolution=SIZE, scheduler="diffusers"):
     positive, negative, latent = TextEncodeQwenImage21().encode(
         clip, EDIT_PROMPT, negative, resolution, vae, **{f"images.image_{index}": picture
                                                          for index, picture in enumerate(pictures, 1)})
-    (samples,) = KSampler().sample(model, SEED, STEPS, cfg, "euler", "diffusers", positive, negative, latent)
+    (samples,) = KSampler().sample(model, SEED, STEPS, cfg, "euler", scheduler, positive, negative, latent)
     return VAEDecode().decode(vae, samples)[0].numpy(), positive, latent
 
 
@@ -267,15 +267,72 @@ def test_shipped_qwen_image21_workflow_runs(node_env, qwen21_models):
 
 
 def test_shipped_qwen_image21_edit_workflow_edits_the_loaded_image(node_env, qwen21_models):
-    """Modelled on ComfyUI's Qwen-Image 2.1 edit template (its QwenImage21Cache left out): the loaded image as
+    """Modelled on ComfyUI's Qwen-Image 2.1 edit template: QwenImage21Cache on the model, the loaded image as
     reference 1 of TextEncodeQwenImage21 with the VAE, sampled at the latent it gives."""
     from PIL import Image
 
     Image.new("RGB", (80, 40), (200, 120, 40)).save(node_env.folders.input_dir / "example.png")
     prompt = json.loads((WORKFLOWS / "qwen_image_2_1_edit.json").read_text())
-    assert prompt["6"]["inputs"]["latent_image"] == ["5", 2]
+    assert prompt["6"]["inputs"]["latent_image"] == ["5", 2] and prompt["6"]["inputs"]["model"] == ["9", 0]
     (image,) = run_workflow(node_env, prompt, SIZE)
     assert image.size == (96, 32)  # about 64x64's area at the loaded image's 2:1, sides multiples of 32
+
+
+@pytest.mark.parametrize("dtype, tolerance", [("default", 1e-6), ("int8", 1e-4), ("int4", 2e-3)])
+def test_prefix_cache_keeps_the_image(qwen21, dtype, tolerance, monkeypatch):
+    """QwenImage21Cache: after the first step each call reads the prompt's and references' keys and values from the
+    cache (the image's tokens only are computed) and gives the image computed without it (measured: identical; the
+    int8 and int4 caches' rounding moves it by 5e-6 and 1.2e-4 here); the negative, another prefix, has its own
+    entry; off gives the model unchanged."""
+    from diffusion.families.qwenimage21 import sampling as qwen21_sampling
+    from nodes.qwen_image import QwenImage21Cache
+
+    model, clip, vae = qwen21
+    modes = []
+    lookup = qwen21_sampling.PrefixCache.lookup
+
+    def counted(self, prefix, blocks):
+        cache, mode = lookup(self, prefix, blocks)
+        modes.append(mode)
+        return cache, mode
+
+    monkeypatch.setattr(qwen21_sampling.PrefixCache, "lookup", counted)
+    picture = _picture(SIZE, SIZE, 5)
+    expected, _, _ = _edited(model, clip, vae, [picture], cfg=2.0, negative="dull", scheduler="simple")
+    assert modes == []
+    (cached,) = QwenImage21Cache().apply(model, "auto", dtype)
+    image, _, _ = _edited(cached, clip, vae, [picture], cfg=2.0, negative="dull", scheduler="simple")
+    assert modes == ["extract", "extract"] + ["cached"] * 2 * (STEPS - 1)
+    difference = np.abs(image - expected).max()
+    assert difference <= tolerance and (difference > 0) == (dtype != "default")  # rounded only when quantized
+    (off,) = QwenImage21Cache().apply(model, "off", dtype)
+    assert off.sampling.prefix_cache is None
+
+
+def test_prefix_cache_stores_int4_and_int8_per_token_and_head():
+    from diffusion.families.qwenimage21.sampling import LayerCache
+
+    keys = torch.randn(1, 5, 2, 8, generator=torch.Generator().manual_seed(0))
+    values = keys.flip(-1)
+    for bits, error in ((8, 0.5 / 127), (4, 0.5 / 7)):
+        cache = LayerCache(bits, "cpu")
+        cache.store(keys, values)
+        assert cache.stored[0][0].dtype == torch.int8 and cache.stored[0][0].shape[-1] == 8 * bits // 8
+        top = keys.abs().amax(-1, keepdim=True)
+        restored_keys, restored_values = cache.get()
+        assert restored_keys.dtype == keys.dtype
+        assert ((restored_keys - keys).abs() <= error * top + 1e-6).all()
+        assert ((restored_values - values).abs() <= error * top + 1e-6).all()  # the same magnitudes, flipped
+
+
+def test_cache_node_refuses_other_models(node_env, tiny_models_dir):
+    from diffusion.families.qwenimage import demo as tiny_qwen
+    from nodes.qwen_image import QwenImage21Cache
+
+    tiny_qwen.make_qwen_image_demo_models(tiny_models_dir)
+    (other,) = UNETLoader().load_unet(tiny_qwen.DEMO_QWEN_IMAGE_TRANSFORMER, "default")
+    with pytest.raises(ValueError, match="model: QwenImage21Cache needs a Qwen-Image 2.1 model"):
+        QwenImage21Cache().apply(other)
 
 
 def test_peft_lora_matches_load_lora_weights(node_env, qwen21, qwen21_pipeline):
