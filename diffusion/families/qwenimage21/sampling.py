@@ -9,7 +9,9 @@ editing: TextEncodeQwenImage21 with a VAE, ReferenceLatent) are spliced into the
 their images ("image_slots"; the end of the text when none is recorded), each its own block of the sequence, at
 time 0 like the caption; only the image's own outputs are kept. QwenImage21Pipeline's schedule:
 sigmas 1 .. 1/steps shifted by `mu` from the image's token count (its scheduler config); ComfyUI's fixed shift is
-the MODEL's own sampling (`loading.qwen_image21_model`). Knows nothing of nodes or files."""
+the MODEL's own sampling (`loading.qwen_image21_model`). With a prefix cache (QwenImage21Cache), the caption's and
+references' keys and values, the same at every step, are kept from a run's first step (`PrefixCache`). Knows
+nothing of nodes or files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ from diffusion.sampling.flow import CaptionedFlowSampling, padded_to_patches
 from diffusion.sampling.reference_latents import PerRow
 
 TOKENS_PER_SLOT = 4  # image tokens (2x2 latent pixels) per slot of the vision-language sequence
-IMAGE_SLOTS = "image_slots"  # where each reference latent goes in the text (set by the family's CLIP)
+IMAGE_SLOTS = "image_slots"  # ComfyUI's conditioning option: where each reference latent goes in the text (set by
+# the family's CLIP)
 PREFIX_CACHE = "qwen_image21_prefix_cache"  # the run's PrefixCache among the network inputs
 REFERENCE_METHOD = "index"  # reference_latents' default numbering (unused here: the references sit in the text)
 

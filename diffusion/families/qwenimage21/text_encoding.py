@@ -23,13 +23,13 @@ from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders import qwen_tokenizer
 from diffusion.encoders.clip_api import ComfyClipApi, Tokens
 from diffusion.families.qwenimage.text_encoding import image_entries, vision_config, widened_images
+from diffusion.families.qwenimage21.sampling import IMAGE_SLOTS
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 from diffusion.sampling.flow import CAPTION_LENGTH
 
 TOKENS_KEY = "qwen3vl_8b"  # ComfyUI's name for Qwen-Image 2.1's token stream
 KEEP_VISION = "keep_vision"  # ComfyUI's tokens key: the images' tokens stay in the encoding
-IMAGE_SLOTS = "image_slots"  # ComfyUI's conditioning option: where each reference latent goes in the text
 TEMPLATE_START = "<|im_start|>"
 IMAGE_TOKEN = "<|image_pad|>"
 VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
