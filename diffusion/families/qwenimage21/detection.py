@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Collection
 
+from diffusion.encoders.text_encoder_files import QWEN3_VL_VISION
 from diffusion.families import wan22_vae_layout as vae_layout
 
 PIPELINES = ("QwenImage21Pipeline",)
@@ -14,7 +15,6 @@ PREFIX = "model.diffusion_model."
 PROBES = ("txt_in.text_norm.weight", "modulation.1.weight", "img_in.weight", "transformer_blocks.0.attn.norm_q.weight")
 # residual down blocks with one `downsampler` (Wan 2.2's style; Wan 2.1's and Qwen-Image's have flat lists)
 DIFFUSERS_VAE_PROBE = "encoder.down_blocks.0.downsampler.resample.1.weight"
-QWEN3_VL_VISION_PROBE = "deepstack_merger_list.0.norm.weight"  # Qwen3-VL's vision tower, no other's
 
 
 def is_diffusion_model(keys: Collection[str]) -> bool:
@@ -41,4 +41,4 @@ def language_model_prefix(keys: Collection[str]) -> str | None:
 
 def vision_prefix(keys: Collection[str]) -> str | None:
     """The key prefix of a Qwen3-VL vision tower in a text encoder file, or None when it has none."""
-    return next((prefix for prefix in ("model.visual.", "visual.") if prefix + QWEN3_VL_VISION_PROBE in keys), None)
+    return next((prefix for prefix in ("model.visual.", "visual.") if prefix + QWEN3_VL_VISION in keys), None)

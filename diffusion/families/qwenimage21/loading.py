@@ -169,23 +169,20 @@ def vision_config(weights: Mapping[str, torch.Tensor], out_width: int) -> dict[s
 
 
 def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, tokenizer: Any) -> Any:
-    """A Qwen3-VL file as a transformers module rebuilt from its shapes, without its language model's final norm
-    (Qwen-Image 2.1 reads the last layer's output before it): Qwen3VLModel when the file has the vision tower
-    (which reference images need), its language model alone (Qwen3VLTextModel) otherwise. The output head is not
-    read."""
-    from transformers import Qwen3VLConfig, Qwen3VLModel, Qwen3VLTextConfig, Qwen3VLTextModel
+    """A Qwen3-VL file (language model and vision tower, which reference images need) as transformers'
+    Qwen3VLModel rebuilt from its shapes, without its language model's final norm (Qwen-Image 2.1 reads the last
+    layer's output before it). The output head is not read."""
+    from transformers import Qwen3VLConfig, Qwen3VLModel
 
     prefix = language_model_prefix(state.keys())
     vision_prefix = detection.vision_prefix(state.keys())
+    if prefix is None or vision_prefix is None:
+        raise ValueError(f"{input_name}: Qwen-Image 2.1's text encoder is Qwen3-VL, a Qwen3 language model with its "
+                         "vision tower; this file lacks " + ("the language model" if prefix is None else
+                                                             "the vision tower"))
     text = {key[len(prefix):]: value for key, value in state.items()
             if key.startswith(prefix) and not key.startswith(NOT_TEXT) and key[len(prefix):] != "norm.weight"}
     try:
-        if vision_prefix is None:
-            with empty_weights():
-                model = Qwen3VLTextModel(Qwen3VLTextConfig(**text_config(text)))
-            model.norm = torch.nn.Identity()
-            model.load_state_dict(text, strict=True, assign=True)
-            return model.eval()
         vision = {key[len(vision_prefix):]: value for key, value in state.items() if key.startswith(vision_prefix)}
         settings = Qwen3VLConfig(text_config=text_config(text),
                                  vision_config=vision_config(vision, text["embed_tokens.weight"].shape[1]),

@@ -164,9 +164,6 @@ class QwenImage21Clip(ComfyClipApi):
         if all(not isinstance(entry, Mapping) for entry in entries):
             return entries, [], {}
         vision = vision_config(model)
-        if vision is None:
-            raise ValueError(f"clip: {self.name} holds Qwen3-VL's language model without its vision tower, which "
-                             "encoding images needs; use the full Qwen3-VL file")
         images = widened_images(entries, self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), image_processor(vision),
                                 vision.spatial_merge_size, "Qwen-Image 2.1")
         types = torch.zeros(1, len(images.ids), dtype=torch.int32)
