@@ -10,23 +10,32 @@ QuadrupleCLIPLoader reads it), FLUX.2 [klein] 4B's transformer as a Q8_0 GGUF fi
 quantized), Qwen-Image 2.1's VAE (bf16, 0.68 GB, ComfyUI's original Wan 2.2 style layout with one-tap
 3-D causal convolutions, VAELoader), its 7.1B transformer alone (bf16, 14.2 GB, ComfyUI's layout with fused
 SwiGLU gate and up weights, UNETLoader) and its Qwen3-VL 8B text encoder with the vision tower (bf16, 16.3 GB, the
-published layout, CLIPLoader type qwen_image). The six largest are measured in bf16 only: in fp32 they would not
-fit this machine's 24 GB beside their files (the GGUF file's quantized weights keep their size in any dtype).
-Qwen-Image's 20B transformer (41 GB in bf16), HiDream's 17B (34 GB) and FLUX.2 [dev]'s Mistral (30 of its layers:
-35 GB) do not fit here at all.
+published layout, CLIPLoader type qwen_image), Chroma's 8.9B transformer alone (bf16, 17.8 GB, Lodestone's
+original layout as `Chroma1-HD.safetensors` has it, UNETLoader), FLUX.1 [dev]'s 11.9B transformer as a Q8_0 GGUF
+file (12.7 GB, BFL's layout as city96's `flux1-dev-Q8_0.gguf`, UNETLoader, kept quantized) and SD3.5 Large's
+all-in-one checkpoint (bf16, 16.5 GB: the 8.1B MMDiT and the VAE in the original layout, as
+`sd3.5_large.safetensors`, CheckpointLoaderSimple). Those two transformers are built on the meta device
+and made a block at a time (FLUX.1's bf16 weights, 23.8 GB, would not fit). The eight largest safetensors files
+are measured in bf16 only: in fp32 they would not fit this machine's 24 GB beside their files; the GGUF files too
+(their quantized weights keep their size in any dtype). Qwen-Image's 20B transformer (41 GB in bf16), HiDream's 17B
+(34 GB) and FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB) do not fit here at all.
 Each file is loaded by the model manager in a fresh process,
 once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
-written once into `--models-dir` (about 100 GB of disk; writing SDXL needs ~14 GB of RAM for a minute, Qwen-Image
-2.1's transformer ~15 GB for a few minutes).
+written once into `--models-dir` (about 150 GB of disk for all rows: a row's files can be deleted once it is
+measured; writing SDXL needs ~14 GB of RAM for a minute, Qwen-Image 2.1's transformer ~15 GB, FLUX.1's GGUF ~13 GB,
+SD3.5 Large ~16 GB and Chroma ~18 GB for a few minutes). A file the engine fails to load is named under the table
+(exit status 1), the other rows kept.
 Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2,...]`.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Callable
 
@@ -164,6 +173,221 @@ def _flux2_gguf_models(models_dir: Path) -> str:
     partial = path.with_suffix(".partial")
     write_gguf(transformer.state_dict(), partial, "flux2")
     partial.rename(path)
+    return name
+
+
+def _on_meta(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """`build()` on the meta device with bf16 parameters: the architecture, its weights taking no memory."""
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("meta"):
+            return build().eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def _seeded_copy(part: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """A CPU copy of `part` (built on the meta device) with seeded random weights, each layer initialized by its own
+    `reset_parameters`; the parameters of modules without one (diffusers' RMSNorm) made ones (weights) or zeros, as
+    those modules make them."""
+    torch.manual_seed(seed)
+    part = copy.deepcopy(part).to_empty(device="cpu")
+    with torch.no_grad():
+        for module in part.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            else:
+                for name, parameter in module.named_parameters(recurse=False):
+                    parameter.fill_(1.0 if name == "weight" else 0.0)
+    return part
+
+
+def _part_by_part(model: torch.nn.Module, convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]],
+                  materialize: bool) -> Iterator[dict[str, torch.Tensor]]:
+    """The state dict of `model` (built on the meta device) through the layout converter `convert`, a part at a
+    time: each block of its module lists, each of its other top-level modules whole. With `materialize` the parts
+    get seeded random bf16 weights (part `i` seeded with `i`, whatever was made before), else they stay meta tensors
+    (names and shapes). `convert` converts a whole model and counts blocks from 0: a block is shown to it as block 0
+    and its converted names numbered back. Only for models whose state dicts hold no buffers (`to_empty` leaves
+    those unset)."""
+    parts: list[tuple[str, torch.nn.Module]] = []
+    for name, child in model.named_children():
+        parts += ([(f"{name}.{index}", block) for index, block in child.named_children()]
+                  if isinstance(child, torch.nn.ModuleList) else [(name, child)])
+    for seed, (name, part) in enumerate(parts):
+        if materialize:
+            part = _seeded_copy(part, seed)
+        stem, _, index = name.partition(".")
+        state = {f"{stem}.0.{key}" if index else f"{name}.{key}": value for key, value in part.state_dict().items()}
+        if len(state) != len(list(part.parameters())):
+            raise ValueError(f"{name} has buffers in its state dict, which a part made from the meta device lacks")
+        del part
+        if not state:
+            continue
+        converted = convert(state)
+        del state
+        if index:  # block 0's converted names (`double_blocks.0.img_mlp.0.weight`) numbered back
+            converted = {_renumbered(key, index): value for key, value in converted.items()}
+        yield converted
+        del converted  # before the next part is made
+
+
+def _renumbered(key: str, index: str) -> str:
+    head, _, rest = key.partition(".0.")
+    return f"{head}.{index}.{rest}"
+
+
+class _MadeAsRead(Mapping[str, torch.Tensor]):
+    """A state dict whose tensors are made a part at a time by `_part_by_part` as they are read: read in order
+    (as `write_gguf` reads it, once), only one part's weights exist at a time; read out of order, the parts are made
+    again from the start (the same weights: each part has its own seed)."""
+
+    def __init__(self, model: torch.nn.Module,
+                 convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> None:
+        self._make = lambda materialize: _part_by_part(model, convert, materialize)
+        self._keys = {key: None for part in self._make(False) for key in part}  # the names in order, from meta
+        self._parts: Iterator[dict[str, torch.Tensor]] = iter(())
+        self._part: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._keys:
+            raise KeyError(key)
+        if key not in self._part:
+            self._part = {}  # the last part's tensors go before the next part is made
+            for _ in range(2):
+                self._part = next((part for part in self._parts if key in part), {})
+                if self._part:
+                    break
+                self._parts = self._make(True)
+        return self._part[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _flux_gguf_models(models_dir: Path) -> str:
+    """FLUX.1 [dev]'s transformer architecture (diffusers' defaults with the guidance embedder: 19 double and 38
+    single blocks of width 3072; 11.9B parameters) with seeded random weights, Q8_0-quantized as a GGUF file in
+    Black Forest Labs' layout, as city96's `flux1-dev-Q8_0.gguf` is (UNETLoader keeps the weights quantized). Its
+    bf16 weights (23.8 GB) would not fit this machine: the model is built on the meta device and each block is made,
+    converted and quantized in turn, `write_gguf` holding the quantized tensors only (12.7 GB)."""
+    from diffusers import FluxTransformer2DModel
+
+    from diffusion.families.flux.demo import bfl_layout
+    from diffusion.gguf import write_gguf
+
+    name = "random-flux-gguf"
+    path = models_dir / "diffusion_models" / f"{name}.gguf"
+    if path.exists():
+        return name
+    transformer = _on_meta(lambda: FluxTransformer2DModel(guidance_embeds=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
+    write_gguf(_MadeAsRead(transformer, bfl_layout), partial, "flux")
+    partial.replace(path)
+    return name
+
+
+def _chroma_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A diffusers ChromaTransformer2DModel state dict (or part of one) in Lodestone's original layout: FLUX's BFL
+    block names without the per-block modulation, and the approximator's own (`in_layer`/`out_layer`, RMSNorm
+    `scale`), as `tests/nodes/test_chroma.py` writes it."""
+    from diffusion.families.flux.demo import bfl_layout
+
+    approximator = {_approximator_name(key): value for key, value in state.items()
+                    if key.startswith("distilled_guidance_layer.")}
+    padded = {key: value for key, value in state.items() if not key.startswith("distilled_guidance_layer.")}
+    placeholder = torch.zeros(1)  # the modulation FLUX's converter expects, dropped again below
+    for key in [key for key in padded if key.endswith(".attn.norm_q.weight")]:
+        block = key.removesuffix("attn.norm_q.weight")
+        modulations = ("norm1.linear", "norm1_context.linear") if block.startswith("transformer_blocks.") \
+            else ("norm.linear",)
+        padded.update({f"{block}{module}.{kind}": placeholder for module in modulations for kind in ("weight", "bias")})
+    return {**{key: value for key, value in bfl_layout(padded).items()
+               if ".img_mod." not in key and ".txt_mod." not in key and ".modulation." not in key}, **approximator}
+
+
+def _approximator_name(key: str) -> str:
+    key = key.replace(".linear_1.", ".in_layer.").replace(".linear_2.", ".out_layer.")
+    return key.removesuffix(".weight") + ".scale" if ".norms." in key else key
+
+
+def _chroma_models(models_dir: Path) -> str:
+    """Chroma's transformer architecture (diffusers' defaults, as Chroma1-HD's: 19 double and 38 single blocks of
+    width 3072 and the 5-layer approximator; 8.9B parameters) with seeded random weights, in bf16 and Lodestone's
+    original layout, as `chroma-unlocked-v*.safetensors` and `Chroma1-HD.safetensors` are. Built on the meta
+    device and made a block at a time, each block converted as it is made: the converted file's tensors (17.8 GB)
+    are all that is held, never a second copy of the fused ones."""
+    from diffusers import ChromaTransformer2DModel
+    from safetensors.torch import save_file
+
+    name = "random-chroma"
+    path = models_dir / "diffusion_models" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    transformer = _on_meta(lambda: ChromaTransformer2DModel())
+    state: dict[str, torch.Tensor] = {}
+    for part in _part_by_part(transformer, _chroma_original_layout, True):
+        state.update({key: value.contiguous() for key, value in part.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
+    save_file(state, str(partial))
+    partial.replace(path)
+    return name
+
+
+def _sd35_large_models(models_dir: Path) -> str:
+    """SD3.5 Large's MMDiT (38 joint blocks of width 2432 with RMS q/k norms, 8.1B parameters) and 16-channel VAE
+    with seeded random weights, in bf16 and the original layout (`model.diffusion_model.joint_blocks.*`,
+    `first_stage_model.*`), as `sd3.5_large.safetensors` is (its text encoders are separate files). Converted by
+    the tiny SD3's `transformer_to_original` handed the only reference to the state dict, so that each fused q/k/v
+    replaces its parts instead of being held beside the whole model (+2.7 GB)."""
+    from types import SimpleNamespace
+
+    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from safetensors.torch import save_file
+
+    from diffusion.families import ldm_export
+    from diffusion.families.sd3.demo import transformer_to_original
+    from diffusion.families.sd3.detection import TRANSFORMER_PREFIX
+    from diffusion.families.sd3.loading import config as sd3_config
+
+    name = "random-sd35-large"
+    path = models_dir / "checkpoints" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    family = sd3_config()["vae"]
+    vae = _seeded_bf16(lambda: AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024,
+        scaling_factor=family["scaling_factor"], shift_factor=family["shift_factor"], use_quant_conv=False,
+        use_post_quant_conv=False))
+    state = ldm_export.vae_to_ldm(vae.state_dict(), vae.config)
+    del vae
+    transformer = _seeded_bf16(lambda: SD3Transformer2DModel(
+        sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64, num_attention_heads=38,
+        joint_attention_dim=4096, caption_projection_dim=2432, pooled_projection_dim=2048, out_channels=16,
+        pos_embed_max_size=192, qk_norm="rms_norm"))
+    weights, settings = transformer.state_dict(), transformer.config
+    del transformer
+    weights["pos_embed.pos_embed"] = weights["pos_embed.pos_embed"].to(torch.bfloat16)  # an fp32 buffer when built
+    for key in [key for key in weights if ".attn.norm_" in key]:  # the q/k norms the tiny SD3 has not
+        block, _, norm = key.partition(".attn.norm_")  # transformer_blocks.N, q.weight or added_q.weight
+        stream = "context_block" if norm.startswith("added_") else "x_block"
+        state[f"{TRANSFORMER_PREFIX}joint_blocks.{block.split('.')[1]}.{stream}.attn.ln_"
+              f"{norm.removeprefix('added_')}"] = weights.pop(key)
+    handed = [weights]
+    del weights
+    original = transformer_to_original(SimpleNamespace(config=settings, state_dict=handed.pop))
+    state.update({TRANSFORMER_PREFIX + key: value for key, value in original.items()})
+    del original
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
+    save_file({key: value.contiguous() for key, value in state.items()}, str(partial))
+    partial.replace(path)
     return name
 
 
@@ -357,7 +581,8 @@ FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdx
                                               "qwenimage21-transformer": _qwenimage21_transformer_models,
                                               "qwenimage21-text-encoder": _qwenimage21_text_encoder_models,
                                               "hidream-llama": _hidream_llama_models,
-                                              "flux2-gguf": _flux2_gguf_models}
+                                              "flux2-gguf": _flux2_gguf_models, "flux-gguf": _flux_gguf_models,
+                                              "chroma": _chroma_models, "sd35-large": _sd35_large_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
 PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusion_models", "engine-network"),
          "zimage-text-encoder": ("text_encoders", "engine-text-encoder:lumina2"),
@@ -367,13 +592,16 @@ PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusio
          "qwenimage21-transformer": ("diffusion_models", "engine-network"),
          "qwenimage21-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image"),
          "hidream-llama": ("text_encoders", "engine-llama"),
-         "flux2-gguf": ("diffusion_models", "engine-network")}
+         "flux2-gguf": ("diffusion_models", "engine-network"),
+         "flux-gguf": ("diffusion_models", "engine-network"), "chroma": ("diffusion_models", "engine-network")}
 DTYPES = (torch.float32, torch.bfloat16)
-# in fp32 these would not fit this machine beside their file (33, 25, 16, 30, 28 and 35 GB)
+# in fp32 these would not fit this machine beside their file (33, 25, 16, 30, 28, 35, 36 and 33 GB); the GGUF files'
+# quantized weights keep their size in any dtype
 ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bfloat16,),
               "zimage-text-encoder": (torch.bfloat16,), "hidream-llama": (torch.bfloat16,),
               "qwenimage21-transformer": (torch.bfloat16,), "qwenimage21-text-encoder": (torch.bfloat16,),
-              "flux2-gguf": (torch.bfloat16,)}
+              "flux2-gguf": (torch.bfloat16,), "flux-gguf": (torch.bfloat16,), "chroma": (torch.bfloat16,),
+              "sd35-large": (torch.bfloat16,)}
 
 
 def main() -> None:
@@ -381,7 +609,7 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--families", default=",".join(FAMILIES))
     args = parser.parse_args()
-    rows = []
+    rows, failures = [], []
     for family in args.families.split(","):
         began = time.perf_counter()
         # Written by a child process, so that the memory it took is the system's again before measuring.
@@ -393,7 +621,12 @@ def main() -> None:
         path = next((args.models_dir / folder).glob(f"random-{family}.*"))
         size = path.stat().st_size
         for dtype in ROW_DTYPES.get(family, DTYPES):
-            peak = loading_peak(which, path, path.parent, dtype)
+            try:
+                peak = loading_peak(which, path, path.parent, dtype)
+            except RuntimeError as error:  # the engine did not load the file: said under the table, the rows kept
+                reason = str(error).strip().splitlines()[-1]
+                failures.append(f"{family} in {str(dtype).removeprefix('torch.')}: {reason}")
+                continue
             added = peak["peak"] - peak["before"]
             rows.append((family, size, dtype, peak["model_bytes"], added / size, added / peak["model_bytes"],
                          peak["peak"] / size))
@@ -402,6 +635,10 @@ def main() -> None:
     for family, size, dtype, model_bytes, over_file, over_model, total in rows:
         print(f"  {family:<24}{size / 1e9:>8.2f}GB{str(dtype).removeprefix('torch.'):>13}{model_bytes / 1e9:>8.2f}GB"
               f"{over_file:>18.2f}x{over_model:>19.2f}x{total:>15.2f}x")
+    for failure in failures:
+        print(f"  load failed: {failure}")
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

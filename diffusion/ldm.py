@@ -31,15 +31,23 @@ def ddconfig(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, Any]:
     }
 
 
-def vae_config(state: Mapping[str, torch.Tensor], prefix: str, scaling_factor: float) -> dict[str, Any]:
-    """The diffusers AutoencoderKL config of the VAE tensors under `prefix` (`state` is the whole file: diffusers
-    reads the default image size from the kind of checkpoint it is), with the given scaling factor; without quant
-    convolutions when the file has none."""
+def vae_config(state: Mapping[str, torch.Tensor], prefix: str, scaling_factor: float,
+               sample_size: int | None = None) -> dict[str, Any]:
+    """The diffusers AutoencoderKL config of the VAE tensors under `prefix` (`state` is the whole file: without
+    `sample_size`, the image size tiles default to, diffusers reads it from the kind of checkpoint it is, which it
+    knows for SD1/2 and SDXL only), with the given scaling factor; without quant convolutions when the file has
+    none."""
     from diffusers.loaders.single_file_utils import create_vae_diffusers_config_from_ldm
 
     original = {"model": {"params": {"first_stage_config": {"params": {"ddconfig": ddconfig(state, prefix)}},
                                      "scale_factor": scaling_factor}}}
-    config = create_vae_diffusers_config_from_ldm(original, state)
+    # diffusers' guess reads the whole file's keys; with a size of our own, it sees only the Playground statistics
+    # it also reads (its `image_size` argument is deprecated)
+    guessed_from = state if sample_size is None else {key: state[key] for key in ("edm_mean", "edm_std")
+                                                      if key in state}
+    config = create_vae_diffusers_config_from_ldm(original, guessed_from)
+    if sample_size is not None:
+        config["sample_size"] = sample_size
     if prefix + "quant_conv.weight" not in state:
         config.update(use_quant_conv=False, use_post_quant_conv=False)
     return config

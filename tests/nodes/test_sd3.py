@@ -240,6 +240,21 @@ def test_single_file_checkpoint_with_text_encoders(node_env, sd3_pipelines):
     assert np.abs(image.numpy() - _expected(sd3_pipelines[sd3_tiny.DEMO_DIFFUSERS])).max() <= TOLERANCE
 
 
+def test_real_size_sd3_checkpoints_get_the_sd3_vae_config(node_env, sd3_pipelines, monkeypatch):
+    """diffusers guesses a VAE's default image size from the kind of checkpoint, and knows none for the real
+    SD3 / SD3.5 files it recognises (the tiny file passes for SD1): the family gives its own (1024), so a file
+    diffusers takes for SD3.5 Large loads instead of failing on the guess."""
+    from diffusers.loaders import single_file_utils
+
+    from nodes.loaders import CheckpointLoaderSimple
+
+    monkeypatch.setattr(single_file_utils, "infer_diffusers_model_type", lambda checkpoint: "sd35_large")
+    with pytest.raises(KeyError):  # what an SD3.5 Large file met before
+        single_file_utils.set_image_size({})
+    _, _, vae = CheckpointLoaderSimple().load_checkpoint(sd3_tiny.DEMO_CHECKPOINT)
+    assert vae.autoencoder.config.sample_size == 1024
+
+
 def test_sd1_conditioning_is_refused_by_an_sd3_model(sd3, sd1):
     conditioning = CLIPTextEncode().encode(sd1[1], PROMPT)[0]
     with pytest.raises(ValueError, match="conditioning: pooled text embedding of 64 values, but this SD3 model "
