@@ -113,6 +113,19 @@ def test_comfyuis_samplers_run(hidream):
         assert image.shape == (1, SIZE, SIZE, 3) and np.isfinite(image).all()
 
 
+def test_an_image_to_edit_is_refused_not_ignored(hidream):
+    """HiDream-E1's ComfyUI workflows show the model the image through InstructPixToPixConditioning: not supported
+    here yet, so sampling says so instead of making a text-to-image picture."""
+    from nodes.inpaint import InstructPixToPixConditioning
+
+    model, clip, vae = hidream
+    text = CLIPTextEncode().encode(clip, PROMPT)[0]
+    positive, negative, latent = InstructPixToPixConditioning().encode(text, text, vae,
+                                                                       torch.rand(1, SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match="from InstructPixToPixConditioning: HiDream-E1's editing"):
+        KSampler().sample(model, 1, 2, 1.0, "euler", "simple", positive, negative, latent)
+
+
 def test_diffusers_folder_gives_the_same_image(node_env, hidream, hidream_models):
     model, clip, vae = DiffusersLoader().load_checkpoint(tiny_hidream.DEMO_HIDREAM_DIFFUSERS)
     assert model.family == "hidream"

@@ -27,6 +27,12 @@ class HiDreamSampling(FlowSampling):
                        dtype: torch.dtype) -> dict[str, Any]:
         """Each entry's pooled embedding and Llama states, `batch` rows each; Llama states of different lengths
         (prompts past 128 tokens) padded with zeros to the longest."""
+        if any(options.get("concat_latent_image") is not None for options in guidance.options):
+            # HiDream-E1's editing (ComfyUI places the image beside the latents); sampling it as text-to-image
+            # would silently ignore the image
+            raise ValueError("conditioning: an image shown beside the latents (concat_latent_image, from "
+                             "InstructPixToPixConditioning: HiDream-E1's editing) is not supported by nodeflow for "
+                             "HiDream yet")
         if any(options.get("conditioning_llama3") is None or options.get("pooled_output") is None
                for options in guidance.options):
             raise ValueError("conditioning: HiDream needs its four text encoders' outputs; encode the prompt with a "
