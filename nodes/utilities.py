@@ -1,5 +1,5 @@
 """Utility nodes with ComfyUI's names and inputs: primitives (a constant INT, FLOAT, STRING or BOOLEAN to wire
-into other nodes), the lazy If/Else switch, the math expression and Preview Any.
+into other nodes), the lazy If/Else switch, the math expression, Preview Any and the Resolution Selector.
 
 ComfyUI declares some of these with its newer schema, which has inputs that grow in the editor ("autogrow"): the
 math expression's values arrive as `values.a`, `values.b`, ... in API prompts and editor files. Here each of the
@@ -210,9 +210,59 @@ class PreviewAny:
         return {"ui": {"text": [preview_text(source)]}}
 
 
+# ResolutionSelector's aspect ratios, as ComfyUI names them: (width parts, height parts)
+ASPECT_RATIOS = {"1:1 (Square)": (1, 1), "3:2 (Photo)": (3, 2), "4:3 (Standard)": (4, 3),
+                 "16:9 (Widescreen)": (16, 9), "21:9 (Ultrawide)": (21, 9), "2:3 (Portrait Photo)": (2, 3),
+                 "3:4 (Portrait Standard)": (3, 4), "9:16 (Portrait Widescreen)": (9, 16)}
+MEGAPIXEL = 1024 * 1024  # the pixels ComfyUI counts as one megapixel
+
+
+def selected_resolution(aspect_ratio: str, megapixels: float, multiple: int, minimum: int) -> tuple[int, int]:
+    """(width, height) of about `megapixels` at `aspect_ratio`, each side rounded to `multiple`; when a side
+    comes out under `minimum`, the smallest size at exactly the ratio whose sides are both multiples of
+    `multiple` and at least `minimum` (ComfyUI's ResolutionSelector)."""
+    across, down = ASPECT_RATIOS[aspect_ratio]
+    unit = math.sqrt(megapixels * MEGAPIXEL / (across * down))  # pixels per ratio part
+    width, height = (round(parts * unit / multiple) * multiple for parts in (across, down))
+    if width >= minimum and height >= minimum:
+        return width, height
+    # sides `parts * scale` are multiples of `multiple` exactly when `scale` is a multiple of both steps
+    steps = [multiple // math.gcd(parts, multiple) for parts in (across, down)]
+    step = math.lcm(*steps)
+    scale = math.ceil(math.ceil(max(minimum / across, minimum / down)) / step) * step
+    return across * scale, down * scale
+
+
+class ResolutionSelector:
+    DESCRIPTION = ("Works out an image size from an aspect ratio and a number of megapixels, each side a multiple of "
+                   "8 (or of `multiple`): for an empty latent's width and height without doing the arithmetic.")
+    CATEGORY = "utilities"
+    RETURN_TYPES = ("INT", "INT")
+    RETURN_NAMES = ("width", "height")
+    OUTPUT_TOOLTIPS = ("The width in pixels.", "The height in pixels.")
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {"required": {
+            "aspect_ratio": (list(ASPECT_RATIOS), {"default": "1:1 (Square)",
+                                                   "tooltip": "The width-to-height ratio."}),
+            "megapixels": ("FLOAT", {"default": 1.0, "min": 0.1, "max": 16.0, "step": 0.1,
+                                     "tooltip": "The image's pixels in megapixels (1.0: 1024x1024 for a square)."}),
+            "multiple": ("INT", {"default": 8, "min": 8, "max": 128, "step": 4, "advanced": True,
+                                 "tooltip": "Each side is rounded to a multiple of this."}),
+            "minimum": ("INT", {"default": 256, "min": 32, "max": 4096, "step": 32, "advanced": True,
+                                "tooltip": "The smallest side allowed: a smaller result grows, keeping the ratio."}),
+        }}
+
+    def execute(self, aspect_ratio: str, megapixels: float, multiple: int = 8, minimum: int = 256
+                ) -> tuple[int, int]:
+        return selected_resolution(aspect_ratio, megapixels, multiple, minimum)
+
+
 NODE_CLASS_MAPPINGS: dict[str, type] = {node.__name__: node for node in (
     PrimitiveInt, PrimitiveFloat, PrimitiveString, PrimitiveStringMultiline, PrimitiveBoolean,
-    ComfySwitchNode, ComfyMathExpression, PreviewAny,
+    ComfySwitchNode, ComfyMathExpression, PreviewAny, ResolutionSelector,
 )}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "PrimitiveInt": "Int",
@@ -223,4 +273,5 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "ComfySwitchNode": "If/Else Switch",
     "ComfyMathExpression": "Math Expression",
     "PreviewAny": "Preview Any",
+    "ResolutionSelector": "Resolution Selector",
 }

@@ -44,6 +44,13 @@ COMFYUI_CONTRACTS: dict[str, tuple[str, tuple, tuple, list]] = {
         ("expression", ("STRING", {"default": "a + b", "multiline": True})),
         *[(f"?values.{name}", ("FLOAT,INT,BOOLEAN", {})) for name in LETTERS]]),
     "PreviewAny": ("utils", (), (), [("source", ("*", {}))]),
+    "ResolutionSelector": ("utilities", ("INT", "INT"), ("width", "height"), [
+        ("aspect_ratio", (["1:1 (Square)", "3:2 (Photo)", "4:3 (Standard)", "16:9 (Widescreen)", "21:9 (Ultrawide)",
+                           "2:3 (Portrait Photo)", "3:4 (Portrait Standard)", "9:16 (Portrait Widescreen)"],
+                          {"default": "1:1 (Square)"})),
+        ("megapixels", ("FLOAT", {"default": 1.0, "min": 0.1, "max": 16.0, "step": 0.1})),
+        ("multiple", ("INT", {"default": 8, "min": 8, "max": 128, "step": 4})),
+        ("minimum", ("INT", {"default": 256, "min": 32, "max": 4096, "step": 32}))]),
     "StringConcatenate": ("utils/string", ("STRING",), ("STRING",), [
         ("string_a", TEXT), ("string_b", TEXT), ("delimiter", ("STRING", {"default": ""}))]),
     "StringSubstring": ("utils/string", ("STRING",), ("STRING",), [
@@ -78,6 +85,7 @@ DISPLAY_NAMES = {
     "PrimitiveInt": "Int", "PrimitiveFloat": "Float", "PrimitiveString": "String",
     "PrimitiveStringMultiline": "String (Multiline)", "PrimitiveBoolean": "Boolean",
     "ComfySwitchNode": "If/Else Switch", "ComfyMathExpression": "Math Expression", "PreviewAny": "Preview Any",
+    "ResolutionSelector": "Resolution Selector",
     "StringConcatenate": "Concatenate", "StringSubstring": "Substring", "StringLength": "Length",
     "CaseConverter": "Case Converter", "StringTrim": "Trim", "StringReplace": "Replace", "StringContains": "Contains",
     "StringCompare": "Compare", "RegexMatch": "Regex Match", "RegexExtract": "Regex Extract",
@@ -454,3 +462,17 @@ def test_editor_files_with_grown_value_inputs_convert(node_env):
     assert prompt["1"]["inputs"] == {"value": 6}
     result = _run(prompt)
     assert result.success and _texts(result) == {"3": ["1.5"]}
+
+
+@pytest.mark.parametrize("aspect_ratio, megapixels, multiple, minimum, expected", [
+    ("1:1 (Square)", 1.0, 8, 256, (1024, 1024)),
+    ("16:9 (Widescreen)", 1.0, 8, 256, (1368, 768)),  # 170.7 and 96 blocks of 8
+    ("3:2 (Photo)", 1.0, 32, 256, (1248, 832)),  # 39.2 and 26.1 blocks of 32
+    ("9:16 (Portrait Widescreen)", 2.0, 16, 256, (1088, 1936)),
+    # 496x208 would have a side under 256: the smallest 21:9 size with both sides multiples of 8 and >= 256
+    ("21:9 (Ultrawide)", 0.1, 8, 256, (672, 288)),
+])
+def test_resolution_selector_gives_comfyuis_sizes(aspect_ratio, megapixels, multiple, minimum, expected):
+    (width, height) = utilities.ResolutionSelector().execute(aspect_ratio, megapixels, multiple, minimum)
+    assert (width, height) == expected
+    assert width % multiple == 0 and height % multiple == 0 and min(width, height) >= minimum
