@@ -433,23 +433,30 @@ def _hidream_llama_models(models_dir: Path) -> str:
         max_position_embeddings=settings["max_position_embeddings"])))
 
 
-def _qwenimage_vae_models(models_dir: Path) -> str:
-    """Qwen-Image's VAE architecture (Wan 2.1's, 127M parameters) with seeded random weights, in bf16 and Wan's
-    original layout, as `qwen_image_vae.safetensors` is."""
-    from diffusers import AutoencoderKLQwenImage
+def _seeded_vae_file(models_dir: Path, name: str, build: Callable[[], torch.nn.Module],
+                     layout: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> str:
+    """`vae/{name}.safetensors`: the VAE `build()` makes (seed 0, in bf16), saved in `layout`; a file already there
+    is kept."""
     from safetensors.torch import save_file
 
-    from diffusion.families.qwenimage.demo import wan_original_layout
-
-    name = "random-qwenimage-vae"
     path = models_dir / "vae" / f"{name}.safetensors"
     if path.exists():
         return name
     torch.manual_seed(0)
-    vae = AutoencoderKLQwenImage().eval().to(torch.bfloat16)
+    vae = build().eval().to(torch.bfloat16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({key: value.contiguous() for key, value in wan_original_layout(vae.state_dict()).items()}, str(path))
+    save_file({key: value.contiguous() for key, value in layout(vae.state_dict()).items()}, str(path))
     return name
+
+
+def _qwenimage_vae_models(models_dir: Path) -> str:
+    """Qwen-Image's VAE architecture (Wan 2.1's, 127M parameters) with seeded random weights, in bf16 and Wan's
+    original layout, as `qwen_image_vae.safetensors` is."""
+    from diffusers import AutoencoderKLQwenImage
+
+    from diffusion.families.qwenimage.demo import wan_original_layout
+
+    return _seeded_vae_file(models_dir, "random-qwenimage-vae", AutoencoderKLQwenImage, wan_original_layout)
 
 
 def _qwenimage_text_encoder_models(models_dir: Path) -> str:
@@ -490,20 +497,11 @@ def _qwenimage21_vae_models(models_dir: Path) -> str:
     RGBA; 338M parameters) with seeded random weights, in bf16 and ComfyUI's original layout (3-D causal
     convolutions of one temporal tap), as `qwen_image_2.1_vae_bf16.safetensors` is."""
     from diffusers import AutoencoderKLQwenImage21
-    from safetensors.torch import save_file
 
     from diffusion.families import wan22_vae_layout
 
-    name = "random-qwenimage21-vae"
-    path = models_dir / "vae" / f"{name}.safetensors"
-    if path.exists():
-        return name
-    torch.manual_seed(0)
-    vae = AutoencoderKLQwenImage21().eval().to(torch.bfloat16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({key: value.contiguous() for key, value in wan22_vae_layout.diffusers_to_comfy(vae.state_dict()).items()},
-              str(path))
-    return name
+    return _seeded_vae_file(models_dir, "random-qwenimage21-vae", AutoencoderKLQwenImage21,
+                            wan22_vae_layout.diffusers_to_comfy)
 
 
 def _qwenimage21_transformer_models(models_dir: Path) -> str:

@@ -22,7 +22,13 @@ import torch
 from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders import qwen_tokenizer
 from diffusion.encoders.clip_api import ComfyClipApi, Tokens
-from diffusion.families.qwenimage.text_encoding import image_entries, vision_config, widened_images
+from diffusion.families.qwenimage.text_encoding import (
+    IMAGE_TOKEN,
+    TEMPLATE_START,
+    image_entries,
+    vision_config,
+    widened_images,
+)
 from diffusion.families.qwenimage21.sampling import IMAGE_SLOTS
 from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
@@ -30,9 +36,7 @@ from diffusion.sampling.flow import CAPTION_LENGTH
 
 TOKENS_KEY = "qwen3vl_8b"  # ComfyUI's name for Qwen-Image 2.1's token stream
 KEEP_VISION = "keep_vision"  # ComfyUI's tokens key: the images' tokens stay in the encoding
-TEMPLATE_START = "<|im_start|>"
-IMAGE_TOKEN = "<|image_pad|>"
-VISION_BLOCK = "<|vision_start|><|image_pad|><|vision_end|>"
+VISION_BLOCK = f"<|vision_start|>{IMAGE_TOKEN}<|vision_end|>"  # what stands for one image in the prompt
 TINY_SPECIAL_TOKENS = qwen_tokenizer.TINY_VL_SPECIAL_TOKENS
 TINY_VOCAB_SIZE = 256 + len(TINY_SPECIAL_TOKENS)
 
