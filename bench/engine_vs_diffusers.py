@@ -203,6 +203,7 @@ from transformers import CLIPTextModel
 from diffusion.lazy_module import resolve
 from diffusion.loading import load_checkpoint, load_diffusion_model, load_text_encoders, load_vae
 from diffusion.manager import ModelManager
+from diffusion.memory import MemoryBudget
 
 def status(field):
     try:
@@ -217,18 +218,21 @@ except OSError:
     pass
 before = status("VmRSS") or 0
 which, path, config, dtype = sys.argv[1], Path(sys.argv[2]), sys.argv[3], getattr(torch, sys.argv[4])
+cpu = torch.device("cpu")
+def manager():  # as the server makes it: within its default budget of this machine's RAM
+    return ModelManager(cpu, dtype, MemoryBudget.for_device(cpu))
 if which == "engine":
-    loaded = load_checkpoint(ModelManager(torch.device("cpu"), dtype), path)
+    loaded = load_checkpoint(manager(), path)
 elif which == "engine-network":  # a denoising network alone (UNETLoader's files)
-    loaded = load_diffusion_model(ModelManager(torch.device("cpu"), dtype), path).network
+    loaded = load_diffusion_model(manager(), path).network
 elif which == "engine-vae":  # a VAE alone (VAELoader's files)
-    loaded = load_vae(ModelManager(torch.device("cpu"), dtype), path).autoencoder
+    loaded = load_vae(manager(), path).autoencoder
 elif which.startswith("engine-text-encoder:"):  # a text encoder alone under a CLIPLoader type, read at once
-    clip = load_text_encoders(ModelManager(torch.device("cpu"), dtype), which.split(":", 1)[1], {"clip_name": path})
+    clip = load_text_encoders(manager(), which.split(":", 1)[1], {"clip_name": path})
     loaded = [resolve(module) for module in clip.offloadable()]
 elif which == "engine-llama":  # HiDream's Llama 3.1 alone, as QuadrupleCLIPLoader reads it, read at once
     from diffusion.families.hidream.loading import llama_part
-    loaded = resolve(llama_part(ModelManager(torch.device("cpu"), dtype), path, "clip_name4")[0])
+    loaded = resolve(llama_part(manager(), path, "clip_name4")[0])
 else:
     pipeline = StableDiffusionPipeline.from_single_file(str(path), config=config, local_files_only=True,
                                                         safety_checker=None, torch_dtype=dtype)

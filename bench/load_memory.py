@@ -291,6 +291,46 @@ def _flux_gguf_models(models_dir: Path) -> str:
     return name
 
 
+def _fp8_transformer_file(models_dir: Path, name: str, transformer: torch.nn.Module,
+                          convert: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]) -> str:
+    """`diffusion_models/{name}.safetensors`: `transformer` (built on the meta device) with seeded random weights
+    through the layout converter `convert`, its weights of two or more dimensions in float8_e4m3fn and the rest in
+    bf16, as ComfyUI's `*_fp8_e4m3fn` files are; made a block at a time, only the fp8 file's tensors held."""
+    from safetensors.torch import save_file
+
+    path = models_dir / "diffusion_models" / f"{name}.safetensors"
+    if path.exists():
+        return name
+    state = {key: value.to(torch.float8_e4m3fn) if value.ndim >= 2 else value
+             for key, value in _MadeAsRead(transformer, convert).items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
+    save_file(state, str(partial))
+    partial.replace(path)
+    return name
+
+
+def _flux_fp8_models(models_dir: Path) -> str:
+    """FLUX.1 [dev]'s transformer (11.9B parameters) in fp8, BFL's layout, as ComfyUI's `flux1-dev-fp8` transformer
+    files are (11.9 GB; its 23.8 GB in bf16 would not fit this machine, so UNETLoader keeps the fp8 weights)."""
+    from diffusers import FluxTransformer2DModel
+
+    from diffusion.families.flux.demo import bfl_layout
+
+    return _fp8_transformer_file(models_dir, "random-flux-fp8",
+                                 _on_meta(lambda: FluxTransformer2DModel(guidance_embeds=True)), bfl_layout)
+
+
+def _hidream_fp8_models(models_dir: Path) -> str:
+    """HiDream-I1's transformer (diffusers' defaults: 16 double and 32 single blocks of width 2560 with four routed
+    experts each; 17.1B parameters) in fp8, as ComfyUI's `hidream_i1_full_fp8.safetensors` is (17.1 GB; 34 GB in
+    bf16 would not fit this machine, so UNETLoader keeps the fp8 weights)."""
+    from diffusers import HiDreamImageTransformer2DModel
+
+    return _fp8_transformer_file(models_dir, "random-hidream-fp8",
+                                 _on_meta(lambda: HiDreamImageTransformer2DModel()), lambda state: state)
+
+
 def _chroma_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A diffusers ChromaTransformer2DModel state dict (or part of one) in Lodestone's original layout: FLUX's BFL
     block names without the per-block modulation, and the approximator's own (`in_layer`/`out_layer`, RMSNorm
@@ -580,7 +620,8 @@ FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdx
                                               "qwenimage21-text-encoder": _qwenimage21_text_encoder_models,
                                               "hidream-llama": _hidream_llama_models,
                                               "flux2-gguf": _flux2_gguf_models, "flux-gguf": _flux_gguf_models,
-                                              "chroma": _chroma_models, "sd35-large": _sd35_large_models}
+                                              "chroma": _chroma_models, "sd35-large": _sd35_large_models,
+                                              "flux-fp8": _flux_fp8_models, "hidream-fp8": _hidream_fp8_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
 PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusion_models", "engine-network"),
          "zimage-text-encoder": ("text_encoders", "engine-text-encoder:lumina2"),
@@ -591,7 +632,8 @@ PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusio
          "qwenimage21-text-encoder": ("text_encoders", "engine-text-encoder:qwen_image"),
          "hidream-llama": ("text_encoders", "engine-llama"),
          "flux2-gguf": ("diffusion_models", "engine-network"),
-         "flux-gguf": ("diffusion_models", "engine-network"), "chroma": ("diffusion_models", "engine-network")}
+         "flux-gguf": ("diffusion_models", "engine-network"), "chroma": ("diffusion_models", "engine-network"),
+         "flux-fp8": ("diffusion_models", "engine-network"), "hidream-fp8": ("diffusion_models", "engine-network")}
 DTYPES = (torch.float32, torch.bfloat16)
 # in fp32 these would not fit this machine beside their file (33, 25, 16, 30, 28, 35, 36 and 33 GB); the GGUF files'
 # quantized weights keep their size in any dtype
@@ -599,7 +641,7 @@ ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bflo
               "zimage-text-encoder": (torch.bfloat16,), "hidream-llama": (torch.bfloat16,),
               "qwenimage21-transformer": (torch.bfloat16,), "qwenimage21-text-encoder": (torch.bfloat16,),
               "flux2-gguf": (torch.bfloat16,), "flux-gguf": (torch.bfloat16,), "chroma": (torch.bfloat16,),
-              "sd35-large": (torch.bfloat16,)}
+              "sd35-large": (torch.bfloat16,), "flux-fp8": (torch.bfloat16,), "hidream-fp8": (torch.bfloat16,)}
 
 
 def main() -> None:

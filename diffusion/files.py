@@ -3,7 +3,8 @@ family's loader shares (counting numbered blocks from key names, building module
 a file's tensors strictly).
 
 Pickled `.ckpt`/`.pt` files are refused: they can run arbitrary code when loaded. ComfyUI's fp8 files with scales
-(`*_fp8_scaled.safetensors`) are read as the full-precision weights they stand for (`dequantized`). Knows nothing
+(`*_fp8_scaled.safetensors`) are read as the full-precision weights they stand for (`dequantized`), or kept in fp8
+for layers that dequantize them as they run (`keep_fp8`). Knows nothing
 of model families, nodes or the node environment.
 """
 from __future__ import annotations
@@ -12,12 +13,14 @@ import contextlib
 import copy
 import functools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
 
 import torch
 
+from diffusion import quantized
 from diffusion.memory import allocator_aligned
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -34,11 +37,12 @@ def _refuse_unreadable(path: Path, input_name: str) -> None:
 
 
 def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = None,
-                     keep: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+                     keep: Callable[[str], bool] | None = None, keep_fp8: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file (those whose names `keep` accepts, when given: the rest are never read),
     each in memory of its own (floating-point ones in `dtype` when given: converted one at a time as read, so an
     fp32 file loaded in bf16 never holds the whole file in fp32); a ValueError naming the input for pickles,
-    missing, truncated or corrupt files.
+    missing, truncated or corrupt files. With `keep_fp8`, fp8 tensors stay fp8, as `quantized.Fp8Weight`s with
+    their scale when the file gives one per tensor (for `quantized.load_quantized`).
 
     Tensors are read one at a time with `pread` rather than memory-mapped: a model built from a mapping keeps the
     file's pages resident beside its own copies (2x the file at peak), and dies with SIGBUS if the file is
@@ -50,14 +54,24 @@ def read_safetensors(path: Path, input_name: str, dtype: torch.dtype | None = No
 
     try:
         with safe_open(str(path), framework="pt", backend="pread") as file:
-            state = {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype)) for key in file.keys()
+            state = {key: allocator_aligned(_in_dtype(file.get_tensor(key), dtype, keep_fp8)) for key in file.keys()
                      if keep is None or keep(key)}
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
     try:
-        return dequantized(state, dtype)
+        return dequantized(state, dtype, keep_fp8)
     except ValueError as error:
         raise ValueError(f"{input_name}: {path.name}: {error}") from error
+
+
+def read_weights(path: Path, input_name: str, keeps_fp8_weights: Callable[[int], bool],
+                 dtype: torch.dtype | None = None,
+                 keep: Callable[[str], bool] | None = None) -> dict[str, torch.Tensor]:
+    """A model file's tensors (`read_safetensors`), its fp8 weights kept fp8 when it holds some and
+    `keeps_fp8_weights(its number of values)` says so (`ModelManager.keeps_fp8_weights`), for a network loaded
+    with `quantized.load_quantized`."""
+    fp8, parameters = fp8_parameters(path, input_name)
+    return read_safetensors(path, input_name, dtype, keep, keep_fp8=fp8 > 0 and keeps_fp8_weights(parameters))
 
 
 # ComfyUI's two ways of storing fp8 weights with a scale: "scaled_fp8" files (a `scaled_fp8` marker tensor, each
@@ -68,12 +82,16 @@ DROPPED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
 FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
 
 
-def dequantized(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def dequantized(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None,
+                keep_fp8: bool = False) -> dict[str, torch.Tensor]:
     """A file's tensors with ComfyUI's fp8-with-scale weights turned into what they stand for, weight x scale, in
     `dtype` (None: bfloat16, which holds every fp8 value); the markers and input scales (an fp8 matmul's, not the
-    weights') dropped. Files without scales are returned as they are. Other quantized formats (NVFP4, int8
-    blocks) are a ValueError that names them."""
+    weights') dropped. With `keep_fp8`, the fp8 tensors become `quantized.Fp8Weight`s instead, those with one scale
+    per tensor holding it (per-row scales are still applied). Files without scales are returned as they are. Other
+    quantized formats (NVFP4, int8 blocks) are a ValueError that names them."""
     scales = [key for key in state if key.endswith(SCALE_SUFFIXES)]
+    if keep_fp8:
+        state = {key: quantized.fp8_weight(value) for key, value in state.items()}
     if not scales and not any(key.endswith(DROPPED_SUFFIXES) or _is_marker(key) for key in state):
         return state
     for key in [key for key in state if key.endswith(".comfy_quant")]:
@@ -91,6 +109,10 @@ def dequantized(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None
         if scale.numel() != 1 and scale.shape[0] != weight.shape[0]:
             raise ValueError(f"{key} holds scales of shape {list(scale.shape)}, which are not one per tensor or "
                              "per output row (block-quantized weights are not supported)")
+        if keep_fp8 and scale.numel() == 1 and isinstance(weight, quantized.Fp8Weight):
+            state[layer + ".weight"] = quantized.Fp8Weight(weight.as_subclass(torch.Tensor), weight.format,
+                                                           scale.item())
+            continue
         scale = scale.reshape(-1, *([1] * (weight.ndim - 1))) if scale.numel() != 1 else scale.reshape(())
         state[layer + ".weight"] = allocator_aligned((weight.float() * scale).to(target))
     return {key: value for key, value in state.items() if not key.endswith(DROPPED_SUFFIXES) and not _is_marker(key)}
@@ -140,8 +162,30 @@ def embedding_rows(shapes: Mapping[str, tuple[int, ...]]) -> int | None:
     return next((shape[0] for key, shape in shapes.items() if key.endswith("embed_tokens.weight")), None)
 
 
-def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor  # no copy if equal
+def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None, keep_fp8: bool = False) -> torch.Tensor:
+    if dtype is None or not tensor.is_floating_point() or (keep_fp8 and tensor.dtype in quantized.FP8_DTYPES):
+        return tensor
+    return tensor.to(dtype)  # no copy if equal
+
+
+def fp8_parameters(path: Path, input_name: str) -> tuple[int, int]:
+    """How many of a .safetensors file's values are stored in fp8, and how many it holds in all, from its header
+    only (no tensor data)."""
+    path = Path(path)
+    _refuse_unreadable(path, input_name)
+    from safetensors import SafetensorError, safe_open
+
+    fp8 = total = 0
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            for key in file.keys():
+                tensor = file.get_slice(key)
+                count = math.prod(tensor.get_shape())
+                total += count
+                fp8 += count if tensor.get_dtype().startswith("F8") else 0
+    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
+    return fp8, total
 
 
 def block_indices(keys: Collection[str], prefix: str) -> list[int]:
@@ -162,14 +206,14 @@ def empty_weights() -> Iterator[None]:
 
 
 def load_strict(module: torch.nn.Module, weights: Mapping[str, torch.Tensor], what: str) -> torch.nn.Module:
-    """`module` with every one of its tensors assigned from `weights` (extra weights ignored); a ValueError naming
-    `what` when tensors are missing or do not fit."""
+    """`module` with every one of its tensors assigned from `weights` (extra weights ignored; quantized ones as
+    `quantized.load_quantized` loads them); a ValueError naming `what` when tensors are missing or do not fit."""
     expected = set(module.state_dict())
     missing = sorted(expected - set(weights))
     if missing:
         raise ValueError(f"{what} weights incomplete: {len(missing)} tensors missing, e.g. {missing[:3]}")
     try:
-        module.load_state_dict({key: weights[key] for key in expected}, strict=True, assign=True)
+        quantized.load_quantized(module, {key: weights[key] for key in expected})
     except RuntimeError as error:
         raise ValueError(f"{what} weights do not fit the detected architecture: {error}") from error
     return module

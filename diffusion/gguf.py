@@ -1,13 +1,7 @@
 """GGUF files (city96's ComfyUI-GGUF transformers, llama.cpp's format), read as diffusers' GGUF reader reads them:
 quantized tensors are diffusers' `GGUFParameter` (the blocks' bytes, with their `quant_type`), whose shape counts
-bytes, not the weight's values.
-
-`shape_view` gives every tensor its logical shape (empty, on the meta device), so a family's config-from-shapes code
-reads a GGUF file as it reads a safetensors one; every family builds its network from the view and loads it with
-`load_quantized`: each linear layer whose weight is quantized becomes a `QuantizedLinear` that dequantizes its
-weight when called (a Q4 transformer stays about a quarter of its bf16 size in memory). Layout conversions that
-split or join rows (FLUX's fused q/k/v) work on the quantized bytes too: GGUF quantizes each row on its own. Knows
-nothing of nodes or families."""
+bytes, not the weight's values; `diffusion.quantized` keeps them quantized in the loaded network. Knows nothing of
+nodes or families."""
 from __future__ import annotations
 
 import os
@@ -15,16 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
 import torch
-import torch.nn.functional as F
 
 if TYPE_CHECKING:
     import numpy as np
 
 GGUF_SUFFIX = ".gguf"
-
-
-def is_quantized(tensor: torch.Tensor) -> bool:
-    return getattr(tensor, "quant_type", None) is not None
 
 
 def read_gguf(path: Path, input_name: str) -> dict[str, torch.Tensor]:
@@ -80,20 +69,6 @@ def gguf_keys(path: Path, input_name: str) -> list[str]:
         raise ValueError(f"{input_name}: {Path(path).name} is not a readable GGUF file ({error})") from error
 
 
-def logical_shape(tensor: torch.Tensor) -> torch.Size:
-    """The shape of the weight a quantized tensor holds (blocks along its last dimension)."""
-    import gguf
-
-    block_size, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(tensor.quant_type)]
-    return torch.Size((*tensor.shape[:-1], tensor.shape[-1] // block_bytes * block_size))
-
-
-def shape_view(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` with each quantized tensor replaced by an empty one of its logical shape (meta device, bf16)."""
-    return {key: torch.empty(logical_shape(value), dtype=torch.bfloat16, device="meta") if is_quantized(value)
-            else value for key, value in state.items()}
-
-
 def write_gguf(state: Mapping[str, torch.Tensor], path: Path, architecture: str) -> None:
     """`state` as a GGUF file the way ComfyUI-GGUF's conversions write them: 2-D weights whose rows divide into
     32-value blocks Q8_0-quantized, the other tensors float32 (the benchmarks' and tests' files; the engine itself
@@ -113,48 +88,3 @@ def write_gguf(state: Mapping[str, torch.Tensor], path: Path, architecture: str)
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-
-
-class QuantizedLinear(torch.nn.Linear):
-    """A linear layer holding a GGUF-quantized weight, dequantized to the input's dtype for each call."""
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
-
-        weight = dequantize_gguf_tensor(self.weight).to(inputs.dtype)
-        bias = None if self.bias is None else self.bias.to(inputs.dtype)
-        return F.linear(inputs, weight, bias)
-
-
-def load_quantized(model: torch.nn.Module, weights: Mapping[str, torch.Tensor]) -> torch.nn.Module:
-    """Load `weights` (names as the model's) into `model`, built on the meta device: each quantized weight of a
-    linear layer goes into a `QuantizedLinear` replacing it; other quantized tensors (a mixture-of-experts gate's
-    weight) are dequantized; everything is assigned as `load_state_dict` does, strictly. RuntimeError for missing
-    or unexpected tensors, or a quantized weight of another shape than its layer's."""
-    from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
-
-    rest = dict(weights)
-    for key, value in weights.items():
-        if not is_quantized(value):
-            continue
-        module_name, _, attribute = key.rpartition(".")
-        try:
-            layer = model.get_submodule(module_name)
-        except AttributeError as error:
-            raise RuntimeError(f"unexpected tensor {key}") from error
-        if attribute != "weight" or type(layer) is not torch.nn.Linear:
-            rest[key] = dequantize_gguf_tensor(value)
-            continue
-        if logical_shape(value) != layer.weight.shape:
-            raise RuntimeError(f"{key}: a {tuple(logical_shape(value))} weight for a {tuple(layer.weight.shape)} layer")
-        with torch.device("meta"):
-            replacement = QuantizedLinear(layer.in_features, layer.out_features, layer.bias is not None)
-        replacement.weight = value.requires_grad_(False)  # a GGUFParameter: the bytes and their quant_type
-        parent_name, _, child_name = module_name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child_name, replacement)
-        del rest[key]
-    missing, unexpected = model.load_state_dict(rest, strict=False, assign=True)
-    missing = [key for key in missing if key not in weights]  # not the weights now inside QuantizedLinear
-    if missing or unexpected:
-        raise RuntimeError(f"missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}")
-    return model

@@ -19,6 +19,7 @@ from diffusion.files import (
     MODEL_INDEX,
     pipeline_class,
     read_safetensors,
+    read_weights,
     safetensors_keys,
 )
 from diffusion.manager import ModelManager
@@ -27,11 +28,12 @@ ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None for a file without text 
 
 
 def load_checkpoint(models: ModelManager, path: Path, input_name: str = "ckpt_name") -> ModelTriple:
-    """MODEL, CLIP and VAE from an all-in-one single-file checkpoint (.safetensors, original layout)."""
+    """MODEL, CLIP and VAE from an all-in-one single-file checkpoint (.safetensors, original layout); an fp8
+    file's linear layers keep their fp8 weights when the manager says so (`ModelManager.keeps_fp8_weights`)."""
     path = Path(path)
 
     def load() -> ModelTriple:
-        state = read_safetensors(path, input_name, models.dtype)
+        state = read_weights(path, input_name, models.keeps_fp8_weights, models.dtype)
         try:
             return registry.checkpoint_family(state.keys()).load_checkpoint(state, path.name, models.place)
         except ValueError as error:
@@ -98,13 +100,17 @@ def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor],
 def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "unet_name",
                          weight_dtype: str = "default") -> DiffusionModel:
     """MODEL from a file holding the denoising network alone (UNETLoader); with a `weight_dtype` of
-    `weight_storage.WEIGHT_DTYPES` other than "default", its weights stored in that precision."""
+    `weight_storage.WEIGHT_DTYPES` other than "default", its weights stored in that precision. With "default", an
+    fp8 file's linear layers keep their fp8 weights when the manager says so (`ModelManager.keeps_fp8_weights`)."""
     path = Path(path)
     storage = weight_storage.WEIGHT_DTYPES[weight_dtype]
 
     def load() -> DiffusionModel:
-        gguf_file = path.suffix.lower() == gguf.GGUF_SUFFIX
-        state = gguf.read_gguf(path, input_name) if gguf_file else read_safetensors(path, input_name, models.dtype)
+        if path.suffix.lower() == gguf.GGUF_SUFFIX:
+            state = gguf.read_gguf(path, input_name)
+        else:  # the weight_dtype choices store a converted model
+            keeps_fp8 = models.keeps_fp8_weights if storage is None else lambda parameters: False
+            state = read_weights(path, input_name, keeps_fp8, models.dtype)
         family = registry.diffusion_model_family(state.keys())
         if family is None:
             raise ValueError(f"{input_name}: this file holds {registry.describe_diffusion_model(state.keys())}, "

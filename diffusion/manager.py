@@ -212,6 +212,17 @@ class ModelManager:
             self._make_room(entry.device, 0, keep=key)
             return entry.value
 
+    def keeps_fp8_weights(self, parameters: int) -> bool:
+        """Whether a model file's fp8 weights stay fp8 in memory, each layer casting its weight as it runs (the
+        same image, half of bf16's memory, a cast per layer and step), rather than being converted to this
+        manager's precision as they load. ComfyUI's rule: always on GPUs that compute in fp8 (compute capability
+        8.9 and up, where the cast is cheap), elsewhere when the converted model, `parameters` values, would not
+        fit the device's model budget."""
+        if self.device.type == "cuda" and torch.cuda.get_device_capability(self.device) >= (8, 9):
+            return True
+        limit = self.budget.limit(self.device)
+        return limit is not None and parameters * self.dtype.itemsize > limit
+
     def place(self, module: Any) -> Any:
         """`module` on this manager's device and dtype, every tensor that shares its storage or sits at an odd
         address given an allocation of its own (see `memory.is_allocator_aligned`): results then do not depend on how
@@ -219,7 +230,8 @@ class ModelManager:
 
         An encoder with an `encoder_dtype` runs in it, except a half-precision one on the CPU beside fp32 models:
         its weights are rounded to that precision and computed in fp32, which is what ComfyUI does there
-        (`--fp16-text-enc --fp32` then gives ComfyUI's CPU results; the memory is that of fp32)."""
+        (`--fp16-text-enc --fp32` then gives ComfyUI's CPU results; the memory is that of fp32). Quantized weights
+        (`quantized.QuantizedLinear`'s) are bytes, not floating point: they stay quantized."""
         precision = compute = self.dtype
         if self.encoder_dtype is not None and _is_encoder(module):
             precision = compute = self.encoder_dtype

@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from diffusion import quantized
 from diffusion.components import DiffusionModel
 from diffusion.contracts import LoraPatch
 from diffusion.families import ldm_export
@@ -100,21 +101,21 @@ def effective_state_dict(module: torch.nn.Module, component: str,
     tensors (not copies) where no LoRA touches them. The module is unchanged afterwards."""
     parameters = module.state_dict(keep_vars=True)  # the objects, which hold the differences inside the block
     if not patches:
-        return {key: tensor.detach() for key, tensor in parameters.items()}
+        return quantized.network_values({key: tensor.detach() for key, tensor in parameters.items()})
     from peft.tuners.lora import LoraLayer
 
     merged: dict[str, torch.Tensor] = {}
     with torch.no_grad(), lora_applied(module, component, patches):
-        plain = {key: tensor.detach() for key, tensor in parameters.items()}
+        plain = quantized.network_values({key: tensor.detach() for key, tensor in parameters.items()})
         for name, layer in module.named_modules():
             if not isinstance(layer, LoraLayer):
                 continue
-            base = layer.get_base_layer()
-            weight = base.weight.detach().float()
+            base = plain[f"{name}.weight"]  # the base layer's weight (its values, if quantized)
+            weight = base.float()
             for adapter in layer.active_adapters:
                 if adapter in layer.lora_A:
                     weight = weight + layer.get_delta_weight(adapter).float()
-            merged[f"{name}.weight"] = weight.to(base.weight.dtype)
+            merged[f"{name}.weight"] = weight.to(base.dtype)
     return {key: merged.get(key, tensor) for key, tensor in plain.items()}
 
 

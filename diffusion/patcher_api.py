@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from diffusion import memory
+from diffusion import memory, quantized
 
 # ModelPatcher names packs use that this MODEL does not answer, and why (asked for, they raise with the reason)
 UNSUPPORTED = {
@@ -319,7 +319,7 @@ class ComfyModelPatcherApi:
             raise AttributeError(f"MODEL weight patches: ComfyUI's model keys of a {type(self.network).__name__} "
                                  "(SD3, FLUX) are not supported by nodeflow; use LoraLoader or the merge nodes")
         found = {}
-        for key, tensor in self.network.state_dict().items():
+        for key, tensor in quantized.network_values(self.network.state_dict()).items():
             layer, _, parameter = key.rpartition(".")
             if layer in names:
                 found[f"diffusion_model.{names[layer]}.{parameter}"] = (tensor, self.lora_component, names[layer])

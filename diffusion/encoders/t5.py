@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from diffusion import quantized
 from diffusion.files import block_indices, empty_weights, load_strict
 
 if TYPE_CHECKING:
@@ -133,7 +134,11 @@ def build_t5_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> "T5E
         raise ValueError(f"{input_name}: T5 encoder tensors incomplete ({error})") from error
     with empty_weights():  # no random fp32 weights beside the file's (19 GB for T5-XXL)
         model = T5EncoderModel(config)
-    weights = dict(state)
+    # transformers' T5 casts the hidden states to its `wo` layers' weight dtype, which for weights kept in fp8 is
+    # their bytes' uint8: those layers get the values (and the embedding once, as two names share it)
+    weights = {key: quantized.dequantize(value)
+               if key.endswith((".wo.weight", "shared.weight")) and quantized.is_quantized(value) else value
+               for key, value in state.items()}
     weights.setdefault("encoder.embed_tokens.weight", weights["shared.weight"])
     try:
         load_strict(model, weights, "T5 encoder")

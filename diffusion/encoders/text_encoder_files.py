@@ -28,6 +28,7 @@ from diffusion.files import (
     empty_weights,
     load_strict,
     read_safetensors,
+    read_weights,
     safetensors_keys,
     safetensors_shapes,
 )
@@ -202,8 +203,8 @@ def load_part(models: "ModelManager", path: Path, input_name: str, role: str,
                 vocab_size = t5_vocab_size(safetensors_shapes(path, input_name))
             except KeyError as error:
                 raise ValueError(f"{input_name}: {path.name}: no T5 token embedding ({error})") from error
-            model = LazyModule(lambda: models.place(build_t5_encoder(read_safetensors(path, input_name),
-                                                                     input_name)), input_name)
+            model = LazyModule(lambda: models.place(build_t5_encoder(
+                read_weights(path, input_name, models.keeps_fp8_weights), input_name)), input_name)
             return LoadedPart(role, model, vocab_size)
 
         return models.cached("text_encoder-t5", path, input_name, load_t5)

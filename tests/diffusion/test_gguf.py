@@ -7,8 +7,9 @@ from safetensors.torch import save_file
 
 from diffusion import loading, registry
 from diffusion.files import read_safetensors
-from diffusion.gguf import QuantizedLinear, read_gguf, write_gguf
+from diffusion.gguf import read_gguf, write_gguf
 from diffusion.manager import ModelManager
+from diffusion.quantized import QuantizedLinear
 from tests.nodes.conftest import dequantized_gguf
 
 TRANSFORMERS = {"flux": ("flux", "DEMO_FLUX_TRANSFORMER"), "flux2": ("flux2", "DEMO_FLUX2_TRANSFORMER"),

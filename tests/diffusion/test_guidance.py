@@ -35,4 +35,6 @@ def test_separate_calls_give_the_result_of_one_call_with_repeated_tokens(sd1):
     (latent,) = EmptyLatentImage().generate(64, 64, 1)  # each call has one row: the tiny UNet's 1x1 level needs 64
     split = KSampler().sample(model, 3, 3, 6.0, "euler", "normal", long_prompt, negative, latent)[0]["samples"]
     shared = KSampler().sample(model, 3, 3, 6.0, "euler", "normal", long_prompt, repeated, latent)[0]["samples"]
-    assert torch.allclose(split, shared, atol=1e-3)
+    # equal up to float32 rounding at the latents' scale (this tiny UNet's reach a few hundred at cfg 6; how the
+    # rounding falls depends on the CPU's kernels)
+    assert (split - shared).abs().max() <= 1e-5 * shared.abs().max()

@@ -16,7 +16,8 @@ def dequantized_gguf(path) -> dict:
     """A GGUF file's tensors with the quantized ones dequantized (float32), by diffusers' dequantizers."""
     from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
 
-    from diffusion.gguf import is_quantized, read_gguf
+    from diffusion.gguf import read_gguf
+    from diffusion.quantized import is_quantized
 
     return {key: dequantize_gguf_tensor(value).float() if is_quantized(value) else value.float()
             for key, value in read_gguf(path, "unet_name").items()}

@@ -378,7 +378,8 @@ def test_gguf_transformer_stays_quantized_and_gives_its_weights_image(node_env, 
     the Q8_0 blocks (dequantized when called) and the image is that of the same weights dequantized; a LoRA
     applies."""
     from diffusion.families.flux.loading import bfl_to_diffusers
-    from diffusion.gguf import QuantizedLinear, write_gguf
+    from diffusion.gguf import write_gguf
+    from diffusion.quantized import QuantizedLinear
 
     folder = node_env.folders.model_dir("diffusion_models")
     write_gguf(tiny_flux.bfl_layout(flux_models.transformer.state_dict()), folder / "tiny-flux-Q8_0.gguf", "flux")
@@ -471,6 +472,52 @@ def test_fp8_transformer_file_loads_and_samples(node_env, flux, flux_models):
         assert 0 < np.abs(image - reference).max() < 0.1
     finally:
         (folder / "tiny-flux-fp8.safetensors").unlink()
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["fp8_e4m3fn", "fp8_scaled"])
+def test_fp8_transformer_file_stays_fp8_when_memory_is_tight(node_env, flux, flux_models, monkeypatch, scaled):
+    """Where the upcast model would not fit (`ModelManager.keeps_fp8_weights`, ComfyUI's rule), an fp8 file in
+    BFL's layout, plain or with ComfyUI's per-tensor scales, keeps its linear layers' weights in fp8: half the
+    memory, and the image of the same file upcast as it loads; a LoRA applies on top."""
+    from diffusion.manager import ModelManager
+    from diffusion.quantized import Fp8Weight, QuantizedLinear
+
+    folder = node_env.folders.model_dir("diffusion_models")
+    bfl = tiny_flux.bfl_layout(flux_models.transformer.state_dict())
+    state = {}
+    for key, value in bfl.items():
+        if value.ndim != 2:
+            state[key] = value
+        elif scaled:
+            scale = value.abs().max() / 448
+            state[key], state[key.removesuffix("weight") + "scale_weight"] = (value / scale).to(torch.float8_e4m3fn), \
+                scale.reshape(1)
+        else:
+            state[key] = value.to(torch.float8_e4m3fn)
+    if scaled:
+        state["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    names = ("tiny-flux-fp8-upcast.safetensors", "tiny-flux-fp8-kept.safetensors")  # the same file, cached twice
+    for name in names:
+        save_file({key: value.contiguous() for key, value in state.items()}, str(folder / name))
+    try:
+        (upcast,) = UNETLoader().load_unet(names[0], "default")
+        monkeypatch.setattr(ModelManager, "keeps_fp8_weights", lambda self, parameters: True)
+        (model,) = UNETLoader().load_unet(names[1], "default")
+        layers = [module for module in model.network.modules() if isinstance(module, QuantizedLinear)]
+        assert len(layers) > 10 and all(isinstance(layer.weight, Fp8Weight) for layer in layers)
+        assert all(layer.weight.format == torch.float8_e4m3fn for layer in layers)
+        assert any(layer.weight.scale != 1.0 for layer in layers) == scaled
+        size = sum(value.numel() * value.element_size() for value in model.network.parameters())
+        assert size < 0.3 * sum(value.numel() * value.element_size() for value in upcast.network.parameters())
+        _, clip, vae = flux
+        assert np.abs(_image(model, clip, vae) - _image(upcast, clip, vae)).max() <= TOLERANCE
+        lora = (tiny_flux.DEMO_FLUX_LORA, 0.8)
+        assert np.abs(_image(LoraLoaderModelOnly().load_lora_model_only(model, *lora)[0], clip, vae)
+                      - _image(LoraLoaderModelOnly().load_lora_model_only(upcast, *lora)[0], clip, vae)).max() \
+            <= TOLERANCE
+    finally:
+        for name in names:
+            (folder / name).unlink()
 
 
 def _kontext_inputs(flux):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf
+from diffusion import quantized
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.families.chroma.detection import PROBE
@@ -51,8 +51,8 @@ def build_chroma_transformer(state: Mapping[str, torch.Tensor], input_name: str)
     try:
         weights = state if PROBE in state and "x_embedder.weight" in state else bfl_to_diffusers(state)
         with empty_weights():  # parameters only: the approximator's input projection is a computed buffer
-            transformer = ChromaTransformer2DModel(**chroma_transformer_config(gguf.shape_view(weights)))
-        gguf.load_quantized(transformer, weights)
+            transformer = ChromaTransformer2DModel(**chroma_transformer_config(quantized.shape_view(weights)))
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Chroma transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()

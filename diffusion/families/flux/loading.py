@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf, ldm
+from diffusion import ldm, quantized
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders.clip_tokenizer import clip_tokenizer
@@ -33,6 +33,7 @@ from diffusion.files import (
     empty_weights,
     public_config,
     read_safetensors,
+    read_weights,
     safetensors_shapes,
     taken,
 )
@@ -141,10 +142,10 @@ def build_flux_transformer(state: Mapping[str, torch.Tensor], input_name: str) -
 
     try:
         weights = _diffusers_layout(state, input_name)
-        config = flux_transformer_config(gguf.shape_view(weights))  # a GGUF file's quantized tensors: byte shapes
+        config = flux_transformer_config(quantized.shape_view(weights))  # a GGUF file's quantized tensors: byte shapes
         with torch.device("meta"):
             transformer = FluxTransformer2DModel(**config)
-        gguf.load_quantized(transformer, weights)
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: FLUX transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
@@ -228,7 +229,7 @@ def build_clip_text_model(state: Mapping[str, torch.Tensor], input_name: str) ->
         model = CLIPTextModel(config)
     weights = {key: value for key, value in weights.items() if key in model.state_dict()}
     try:
-        model.load_state_dict(weights, strict=True, assign=True)
+        quantized.load_quantized(model, weights)
     except RuntimeError as error:
         raise ValueError(f"{input_name}: CLIP text encoder tensors do not fit ({error})") from error
     return model.eval()
@@ -250,8 +251,8 @@ def text_encoder_file(models: "ModelManager", path: Path, input_name: str) -> Te
     def read() -> TextEncoderFile:
         shapes = safetensors_shapes(path, input_name)
         if is_t5_encoder(shapes):
-            model = LazyModule(lambda: models.place(build_t5_encoder(read_safetensors(path, input_name),
-                                                                     input_name)), input_name)
+            model = LazyModule(lambda: models.place(build_t5_encoder(
+                read_weights(path, input_name, models.keeps_fp8_weights), input_name)), input_name)
             return TextEncoderFile("t5", model, t5_tokenizer_for_vocab(t5_vocab_size(shapes), input_name))
         state = read_safetensors(path, input_name)
         if _clip_weights(state) is None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf, ldm, registry
+from diffusion import ldm, quantized, registry
 from diffusion.components import DiffusionModel, PatchedVae
 from diffusion.contracts import Place
 from diffusion.encoders.tekken import TEKKEN_TENSOR, tekken_bytes, tekken_tokenizer
@@ -28,6 +28,7 @@ from diffusion.files import (
     pipeline_class,
     public_config,
     read_safetensors,
+    read_weights,
     safetensors_keys,
     safetensors_shapes,
     taken,
@@ -77,8 +78,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
         if is_bfl_layout(weights.keys()):
             weights = convert_flux2_transformer_checkpoint_to_diffusers(weights)
         with empty_weights():
-            transformer = Flux2Transformer2DModel(**transformer_config(gguf.shape_view(weights)))
-        gguf.load_quantized(transformer, weights)
+            transformer = Flux2Transformer2DModel(**transformer_config(quantized.shape_view(weights)))
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: FLUX.2 transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
@@ -147,7 +148,7 @@ def build_mistral_encoder(state: Mapping[str, torch.Tensor], layer_count: int, i
         with empty_weights():
             model = MistralModel(settings)
         model.norm = torch.nn.Identity()
-        model.load_state_dict(weights, strict=True, assign=True)
+        quantized.load_quantized(model, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Mistral text encoder tensors incomplete or mis-shaped ({error})") from error
     except ValueError as error:
@@ -170,8 +171,9 @@ def _mistral_clip(models: "ModelManager", path: Path, input_name: str) -> Flux2C
     layer_count = max(form.text_layers)
     tekken = read_safetensors(path, input_name, keep=lambda key: key == TEKKEN_TENSOR)[TEKKEN_TENSOR]
     tokenizer = tekken_tokenizer(tekken_bytes(tekken), input_name)
-    model = LazyModule(lambda: models.place(build_mistral_encoder(read_safetensors(
-        path, input_name, keep=_needed_mistral_tensor(layer_count)), layer_count, input_name)), input_name)
+    model = LazyModule(lambda: models.place(build_mistral_encoder(
+        read_weights(path, input_name, models.keeps_fp8_weights, keep=_needed_mistral_tensor(layer_count)),
+        layer_count, input_name)), input_name)
     return Flux2Clip(tokenizer, model, Path(path).name, form)
 
 
@@ -194,8 +196,8 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Flu
                 f"files do); {Path(path).name} holds {registry.describe_other_file(keys)}")
         shapes = safetensors_shapes(path, input_name)
         vocab, width = next(shape for key, shape in shapes.items() if key.endswith("embed_tokens.weight"))
-        model = LazyModule(lambda: models.place(build_qwen3_encoder(read_safetensors(path, input_name),
-                                                                    input_name)), input_name)
+        model = LazyModule(lambda: models.place(build_qwen3_encoder(
+            read_weights(path, input_name, models.keeps_fp8_weights), input_name)), input_name)
         return Flux2Clip(tokenizer_for_vocab(vocab, input_name), model, Path(path).name, qwen3_format(width))
 
     return models.cached("flux2-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP

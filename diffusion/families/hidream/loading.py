@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf
+from diffusion import quantized
 from diffusion.components import DiffusionModel, Vae
 from diffusion.contracts import Place
 from diffusion.encoders import t5 as t5_files
@@ -27,7 +27,7 @@ from diffusion.files import (
     embedding_rows,
     empty_weights,
     public_config,
-    read_safetensors,
+    read_weights,
     safetensors_keys,
     safetensors_shapes,
     taken,
@@ -76,8 +76,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
     weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
     try:
         with empty_weights():
-            transformer = HiDreamImageTransformer2DModel(**transformer_config(gguf.shape_view(weights)))
-        gguf.load_quantized(transformer, weights)
+            transformer = HiDreamImageTransformer2DModel(**transformer_config(quantized.shape_view(weights)))
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: HiDream transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
@@ -115,7 +115,7 @@ def build_llama_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> A
             rope_parameters=dict(settings["rope_parameters"]), tie_word_embeddings=False)
         with empty_weights():
             model = LlamaModel(model_config)
-        model.load_state_dict(weights, strict=True, assign=True)
+        quantized.load_quantized(model, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Llama text encoder tensors incomplete or mis-shaped ({error})") from error
     return model.eval()
@@ -125,8 +125,8 @@ def llama_part(models: "ModelManager", path: Path, input_name: str) -> tuple[Any
     """(the Llama encoder, read on the first encode; its tokenizer), cached per file."""
     def read() -> tuple[Any, Any]:
         vocab = embedding_rows(safetensors_shapes(path, input_name))
-        model = LazyModule(lambda: models.place(build_llama_encoder(read_safetensors(path, input_name),
-                                                                    input_name)), input_name)
+        model = LazyModule(lambda: models.place(build_llama_encoder(
+            read_weights(path, input_name, models.keeps_fp8_weights), input_name)), input_name)
         return model, llama3_tokenizer_for_vocab(vocab, input_name)
 
     return models.cached("text_encoder-llama", path, input_name, read)

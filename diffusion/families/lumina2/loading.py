@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf, registry
+from diffusion import quantized, registry
 from diffusion.components import DiffusionModel, Vae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.encoders.spiece import SPIECE_TENSOR, gemma_tokenizer
@@ -22,6 +22,7 @@ from diffusion.files import (
     embedding_rows,
     empty_weights,
     read_safetensors,
+    read_weights,
     safetensors_keys,
     safetensors_shapes,
     taken,
@@ -82,8 +83,8 @@ def build_lumina2_transformer(state: Mapping[str, torch.Tensor], input_name: str
         weights = taken(state) if DIFFUSERS_PROBE in state else original_to_diffusers(state)
         weights.pop("norm_final.weight", None)
         with empty_weights():
-            transformer = Lumina2Transformer2DModel(**lumina2_transformer_config(gguf.shape_view(weights)))
-        gguf.load_quantized(transformer, weights)
+            transformer = Lumina2Transformer2DModel(**lumina2_transformer_config(quantized.shape_view(weights)))
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Lumina 2 transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
@@ -117,7 +118,7 @@ def build_gemma2_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> 
             num_hidden_layers=len(block_indices(weights, "layers.")))
         with empty_weights():
             model = Gemma2Model(settings)
-        model.load_state_dict(weights, strict=True, assign=True)
+        quantized.load_quantized(model, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Gemma 2 text encoder tensors incomplete or mis-shaped ({error})") from error
     return model.eval()
@@ -139,8 +140,8 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Lum
             tokenizer = gemma_tokenizer(model_proto, config()["max_length"], input_name)
         else:
             tokenizer = gemma_tokenizer_for_vocab(embedding_rows(safetensors_shapes(path, input_name)), input_name)
-        model = LazyModule(lambda: models.place(build_gemma2_encoder(read_safetensors(path, input_name),
-                                                                     input_name)), input_name)
+        model = LazyModule(lambda: models.place(build_gemma2_encoder(
+            read_weights(path, input_name, models.keeps_fp8_weights), input_name)), input_name)
         return Lumina2Clip(tokenizer, model, Path(path).name)
 
     return models.cached("lumina2-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf, registry
+from diffusion import quantized, registry
 from diffusion.components import DiffusionModel, FrameVae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.families.qwenimage.detection import ORIGINAL_VAE_PROBE, PREFIX, language_model_prefix
 from diffusion.families.qwenimage.sampling import QWEN_IMAGE_SAMPLING
 from diffusion.families.qwenimage.text_encoding import QwenImageClip, tokenizer_for_vocab, vision_token_ids
-from diffusion.files import block_indices, config_beside, empty_weights, read_safetensors, safetensors_shapes, taken
+from diffusion.files import block_indices, config_beside, empty_weights, read_weights, safetensors_shapes, taken
 from diffusion.files import scheduler_config as folder_scheduler_config
 from diffusion.lazy_module import LazyModule
 
@@ -54,8 +54,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
     weights = taken(state, PREFIX)  # the file's tensors move into the model (see files.taken)
     try:
         with empty_weights():
-            transformer = QwenImageTransformer2DModel(**transformer_config(gguf.shape_view(weights)))
-        gguf.load_quantized(transformer, weights)
+            transformer = QwenImageTransformer2DModel(**transformer_config(quantized.shape_view(weights)))
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen-Image transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
@@ -141,7 +141,7 @@ def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, token
         if vision_prefix is None:
             with empty_weights():
                 model = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(**text_config(text)))
-            model.load_state_dict(text, strict=True, assign=True)
+            quantized.load_quantized(model, text)
             return model.eval()
         vision = {key[len(vision_prefix):]: value for key, value in state.items() if key.startswith(vision_prefix)}
         settings = Qwen2_5_VLConfig(text_config=text_config(text),
@@ -151,7 +151,7 @@ def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, token
             model = Qwen2_5_VLModel(settings)
         weights = {**{f"language_model.{key}": value for key, value in text.items()},
                    **{f"visual.{key}": value for key, value in vision.items()}}
-        model.load_state_dict(weights, strict=True, assign=True)
+        quantized.load_quantized(model, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen2.5-VL text encoder tensors incomplete or mis-shaped ({error})") from error
     return model.eval()
@@ -171,8 +171,8 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Qwe
             raise ValueError(f"{input_name}: type qwen_image runs Qwen-Image, whose text encoder is Qwen2.5-VL; "
                              f"{Path(path).name} holds {registry.describe_other_file(shapes.keys())}")
         tokenizer = tokenizer_for_vocab(shapes[prefix + "embed_tokens.weight"][0], input_name)
-        model = LazyModule(lambda: models.place(build_text_encoder(read_safetensors(path, input_name), input_name,
-                                                                   tokenizer)), input_name)
+        model = LazyModule(lambda: models.place(build_text_encoder(
+            read_weights(path, input_name, models.keeps_fp8_weights), input_name, tokenizer)), input_name)
         return QwenImageClip(tokenizer, model, Path(path).name)
 
     return models.cached("qwenimage-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP

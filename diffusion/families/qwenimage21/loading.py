@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf, registry
+from diffusion import quantized, registry
 from diffusion.components import DiffusionModel, FrameVae
 from diffusion.contracts import Place
 from diffusion.families import wan22_vae_layout as vae_layout
@@ -27,6 +27,7 @@ from diffusion.files import (
     empty_weights,
     public_config,
     read_safetensors,
+    read_weights,
     safetensors_shapes,
     taken,
 )
@@ -81,8 +82,8 @@ def build_transformer(state: Mapping[str, torch.Tensor], input_name: str) -> Any
     try:
         weights = diffusers_layout(state)
         with empty_weights():
-            transformer = QwenImage21Transformer2DModel(**transformer_config(gguf.shape_view(weights)))
-        gguf.load_quantized(transformer, weights)
+            transformer = QwenImage21Transformer2DModel(**transformer_config(quantized.shape_view(weights)))
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen-Image 2.1 transformer tensors incomplete or mis-shaped "
                          f"({error})") from error
@@ -190,8 +191,8 @@ def build_text_encoder(state: Mapping[str, torch.Tensor], input_name: str, token
         with empty_weights():
             model = Qwen3VLModel(settings)
         model.language_model.norm = torch.nn.Identity()
-        model.load_state_dict({**{f"language_model.{key}": value for key, value in text.items()},
-                               **{f"visual.{key}": value for key, value in vision.items()}}, strict=True, assign=True)
+        quantized.load_quantized(model, {**{f"language_model.{key}": value for key, value in text.items()},
+                                         **{f"visual.{key}": value for key, value in vision.items()}})
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen3-VL text encoder tensors incomplete or mis-shaped ({error})") from error
     except ValueError as error:
@@ -213,8 +214,9 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> Qwe
             raise ValueError(f"{input_name}: Qwen-Image 2.1's text encoder is Qwen3-VL; {Path(path).name} holds "
                              f"{registry.describe_other_file(shapes.keys())}")
         tokenizer = tokenizer_for_vocab(shapes[prefix + "embed_tokens.weight"][0], input_name)
-        model = LazyModule(lambda: models.place(build_text_encoder(read_safetensors(
-            path, input_name, keep=lambda key: not key.startswith("lm_head.")), input_name, tokenizer)), input_name)
+        model = LazyModule(lambda: models.place(build_text_encoder(
+            read_weights(path, input_name, models.keeps_fp8_weights, keep=lambda key: not key.startswith("lm_head.")),
+            input_name, tokenizer)), input_name)
         return QwenImage21Clip(tokenizer, model, Path(path).name)
 
     return models.cached("qwenimage21-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from diffusion import gguf
+from diffusion import quantized
 from diffusion.components import DiffusionModel, Vae, sigma_timestep_flow_model
 from diffusion.contracts import Place
 from diffusion.families.zimage.detection import PREFIX, is_qwen3_encoder
@@ -21,7 +21,7 @@ from diffusion.files import (
     config_beside,
     embedding_rows,
     empty_weights,
-    read_safetensors,
+    read_weights,
     safetensors_shapes,
     taken,
 )
@@ -64,8 +64,8 @@ def build_zimage_transformer(state: Mapping[str, torch.Tensor], input_name: str)
         if DIFFUSERS_PROBE not in weights:
             weights = convert_z_image_transformer_checkpoint_to_diffusers(weights)
         with empty_weights():
-            transformer = ZImageTransformer2DModel(**zimage_transformer_config(gguf.shape_view(weights)))
-        gguf.load_quantized(transformer, weights)
+            transformer = ZImageTransformer2DModel(**zimage_transformer_config(quantized.shape_view(weights)))
+        quantized.load_quantized(transformer, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Z-Image transformer tensors incomplete or mis-shaped ({error})") from error
     return transformer.eval()
@@ -99,7 +99,7 @@ def build_qwen3_encoder(state: Mapping[str, torch.Tensor], input_name: str) -> A
             rope_theta=1000000.0, rms_norm_eps=1e-6, max_position_embeddings=40960, tie_word_embeddings=True)
         with empty_weights():
             model = Qwen3Model(settings)
-        model.load_state_dict(weights, strict=True, assign=True)
+        quantized.load_quantized(model, weights)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{input_name}: Qwen3 text encoder tensors incomplete or mis-shaped ({error})") from error
     return model.eval()
@@ -117,8 +117,8 @@ def load_text_encoders(models: "ModelManager", paths: Mapping[str, Path]) -> ZIm
             raise ValueError(f"{input_name}: type lumina2 runs Z-Image, whose text encoder is Qwen3; "
                              f"{Path(path).name} is not a Qwen3 file (Lumina 2's Gemma is not supported)")
         vocab = embedding_rows(shapes)
-        model = LazyModule(lambda: models.place(build_qwen3_encoder(read_safetensors(path, input_name),
-                                                                    input_name)), input_name)
+        model = LazyModule(lambda: models.place(build_qwen3_encoder(
+            read_weights(path, input_name, models.keeps_fp8_weights), input_name)), input_name)
         return ZImageClip(qwen_tokenizer_for_vocab(vocab, input_name), model, Path(path).name)
 
     return models.cached("zimage-text-encoder", path, input_name, read)  # its own kind: the value is a CLIP
