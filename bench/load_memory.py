@@ -12,19 +12,23 @@ quantized), Qwen-Image 2.1's VAE (bf16, 0.68 GB, ComfyUI's original Wan 2.2 styl
 SwiGLU gate and up weights, UNETLoader) and its Qwen3-VL 8B text encoder with the vision tower (bf16, 16.3 GB, the
 published layout, CLIPLoader type qwen_image), Chroma's 8.9B transformer alone (bf16, 17.8 GB, Lodestone's
 original layout as `Chroma1-HD.safetensors` has it, UNETLoader), FLUX.1 [dev]'s 11.9B transformer as a Q8_0 GGUF
-file (12.7 GB, BFL's layout as city96's `flux1-dev-Q8_0.gguf`, UNETLoader, kept quantized) and SD3.5 Large's
+file (12.7 GB, BFL's layout as city96's `flux1-dev-Q8_0.gguf`, UNETLoader, kept quantized), SD3.5 Large's
 all-in-one checkpoint (bf16, 16.5 GB: the 8.1B MMDiT and the VAE in the original layout, as
-`sd3.5_large.safetensors`, CheckpointLoaderSimple). Those two transformers are built on the meta device
-and made a block at a time (FLUX.1's bf16 weights, 23.8 GB, would not fit). The eight largest safetensors files
-are measured in bf16 only: in fp32 they would not fit this machine's 24 GB beside their files; the GGUF files too
-(their quantized weights keep their size in any dtype). Qwen-Image's 20B transformer (41 GB in bf16), HiDream's 17B
-(34 GB) and FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB) do not fit here at all.
+`sd3.5_large.safetensors`, CheckpointLoaderSimple), and in fp8 as ComfyUI ships them FLUX.1 [dev]'s transformer
+(11.9 GB, BFL's layout, `flux1-dev-fp8`), HiDream-I1 Full's (17.1 GB, `hidream_i1_full_fp8`) and Qwen-Image's
+(20.4 GB, `qwen_image_fp8_e4m3fn`), which UNETLoader
+keeps in fp8 here (their bf16 copies would not fit the model budget). Those transformers are built on the meta
+device and made a block at a time (FLUX.1's bf16 weights, 23.8 GB, would not fit). Each load runs under the
+server's default model budget of this machine's RAM. The largest safetensors files are measured in bf16 only: in
+fp32 they would not fit this machine's 24 GB beside their files; the GGUF and fp8 files too (their quantized weights
+keep their size in any dtype). FLUX.2 [dev]'s Mistral (30 of its layers: 35 GB in bf16, its fp8 file 24 GB) does not
+fit here at all.
 Each file is loaded by the model manager in a fresh process,
 once per model dtype (fp32, bf16); the peak is the kernel's high-water mark reset after the imports (Linux
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
 written once into `--models-dir` (about 150 GB of disk for all rows: a row's files can be deleted once it is
 measured; writing SDXL needs ~14 GB of RAM for a minute, Qwen-Image 2.1's transformer ~15 GB, FLUX.1's GGUF ~13 GB,
-SD3.5 Large ~16 GB and Chroma ~18 GB for a few minutes). A file the engine fails to load is named under the table
+SD3.5 Large ~16 GB, Chroma ~18 GB, and the fp8 files their own size for a few minutes). A file the engine fails to load is named under the table
 (exit status 1), the other rows kept.
 Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2,...]`.
 """
@@ -322,13 +326,29 @@ def _flux_fp8_models(models_dir: Path) -> str:
 
 
 def _hidream_fp8_models(models_dir: Path) -> str:
-    """HiDream-I1's transformer (diffusers' defaults: 16 double and 32 single blocks of width 2560 with four routed
-    experts each; 17.1B parameters) in fp8, as ComfyUI's `hidream_i1_full_fp8.safetensors` is (17.1 GB; 34 GB in
-    bf16 would not fit this machine, so UNETLoader keeps the fp8 weights)."""
+    """HiDream-I1 Full's transformer (16 double and 32 single blocks of width 2560 with four routed experts each,
+    T5 and Llama 3.1 8B widths of 4096; 17.1B parameters) in fp8, as ComfyUI's `hidream_i1_full_fp8.safetensors` is
+    (17.1 GB; 34 GB in bf16 would not fit this machine, so UNETLoader keeps the fp8 weights)."""
     from diffusers import HiDreamImageTransformer2DModel
 
-    return _fp8_transformer_file(models_dir, "random-hidream-fp8",
-                                 _on_meta(lambda: HiDreamImageTransformer2DModel()), lambda state: state)
+    from diffusion.families.hidream.loading import config
+
+    fixed = config()["transformer"]
+    blocks = 16 + 32
+    return _fp8_transformer_file(models_dir, "random-hidream-fp8", _on_meta(lambda: HiDreamImageTransformer2DModel(
+        patch_size=fixed["patch_size"], in_channels=16, caption_channels=[4096, 4096],
+        axes_dims_rope=tuple(fixed["axes_dims_rope"]),
+        llama_layers=[min(block, fixed["llama_layer_count"] - 1) for block in range(blocks)])), lambda state: state)
+
+
+def _qwenimage_fp8_models(models_dir: Path) -> str:
+    """Qwen-Image's transformer (diffusers' defaults: 60 blocks of width 3072; 20.4B parameters) in fp8, as
+    ComfyUI's `qwen_image_fp8_e4m3fn.safetensors` is (20.4 GB; 41 GB in bf16 would not fit this machine, so
+    UNETLoader keeps the fp8 weights)."""
+    from diffusers import QwenImageTransformer2DModel
+
+    return _fp8_transformer_file(models_dir, "random-qwenimage-fp8",
+                                 _on_meta(lambda: QwenImageTransformer2DModel()), lambda state: state)
 
 
 def _chroma_original_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -621,7 +641,8 @@ FAMILIES: dict[str, Callable[[Path], str]] = {"sd15": _sd15_models, "sdxl": _sdx
                                               "hidream-llama": _hidream_llama_models,
                                               "flux2-gguf": _flux2_gguf_models, "flux-gguf": _flux_gguf_models,
                                               "chroma": _chroma_models, "sd35-large": _sd35_large_models,
-                                              "flux-fp8": _flux_fp8_models, "hidream-fp8": _hidream_fp8_models}
+                                              "flux-fp8": _flux_fp8_models, "hidream-fp8": _hidream_fp8_models,
+                                              "qwenimage-fp8": _qwenimage_fp8_models}
 # rows measured as one file that is not a checkpoint: (its models folder, how the engine loads it)
 PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusion_models", "engine-network"),
          "zimage-text-encoder": ("text_encoders", "engine-text-encoder:lumina2"),
@@ -633,7 +654,8 @@ PARTS = {"lumina2": ("diffusion_models", "engine-network"), "zimage": ("diffusio
          "hidream-llama": ("text_encoders", "engine-llama"),
          "flux2-gguf": ("diffusion_models", "engine-network"),
          "flux-gguf": ("diffusion_models", "engine-network"), "chroma": ("diffusion_models", "engine-network"),
-         "flux-fp8": ("diffusion_models", "engine-network"), "hidream-fp8": ("diffusion_models", "engine-network")}
+         "flux-fp8": ("diffusion_models", "engine-network"), "hidream-fp8": ("diffusion_models", "engine-network"),
+         "qwenimage-fp8": ("diffusion_models", "engine-network")}
 DTYPES = (torch.float32, torch.bfloat16)
 # in fp32 these would not fit this machine beside their file (33, 25, 16, 30, 28, 35, 36 and 33 GB); the GGUF files'
 # quantized weights keep their size in any dtype
@@ -641,7 +663,8 @@ ROW_DTYPES = {"qwenimage-text-encoder": (torch.bfloat16,), "zimage": (torch.bflo
               "zimage-text-encoder": (torch.bfloat16,), "hidream-llama": (torch.bfloat16,),
               "qwenimage21-transformer": (torch.bfloat16,), "qwenimage21-text-encoder": (torch.bfloat16,),
               "flux2-gguf": (torch.bfloat16,), "flux-gguf": (torch.bfloat16,), "chroma": (torch.bfloat16,),
-              "sd35-large": (torch.bfloat16,), "flux-fp8": (torch.bfloat16,), "hidream-fp8": (torch.bfloat16,)}
+              "sd35-large": (torch.bfloat16,), "flux-fp8": (torch.bfloat16,), "hidream-fp8": (torch.bfloat16,),
+              "qwenimage-fp8": (torch.bfloat16,)}
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ MAX_STEPS = 4
 
 
 def shrunk(prompt: dict[str, Any], size: int) -> dict[str, Any]:
-    """Images (TextEncodeQwenImage21's latent too) of `size` pixels and at most 4 steps; KSamplerAdvanced
+    """Images (TextEncodeQwenImage21's latent and ImageScale's too) of `size` pixels and at most 4 steps
+    (BasicScheduler's too); KSamplerAdvanced
     start/end steps scaled alike; FLUX.2's scheduler for that size and 2 steps."""
     for node in prompt.values():
         inputs = node["inputs"]
@@ -25,6 +26,10 @@ def shrunk(prompt: dict[str, Any], size: int) -> dict[str, Any]:
             inputs.update(width=size, height=size)
         if node["class_type"] == "TextEncodeQwenImage21":
             inputs.update(resolution=size)
+        if node["class_type"] == "ImageScale":
+            inputs.update(width=size, height=size)
+        if node["class_type"] == "BasicScheduler":
+            inputs.update(steps=min(inputs["steps"], MAX_STEPS))
         if node["class_type"] == "Flux2Scheduler":
             inputs.update(width=size, height=size, steps=min(inputs["steps"], 2))
         if node["class_type"] in ("KSampler", "KSamplerAdvanced") and inputs["steps"] > MAX_STEPS:

@@ -1,7 +1,7 @@
-"""Chroma through the nodes: its files through UNETLoader, CLIPLoader (type chroma) and VAELoader give
-ChromaPipeline's image for the same weights and seed (cfg as true classifier-free guidance, the prompt's padding
-masked), or ComfyUI's encoding under T5TokenizerOptions; its original file layout converts to the same model,
-other files are refused by name, and the shipped workflow runs."""
+"""Chroma through the nodes: its files through UNETLoader, CLIPLoader (type chroma) and VAELoader encode the prompt
+as ComfyUI does (unpadded, nothing masked; with T5TokenizerOptions' padding) and give ChromaPipeline's image for
+those embeddings, the same weights and seed (cfg as true classifier-free guidance); its original file layout
+converts to the same model, other files are refused by name, and the shipped workflow runs."""
 import json
 from pathlib import Path
 
@@ -70,24 +70,37 @@ def _image(model, clip, vae, cfg, negative="", scheduler="diffusers"):
     return VAEDecode().decode(vae, samples)[0].numpy()
 
 
+def _pipeline_image(pipeline, clip, cfg, negative="") -> np.ndarray:
+    """ChromaPipeline's image for our CLIP's embeddings of the prompt and negative, nothing masked."""
+    ((embeddings, _),) = CLIPTextEncode().encode(clip, PROMPT)[0]
+    ((negative_embeddings, _),) = CLIPTextEncode().encode(clip, negative)[0]
+    return pipeline(
+        prompt_embeds=embeddings, prompt_attention_mask=torch.ones(1, embeddings.shape[1]),
+        negative_prompt_embeds=negative_embeddings,
+        negative_prompt_attention_mask=torch.ones(1, negative_embeddings.shape[1]), height=SIZE, width=SIZE,
+        num_inference_steps=STEPS, guidance_scale=cfg, generator=torch.Generator("cpu").manual_seed(SEED),
+        output_type="np").images
+
+
 @pytest.mark.parametrize("cfg, negative", [(1.0, ""), (4.0, "blurry, low quality")])
 def test_txt2img_matches_chroma_pipeline(chroma, chroma_pipeline, cfg, negative):
-    image = _image(*chroma, cfg, negative)
-    expected = chroma_pipeline(PROMPT, negative_prompt=negative, height=SIZE, width=SIZE,
-                               num_inference_steps=STEPS, guidance_scale=cfg,
-                               generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
+    model, clip, vae = chroma
+    image = _image(model, clip, vae, cfg, negative)
     assert image.shape == (1, SIZE, SIZE, 3)
-    assert np.abs(image - expected).max() <= TOLERANCE
+    assert np.abs(image - _pipeline_image(chroma_pipeline, clip, cfg, negative)).max() <= TOLERANCE
 
 
-def test_the_prompts_padding_is_masked(chroma):
+def test_the_prompt_is_encoded_unpadded_as_comfyui_does(chroma, chroma_pipeline):
+    """ComfyUI's Chroma CLIP: the prompt's tokens and end token, no padding and no mask; their hidden states are
+    those ChromaPipeline's T5 gives the prompt's tokens under its padding mask."""
     _, clip, _ = chroma
-    (conditioning,) = CLIPTextEncode().encode(clip, PROMPT)
-    embeddings, options = conditioning[0]
-    mask = options["attention_mask"]
-    assert embeddings.shape[1] == mask.shape[1] == 512
-    length = int(mask.sum())
-    assert 2 < length < 40 and mask[0, :length].all() and not mask[0, length:].any()
+    tokenizer = clip.t5_tokenizer
+    assert [token for token, _ in clip.tokenize(PROMPT)["t5xxl"][0]] == tokenizer(PROMPT).input_ids
+    ((embeddings, options),) = CLIPTextEncode().encode(clip, PROMPT)[0]
+    assert options == {} and embeddings.shape[1] == len(tokenizer(PROMPT).input_ids)
+    padded, mask = chroma_pipeline._get_t5_prompt_embeds(PROMPT, max_sequence_length=512, device="cpu")
+    assert int(mask.sum()) == embeddings.shape[1] + 1  # the pipeline attends one padding token more
+    assert torch.allclose(embeddings, padded[:, :embeddings.shape[1]].float(), atol=1e-5)
 
 
 @pytest.mark.parametrize("min_padding", [1, 0])
@@ -109,14 +122,7 @@ def test_t5_tokenizer_options_encode_as_comfyui(chroma, chroma_pipeline, min_pad
     assert torch.allclose(embeddings, expected.float(), atol=1e-5)
     negative = "blurry, low quality"
     image = _image(model, options_clip, vae, 4.0, negative)
-    ((negative_embeddings, _),) = CLIPTextEncode().encode(options_clip, negative)[0]
-    reference = chroma_pipeline(
-        prompt_embeds=embeddings, prompt_attention_mask=torch.ones(1, embeddings.shape[1]),
-        negative_prompt_embeds=negative_embeddings,
-        negative_prompt_attention_mask=torch.ones(1, negative_embeddings.shape[1]), height=SIZE, width=SIZE,
-        num_inference_steps=STEPS, guidance_scale=4.0, generator=torch.Generator("cpu").manual_seed(SEED),
-        output_type="np").images
-    assert np.abs(image - reference).max() <= TOLERANCE
+    assert np.abs(image - _pipeline_image(chroma_pipeline, options_clip, 4.0, negative)).max() <= TOLERANCE
 
 
 def test_original_layout_file_is_the_same_model(node_env, chroma, chroma_models):
@@ -193,9 +199,7 @@ def test_peft_lora_matches_load_lora_weights(node_env, chroma, chroma_pipeline):
         image = _image(patched, clip, vae, 1.0)
         chroma_pipeline.load_lora_weights(dict(state), adapter_name="tiny")
         chroma_pipeline.set_adapters(["tiny"], [0.8])
-        expected = chroma_pipeline(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS, guidance_scale=1.0,
-                                   generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images
-        assert np.abs(image - expected).max() <= TOLERANCE
+        assert np.abs(image - _pipeline_image(chroma_pipeline, clip, 1.0)).max() <= TOLERANCE
         assert np.abs(image - _image(model, clip, vae, 1.0)).max() > 1e-3
     finally:
         chroma_pipeline.unload_lora_weights()

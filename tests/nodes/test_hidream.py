@@ -113,17 +113,94 @@ def test_comfyuis_samplers_run(hidream):
         assert image.shape == (1, SIZE, SIZE, 3) and np.isfinite(image).all()
 
 
-def test_an_image_to_edit_is_refused_not_ignored(hidream):
-    """HiDream-E1's ComfyUI workflows show the model the image through InstructPixToPixConditioning: not supported
-    here yet, so sampling says so instead of making a text-to-image picture."""
+def _with_exact_max_seq(network, tokens: int):
+    """The same transformer with diffusers' padded length set to `tokens` (its `max_resolution` is in latent pixels,
+    patches of 2x2): diffusers' own non-square path then pads nothing, which is how ComfyUI calls HiDream."""
+    copy = type(network)(**{**network.config, "max_resolution": (2, 2 * tokens)}).eval()
+    copy.load_state_dict(network.state_dict())
+    return copy
+
+
+def _inputs(network, rows: int, images=None) -> dict:
+    generator = torch.Generator().manual_seed(3)
+    layers, width = len(network.config.llama_layers), network.config.caption_channels[1]
+    inputs = {"llama3": torch.randn(rows, layers, 5, width, generator=generator),
+              "pooled": torch.randn(rows, network.config.text_emb_dim, generator=generator)}
+    if images is not None:
+        from diffusion.families.hidream.sampling import IMAGE_BESIDE
+        from diffusion.sampling.reference_latents import PerRow
+
+        inputs[IMAGE_BESIDE] = PerRow(images)
+    return inputs
+
+
+def _diffusers_velocity(network, latents, timestep, t5, inputs):
+    return -network(hidden_states=latents, timesteps=timestep.expand(latents.shape[0]), encoder_hidden_states_t5=t5,
+                    encoder_hidden_states_llama3=inputs["llama3"].movedim(1, 0), pooled_embeds=inputs["pooled"],
+                    return_dict=False)[0]
+
+
+def test_non_square_latents_go_in_unpadded_as_comfyui_calls_hidream(hidream):
+    """ComfyUI's HiDream takes the patches of non-square latents as they are; diffusers' transformer pads them to
+    its maximum length and the padding still draws attention. Ours is diffusers' transformer with nothing to pad."""
+    from diffusion.families.hidream.sampling import HIDREAM_SAMPLING
+
+    network = hidream[0].network
+    generator = torch.Generator().manual_seed(2)
+    latents = torch.randn(2, 16, 8, 12, generator=generator)
+    t5 = torch.randn(2, 7, network.config.caption_channels[0], generator=generator)
+    timestep, inputs = torch.tensor([500.0]), _inputs(network, 2)
+    with torch.no_grad():
+        ours = HIDREAM_SAMPLING.network_output(network, latents, timestep, t5, inputs)
+        exact = _diffusers_velocity(_with_exact_max_seq(network, 4 * 6), latents, timestep, t5, inputs)
+        padded = _diffusers_velocity(network, latents, timestep, t5, inputs)
+    assert torch.allclose(ours, exact, atol=1e-5)
+    assert (ours - padded).abs().max() > 1e-3  # what diffusers' padding changes
+
+
+def test_hidream_e1_shows_the_image_beside_the_latents(hidream):
+    """HiDream-E1's editing as ComfyUI runs it: the image (InstructPixToPixConditioning's concat_latent_image, in
+    the model's sampling space) joins the latents along the width and the output is cropped back; rows without an
+    image, as DualCFGGuider's negative, go through their own call."""
+    from diffusion.families.hidream.sampling import HIDREAM_SAMPLING
+
+    network = hidream[0].network
+    generator = torch.Generator().manual_seed(4)
+    latents = torch.randn(3, 16, 8, 8, generator=generator)
+    image = torch.randn(16, 8, 8, generator=generator)
+    t5 = torch.randn(3, 7, network.config.caption_channels[0], generator=generator)
+    timestep = torch.tensor([700.0])
+    inputs = _inputs(network, 3, [image, image, None])
+    with torch.no_grad():
+        ours = HIDREAM_SAMPLING.network_output(network, latents, timestep, t5, inputs)
+        wide = _with_exact_max_seq(network, 4 * 8)
+        beside = torch.cat([latents[:2], image.expand(2, -1, -1, -1)], dim=-1)
+        with_image = _diffusers_velocity(wide, beside, timestep, t5[:2],
+                                         {key: value[:2] for key, value in _inputs(network, 3).items()})[..., :8]
+        without = _diffusers_velocity(network, latents[2:], timestep, t5[2:],
+                                      {key: value[2:] for key, value in _inputs(network, 3).items()})
+    assert torch.allclose(ours[:2], with_image, atol=1e-5)
+    assert torch.allclose(ours[2:], without, atol=1e-5)
+
+
+def test_hidream_e1_workflow_edits_with_instruct_pix2pix_conditioning(hidream):
+    """ComfyUI's HiDream-E1 template: InstructPixToPixConditioning gives the image to both prompts and DualCFGGuider
+    guides between the text, the image and a negative without it; the picture follows the image."""
+    from nodes.custom_sampling import BasicScheduler, DualCFGGuider, KSamplerSelect, RandomNoise, SamplerCustomAdvanced
     from nodes.inpaint import InstructPixToPixConditioning
 
     model, clip, vae = hidream
-    text = CLIPTextEncode().encode(clip, PROMPT)[0]
-    positive, negative, latent = InstructPixToPixConditioning().encode(text, text, vae,
-                                                                       torch.rand(1, SIZE, SIZE, 3))
-    with pytest.raises(ValueError, match="from InstructPixToPixConditioning: HiDream-E1's editing"):
-        KSampler().sample(model, 1, 2, 1.0, "euler", "simple", positive, negative, latent)
+    text, negative = CLIPTextEncode().encode(clip, PROMPT)[0], CLIPTextEncode().encode(clip, NEGATIVE)[0]
+    pictures = []
+    for pixels in (torch.zeros(1, SIZE, SIZE, 3), torch.ones(1, SIZE, SIZE, 3)):
+        positive, image_negative, latent = InstructPixToPixConditioning().encode(text, negative, vae, pixels)
+        (guider,) = DualCFGGuider().get_guider(model, positive, image_negative, negative, 5.0, 2.0, "regular")
+        (sigmas,) = BasicScheduler().get_sigmas(model, "normal", 2, 1.0)
+        samples = SamplerCustomAdvanced().sample(RandomNoise().get_noise(SEED)[0], guider,
+                                                 KSamplerSelect().get_sampler("euler")[0], sigmas, latent)[0]
+        pictures.append(VAEDecode().decode(vae, samples)[0].numpy())
+    assert all(np.isfinite(picture).all() for picture in pictures)
+    assert np.abs(pictures[0] - pictures[1]).max() > 1e-3  # the image shown changes the picture
 
 
 def test_diffusers_folder_gives_the_same_image(node_env, hidream, hidream_models):
@@ -220,5 +297,17 @@ def test_llama3_tokenizer_gives_llama3s_ids():
 def test_shipped_hidream_workflow_runs(node_env, hidream_models):
     prompt = json.loads((WORKFLOWS / "hidream_i1_txt2img.json").read_text())
     assert {node["class_type"] for node in prompt.values()} >= {"QuadrupleCLIPLoader", "ModelSamplingSD3"}
+    (image,) = run_workflow(node_env, prompt, SIZE)
+    assert image.size == (SIZE, SIZE)
+
+
+def test_shipped_hidream_e1_workflow_edits_the_loaded_image(node_env, hidream_models):
+    """Modelled on ComfyUI's HiDream-E1 template: the loaded image scaled square, InstructPixToPixConditioning on
+    both prompts, DualCFGGuider (5 and 2) against the plain negative, euler over BasicScheduler's sigmas."""
+    from PIL import Image
+
+    Image.new("RGB", (80, 40), (200, 120, 40)).save(node_env.folders.input_dir / "example.png")
+    prompt = json.loads((WORKFLOWS / "hidream_e1_edit.json").read_text())
+    assert prompt["13"]["inputs"]["latent_image"] == ["8", 2] and prompt["9"]["inputs"]["negative"] == ["7", 0]
     (image,) = run_workflow(node_env, prompt, SIZE)
     assert image.size == (SIZE, SIZE)

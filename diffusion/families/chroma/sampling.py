@@ -1,9 +1,10 @@
 """How the shared sampling loop drives a Chroma transformer: FLUX's (`FluxSampling`: packed latents, FLUX's
-schedule and time shift, reference latents), without pooled text or distilled guidance, with the text's attention
-mask, and classifier-free guidance by cfg. The mask is handed over as ChromaPipeline hands it: a float mask (1 for
-the prompt's tokens, the first padding token and the image, 0 for the other padding), which the transformer's
-attention adds to its scores, so the padding is weighted down rather than left out; that is what the parity with
-ChromaPipeline holds to. Knows nothing of nodes or files."""
+schedule and time shift, reference latents), without pooled text or distilled guidance, with classifier-free
+guidance by cfg and the text's attention mask where a conditioning carries one (ComfyUI's "attention_mask" option;
+Chroma's own CLIP, like ComfyUI's, gives none: every text token is seen). The mask is handed over as ChromaPipeline
+hands it: a float mask (1 for the tokens attended, 0 for the others, the image all 1), which the transformer's
+attention adds to its scores, so masked tokens are weighted down rather than left out; that is what the parity
+with ChromaPipeline holds to. Knows nothing of nodes or files."""
 from __future__ import annotations
 
 from typing import Any, Mapping

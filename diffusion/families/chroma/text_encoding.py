@@ -1,10 +1,9 @@
-"""The CLIP value of Chroma (`ChromaClip`): T5 alone, tokenized and masked as ChromaPipeline does: padded to 512
-tokens, the encoder run with the padding masked, and the transformer given the mask of the prompt's tokens and the
-first padding token (option "attention_mask"; `sampling` says how it is applied). With ComfyUI's T5 tokenizer
-options set (T5TokenizerOptions, as Chroma's ComfyUI workflows use it: min_padding 1 or 0), it encodes as ComfyUI
-does: the prompt's tokens and end token, then that padding, run through T5 and seen by the transformer whole, no
-mask. (Without them ComfyUI encodes unpadded too, so its images differ from ours there.) Knows nothing of nodes or
-files."""
+"""The CLIP value of Chroma (`ChromaClip`): T5 alone, encoding as ComfyUI does (CLIPLoader type chroma): the
+prompt's tokens and end token, unpadded, through T5 and seen by the transformer whole, no mask. ComfyUI's T5
+tokenizer options (T5TokenizerOptions, as Chroma's ComfyUI workflows set them: min_padding 1 or 0) add padding
+that is encoded and seen the same way. (ChromaPipeline instead pads to 512 tokens and masks all but the first
+padding token, so its images differ slightly from ComfyUI's; given our embeddings it gives ours.) Knows nothing
+of nodes or files."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,10 +15,11 @@ import torch
 from diffusion.contracts import Conditioning, LoraPatch
 from diffusion.encoders.clip_api import ComfyClipApi, Tokens
 from diffusion.encoders.t5 import T5Padding
-from diffusion.files import config_beside
 from diffusion.lazy_module import resolve
 
-ATTENTION_MASK = "attention_mask"  # conditioning option: [1, tokens], 1 for the tokens the transformer attends to
+# a conditioning option ComfyUI's encoders may give ([1, tokens], 1 for the tokens the transformer attends to); this
+# CLIP gives none
+ATTENTION_MASK = "attention_mask"
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,7 +30,7 @@ class ChromaClip(ComfyClipApi):
     t5_model: Any
     name: str
     loras: tuple[LoraPatch, ...] = ()
-    t5_padding: T5Padding | None = None  # ComfyUI's T5 tokenizer options; None: ChromaPipeline's padding and masks
+    t5_padding: T5Padding = T5Padding()  # ComfyUI's T5 tokenizer options; by default none: unpadded
     family = "chroma"
 
     def lora_modules(self) -> list[tuple[str, Any]]:
@@ -58,15 +58,11 @@ class ChromaClip(ComfyClipApi):
         return self
 
     def tokenize_prompt(self, text: str, word_ids: bool = False) -> dict[str, list[list[tuple[Any, ...]]]]:
-        """{"t5xxl": one chunk of the prompt's tokens padded to 512 (ChromaPipeline's way), or as the T5 tokenizer
-        options say}, weight 1 each."""
+        """{"t5xxl": one chunk of the prompt's tokens and end token, then the T5 tokenizer options' padding},
+        weight 1 each."""
         if word_ids:
             raise RuntimeError("clip.tokenize: return_word_ids is not supported by nodeflow for Chroma's CLIP")
-        if self.t5_padding is not None:
-            ids = self.t5_padding.token_ids(self.t5_tokenizer, text)[0].tolist()
-        else:
-            ids = self.t5_tokenizer(text, padding="max_length", max_length=config_beside(__file__)["t5_max_length"],
-                                    truncation=True).input_ids
+        ids = self.t5_padding.token_ids(self.t5_tokenizer, text)[0].tolist()
         return {"t5xxl": [[(token, 1.0) for token in ids]]}
 
     def encode_prompt(self, text: str) -> Conditioning:
@@ -74,9 +70,7 @@ class ChromaClip(ComfyClipApi):
 
     @torch.inference_mode()
     def encode_tokens(self, tokens: Tokens) -> Conditioning:
-        """[[T5 hidden states [1, 512, width], {"attention_mask": [1, 512]}]], float32 CPU. Padding tokens (the
-        tokenizer's pad id after the prompt) are masked in the encoder; the transformer sees the prompt and the
-        first padding token. With T5 tokenizer options: [[T5 hidden states [1, tokens, width], {}]], nothing masked
+        """[[T5 hidden states [1, tokens, width], {}]], float32 CPU: every token encoded and seen, none masked
         (ComfyUI's)."""
         if set(tokens) != {"t5xxl"}:
             raise ValueError(f"tokens: Chroma's CLIP needs 't5xxl' tokens only (got {', '.join(map(repr, tokens))})")
@@ -86,14 +80,4 @@ class ChromaClip(ComfyClipApi):
                              "here; give every token weight 1.0")
         ids = torch.tensor([[entry[0] for chunk in tokens["t5xxl"] for entry in chunk]])
         t5_model = resolve(self.t5_model)
-        if self.t5_padding is not None:
-            return [[t5_model(ids.to(t5_model.device), output_hidden_states=False)[0].float().cpu(), {}]]
-        padding = ids == self.t5_tokenizer.pad_token_id
-        length = int((~padding).sum())
-        encoder_mask = torch.zeros_like(ids)
-        encoder_mask[:, :length] = 1
-        hidden = t5_model(ids.to(t5_model.device), attention_mask=encoder_mask.to(t5_model.device),
-                          output_hidden_states=False)[0]
-        attended = torch.zeros(1, ids.shape[1])
-        attended[:, :length + 1] = 1.0
-        return [[hidden.float().cpu(), {ATTENTION_MASK: attended}]]
+        return [[t5_model(ids.to(t5_model.device), output_hidden_states=False)[0].float().cpu(), {}]]
