@@ -71,7 +71,7 @@ def read_weights(path: Path, input_name: str, keeps_fp8_weights: Callable[[int],
     `keeps_fp8_weights(its number of values)` says so (`ModelManager.keeps_fp8_weights`), for a network loaded
     with `quantized.load_quantized`."""
     fp8, parameters = fp8_parameters(path, input_name)
-    return read_safetensors(path, input_name, dtype, keep, keep_fp8=fp8 > 0 and keeps_fp8_weights(parameters))
+    return read_safetensors(path, input_name, dtype, keep, keep_fp8=bool(fp8) and keeps_fp8_weights(parameters))
 
 
 # ComfyUI's two ways of storing fp8 weights with a scale: "scaled_fp8" files (a `scaled_fp8` marker tensor, each
@@ -168,21 +168,26 @@ def _in_dtype(tensor: torch.Tensor, dtype: torch.dtype | None, keep_fp8: bool = 
     return tensor.to(dtype)  # no copy if equal
 
 
-def fp8_parameters(path: Path, input_name: str) -> tuple[int, int]:
-    """How many of a .safetensors file's values are stored in fp8, and how many it holds in all, from its header
-    only (no tensor data)."""
+FP8_FILE_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}  # safetensors' names
+
+
+def fp8_parameters(path: Path, input_name: str) -> tuple[dict[torch.dtype, int], int]:
+    """How many of a .safetensors file's values are stored in each fp8 format, and how many it holds in all, from
+    its header only (no tensor data)."""
     path = Path(path)
     _refuse_unreadable(path, input_name)
     from safetensors import SafetensorError, safe_open
 
-    fp8 = total = 0
+    fp8: dict[torch.dtype, int] = {}
+    total = 0
     try:
         with safe_open(str(path), framework="pt") as file:
             for key in file.keys():
                 tensor = file.get_slice(key)
                 count = math.prod(tensor.get_shape())
                 total += count
-                fp8 += count if tensor.get_dtype().startswith("F8") else 0
+                if tensor.get_dtype() in FP8_FILE_DTYPES:
+                    fp8[FP8_FILE_DTYPES[tensor.get_dtype()]] = fp8.get(FP8_FILE_DTYPES[tensor.get_dtype()], 0) + count
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
     return fp8, total

@@ -17,6 +17,7 @@ from diffusion.components import DiffusionModel, Vae
 from diffusion.encoders import text_encoder_files
 from diffusion.files import (
     MODEL_INDEX,
+    fp8_parameters,
     pipeline_class,
     read_safetensors,
     read_weights,
@@ -100,16 +101,21 @@ def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor],
 def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "unet_name",
                          weight_dtype: str = "default") -> DiffusionModel:
     """MODEL from a file holding the denoising network alone (UNETLoader); with a `weight_dtype` of
-    `weight_storage.WEIGHT_DTYPES` other than "default", its weights stored in that precision. With "default", an
-    fp8 file's linear layers keep their fp8 weights when the manager says so (`ModelManager.keeps_fp8_weights`)."""
+    `weight_storage.WEIGHT_DTYPES` other than "default", its weights stored in that precision.
+
+    An fp8 file's linear layers keep their fp8 weights as read (`quantized.load_quantized`) with "default" when the
+    manager says so (`ModelManager.keeps_fp8_weights`), and always with a `weight_dtype` of the file's own fp8: then
+    the file is not converted to the engine's precision first (peak memory about the file's size), and the layers
+    it holds in higher precision are stored in fp8 as the weight_dtype says."""
     path = Path(path)
     storage = weight_storage.WEIGHT_DTYPES[weight_dtype]
 
     def load() -> DiffusionModel:
         if path.suffix.lower() == gguf.GGUF_SUFFIX:
             state = gguf.read_gguf(path, input_name)
-        else:  # the weight_dtype choices store a converted model
-            keeps_fp8 = models.keeps_fp8_weights if storage is None else lambda parameters: False
+        else:  # a weight_dtype choice stores the weights in fp8: a file of that fp8 keeps its own as they are
+            keeps_fp8 = models.keeps_fp8_weights if storage is None else \
+                lambda parameters: storage in fp8_parameters(path, input_name)[0]
             state = read_weights(path, input_name, keeps_fp8, models.dtype)
         family = registry.diffusion_model_family(state.keys())
         if family is None:

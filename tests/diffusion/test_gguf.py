@@ -1,6 +1,6 @@
 """GGUF transformers: each family's tiny transformer file, written as a GGUF file (2-D weights Q8_0), loads through
 the UNETLoader path, its quantized weights held in `QuantizedLinear` layers that compute what the dequantized
-weights compute, every other tensor being the dequantized file's."""
+weights compute, every value (as merging and saving read them) being the dequantized file's."""
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -9,6 +9,7 @@ from diffusion import loading, registry
 from diffusion.files import read_safetensors
 from diffusion.gguf import read_gguf, write_gguf
 from diffusion.manager import ModelManager
+from diffusion.merging import effective_state_dict
 from diffusion.quantized import QuantizedLinear
 from tests.nodes.conftest import dequantized_gguf
 
@@ -41,10 +42,9 @@ def test_gguf_transformer_keeps_quantized_layers_equal_to_dequantized_ones(famil
         inputs = torch.randn(3, layer.in_features, generator=generator)
         assert torch.allclose(layer(inputs), plain.get_submodule(layer_name)(inputs), atol=1e-5), layer_name
     plain_state = plain.state_dict()
-    rest = {key: value for key, value in quantized.state_dict().items()
-            if key.rpartition(".")[0] not in layers or not key.endswith(".weight")}
-    assert rest.keys() <= plain_state.keys()
-    assert all(torch.equal(value, plain_state[key]) for key, value in rest.items())
+    values = effective_state_dict(quantized, "transformer", ())  # what merging, saving and LoRA extraction read
+    assert values.keys() == plain_state.keys()
+    assert all(torch.equal(value, plain_state[key]) for key, value in values.items())
 
 
 

@@ -520,6 +520,36 @@ def test_fp8_transformer_file_stays_fp8_when_memory_is_tight(node_env, flux, flu
             (folder / name).unlink()
 
 
+def test_fp8_weight_dtype_on_an_fp8_file_keeps_its_weights_as_read(node_env, flux, flux_models):
+    """weight_dtype fp8_e4m3fn on a float8_e4m3fn file (as many FLUX workflows set it): the file's fp8 weights go
+    into the layers as they are read, not through a copy in the engine's precision, and the image is that of the
+    same values from a full-precision file stored in fp8 the usual way; a LoRA applies."""
+    from diffusion.quantized import Fp8Weight, QuantizedLinear
+
+    folder = node_env.folders.model_dir("diffusion_models")
+    bfl = tiny_flux.bfl_layout(flux_models.transformer.state_dict())
+    fp8 = {key: (value.to(torch.float8_e4m3fn) if value.ndim == 2 else value).contiguous()
+           for key, value in bfl.items()}
+    save_file(fp8, str(folder / "tiny-flux-e4m3.safetensors"))
+    save_file({key: value.float().contiguous() for key, value in fp8.items()},
+              str(folder / "tiny-flux-e4m3-values.safetensors"))
+    try:
+        (model,) = UNETLoader().load_unet("tiny-flux-e4m3.safetensors", "fp8_e4m3fn")
+        (reference,) = UNETLoader().load_unet("tiny-flux-e4m3-values.safetensors", "fp8_e4m3fn")
+        layers = [module for module in model.network.modules() if isinstance(module, QuantizedLinear)]
+        assert len(layers) > 10 and all(isinstance(layer.weight, Fp8Weight) for layer in layers)
+        assert not any(isinstance(module, QuantizedLinear) for module in reference.network.modules())
+        _, clip, vae = flux
+        assert np.abs(_image(model, clip, vae) - _image(reference, clip, vae)).max() <= TOLERANCE
+        lora = (tiny_flux.DEMO_FLUX_LORA, 0.8)
+        assert np.abs(_image(LoraLoaderModelOnly().load_lora_model_only(model, *lora)[0], clip, vae)
+                      - _image(LoraLoaderModelOnly().load_lora_model_only(reference, *lora)[0], clip, vae)).max() \
+            <= TOLERANCE
+    finally:
+        for name in ("tiny-flux-e4m3.safetensors", "tiny-flux-e4m3-values.safetensors"):
+            (folder / name).unlink()
+
+
 def _kontext_inputs(flux):
     from nodes.conditioning_ops import ReferenceLatent
 
