@@ -69,6 +69,13 @@ def _image(model, clip, vae, cfg=1.0, guidance=3.5, negative_text="", steps=STEP
     return VAEDecode().decode(vae, samples)[0].numpy()
 
 
+def _lora_image_difference(model, reference, clip, vae) -> float:
+    """How far apart the images of two MODELs are with the demo LoRA applied to each (strength 0.8)."""
+    lora = (tiny_flux.DEMO_FLUX_LORA, 0.8)
+    return np.abs(_image(LoraLoaderModelOnly().load_lora_model_only(model, *lora)[0], clip, vae)
+                  - _image(LoraLoaderModelOnly().load_lora_model_only(reference, *lora)[0], clip, vae)).max()
+
+
 def _reference(pipeline, **options):
     return pipeline(PROMPT, height=SIZE, width=SIZE, num_inference_steps=STEPS,
                     guidance_scale=options.pop("guidance", 3.5), generator=torch.Generator("cpu").manual_seed(SEED),
@@ -420,10 +427,7 @@ def test_fp8_weight_dtype_stores_weights_in_fp8(node_env, flux, weight_dtype, st
     image = _image(model, clip, vae)
     assert np.abs(image - _image(reference, clip, vae)).max() <= TOLERANCE
     assert np.abs(image - _image(flux[0], clip, vae)).max() > TOLERANCE  # the rounding shows
-    lora = (tiny_flux.DEMO_FLUX_LORA, 0.8)
-    assert np.abs(_image(LoraLoaderModelOnly().load_lora_model_only(model, *lora)[0], clip, vae)
-                  - _image(LoraLoaderModelOnly().load_lora_model_only(reference, *lora)[0], clip, vae)).max() \
-        <= TOLERANCE
+    assert _lora_image_difference(model, reference, clip, vae) <= TOLERANCE
     (default,) = UNETLoader().load_unet(tiny_flux.DEMO_FLUX_TRANSFORMER, "default")
     assert default.network.state_dict()["transformer_blocks.0.attn.to_q.weight"].dtype == torch.float32
 
@@ -511,10 +515,7 @@ def test_fp8_transformer_file_stays_fp8_when_memory_is_tight(node_env, flux, flu
         assert size < 0.3 * sum(value.numel() * value.element_size() for value in upcast.network.parameters())
         _, clip, vae = flux
         assert np.abs(_image(model, clip, vae) - _image(upcast, clip, vae)).max() <= TOLERANCE
-        lora = (tiny_flux.DEMO_FLUX_LORA, 0.8)
-        assert np.abs(_image(LoraLoaderModelOnly().load_lora_model_only(model, *lora)[0], clip, vae)
-                      - _image(LoraLoaderModelOnly().load_lora_model_only(upcast, *lora)[0], clip, vae)).max() \
-            <= TOLERANCE
+        assert _lora_image_difference(model, upcast, clip, vae) <= TOLERANCE
     finally:
         for name in names:
             (folder / name).unlink()
@@ -541,10 +542,7 @@ def test_fp8_weight_dtype_on_an_fp8_file_keeps_its_weights_as_read(node_env, flu
         assert not any(isinstance(module, QuantizedLinear) for module in reference.network.modules())
         _, clip, vae = flux
         assert np.abs(_image(model, clip, vae) - _image(reference, clip, vae)).max() <= TOLERANCE
-        lora = (tiny_flux.DEMO_FLUX_LORA, 0.8)
-        assert np.abs(_image(LoraLoaderModelOnly().load_lora_model_only(model, *lora)[0], clip, vae)
-                      - _image(LoraLoaderModelOnly().load_lora_model_only(reference, *lora)[0], clip, vae)).max() \
-            <= TOLERANCE
+        assert _lora_image_difference(model, reference, clip, vae) <= TOLERANCE
     finally:
         for name in ("tiny-flux-e4m3.safetensors", "tiny-flux-e4m3-values.safetensors"):
             (folder / name).unlink()
