@@ -4,8 +4,8 @@ a file's tensors strictly).
 
 Pickled `.ckpt`/`.pt` files are refused: they can run arbitrary code when loaded. ComfyUI's fp8 files with scales
 (`*_fp8_scaled.safetensors`) are read as the full-precision weights they stand for (`dequantized`), or kept in fp8
-for layers that dequantize them as they run (`keep_fp8`). Knows nothing
-of model families, nodes or the node environment.
+for layers that dequantize them as they run (`keep_fp8`). Knows nothing of model families, nodes or the node
+environment.
 """
 from __future__ import annotations
 
@@ -186,8 +186,9 @@ def fp8_parameters(path: Path, input_name: str) -> tuple[dict[torch.dtype, int],
                 tensor = file.get_slice(key)
                 count = math.prod(tensor.get_shape())
                 total += count
-                if tensor.get_dtype() in FP8_FILE_DTYPES:
-                    fp8[FP8_FILE_DTYPES[tensor.get_dtype()]] = fp8.get(FP8_FILE_DTYPES[tensor.get_dtype()], 0) + count
+                fp8_dtype = FP8_FILE_DTYPES.get(tensor.get_dtype())
+                if fp8_dtype is not None:
+                    fp8[fp8_dtype] = fp8.get(fp8_dtype, 0) + count
     except (SafetensorError, OSError, RuntimeError, ValueError) as error:
         raise ValueError(f"{input_name}: {path.name} is not a readable safetensors file ({error})") from error
     return fp8, total

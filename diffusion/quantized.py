@@ -31,6 +31,11 @@ class Fp8Weight(torch.nn.Parameter):
         weight.scale = float(scale)
         return weight
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Fp8Weight":
+        if id(self) not in memo:  # nn.Parameter's own would rebuild it without its format and scale
+            memo[id(self)] = Fp8Weight(self.as_subclass(torch.Tensor).clone(), self.format, self.scale)
+        return memo[id(self)]
+
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         """The values this weight stands for, in `dtype` (fp8 to float32 is exact; the scale is applied there)."""
         raw = self.as_subclass(torch.Tensor)

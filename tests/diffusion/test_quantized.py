@@ -3,6 +3,7 @@ family's tiny transformer, the text encoders and the all-in-one checkpoints load
 the fp8 weights (`QuantizedLinear`), computing exactly what the file upcast as it loads computes, in about half
 the memory, and read as their values by merging and saving; `Fp8Weight` keeps its format and scale through the
 layout conversions' operations; the manager keeps fp8 where ComfyUI does."""
+import copy
 import importlib
 
 import pytest
@@ -94,6 +95,9 @@ def test_fp8_weight_keeps_format_and_scale_through_layout_operations():
     layer.to(torch.float64)  # converting a module leaves its bytes alone
     inputs = torch.randn(2, 4, dtype=torch.float64)
     assert torch.equal(layer(inputs), inputs @ expected.double().T)
+    copied = copy.deepcopy(layer)
+    assert isinstance(copied.weight, Fp8Weight) and copied.weight.scale == 0.5
+    assert torch.equal(copied(inputs), layer(inputs))
 
 
 def test_manager_keeps_fp8_where_the_upcast_model_would_not_fit_its_budget():
