@@ -183,6 +183,17 @@ def test_hidream_e1_shows_the_image_beside_the_latents(hidream):
     assert torch.allclose(ours[2:], without, atol=1e-5)
 
 
+def test_hidream_e1_image_of_another_size_is_refused_by_name(hidream):
+    from diffusion.families.hidream.sampling import HIDREAM_SAMPLING
+
+    network = hidream[0].network
+    latents = torch.zeros(1, 16, 8, 8)
+    t5 = torch.zeros(1, 7, network.config.caption_channels[0])
+    with pytest.raises(ValueError, match="concat_latent_image: an image of \\(8, 12\\) latents beside \\(8, 8\\)"):
+        HIDREAM_SAMPLING.network_output(network, latents, torch.tensor([500.0]), t5,
+                                        _inputs(network, 1, [torch.zeros(16, 8, 12)]))
+
+
 def test_hidream_e1_workflow_edits_with_instruct_pix2pix_conditioning(hidream):
     """ComfyUI's HiDream-E1 template: InstructPixToPixConditioning gives the image to both prompts and DualCFGGuider
     guides between the text, the image and a negative without it; the picture follows the image."""
