@@ -28,8 +28,8 @@ once per model dtype (fp32, bf16); the peak is the kernel's high-water mark rese
 `clear_refs`), as in `bench/engine_vs_diffusers.py`, which also compares SD1.5 with diffusers. The files are
 written once into `--models-dir` (about 150 GB of disk for all rows: a row's files can be deleted once it is
 measured; writing SDXL needs ~14 GB of RAM for a minute, Qwen-Image 2.1's transformer ~15 GB, FLUX.1's GGUF ~13 GB,
-SD3.5 Large ~16 GB, Chroma ~18 GB, and the fp8 files their own size for a few minutes). A file the engine fails to load is named under the table
-(exit status 1), the other rows kept.
+SD3.5 Large ~16 GB, Chroma ~18 GB, and the fp8 files their own size for a few minutes). A file the engine fails
+to load is named under the table (exit status 1), the other rows kept.
 Run: `OMP_NUM_THREADS=1 .venv/bin/python -m bench.load_memory --models-dir DIR [--families sd15,sdxl,lumina2,...]`.
 """
 from __future__ import annotations
@@ -173,11 +173,17 @@ def _flux2_gguf_models(models_dir: Path) -> str:
         patch_size=1, in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
         num_attention_heads=24, joint_attention_dim=7680, timestep_guidance_channels=256, mlp_ratio=3.0,
         axes_dims_rope=(32, 32, 32, 32), guidance_embeds=False))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    write_gguf(transformer.state_dict(), partial, "flux2")
-    partial.rename(path)
+    _write_once(path, lambda target: write_gguf(transformer.state_dict(), target, "flux2"))
     return name
+
+
+def _write_once(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(target)` into a `.partial` file renamed to `path` once complete: a write cut short is not taken for
+    the file next time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    partial.replace(path)
 
 
 def _on_meta(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -288,10 +294,7 @@ def _flux_gguf_models(models_dir: Path) -> str:
     if path.exists():
         return name
     transformer = _on_meta(lambda: FluxTransformer2DModel(guidance_embeds=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
-    write_gguf(_MadeAsRead(transformer, bfl_layout), partial, "flux")
-    partial.replace(path)
+    _write_once(path, lambda target: write_gguf(_MadeAsRead(transformer, bfl_layout), target, "flux"))
     return name
 
 
@@ -307,10 +310,7 @@ def _fp8_transformer_file(models_dir: Path, name: str, transformer: torch.nn.Mod
         return name
     state = {key: value.to(torch.float8_e4m3fn) if value.ndim >= 2 else value
              for key, value in _MadeAsRead(transformer, convert).items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
-    save_file(state, str(partial))
-    partial.replace(path)
+    _write_once(path, lambda target: save_file(state, str(target)))
     return name
 
 
@@ -392,10 +392,7 @@ def _chroma_models(models_dir: Path) -> str:
     state: dict[str, torch.Tensor] = {}
     for part in _part_by_part(transformer, _chroma_original_layout, True):
         state.update({key: value.contiguous() for key, value in part.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
-    save_file(state, str(partial))
-    partial.replace(path)
+    _write_once(path, lambda target: save_file(state, str(target)))
     return name
 
 
@@ -444,10 +441,7 @@ def _sd35_large_models(models_dir: Path) -> str:
     original = transformer_to_original(SimpleNamespace(config=settings, state_dict=handed.pop))
     state.update({TRANSFORMER_PREFIX + key: value for key, value in original.items()})
     del original
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
-    save_file({key: value.contiguous() for key, value in state.items()}, str(partial))
-    partial.replace(path)
+    _write_once(path, lambda target: save_file({key: value.contiguous() for key, value in state.items()}, str(target)))
     return name
 
 
@@ -588,10 +582,7 @@ def _qwenimage21_transformer_models(models_dir: Path) -> str:
     comfy: dict[str, torch.Tensor] = {}
     for keys in groups.values():
         comfy.update(comfy_transformer_layout({key: state.pop(key) for key in keys}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
-    save_file({key: value.contiguous() for key, value in comfy.items()}, str(partial))
-    partial.replace(path)
+    _write_once(path, lambda target: save_file({key: value.contiguous() for key, value in comfy.items()}, str(target)))
     return name
 
 
@@ -623,10 +614,7 @@ def _qwenimage21_text_encoder_models(models_dir: Path) -> str:
         torch.set_default_dtype(torch.float32)
     state = {f"model.{key}": value for key, value in model.state_dict().items()}
     del model
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # a write cut short is not taken for the file next time
-    save_file(state, str(partial))
-    partial.replace(path)
+    _write_once(path, lambda target: save_file(state, str(target)))
     return name
 
 
