@@ -276,7 +276,7 @@ class Server:
                                                     "loras")))
             # an empty web root: ComfyUI exits without its frontend package otherwise, and no browser comes here
             (work / "web").mkdir(exist_ok=True)
-            command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port),
+            command = [str(args.comfyui_python), "main.py", "--listen", "127.0.0.1", "--port", str(port),
                        "--extra-model-paths-config", str(paths), "--output-directory", str(work / "output"),
                        "--front-end-root", str(work / "web"), "--disable-auto-launch",
                        *COMFYUI_DTYPE_FLAGS[args.dtype], *device]
@@ -461,6 +461,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the tiny demo models at 64x64 (a smoke run)")
     parser.add_argument("--size", type=int, default=None, help="image side (default: the family's)")
     parser.add_argument("--comfyui", type=Path, default=None, help="a ComfyUI checkout to compare with")
+    parser.add_argument("--comfyui-python", type=Path, default=Path(sys.executable),
+                        help="the Python that runs ComfyUI (default: this one), e.g. its own venv's")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)

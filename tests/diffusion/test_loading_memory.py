@@ -131,3 +131,46 @@ def test_tensors_are_converted_to_the_model_dtype_as_they_are_read(tiny_models_d
     model, clip, vae = load_checkpoint(ModelManager(torch.device("cpu"), torch.bfloat16), path)
     for module in (model.network, clip.text_encoder, vae.autoencoder):
         assert {parameter.dtype for parameter in module.parameters()} == {torch.bfloat16}
+
+
+def test_tensors_read_several_at_a_time_equal_safetensors_own_reading(tmp_path: Path) -> None:
+    """Every dtype and shape comes back as safetensors reads it, whether read one or several at a time; dtypes
+    read straight into tensors and those left to safetensors' reader (uint16 here) alike."""
+    from safetensors.torch import load_file, save_file
+
+    generator = torch.Generator().manual_seed(0)
+    written = {
+        "f32": torch.randn(33, 7, generator=generator), "bf16": torch.randn(5, 3, generator=generator).bfloat16(),
+        "f16": torch.randn(9, generator=generator).half(), "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4), "i64": torch.arange(11), "bool": torch.tensor([True, False, True]),
+        "fp8": torch.randn(4, 4, generator=generator).to(torch.float8_e4m3fn),
+        "u16": torch.arange(6, dtype=torch.int32).to(torch.uint16),
+    }
+    path = tmp_path / "mixed.safetensors"
+    save_file(written, str(path))
+    expected = load_file(str(path))
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            state = ckpt.read_safetensors(path, "ckpt_name")
+            assert list(state) == sorted(written)
+            for key, tensor in state.items():
+                assert tensor.dtype == expected[key].dtype and tensor.shape == expected[key].shape, key
+                as_bytes = [value.reshape(-1).view(torch.uint8) for value in (tensor, expected[key])]
+                assert torch.equal(*as_bytes), key
+                assert tensor.numel() == 0 or is_allocator_aligned(tensor), key
+            kept = ckpt.read_safetensors(path, "ckpt_name", torch.float32, keep=lambda key: key != "f32")
+            assert "f32" not in kept and kept["bf16"].dtype == torch.float32 and kept["i64"].dtype == torch.int64
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_file_cut_short_is_refused_by_input_name(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "cut.safetensors"
+    save_file({"a": torch.ones(64), "b": torch.ones(64)}, str(path))
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="ckpt_name: cut.safetensors is not a readable safetensors file"):
+        ckpt.read_safetensors(path, "ckpt_name")
