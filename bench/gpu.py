@@ -12,7 +12,8 @@ loading, text encoding, decoding and saving cancel out), peak GPU memory (the de
 engine, its CUDA context included; the diffusers worker also reports its allocator's peak,
 `torch.cuda.max_memory_allocated`, as `vram_allocated` in its line of the log, which a server cannot be asked for)
 and the engine process's peak resident memory (Linux VmHWM, what `ru_maxrss` reports). Engines take turns, repeat
-after repeat. Our server and ComfyUI's run the same API-format workflow (euler, "simple" schedule, SaveImage); the
+after repeat. Our server and ComfyUI's run the same API-format workflow (euler, "simple" schedule, SaveImage, no
+previews), each run timed from queueing it to the server's websocket message that it has finished; the
 diffusers pipelines run the same size, steps and cfg in a fresh process each (this script with `--worker`) and save
 their PNGs as SaveImage does (compress level 4). Ratios are ours over the others.
 
@@ -27,6 +28,7 @@ at 64x64): `OMP_NUM_THREADS=1 python -m bench.gpu --device cpu --tiny --steps 3 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -267,8 +269,8 @@ class Server:
             command = [sys.executable, "main.py", "--port", str(port), "--models-dir", str(args.models_dir),
                        "--output-dir", str(work / "output"), "--input-dir", str(work / "input"),
                        "--temp-dir", str(work / "temp"), "--user-dir", str(work / "user"), "--disable-custom-nodes",
-                       "--no-demo-models", DTYPE_FLAGS[args.dtype], *device]
-            cwd = PROJECT_DIR
+                       "--no-demo-models", "--no-previews", DTYPE_FLAGS[args.dtype], *device]
+            cwd = PROJECT_DIR  # (no previews to the bench's websocket: ComfyUI makes none unless told to)
         else:
             paths = work / "extra_model_paths.yaml"
             paths.write_text("bench:\n  base_path: " + str(args.models_dir) + "\n" + "".join(
@@ -294,17 +296,42 @@ class Server:
         raise RuntimeError(f"{engine} server did not start in {TIMEOUT_S:.0f} s")
 
     def run(self, prompt: dict[str, Any]) -> float:
-        """Seconds from queueing `prompt` to its images being in the history."""
+        """Seconds from queueing `prompt` to the server's saying it has finished (its websocket's
+        `execution_success`: both servers send it once the outputs are saved, and nothing polls the server while
+        it works); then its images must be in the history."""
+        prompt_id, finished = asyncio.run(self._queue_and_wait(prompt))
         began = time.perf_counter()
-        prompt_id = _request(f"{self.url}/prompt", {"prompt": prompt})["prompt_id"]
-        while time.perf_counter() - began < TIMEOUT_S:
+        while time.perf_counter() - began < 60:  # ComfyUI writes the history just after that message
             entry = _request(f"{self.url}/history/{prompt_id}").get(prompt_id)
-            if entry and entry.get("status", {}).get("status_str") == "error":
-                raise RuntimeError(f"the workflow failed: {entry['status']}")
             if entry and any(output.get("images") for output in entry.get("outputs", {}).values()):
-                return time.perf_counter() - began
-            time.sleep(0.02)
-        raise RuntimeError(f"no image in {TIMEOUT_S:.0f} s")
+                return finished
+            time.sleep(0.05)
+        raise RuntimeError(f"prompt {prompt_id} finished without images in the history")
+
+    async def _queue_and_wait(self, prompt: dict[str, Any]) -> tuple[str, float]:
+        import aiohttp
+
+        client_id = f"gpu-bench-{os.getpid()}"
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"{self.url.replace('http', 'ws', 1)}/ws?clientId={client_id}", max_msg_size=0) as events:
+            began = time.perf_counter()
+            async with session.post(f"{self.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as reply:
+                body = await reply.json()
+                if reply.status != 200:
+                    raise RuntimeError(f"the workflow was refused: {body}")
+            prompt_id = body["prompt_id"]
+            async with asyncio.timeout(TIMEOUT_S):
+                async for message in events:
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        continue  # previews
+                    event = json.loads(message.data)
+                    if event.get("data", {}).get("prompt_id") != prompt_id:
+                        continue
+                    if event["type"] == "execution_success":
+                        return prompt_id, time.perf_counter() - began
+                    if event["type"] in ("execution_error", "execution_interrupted"):
+                        raise RuntimeError(f"the workflow failed: {event['data']}")
+            raise RuntimeError(f"the server closed its websocket before prompt {prompt_id} finished")
 
     def close(self) -> int | None:
         peak = resident_peak(self.process.pid)
