@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.cpus import usable_cpu_count
 from engine.cache import DEFAULT_CACHE_SIZE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -88,8 +89,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, for_subcommand: bool =
     engine.add_argument("--reserve-vram", type=float, default=default(None), metavar="GB",
                         help="GPU memory in GB kept free of models (default 1.0); beyond it models are offloaded")
     engine.add_argument("--threads", type=int, default=default(None),
-                        help="CPU threads for torch (default: OMP_NUM_THREADS when set, else every core this "
-                             "process may use)")
+                        help="CPU threads for torch (default: OMP_NUM_THREADS when set, else the physical cores this "
+                             "process may use, within its CPU affinity and cgroup CPU quota)")
     engine.add_argument("--no-demo-models", action="store_true", default=default(False),
                         help="do not create the tiny demo model when the models folder has none")
     engine.add_argument("--interrupt-grace", type=float, default=default(DEFAULT_INTERRUPT_GRACE_S),
@@ -153,15 +154,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def default_thread_count() -> int:
     """Torch's threads when `--threads` is not given: OMP_NUM_THREADS when it is set (the user's or the test
-    runner's choice), otherwise every core this process may run on. Measured on a 2-core machine with a real-size
-    SD1.5 UNet (256x256, cfg batch 2): 3.3 s a step on 1 thread, 1.87 s on 2; leaving a core idle cost 1.8x."""
+    runner's choice), otherwise the physical cores this process may use (`app.cpus`: within its CPU affinity and
+    at most its cgroup quota's whole CPUs). Measured on a 2-core machine with a real-size SD1.5 UNet (256x256,
+    cfg batch 2): 3.3 s a step on 1 thread, 1.87 s on 2, so leaving a core idle cost 1.8x; threads beyond the
+    CPUs allowed cost more still (bench/threads.py, README)."""
     configured = os.environ.get("OMP_NUM_THREADS", "").strip()
     if configured.isdigit() and int(configured) > 0:
         return int(configured)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # no affinity on this platform
-        return max(1, os.cpu_count() or 1)
+    return usable_cpu_count()
 
 
 def _cache_choice(args: argparse.Namespace) -> tuple[int, bool]:

@@ -100,14 +100,15 @@ def test_warm_up_imports_the_model_libraries_in_a_fresh_process():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_default_threads_use_every_core_unless_omp_num_threads_says(monkeypatch):
-    import os
-
-    from app.settings import default_thread_count
+def test_default_threads_use_the_usable_cores_unless_omp_num_threads_says(monkeypatch):
+    from app import settings
+    from app.cpus import usable_cpu_count
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert default_thread_count() == 3
+    assert settings.default_thread_count() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert default_thread_count() == len(os.sched_getaffinity(0))
+    assert settings.default_thread_count() == usable_cpu_count()
+    monkeypatch.setattr(settings, "usable_cpu_count", lambda: 5)
+    assert settings.default_thread_count() == 5
     monkeypatch.setenv("OMP_NUM_THREADS", "auto")  # not a count: ignored
-    assert default_thread_count() == len(os.sched_getaffinity(0))
+    assert settings.default_thread_count() == 5
