@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from app.settings import add_common_arguments, settings_from_args
+from diffusion.heap import share_one_arena
 from serve import add_server_arguments
 
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    share_one_arena()  # before any thread starts: a prompt's thread then reuses freed CPU memory (diffusion.heap)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)

@@ -93,10 +93,13 @@ class PromptRun(threading.Thread):
 class PromptWorker:
     def __init__(self, store: PromptStore, executor_ready: Callable[[], Executor], sink: EventSink,
                  encode_preview: Callable[[Any], bytes | None], warm_up: Callable[[], None] | None = None,
-                 interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S) -> None:
+                 interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S,
+                 after_prompt: Callable[[], None] | None = None) -> None:
         self.store = store
         self.executor_ready = executor_ready
         self.warm_up = warm_up  # run once by the worker thread before its first prompt (see Runtime.warm_up)
+        self.after_prompt = after_prompt  # run by the worker thread after each prompt (the server passes
+        # Runtime.release_freed_memory)
         self.sink = sink
         self.encode_preview = encode_preview
         self.interrupt_grace = interrupt_grace
@@ -148,6 +151,11 @@ class PromptWorker:
                 self.current = None
                 self.current_node = None
                 self._announce_end(item)
+            if self.after_prompt is not None:
+                try:
+                    self.after_prompt()
+                except Exception:  # housekeeping: the next prompt runs anyway
+                    log.exception("cleaning up after prompt %s failed", item.prompt_id)
 
     def _run(self, executor: Executor, item: QueueItem) -> ExecutionResult:
         """Run `item` and return its result; when its node ignores an interrupt for longer than the grace

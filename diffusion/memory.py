@@ -15,6 +15,8 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from diffusion import heap
+
 DEFAULT_RAM_FRACTION = 0.75
 DEFAULT_RESERVE_VRAM_GB = 1.0
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3, "GB": 1000**3,
@@ -86,10 +88,15 @@ def physical_ram_bytes() -> int:
 
 def free_memory_bytes(device: torch.device) -> int:
     """Bytes free for new tensors on `device`: CUDA's free memory (`torch.cuda.mem_get_info`), otherwise (CPU,
-    MPS, which shares RAM) the RAM the OS reports available (MemAvailable), or half of physical RAM if unknown."""
+    MPS, which shares RAM) the RAM the OS reports available (MemAvailable), or half of physical RAM if unknown,
+    plus the freed blocks this process keeps in its heap for reuse (`diffusion.heap`)."""
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    return _available_ram_bytes() + heap.reusable_free_bytes()
+
+
+def _available_ram_bytes() -> int:
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:

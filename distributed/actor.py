@@ -123,6 +123,7 @@ class EngineWorker:
             self.current = None
         run.outbox.put(last)
         run.outbox.put(_END)
+        self.runtime.release_freed_memory()
 
     def _on_event(self, name: str, data: dict[str, Any]) -> None:
         run = self.current

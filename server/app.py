@@ -52,7 +52,8 @@ def in_process_worker(store: PromptStore, sink: EventSink, encode_preview: Previ
                       interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S) -> PromptWorker:
     """The default: one thread of this process runs the queue on the runtime's executor."""
     return PromptWorker(store, lambda: runtime_future.result().executor, sink, encode_preview,
-                        warm_up=lambda: runtime_future.result().warm_up(), interrupt_grace=interrupt_grace)
+                        warm_up=lambda: runtime_future.result().warm_up(), interrupt_grace=interrupt_grace,
+                        after_prompt=lambda: runtime_future.result().release_freed_memory())
 
 
 def create_app(settings: Settings, config: ServerConfig, runtime_future: concurrent.futures.Future,
