@@ -14,7 +14,6 @@ musl, Windows) are left as they are.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import logging
 
@@ -36,16 +35,13 @@ class _MallInfo2(ctypes.Structure):
 
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        library = ctypes.CDLL(name)
+        library = ctypes.CDLL(None)  # the process's own symbols, the C library's among them (no search for it)
         library.gnu_get_libc_version.restype = ctypes.c_char_p
         library.mallinfo2.restype = _MallInfo2
         library.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
         library.malloc_trim.argtypes = (ctypes.c_size_t,)
-    except (OSError, AttributeError):  # not glibc, or glibc before 2.33 (no mallinfo2)
+    except (OSError, AttributeError, TypeError):  # not glibc, or glibc before 2.33 (no mallinfo2); Windows
         return None
     return library
 
