@@ -56,9 +56,19 @@ def _tiny_models(models_dir: Path) -> str:
     return tiny.DEMO_DIFFUSERS
 
 
+def sd15_unet() -> Any:
+    """SD1.5's UNet architecture with random weights (seeded by the caller), in eval mode."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
+        cross_attention_dim=768, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3).eval()
+
+
 def _sd15_models(models_dir: Path) -> str:
     """SD1.5's real UNet, VAE and CLIP ViT-L/14 architectures with seeded random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from diffusion.encoders.clip_tokenizer import clip_tokenizer
@@ -71,14 +81,11 @@ def _sd15_models(models_dir: Path) -> str:
     torch.manual_seed(0)
     family = version_config("sd1")
     text_encoder = CLIPTextModel(CLIPTextConfig(**family["text_encoder"], bos_token_id=49406, eos_token_id=49407))
-    unet = UNet2DConditionModel(
-        sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
-        cross_attention_dim=768, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+    unet = sd15_unet()
     vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                         sample_size=512, scaling_factor=0.18215)
-    components = tiny.TinyComponents("sd1", unet.eval(), vae.eval(), text_encoder.eval(), clip_tokenizer(),
+    components = tiny.TinyComponents("sd1", unet, vae.eval(), text_encoder.eval(), clip_tokenizer(),
                                      scheduler_config("sd1", "epsilon"))
     tiny.write_checkpoint(components, models_dir / "checkpoints" / f"{name}.safetensors")
     tiny.write_diffusers_folder(components, models_dir / "diffusers" / name)

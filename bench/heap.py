@@ -31,13 +31,10 @@ def steps(args: argparse.Namespace) -> dict[str, float]:
 
     if args.worker == "reuse" and not (share_one_arena() and keep_freed_blocks_for_reuse()):
         raise SystemExit("this C library does not take glibc's malloc settings")
-    from diffusers import UNet2DConditionModel  # (after the heap's settings: importing may start threads)
+    from bench.engine_vs_diffusers import sd15_unet  # (after the heap's settings: importing may start threads)
     dtype = torch.float32 if args.dtype == "fp32" else torch.bfloat16
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
-        cross_attention_dim=768, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3).eval().to(dtype)
+    unet = sd15_unet().to(dtype)
     latents = torch.randn(2, 4, args.size // 8, args.size // 8, dtype=dtype)
     text = torch.randn(2, 77, 768, dtype=dtype)
     seconds: list[float] = []

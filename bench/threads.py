@@ -19,6 +19,7 @@ import torch
 
 from app.cpus import allowed_cpus, cgroup_cpu_quota
 from app.settings import default_thread_count
+from bench.engine_vs_diffusers import sd15_unet
 
 
 def thread_counts(cores: int) -> list[int]:
@@ -34,16 +35,9 @@ def main() -> None:
     parser.add_argument("--counts", type=lambda text: [int(count) for count in text.split(",")], default=None,
                         help="thread counts to time, e.g. 1,2,4 (default: 1 to every allowed CPU, as above)")
     args = parser.parse_args()
-    from diffusers import UNet2DConditionModel
-
     dtype = torch.float32 if args.dtype == "fp32" else torch.bfloat16
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
-        cross_attention_dim=768, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3).eval()
-    if dtype != torch.float32:
-        unet = unet.to(dtype)
+    unet = sd15_unet().to(dtype)
     latents = torch.randn(2, 4, args.size // 8, args.size // 8, dtype=dtype)
     text = torch.randn(2, 77, 768, dtype=dtype)
     cores = len(allowed_cpus())
