@@ -94,10 +94,12 @@ class PromptWorker:
     def __init__(self, store: PromptStore, executor_ready: Callable[[], Executor], sink: EventSink,
                  encode_preview: Callable[[Any], bytes | None], warm_up: Callable[[], None] | None = None,
                  interrupt_grace: float = DEFAULT_INTERRUPT_GRACE_S,
-                 after_prompt: Callable[[], None] | None = None) -> None:
+                 after_prompt: Callable[[], None] | None = None,
+                 read_ahead: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.store = store
         self.executor_ready = executor_ready
         self.warm_up = warm_up  # run once by the worker thread before its first prompt (see Runtime.warm_up)
+        self.read_ahead = read_ahead  # given the first prompt queued while warm_up runs (Runtime.read_ahead)
         self.after_prompt = after_prompt  # run by the worker thread after each prompt (the server passes
         # Runtime.release_freed_memory)
         self.sink = sink
@@ -132,10 +134,7 @@ class PromptWorker:
         executor = self.executor_ready()
         executor.events.subscribe(self._forward)
         if self.warm_up is not None:
-            try:
-                self.warm_up()
-            except Exception:  # a prompt would meet the same problem and report it on its node
-                log.exception("warming up the engine failed")
+            self._warm_up()
         while not self._stop.is_set():
             item = self.store.take_next(timeout=0.5)
             if item is None:
@@ -156,6 +155,38 @@ class PromptWorker:
                     self.after_prompt()
                 except Exception:  # housekeeping: the next prompt runs anyway
                     log.exception("cleaning up after prompt %s failed", item.prompt_id)
+
+    def _warm_up(self) -> None:
+        """`warm_up`, while a helper thread hands the first prompt queued meanwhile to `read_ahead`, so that its
+        files are read as the libraries import. The helper is done before the first prompt is taken: a read
+        ahead is started before its loader can run, or not at all."""
+        warmed = threading.Event()
+        helper = None
+        if self.read_ahead is not None:
+            helper = threading.Thread(target=self._read_ahead_of_first_prompt, args=(warmed,),
+                                      name="prompt-read-ahead", daemon=True)
+            helper.start()
+        try:
+            self.warm_up()
+        except Exception:  # a prompt would meet the same problem and report it on its node
+            log.exception("warming up the engine failed")
+        finally:
+            warmed.set()
+            if helper is not None:
+                self.store.wake()
+                helper.join()
+
+    def _read_ahead_of_first_prompt(self, warmed: threading.Event) -> None:
+        while not warmed.is_set() and not self._stop.is_set():
+            if not self.store.wait_for_pending(timeout=0.5):
+                continue
+            pending = self.store.pending(limit=1)
+            if pending and not warmed.is_set():
+                try:
+                    self.read_ahead(pending[0].prompt)
+                except Exception:  # only time is at stake: the loaders read for themselves
+                    log.exception("reading ahead for prompt %s failed", pending[0].prompt_id)
+                return
 
     def _run(self, executor: Executor, item: QueueItem) -> ExecutionResult:
         """Run `item` and return its result; when its node ignores an interrupt for longer than the grace

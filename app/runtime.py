@@ -50,6 +50,30 @@ class Runtime:
         import_model_libraries()
         log.info("model libraries imported in %.1f s", time.perf_counter() - began)
 
+    def read_ahead(self, prompt: dict[str, Any]) -> None:
+        """Start reading the model files `prompt`'s loaders will load, in the background (`diffusion.read_ahead`):
+        the prompt worker calls this for the first prompt queued while `warm_up` imports the model libraries, so
+        that the reads overlap the import. Each node class that can (`READ_AHEAD`, a classmethod taking the node's
+        inputs) is given its node's literal inputs; best effort: a node whose inputs do not fit is skipped, and a
+        loader that finds nothing read reads the file itself and reports any problem on its input."""
+        if self.environment is None:
+            return
+        from nodes.environment import use_environment
+
+        with use_environment(self.environment):
+            for node in prompt.values():
+                if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) or \
+                        not isinstance(node.get("inputs"), dict):
+                    continue
+                start_reading = getattr(self.registry.get(node["class_type"]), "READ_AHEAD", None)
+                if start_reading is None:
+                    continue
+                inputs = node["inputs"]
+                try:  # links (lists) are not known before the prompt runs
+                    start_reading(**{name: value for name, value in inputs.items() if not isinstance(value, list)})
+                except (TypeError, ValueError, OSError) as error:
+                    log.debug("no read-ahead for node %s: %s", node.get("class_type"), error)
+
     def model_folders(self) -> list[str]:
         from nodes.environment import MODEL_KINDS
 
@@ -81,10 +105,12 @@ class Runtime:
             torch.cuda.empty_cache()
 
     def release_freed_memory(self) -> None:
-        """Give the freed blocks the heap kept for reuse back to the OS (`diffusion.heap`): after each prompt and
-        on `/free`, so an idle server holds only what it uses (nothing to do without the built-in nodes)."""
+        """Drop the reads ahead nobody took (`read_ahead`) and give the freed blocks the heap kept for reuse back to
+        the OS (`diffusion.heap`): after each prompt and on `/free`, so an idle server holds only what it uses
+        (nothing to do without the built-in nodes)."""
         if self.environment is None:
             return
+        self.environment.models.read_ahead.clear()
         from diffusion.heap import return_freed_blocks
 
         return_freed_blocks()

@@ -128,8 +128,13 @@ def read_weights(path: Path, input_name: str, keeps_fp8_weights: Callable[[int],
     """A model file's tensors (`read_safetensors`), its fp8 weights kept fp8 when it holds some and
     `keeps_fp8_weights(its number of values)` says so (`ModelManager.keeps_fp8_weights`), for a network loaded
     with `quantized.load_quantized`."""
+    return read_safetensors(path, input_name, dtype, keep, keep_fp8=keeps_fp8(path, input_name, keeps_fp8_weights))
+
+
+def keeps_fp8(path: Path, input_name: str, keeps_fp8_weights: Callable[[int], bool]) -> bool:
+    """Whether `read_weights` keeps the file's fp8 weights fp8: it holds some and `keeps_fp8_weights` says so."""
     fp8, parameters = fp8_parameters(path, input_name)
-    return read_safetensors(path, input_name, dtype, keep, keep_fp8=bool(fp8) and keeps_fp8_weights(parameters))
+    return bool(fp8) and keeps_fp8_weights(parameters)
 
 
 # ComfyUI's two ways of storing fp8 weights with a scale: "scaled_fp8" files (a `scaled_fp8` marker tensor, each

@@ -8,7 +8,7 @@ pass resolved paths and the input name.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 import torch
 
@@ -18,9 +18,9 @@ from diffusion.encoders import text_encoder_files
 from diffusion.files import (
     MODEL_INDEX,
     fp8_parameters,
+    keeps_fp8,
     pipeline_class,
     read_safetensors,
-    read_weights,
     safetensors_keys,
 )
 from diffusion.manager import ModelManager
@@ -34,7 +34,7 @@ def load_checkpoint(models: ModelManager, path: Path, input_name: str = "ckpt_na
     path = Path(path)
 
     def load() -> ModelTriple:
-        state = read_weights(path, input_name, models.keeps_fp8_weights, models.dtype)
+        state = _read_model_file(models, path, input_name, models.keeps_fp8_weights)
         try:
             return registry.checkpoint_family(state.keys()).load_checkpoint(state, path.name, models.place)
         except ValueError as error:
@@ -113,10 +113,8 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
     def load() -> DiffusionModel:
         if path.suffix.lower() == gguf.GGUF_SUFFIX:
             state = gguf.read_gguf(path, input_name)
-        else:  # a weight_dtype choice stores the weights in fp8: a file of that fp8 keeps its own as they are
-            keeps_fp8 = models.keeps_fp8_weights if storage is None else \
-                lambda parameters: storage in fp8_parameters(path, input_name)[0]
-            state = read_weights(path, input_name, keeps_fp8, models.dtype)
+        else:
+            state = _read_model_file(models, path, input_name, _keeps_fp8_weights(models, path, input_name, storage))
         family = registry.diffusion_model_family(state.keys())
         if family is None:
             raise ValueError(f"{input_name}: this file holds {registry.describe_diffusion_model(state.keys())}, "
@@ -127,8 +125,61 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
             weight_storage.with_weights_stored_in(model.network, storage, "weight_dtype")
         return model
 
-    kind = "diffusion_model" if storage is None else f"diffusion_model-{weight_dtype}"
-    return models.cached(kind, path, input_name, load)
+    return models.cached(_diffusion_model_kind(weight_dtype), path, input_name, load)
+
+
+def _diffusion_model_kind(weight_dtype: str) -> str:
+    """The manager's kind for a UNETLoader model: one per weight_dtype, as each stores the weights differently."""
+    return "diffusion_model" if weight_dtype == "default" else f"diffusion_model-{weight_dtype}"
+
+
+def _keeps_fp8_weights(models: ModelManager, path: Path, input_name: str,
+                       storage: torch.dtype | None) -> Callable[[int], bool]:
+    """UNETLoader's rule for an fp8 file: the manager's, except that a weight_dtype choice stores the weights in
+    fp8, so a file of that fp8 keeps its own as they are."""
+    if storage is None:
+        return models.keeps_fp8_weights
+    return lambda parameters: storage in fp8_parameters(path, input_name)[0]
+
+
+StateDict = dict[str, torch.Tensor]
+
+
+def _model_file_read(models: ModelManager, path: Path, input_name: str,
+                     keeps_fp8_weights: Callable[[int], bool]) -> tuple[Hashable, Callable[[], StateDict]]:
+    """How a loader reads a model file (`files.read_weights` in the manager's precision), and the key naming
+    everything that read depends on: the file's version, the precision, whether its fp8 weights stay fp8."""
+    keep_fp8 = keeps_fp8(path, input_name, keeps_fp8_weights)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, models.dtype, keep_fp8)
+    return key, lambda: read_safetensors(path, input_name, models.dtype, keep_fp8=keep_fp8)
+
+
+def _read_model_file(models: ModelManager, path: Path, input_name: str,
+                     keeps_fp8_weights: Callable[[int], bool]) -> StateDict:
+    """The file's tensors: those a read ahead of this file version with these settings gave, else read now."""
+    key, read = _model_file_read(models, path, input_name, keeps_fp8_weights)
+    state = models.read_ahead.take(key)
+    return read() if state is None else state
+
+
+def read_ahead(models: ModelManager, kind: str, path: Path, input_name: str, weight_dtype: str = "default") -> None:
+    """Start reading the model file a loader will load (`kind` "checkpoint": `load_checkpoint`; "diffusion_model":
+    `load_diffusion_model` with `weight_dtype`) in the background, for that loader to take
+    (`diffusion.read_ahead`). Nothing is started for a model the manager holds already, a GGUF file, or a file
+    that cannot be read: its loader meets and reports the problem."""
+    path = Path(path)
+    if weight_dtype not in weight_storage.WEIGHT_DTYPES:
+        return
+    held_as = _diffusion_model_kind(weight_dtype) if kind == "diffusion_model" else kind
+    if (held_as, str(path.resolve())) in models.loaded() or path.suffix.lower() == gguf.GGUF_SUFFIX:
+        return
+    storage = weight_storage.WEIGHT_DTYPES[weight_dtype] if kind == "diffusion_model" else None
+    try:
+        key, read = _model_file_read(models, path, input_name, _keeps_fp8_weights(models, path, input_name, storage))
+    except (OSError, ValueError):
+        return
+    models.read_ahead.start(key, read)
 
 
 # ComfyUI reads a lone OpenCLIP-G file given as stable_diffusion as the SDXL refiner's CLIP, Qwen3 under lumina2 as

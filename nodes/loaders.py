@@ -45,6 +45,12 @@ class CheckpointLoaderSimple:
         path = _model_file("checkpoints", ckpt_name, "ckpt_name")
         return family_facts(loading.file_family(path, "ckpt_name"), len(cls.RETURN_TYPES))
 
+    @classmethod
+    def READ_AHEAD(cls, ckpt_name: str) -> None:
+        """Start reading the file before the node runs (see `app.runtime.Runtime.read_ahead`)."""
+        path = _model_file("checkpoints", ckpt_name, "ckpt_name")
+        loading.read_ahead(current_environment().models, "checkpoint", path, "ckpt_name")
+
     def load_checkpoint(self, ckpt_name: str) -> tuple[DiffusionModel, TextEncoder, VaeModel]:
         path = _model_file("checkpoints", ckpt_name, "ckpt_name")
         return loading.load_checkpoint(current_environment().models, path, "ckpt_name")
@@ -113,6 +119,12 @@ class UNETLoader:
     def OUTPUT_FACTS(cls, input_facts: dict[str, Any], unet_name: str, **widgets: Any) -> tuple[Any, ...]:
         path = _model_file("diffusion_models", unet_name, "unet_name")
         return family_facts(loading.file_family(path, "unet_name"), 1)
+
+    @classmethod
+    def READ_AHEAD(cls, unet_name: str, weight_dtype: str = "default") -> None:
+        """Start reading the file before the node runs (see `app.runtime.Runtime.read_ahead`)."""
+        path = _model_file("diffusion_models", unet_name, "unet_name")
+        loading.read_ahead(current_environment().models, "diffusion_model", path, "unet_name", weight_dtype)
 
     def load_unet(self, unet_name: str, weight_dtype: str = "default") -> tuple[DiffusionModel]:
         path = _model_file("diffusion_models", unet_name, "unet_name")

@@ -53,7 +53,8 @@ def in_process_worker(store: PromptStore, sink: EventSink, encode_preview: Previ
     """The default: one thread of this process runs the queue on the runtime's executor."""
     return PromptWorker(store, lambda: runtime_future.result().executor, sink, encode_preview,
                         warm_up=lambda: runtime_future.result().warm_up(), interrupt_grace=interrupt_grace,
-                        after_prompt=lambda: runtime_future.result().release_freed_memory())
+                        after_prompt=lambda: runtime_future.result().release_freed_memory(),
+                        read_ahead=lambda prompt: runtime_future.result().read_ahead(prompt))
 
 
 def create_app(settings: Settings, config: ServerConfig, runtime_future: concurrent.futures.Future,

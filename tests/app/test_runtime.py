@@ -112,3 +112,22 @@ def test_default_threads_use_the_usable_cores_unless_omp_num_threads_says(monkey
     assert settings.default_thread_count() == 5
     monkeypatch.setenv("OMP_NUM_THREADS", "auto")  # not a count: ignored
     assert settings.default_thread_count() == 5
+
+
+def test_read_ahead_starts_reading_the_checkpoints_a_prompt_loads(tmp_path):
+    """The first prompt's files are read while the libraries import (`Runtime.read_ahead`): only nodes that can
+    (`READ_AHEAD`) with inputs that resolve inside their folders; what nobody takes goes after the prompt."""
+    runtime = build_runtime(settings_for(tmp_path))
+    models = runtime.environment.models
+    runtime.read_ahead({
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+        "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "../../outside.safetensors"}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "missing.safetensors"}},
+        "5": {"class_type": "UNETLoader", "inputs": {"unet_name": ["9", 0], "weight_dtype": "default"}},
+        "6": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors", "extra": 1}},
+        "7": {"class_type": "NoSuchNode", "inputs": {}},
+        "8": "not a node"})
+    assert len(models.read_ahead) == 1
+    runtime.release_freed_memory()
+    assert len(models.read_ahead) == 0
