@@ -110,7 +110,7 @@ class Runtime:
         (nothing to do without the built-in nodes)."""
         if self.environment is None:
             return
-        self.environment.models.read_ahead.clear()
+        self.environment.read_ahead.clear()
         from diffusion.heap import return_freed_blocks
 
         return_freed_blocks()

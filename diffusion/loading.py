@@ -24,17 +24,20 @@ from diffusion.files import (
     safetensors_keys,
 )
 from diffusion.manager import ModelManager
+from diffusion.read_ahead import ReadAhead
 
 ModelTriple = tuple[Any, Any, Any]  # MODEL, CLIP (None for a file without text encoders), VAE
 
 
-def load_checkpoint(models: ModelManager, path: Path, input_name: str = "ckpt_name") -> ModelTriple:
+def load_checkpoint(models: ModelManager, path: Path, input_name: str = "ckpt_name",
+                    reads: ReadAhead | None = None) -> ModelTriple:
     """MODEL, CLIP and VAE from an all-in-one single-file checkpoint (.safetensors, original layout); an fp8
-    file's linear layers keep their fp8 weights when the manager says so (`ModelManager.keeps_fp8_weights`)."""
+    file's linear layers keep their fp8 weights when the manager says so (`ModelManager.keeps_fp8_weights`).
+    The file's tensors come from `reads` when a read of it was started there (`read_ahead`)."""
     path = Path(path)
 
     def load() -> ModelTriple:
-        state = _read_model_file(models, path, input_name, models.keeps_fp8_weights)
+        state = _read_model_file(models, reads, path, input_name, models.keeps_fp8_weights)
         try:
             return registry.checkpoint_family(state.keys()).load_checkpoint(state, path.name, models.place)
         except ValueError as error:
@@ -99,9 +102,10 @@ def vae_from_state_dict(models: ModelManager, state: Mapping[str, torch.Tensor],
 
 
 def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "unet_name",
-                         weight_dtype: str = "default") -> DiffusionModel:
+                         weight_dtype: str = "default", reads: ReadAhead | None = None) -> DiffusionModel:
     """MODEL from a file holding the denoising network alone (UNETLoader); with a `weight_dtype` of
-    `weight_storage.WEIGHT_DTYPES` other than "default", its weights stored in that precision.
+    `weight_storage.WEIGHT_DTYPES` other than "default", its weights stored in that precision. The file's tensors
+    come from `reads` when a read of it was started there (`read_ahead`).
 
     An fp8 file's linear layers keep their fp8 weights as read (`quantized.load_quantized`) with "default" when the
     manager says so (`ModelManager.keeps_fp8_weights`), and always with a `weight_dtype` of the file's own fp8: then
@@ -114,7 +118,8 @@ def load_diffusion_model(models: ModelManager, path: Path, input_name: str = "un
         if path.suffix.lower() == gguf.GGUF_SUFFIX:
             state = gguf.read_gguf(path, input_name)
         else:
-            state = _read_model_file(models, path, input_name, _keeps_fp8_weights(models, path, input_name, storage))
+            state = _read_model_file(models, reads, path, input_name,
+                                     _keeps_fp8_weights(models, path, input_name, storage))
         family = registry.diffusion_model_family(state.keys())
         if family is None:
             raise ValueError(f"{input_name}: this file holds {registry.describe_diffusion_model(state.keys())}, "
@@ -155,19 +160,20 @@ def _model_file_read(models: ModelManager, path: Path, input_name: str,
     return key, lambda: read_safetensors(path, input_name, models.dtype, keep_fp8=keep_fp8)
 
 
-def _read_model_file(models: ModelManager, path: Path, input_name: str,
+def _read_model_file(models: ModelManager, reads: ReadAhead | None, path: Path, input_name: str,
                      keeps_fp8_weights: Callable[[int], bool]) -> StateDict:
     """The file's tensors: those a read ahead of this file version with these settings gave, else read now."""
     key, read = _model_file_read(models, path, input_name, keeps_fp8_weights)
-    state = models.read_ahead.take(key)
+    state = None if reads is None else reads.take(key)
     return read() if state is None else state
 
 
-def read_ahead(models: ModelManager, kind: str, path: Path, input_name: str, weight_dtype: str = "default") -> None:
-    """Start reading the model file a loader will load (`kind` "checkpoint": `load_checkpoint`; "diffusion_model":
-    `load_diffusion_model` with `weight_dtype`) in the background, for that loader to take
-    (`diffusion.read_ahead`). Nothing is started for a model the manager holds already, a GGUF file, or a file
-    that cannot be read: its loader meets and reports the problem."""
+def read_ahead(reads: ReadAhead, models: ModelManager, kind: str, path: Path, input_name: str,
+               weight_dtype: str = "default") -> None:
+    """Start reading the model file a loader will load with `models` (`kind` "checkpoint": `load_checkpoint`;
+    "diffusion_model": `load_diffusion_model` with `weight_dtype`) in the background, in `reads`, for that
+    loader to take (`diffusion.read_ahead`). Nothing is started for a model the manager holds already, a GGUF
+    file, or a file that cannot be read: its loader meets and reports the problem."""
     path = Path(path)
     if weight_dtype not in weight_storage.WEIGHT_DTYPES:
         return
@@ -179,7 +185,7 @@ def read_ahead(models: ModelManager, kind: str, path: Path, input_name: str, wei
         key, read = _model_file_read(models, path, input_name, _keeps_fp8_weights(models, path, input_name, storage))
     except (OSError, ValueError):
         return
-    models.read_ahead.start(key, read)
+    reads.start(key, read)
 
 
 # ComfyUI reads a lone OpenCLIP-G file given as stable_diffusion as the SDXL refiner's CLIP, Qwen3 under lumina2 as

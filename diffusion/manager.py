@@ -29,7 +29,6 @@ from typing import Any, Callable, Iterator
 import torch
 
 from diffusion.memory import MemoryBudget, allocator_aligned, device_of, modules_of, move_modules, size_in_bytes
-from diffusion.read_ahead import ReadAhead
 
 EvictionListener = Callable[[Any], None]
 
@@ -74,7 +73,6 @@ class ModelManager:
         self.loads: dict[tuple[str, str], int] = {}
         self.offloads: dict[tuple[str, str], int] = {}
         self.unloads: dict[tuple[str, str], int] = {}
-        self.read_ahead = ReadAhead()  # files read before their loader asks (`diffusion.loading.read_ahead`)
 
     def _home_device(self, value: Any) -> torch.device:
         """The manager's device, unless the value's tensors live elsewhere (a LoRA state dict on the CPU); "cuda"

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import torch
 
     from diffusion.manager import ModelManager
+    from diffusion.read_ahead import ReadAhead
 
 MODEL_KINDS = ("checkpoints", "diffusers", "loras", "vae", "diffusion_models", "text_encoders", "upscale_models",
                "clip_vision", "style_models", "controlnet", "t2i_adapter", "gligen",
@@ -139,7 +140,8 @@ def cpu_computes_bf16_natively() -> bool:
 
 @dataclass
 class NodeEnvironment:
-    """Folders, the model manager and the compute device/dtype that built-in nodes run with.
+    """Folders, the model manager and the compute device/dtype that built-in nodes run with, and the model files
+    read ahead of their loaders (`diffusion.read_ahead`, started by `app.runtime.Runtime.read_ahead`).
 
     Without `models`, the environment gets its own model manager; environments that should share loaded
     models (tests with separate output folders, for instance) pass the same one. `text_encoder_offload` says when
@@ -152,6 +154,7 @@ class NodeEnvironment:
     dtype: "torch.dtype"
     models: "ModelManager" = None  # type: ignore[assignment]
     text_encoder_offload: str = "when-tight"
+    read_ahead: "ReadAhead" = None  # type: ignore[assignment]  # model files read before their loader runs
 
     def __post_init__(self) -> None:
         from diffusion.lazy_module import OFFLOAD_POLICIES
@@ -163,6 +166,10 @@ class NodeEnvironment:
             from diffusion.manager import ModelManager
 
             self.models = ModelManager(self.device, self.dtype)
+        if self.read_ahead is None:
+            from diffusion.read_ahead import ReadAhead
+
+            self.read_ahead = ReadAhead()
 
     @classmethod
     def create(cls, folders: Folders, force_cpu: bool = False,

@@ -49,11 +49,13 @@ class CheckpointLoaderSimple:
     def READ_AHEAD(cls, ckpt_name: str) -> None:
         """Start reading the file before the node runs (see `app.runtime.Runtime.read_ahead`)."""
         path = _model_file("checkpoints", ckpt_name, "ckpt_name")
-        loading.read_ahead(current_environment().models, "checkpoint", path, "ckpt_name")
+        environment = current_environment()
+        loading.read_ahead(environment.read_ahead, environment.models, "checkpoint", path, "ckpt_name")
 
     def load_checkpoint(self, ckpt_name: str) -> tuple[DiffusionModel, TextEncoder, VaeModel]:
         path = _model_file("checkpoints", ckpt_name, "ckpt_name")
-        return loading.load_checkpoint(current_environment().models, path, "ckpt_name")
+        environment = current_environment()
+        return loading.load_checkpoint(environment.models, path, "ckpt_name", environment.read_ahead)
 
 
 class DiffusersLoader:
@@ -124,11 +126,15 @@ class UNETLoader:
     def READ_AHEAD(cls, unet_name: str, weight_dtype: str = "default") -> None:
         """Start reading the file before the node runs (see `app.runtime.Runtime.read_ahead`)."""
         path = _model_file("diffusion_models", unet_name, "unet_name")
-        loading.read_ahead(current_environment().models, "diffusion_model", path, "unet_name", weight_dtype)
+        environment = current_environment()
+        loading.read_ahead(environment.read_ahead, environment.models, "diffusion_model", path, "unet_name",
+                           weight_dtype)
 
     def load_unet(self, unet_name: str, weight_dtype: str = "default") -> tuple[DiffusionModel]:
         path = _model_file("diffusion_models", unet_name, "unet_name")
-        return (loading.load_diffusion_model(current_environment().models, path, "unet_name", weight_dtype),)
+        environment = current_environment()
+        return (loading.load_diffusion_model(environment.models, path, "unet_name", weight_dtype,
+                                             environment.read_ahead),)
 
 
 def _text_encoder_paths(names: dict[str, str]) -> dict[str, Any]:

@@ -118,7 +118,7 @@ def test_read_ahead_starts_reading_the_checkpoints_a_prompt_loads(tmp_path):
     """The first prompt's files are read while the libraries import (`Runtime.read_ahead`): only nodes that can
     (`READ_AHEAD`) with inputs that resolve inside their folders; what nobody takes goes after the prompt."""
     runtime = build_runtime(settings_for(tmp_path))
-    models = runtime.environment.models
+    reads = runtime.environment.read_ahead
     runtime.read_ahead({
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors"}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
@@ -128,6 +128,6 @@ def test_read_ahead_starts_reading_the_checkpoints_a_prompt_loads(tmp_path):
         "6": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd1.safetensors", "extra": 1}},
         "7": {"class_type": "NoSuchNode", "inputs": {}},
         "8": "not a node"})
-    assert len(models.read_ahead) == 1
+    assert len(reads) == 1
     runtime.release_freed_memory()
-    assert len(models.read_ahead) == 0
+    assert len(reads) == 0

@@ -77,16 +77,16 @@ def test_the_loader_takes_the_read_ahead_and_builds_the_same_model(tmp_path, tin
     shutil.copyfile(tiny_models_dir / "checkpoints" / "tiny-sd1.safetensors", path)
     expected = _weights(loading.load_checkpoint(ModelManager(torch.device("cpu"), torch.float32), path)[0])
     calls = _counting_reads(monkeypatch)
-    models = ModelManager(torch.device("cpu"), torch.float32)
-    loading.read_ahead(models, "checkpoint", path, "ckpt_name")
-    assert len(models.read_ahead) == 1
-    model = loading.load_checkpoint(models, path)[0]
-    assert calls == ["tiny-sd1.safetensors"] and len(models.read_ahead) == 0  # read once, taken
+    models, reads = ModelManager(torch.device("cpu"), torch.float32), ReadAhead()
+    loading.read_ahead(reads, models, "checkpoint", path, "ckpt_name")
+    assert len(reads) == 1
+    model = loading.load_checkpoint(models, path, reads=reads)[0]
+    assert calls == ["tiny-sd1.safetensors"] and len(reads) == 0  # read once, taken
     loaded = _weights(model)
     assert loaded.keys() == expected.keys()
     assert all(torch.equal(loaded[name], expected[name]) for name in expected)
-    loading.read_ahead(models, "checkpoint", path, "ckpt_name")  # held by the manager now: nothing to read
-    assert len(models.read_ahead) == 0 and calls == ["tiny-sd1.safetensors"]
+    loading.read_ahead(reads, models, "checkpoint", path, "ckpt_name")  # held by the manager now: nothing to read
+    assert len(reads) == 0 and calls == ["tiny-sd1.safetensors"]
 
 
 def test_a_file_rewritten_after_its_read_ahead_is_read_again(tmp_path, tiny_models_dir):
@@ -94,38 +94,38 @@ def test_a_file_rewritten_after_its_read_ahead_is_read_again(tmp_path, tiny_mode
 
     path = tmp_path / "tiny-sd1.safetensors"
     shutil.copyfile(tiny_models_dir / "checkpoints" / "tiny-sd1.safetensors", path)
-    models = ModelManager(torch.device("cpu"), torch.float32)
-    loading.read_ahead(models, "checkpoint", path, "ckpt_name")
+    models, reads = ModelManager(torch.device("cpu"), torch.float32), ReadAhead()
+    loading.read_ahead(reads, models, "checkpoint", path, "ckpt_name")
     demo.write_checkpoint(demo.build_tiny_components("sd1", seed=7), path)  # another version of the file
     stat = path.stat()
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # (even within the clock's tick)
     rewritten = _weights(loading.load_checkpoint(ModelManager(torch.device("cpu"), torch.float32), path)[0])
-    loaded = _weights(loading.load_checkpoint(models, path)[0])
+    loaded = _weights(loading.load_checkpoint(models, path, reads=reads)[0])
     assert all(torch.equal(loaded[name], rewritten[name]) for name in rewritten)  # the stale read is not used
-    assert len(models.read_ahead) == 1  # it is dropped with the rest after the prompt
-    models.read_ahead.clear()
+    assert len(reads) == 1  # it is dropped with the rest after the prompt
+    reads.clear()
 
 
 def test_another_precision_is_another_read(tiny_models_dir, monkeypatch):
     path = tiny_models_dir / "checkpoints" / "tiny-sd1.safetensors"
     calls = _counting_reads(monkeypatch)
-    reading = ModelManager(torch.device("cpu"), torch.float32)
-    loading.read_ahead(reading, "checkpoint", path, "ckpt_name")
-    model = loading.load_checkpoint(ModelManager(torch.device("cpu"), torch.bfloat16), path)[0]  # its own read
-    assert model.network.dtype == torch.bfloat16 and len(reading.read_ahead) == 1
-    loading.load_checkpoint(reading, path)  # the fp32 one takes the read ahead
-    assert len(calls) == 2 and len(reading.read_ahead) == 0
+    reads = ReadAhead()
+    loading.read_ahead(reads, ModelManager(torch.device("cpu"), torch.float32), "checkpoint", path, "ckpt_name")
+    model = loading.load_checkpoint(ModelManager(torch.device("cpu"), torch.bfloat16), path, reads=reads)[0]
+    assert model.network.dtype == torch.bfloat16 and len(reads) == 1  # the bf16 loader read for itself
+    loading.load_checkpoint(ModelManager(torch.device("cpu"), torch.float32), path, reads=reads)  # fp32 takes it
+    assert len(calls) == 2 and len(reads) == 0
 
 
 def test_nothing_is_read_ahead_for_files_the_loader_would_refuse(tmp_path):
-    models = ModelManager(torch.device("cpu"), torch.float32)
+    models, reads = ModelManager(torch.device("cpu"), torch.float32), ReadAhead()
     (tmp_path / "pickled.ckpt").write_bytes(b"not read")
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    loading.read_ahead(models, "checkpoint", tmp_path / "missing.safetensors", "ckpt_name")
-    loading.read_ahead(models, "checkpoint", tmp_path / "pickled.ckpt", "ckpt_name")
-    loading.read_ahead(models, "diffusion_model", tmp_path / "model.gguf", "unet_name")
-    loading.read_ahead(models, "diffusion_model", tmp_path / "missing.safetensors", "unet_name", "no_such_dtype")
-    assert len(models.read_ahead) == 0
+    loading.read_ahead(reads, models, "checkpoint", tmp_path / "missing.safetensors", "ckpt_name")
+    loading.read_ahead(reads, models, "checkpoint", tmp_path / "pickled.ckpt", "ckpt_name")
+    loading.read_ahead(reads, models, "diffusion_model", tmp_path / "model.gguf", "unet_name")
+    loading.read_ahead(reads, models, "diffusion_model", tmp_path / "missing.safetensors", "unet_name", "no_such")
+    assert len(reads) == 0
 
 
 def test_keeps_fp8_follows_the_files_fp8_weights(tmp_path):
@@ -147,12 +147,12 @@ def test_unet_loader_reads_ahead_per_weight_dtype(tiny_models_dir, monkeypatch):
     expected = _weights(loading.load_diffusion_model(ModelManager(torch.device("cpu"), torch.bfloat16), path,
                                                      weight_dtype="fp8_e4m3fn"))
     calls = _counting_reads(monkeypatch)
-    models = ModelManager(torch.device("cpu"), torch.bfloat16)
-    loading.read_ahead(models, "diffusion_model", path, "unet_name", "fp8_e4m3fn")
-    loaded = _weights(loading.load_diffusion_model(models, path, weight_dtype="fp8_e4m3fn"))
-    assert len(calls) == 1 and len(models.read_ahead) == 0
+    models, reads = ModelManager(torch.device("cpu"), torch.bfloat16), ReadAhead()
+    loading.read_ahead(reads, models, "diffusion_model", path, "unet_name", "fp8_e4m3fn")
+    loaded = _weights(loading.load_diffusion_model(models, path, weight_dtype="fp8_e4m3fn", reads=reads))
+    assert len(calls) == 1 and len(reads) == 0
     assert loaded.keys() == expected.keys()
     assert all(torch.equal(loaded[name].float(), expected[name].float()) for name in expected)
-    loading.read_ahead(models, "diffusion_model", path, "unet_name", "fp8_e4m3fn")  # held: nothing read
-    loading.read_ahead(models, "diffusion_model", path, "unet_name")  # held only as fp8: "default" is read
-    assert len(models.read_ahead) == 1
+    loading.read_ahead(reads, models, "diffusion_model", path, "unet_name", "fp8_e4m3fn")  # held: nothing read
+    loading.read_ahead(reads, models, "diffusion_model", path, "unet_name")  # held only as fp8: "default" is read
+    assert len(reads) == 1
