@@ -4,18 +4,21 @@ architectures with seeded random weights written by the project's own tools in t
 (single-file checkpoints; FLUX as ComfyUI's split files).
 
 Per engine, family and batch: time to first image (from launching the engine's process to its first image saved:
-imports, start-up, loading, text encoding, sampling, decoding and saving, alike for every engine), whole-image time
-(median of the later runs, models loaded; the servers reuse the cached text encoding of an unchanged prompt, the
-pipelines encode it on every call), per-step time ((time for `--steps` steps - time for 1 step) / (steps - 1), so
-loading, text encoding, decoding and saving cancel out), peak GPU memory (the device's used memory from
-`torch.cuda.mem_get_info`, sampled every 50 ms from this process while the engine runs: the same measure for every
-engine, its CUDA context included; the diffusers worker also reports its allocator's peak,
+imports, start-up, loading, text encoding, sampling, decoding and saving, alike for every engine) with two of its
+parts: start-up (until the engine begins the work: a server, whose first prompt is queued as soon as it answers,
+until its first node starts; the diffusers worker until its imports are done) and loading (a server: its loader
+nodes in the first run, each from its websocket `executing` message to the next node's; the worker: building the
+pipeline), whole-image time (median of the later runs, models loaded; the servers reuse the cached text encoding of
+an unchanged prompt, the pipelines encode it on every call), per-step time ((time for `--steps` steps - time for 1
+step) / (steps - 1), so loading, text encoding, decoding and saving cancel out), peak GPU memory (the device's used
+memory from `torch.cuda.mem_get_info`, sampled every 50 ms from this process while the engine runs: the same measure
+for every engine, its CUDA context included; the diffusers worker also reports its allocator's peak,
 `torch.cuda.max_memory_allocated`, as `vram_allocated` in its line of the log, which a server cannot be asked for)
 and the engine process's peak resident memory (Linux VmHWM, what `ru_maxrss` reports). Engines take turns, repeat
 after repeat. Our server and ComfyUI's run the same API-format workflow (euler, "simple" schedule, SaveImage, no
-previews), each run timed from queueing it to the server's websocket message that it has finished; the
-diffusers pipelines run the same size, steps and cfg in a fresh process each (this script with `--worker`) and save
-their PNGs as SaveImage does (compress level 4). Ratios are ours over the others.
+previews), each run timed from queueing it to the server's websocket message that it has finished; the diffusers
+pipelines run the same size, steps and cfg in a fresh process each (this script with `--worker`) and save their PNGs
+as SaveImage does (compress level 4). Ratios are ours over the others.
 
 Files (`--models-dir`, written once, reused): SD1.5 fp32 checkpoint and folder (8.5 GB), SDXL fp16 checkpoint and
 folder (14 GB), FLUX.1-dev's transformer (BFL layout, bf16, 24 GB), CLIP-L, T5-XXL (bf16, the published
@@ -286,6 +289,8 @@ class Server:
         self.launched = time.perf_counter()
         self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.node_starts: list[tuple[str, float]] = []  # the last run's nodes as they started (`executing`)
+        self.finished_at = 0.0  # (time.perf_counter()) and when that run finished
         while time.perf_counter() - self.launched < TIMEOUT_S:
             with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 _request(f"{self.url}/object_info/KSampler")
@@ -320,6 +325,7 @@ class Server:
                 if reply.status != 200:
                     raise RuntimeError(f"the workflow was refused: {body}")
             prompt_id = body["prompt_id"]
+            self.node_starts = []
             async with asyncio.timeout(TIMEOUT_S):
                 async for message in events:
                     if message.type != aiohttp.WSMsgType.TEXT:
@@ -327,8 +333,11 @@ class Server:
                     event = json.loads(message.data)
                     if event.get("data", {}).get("prompt_id") != prompt_id:
                         continue
+                    if event["type"] == "executing" and event["data"].get("node") is not None:
+                        self.node_starts.append((str(event["data"]["node"]), time.perf_counter()))
                     if event["type"] == "execution_success":
-                        return prompt_id, time.perf_counter() - began
+                        self.finished_at = time.perf_counter()
+                        return prompt_id, self.finished_at - began
                     if event["type"] in ("execution_error", "execution_interrupted"):
                         raise RuntimeError(f"the workflow failed: {event['data']}")
             raise RuntimeError(f"the server closed its websocket before prompt {prompt_id} finished")
@@ -347,22 +356,33 @@ def measure_server(engine: str, family: Family, files: dict[str, str], batch: in
     size = args.size or family.size
     try:
         with memory.sampling():
-            server.run(family.workflow(files, size, batch, args.steps, 1, family.cfg, args.weight_dtype))
+            workflow = family.workflow(files, size, batch, args.steps, 1, family.cfg, args.weight_dtype)
+            server.run(workflow)
             first = time.perf_counter() - server.launched
+            start = server.node_starts[0][1] - server.launched
+            load = loader_seconds(workflow, server.node_starts, server.finished_at)
             images = [server.run(family.workflow(files, size, batch, args.steps, 2 + index, family.cfg,
                                                  args.weight_dtype)) for index in range(args.runs)]
             single = [server.run(family.workflow(files, size, batch, 1, 20 + index, family.cfg, args.weight_dtype))
                       for index in range(args.runs)]
     finally:
         ram = server.close()
-    return _result(first, images, single, args.steps, memory.peak, ram)
+    return _result(first, images, single, args.steps, memory.peak, ram, start, load)
+
+
+def loader_seconds(workflow: dict[str, Any], node_starts: list[tuple[str, float]], finished: float) -> float:
+    """How long a server's run spent in its loader nodes: each node runs from its `executing` message to the next
+    one's (or the run's end, `finished`), as both servers run one node at a time."""
+    ends = [start for _, start in node_starts[1:]] + [finished]
+    return sum(end - start for (node, start), end in zip(node_starts, ends)
+               if "Loader" in workflow.get(node, {}).get("class_type", ""))
 
 
 def _result(first: float, images: list[float], single: list[float], steps: int, vram: int | None,
-            ram: int | None) -> dict[str, Any]:
+            ram: int | None, start: float, load: float) -> dict[str, Any]:
     image, one = statistics.median(images), statistics.median(single)
-    return {"first_image_s": first, "image_s": image, "step_s": (image - one) / max(1, steps - 1), "vram": vram,
-            "ram": ram}
+    return {"first_image_s": first, "start_s": start, "load_s": load, "image_s": image,
+            "step_s": (image - one) / max(1, steps - 1), "vram": vram, "ram": ram}
 
 
 def measure_diffusers(family: Family, files: dict[str, str], batch: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -412,6 +432,15 @@ def _pipeline(family: str, files: dict[str, str], models_dir: Path, dtype: Any, 
                         text_encoder_2=resolve(clip.t5_model), tokenizer_2=clip.t5_tokenizer, transformer=transformer)
 
 
+def _import_pipeline(family: str) -> None:
+    """The imports `_pipeline` needs for `family` (start-up, not loading): resolving a pipeline's name in diffusers'
+    lazy module imports it and its models."""
+    import diffusers
+
+    getattr(diffusers, {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline",
+                        "flux": "FluxPipeline"}[family])
+
+
 def worker(args: argparse.Namespace) -> None:
     """`--worker`: load the pipeline, run it as the servers run their workflow, print the measurements as JSON."""
     import torch
@@ -432,13 +461,17 @@ def worker(args: argparse.Namespace) -> None:
 
     with tempfile.TemporaryDirectory(prefix="gpu-bench-diffusers-") as folder, memory.sampling():
         output = Path(folder)
+        _import_pipeline(args.worker)
+        start = time.time() - args.launched  # its imports
+        began = time.perf_counter()
         pipeline = _pipeline(args.worker, files, args.models_dir, dtype, args.device, args.weight_dtype)
+        load = time.perf_counter() - began
         pipeline.set_progress_bar_config(disable=True)
         run(args.steps, 1)
         first = time.time() - args.launched  # from the parent's launching this process, as for the servers
         images = [run(args.steps, 2 + index) for index in range(args.runs)]
         single = [run(1, 20 + index) for index in range(args.runs)]
-    result = _result(first, images, single, args.steps, memory.peak, resident_peak(os.getpid()))
+    result = _result(first, images, single, args.steps, memory.peak, resident_peak(os.getpid()), start, load)
     result["vram_allocated"] = torch.cuda.max_memory_allocated() if args.device == "cuda" else None
     print(json.dumps(result))
 
@@ -453,12 +486,12 @@ def print_table(family: Family, size: int, results: dict[tuple[str, int], list[d
                 batches: list[int]) -> None:
     """Medians per engine and batch; the ratios are ours over that engine's (below 1: ours is faster)."""
     print(f"\n{family.name} ({size}x{size}, cfg {family.cfg})")
-    print(f"  {'engine':<10}{'batch':>6}{'first image s':>15}{'image s':>10}{'step s':>10}{'peak VRAM GB':>14}"
-          f"{'peak RAM GB':>13}{'ours/it step':>14}{'ours/it image':>15}")
+    print(f"  {'engine':<10}{'batch':>6}{'first image s':>15}{'start s':>9}{'load s':>8}{'image s':>10}"
+          f"{'step s':>10}{'peak VRAM GB':>14}{'peak RAM GB':>13}{'ours/it step':>14}{'ours/it image':>15}")
     for batch in batches:
         rows = {engine: runs for (engine, size), runs in results.items() if size == batch}
-        medians = {engine: {key: statistics.median(run[key] for run in runs) for key in ("first_image_s", "image_s",
-                                                                                          "step_s")}
+        medians = {engine: {key: statistics.median(run[key] for run in runs)
+                            for key in ("first_image_s", "start_s", "load_s", "image_s", "step_s")}
                    for engine, runs in rows.items()}
         for engine, runs in rows.items():
             value = medians[engine]
@@ -467,8 +500,9 @@ def print_table(family: Family, size: int, results: dict[tuple[str, int], list[d
                      if ours and engine != "ours" else f"{'':>14}{'':>15}")
             vram = max((run["vram"] or 0) for run in runs) or None
             ram = max((run["ram"] or 0) for run in runs) or None
-            print(f"  {engine:<10}{batch:>6}{value['first_image_s']:>15.2f}{value['image_s']:>10.2f}"
-                  f"{value['step_s']:>10.3f}{_gigabytes(vram):>14}{_gigabytes(ram):>13}{ratio}")
+            print(f"  {engine:<10}{batch:>6}{value['first_image_s']:>15.2f}{value['start_s']:>9.2f}"
+                  f"{value['load_s']:>8.2f}{value['image_s']:>10.2f}{value['step_s']:>10.3f}{_gigabytes(vram):>14}"
+                  f"{_gigabytes(ram):>13}{ratio}")
 
 
 def main() -> None:
